@@ -1,0 +1,59 @@
+// Bundles each binary into one executable file under dist/ with esbuild.
+//
+// The CNI plugins (nsm, nsm-ipam) run once per pod on hosts that may have no node_modules:
+// they are pure JavaScript, and the build fails if anything they import would load a native
+// addon (.node), koffi or netlink. The agent and nsmctl keep the native packages external
+// (installed dependencies next to dist/).
+import * as esbuild from 'esbuild'
+import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs'
+
+const NATIVE = ['netlink', 'koffi']
+
+const binaries = [
+  { name: 'nsm', entry: 'cni/plugins/nsm.ts', lean: true },
+  { name: 'nsm-ipam', entry: 'cni/plugins/nsm-ipam.ts', lean: true },
+  { name: 'nsm-agent', entry: 'agent/main.ts', lean: false },
+  { name: 'nsmctl', entry: 'agent/cli/nsmctl.ts', lean: false },
+]
+
+/** Fails the build when a lean bundle would pull in a native addon. */
+const forbidNative = {
+  name: 'forbid-native',
+  setup(build) {
+    build.onResolve({ filter: /.*/ }, (args) => {
+      const bare = args.path.split('/')[0]
+      if (NATIVE.includes(bare) || args.path.endsWith('.node')) {
+        return { errors: [{ text: `${args.path} is native: CNI plugins must stay pure JavaScript (imported from ${args.importer})` }] }
+      }
+      return undefined
+    })
+  },
+}
+
+const only = process.argv.slice(2)
+mkdirSync('dist', { recursive: true })
+for (const b of binaries) {
+  if (only.length > 0 && !only.includes(b.name)) continue
+  if (!existsSync(b.entry)) {
+    console.error(`build: skipping ${b.name}: ${b.entry} does not exist yet`)
+    continue
+  }
+  const outfile = `dist/${b.name}`
+  rmSync(outfile, { force: true })
+  await esbuild.build({
+    entryPoints: [b.entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    minifySyntax: true,
+    sourcemap: false,
+    legalComments: 'none',
+    banner: { js: '#!/usr/bin/env node' },
+    external: b.lean ? [] : NATIVE,
+    plugins: b.lean ? [forbidNative] : [],
+    logLevel: 'warning',
+  })
+  chmodSync(outfile, 0o755)
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite, as .ci/run runs it: setup, type check, then node-tap over every test.
+# Needs root: the kernel, CNI and agent tests make real network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+npx tsc --noEmit
+exec npx tap "$@"
