@@ -1,0 +1,72 @@
+// Test helpers for real network namespaces. Tests may use the `ip` command (the product never does).
+//
+// Every namespace gets the per-run prefix, so parallel runs never collide and a leftover names the run
+// that leaked it; each is removed in t.teardown, also when the test fails.
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+
+/** Short per-process prefix: 4 hex chars, so prefix + 10 more characters still fit IFNAMSIZ (15). */
+export const RUN = process.env.NSM_TEST_RUN ?? randomBytes(2).toString('hex')
+
+let counter = 0
+/** A unique name with the run prefix, at most 15 characters (usable as a link or netns name). */
+export function uniqueName(kind: string): string {
+  counter += 1
+  const name = `t${RUN}${kind}${counter}`
+  if (name.length > 15) throw new Error(`test name ${name} is longer than 15 characters`)
+  return name
+}
+
+interface Teardown {
+  teardown(fn: () => void | Promise<void>): void
+}
+
+/** Runs a command for a test and returns its stdout; throws with stderr on failure. */
+export function sh(cmd: string, args: string[], opts: { input?: string } = {}): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...opts })
+}
+
+/** Runs `ip` inside a namespace (or in the root one when ns is undefined). */
+export function ip(ns: string | undefined, ...args: string[]): string {
+  return ns === undefined ? sh('ip', args) : sh('ip', ['-n', ns, ...args])
+}
+
+export interface TestNetns {
+  name: string
+  /** Path as runtimes pass it in CNI_NETNS. */
+  path: string
+}
+
+/** Creates a named netns (`ip netns add`) with lo up, removed at teardown. */
+export function makeNetns(t: Teardown, kind = 'ns'): TestNetns {
+  const name = uniqueName(kind)
+  sh('ip', ['netns', 'add', name])
+  t.teardown(() => removeNetns(name))
+  sh('ip', ['-n', name, 'link', 'set', 'lo', 'up'])
+  return { name, path: `/var/run/netns/${name}` }
+}
+
+export function removeNetns(name: string): void {
+  if (existsSync(`/var/run/netns/${name}`)) {
+    try {
+      sh('ip', ['netns', 'del', name])
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Names of links in a namespace (root when ns is undefined). */
+export function linkNames(ns?: string): string[] {
+  const out = JSON.parse(ip(ns, '-j', 'link', 'show')) as Array<{ ifname: string }>
+  return out.map((l) => l.ifname)
+}
+
+/** Addresses (address/prefixlen) on a link in a namespace. */
+export function linkAddresses(ns: string | undefined, ifname: string): string[] {
+  const out = JSON.parse(ip(ns, '-j', 'addr', 'show', 'dev', ifname)) as Array<{
+    addr_info: Array<{ local: string; prefixlen: number }>
+  }>
+  return (out[0]?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`)
+}
