@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every benchmark under bench/ (each writes its own section of BENCHMARKS.md). Needs root.
+# Not part of `npm test`. Run one with: npx tsx bench/<name>.ts
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+for b in bench/*.ts; do
+  echo "== $b" >&2
+  npx tsx "$b"
+done
