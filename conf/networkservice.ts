@@ -14,7 +14,10 @@
 // with `{{ }}` must be templates conf/template.ts can render.
 import { parseAllDocuments } from 'yaml'
 import { ConfError, type ConfErrorOptions } from './errors.js'
+import { isValidLabelKey, isValidServiceName } from './names.js'
 import { parseTemplate } from './template.js'
+
+export { isValidLabelKey, isValidServiceName } from './names.js'
 
 export type Payload = 'IP' | 'ETHERNET'
 
@@ -40,22 +43,6 @@ export interface NetworkService {
 export const API_GROUP = 'networkservicemesh.io'
 export const API_VERSIONS: readonly string[] = [`${API_GROUP}/v1`, `${API_GROUP}/v1alpha1`]
 const PAYLOADS: readonly Payload[] = ['IP', 'ETHERNET']
-
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
-
-/** A Kubernetes object name (DNS-1123 subdomain): what a service may be called. */
-export function isValidServiceName(name: string): boolean {
-  return name.length > 0 && name.length <= 253 && DNS_SUBDOMAIN.test(name)
-}
-
-/** A Kubernetes label key: `[prefix/]name`, name ≤ 63 characters. */
-export function isValidLabelKey(key: string): boolean {
-  const slash = key.indexOf('/')
-  const name = slash < 0 ? key : key.slice(slash + 1)
-  if (slash >= 0 && !isValidServiceName(key.slice(0, slash))) return false
-  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name)
-}
 
 /** Parses every YAML document in `text` into a NetworkService; throws ConfError. */
 export function parseNetworkServiceYaml(text: string): NetworkService[] {
