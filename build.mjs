@@ -5,7 +5,7 @@
 // addon (.node), koffi or netlink. The agent and nsmctl keep the native packages external
 // (installed dependencies next to dist/).
 import * as esbuild from 'esbuild'
-import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 
 const NATIVE = ['netlink', 'koffi']
 
@@ -32,6 +32,9 @@ const forbidNative = {
 
 const only = process.argv.slice(2)
 mkdirSync('dist', { recursive: true })
+// The bundles are CommonJS files without an extension: inside this "type": "module" package Node would
+// load them as ES modules ("require is not defined"), so dist/ declares itself CommonJS.
+writeFileSync('dist/package.json', '{ "type": "commonjs" }\n')
 for (const b of binaries) {
   if (only.length > 0 && !only.includes(b.name)) continue
   if (!existsSync(b.entry)) {
