@@ -10,7 +10,7 @@ rm -rf gen && mkdir gen
 protoc \
   --plugin=protoc-gen-ts_proto=../node_modules/.bin/protoc-gen-ts_proto \
   --ts_proto_out=gen \
-  --ts_proto_opt=outputServices=generic-definitions,useDate=false,esModuleInterop=true,env=node,forceLong=number,useOptionals=none,exportCommonSymbols=false,outputPartialMethods=false \
+  --ts_proto_opt=outputServices=generic-definitions,useDate=false,esModuleInterop=true,env=node,forceLong=number,useOptionals=none,exportCommonSymbols=false \
   -I . \
   google/protobuf/timestamp.proto google/protobuf/empty.proto \
   networkservice/connectioncontext.proto networkservice/connection.proto networkservice/networkservice.proto \

@@ -272,6 +272,25 @@ export const Mechanism: MessageFns<Mechanism> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Mechanism>, I>>(base?: I): Mechanism {
+    return Mechanism.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Mechanism>, I>>(object: I): Mechanism {
+    const message = createBaseMechanism();
+    message.cls = object.cls ?? "";
+    message.type = object.type ?? "";
+    message.parameters = (globalThis.Object.entries(object.parameters ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBaseMechanism_ParametersEntry(): Mechanism_ParametersEntry {
@@ -346,6 +365,16 @@ export const Mechanism_ParametersEntry: MessageFns<Mechanism_ParametersEntry> = 
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Mechanism_ParametersEntry>, I>>(base?: I): Mechanism_ParametersEntry {
+    return Mechanism_ParametersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Mechanism_ParametersEntry>, I>>(object: I): Mechanism_ParametersEntry {
+    const message = createBaseMechanism_ParametersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -489,6 +518,29 @@ export const PathSegment: MessageFns<PathSegment> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<PathSegment>, I>>(base?: I): PathSegment {
+    return PathSegment.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PathSegment>, I>>(object: I): PathSegment {
+    const message = createBasePathSegment();
+    message.name = object.name ?? "";
+    message.id = object.id ?? "";
+    message.token = object.token ?? "";
+    message.expires = (object.expires !== undefined && object.expires !== null)
+      ? Timestamp.fromPartial(object.expires)
+      : undefined;
+    message.metrics = (globalThis.Object.entries(object.metrics ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBasePathSegment_MetricsEntry(): PathSegment_MetricsEntry {
@@ -563,6 +615,16 @@ export const PathSegment_MetricsEntry: MessageFns<PathSegment_MetricsEntry> = {
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PathSegment_MetricsEntry>, I>>(base?: I): PathSegment_MetricsEntry {
+    return PathSegment_MetricsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PathSegment_MetricsEntry>, I>>(object: I): PathSegment_MetricsEntry {
+    const message = createBasePathSegment_MetricsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -642,6 +704,16 @@ export const Path: MessageFns<Path> = {
       obj.pathSegments = message.pathSegments.map((e) => PathSegment.toJSON(e));
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Path>, I>>(base?: I): Path {
+    return Path.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Path>, I>>(object: I): Path {
+    const message = createBasePath();
+    message.index = object.index ?? 0;
+    message.pathSegments = object.pathSegments?.map((e) => PathSegment.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -863,6 +935,35 @@ export const Connection: MessageFns<Connection> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Connection>, I>>(base?: I): Connection {
+    return Connection.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Connection>, I>>(object: I): Connection {
+    const message = createBaseConnection();
+    message.id = object.id ?? "";
+    message.networkService = object.networkService ?? "";
+    message.mechanism = (object.mechanism !== undefined && object.mechanism !== null)
+      ? Mechanism.fromPartial(object.mechanism)
+      : undefined;
+    message.context = (object.context !== undefined && object.context !== null)
+      ? ConnectionContext.fromPartial(object.context)
+      : undefined;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.path = (object.path !== undefined && object.path !== null) ? Path.fromPartial(object.path) : undefined;
+    message.networkServiceEndpointName = object.networkServiceEndpointName ?? "";
+    message.payload = object.payload ?? "";
+    message.state = object.state ?? 0;
+    return message;
+  },
 };
 
 function createBaseConnection_LabelsEntry(): Connection_LabelsEntry {
@@ -937,6 +1038,16 @@ export const Connection_LabelsEntry: MessageFns<Connection_LabelsEntry> = {
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Connection_LabelsEntry>, I>>(base?: I): Connection_LabelsEntry {
+    return Connection_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Connection_LabelsEntry>, I>>(object: I): Connection_LabelsEntry {
+    const message = createBaseConnection_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -1035,6 +1146,24 @@ export const ConnectionEvent: MessageFns<ConnectionEvent> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<ConnectionEvent>, I>>(base?: I): ConnectionEvent {
+    return ConnectionEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionEvent>, I>>(object: I): ConnectionEvent {
+    const message = createBaseConnectionEvent();
+    message.type = object.type ?? 0;
+    message.connections = (globalThis.Object.entries(object.connections ?? {}) as [string, Connection][]).reduce(
+      (acc: { [key: string]: Connection }, [key, value]: [string, Connection]) => {
+        if (value !== undefined) {
+          acc[key] = Connection.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBaseConnectionEvent_ConnectionsEntry(): ConnectionEvent_ConnectionsEntry {
@@ -1110,6 +1239,22 @@ export const ConnectionEvent_ConnectionsEntry: MessageFns<ConnectionEvent_Connec
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<ConnectionEvent_ConnectionsEntry>, I>>(
+    base?: I,
+  ): ConnectionEvent_ConnectionsEntry {
+    return ConnectionEvent_ConnectionsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionEvent_ConnectionsEntry>, I>>(
+    object: I,
+  ): ConnectionEvent_ConnectionsEntry {
+    const message = createBaseConnectionEvent_ConnectionsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? Connection.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseMonitorScopeSelector(): MonitorScopeSelector {
@@ -1174,6 +1319,15 @@ export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<MonitorScopeSelector>, I>>(base?: I): MonitorScopeSelector {
+    return MonitorScopeSelector.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MonitorScopeSelector>, I>>(object: I): MonitorScopeSelector {
+    const message = createBaseMonitorScopeSelector();
+    message.pathSegments = object.pathSegments?.map((e) => PathSegment.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 export type MonitorConnectionDefinition = typeof MonitorConnectionDefinition;
@@ -1191,6 +1345,18 @@ export const MonitorConnectionDefinition = {
     },
   },
 } as const;
+
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
@@ -1238,4 +1404,6 @@ interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
   toJSON(message: T): unknown;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

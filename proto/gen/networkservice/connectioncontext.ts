@@ -197,6 +197,16 @@ export const IpNeighbor: MessageFns<IpNeighbor> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<IpNeighbor>, I>>(base?: I): IpNeighbor {
+    return IpNeighbor.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<IpNeighbor>, I>>(object: I): IpNeighbor {
+    const message = createBaseIpNeighbor();
+    message.ip = object.ip ?? "";
+    message.hardwareAddress = object.hardwareAddress ?? "";
+    return message;
+  },
 };
 
 function createBaseRoute(): Route {
@@ -272,6 +282,16 @@ export const Route: MessageFns<Route> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Route>, I>>(base?: I): Route {
+    return Route.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Route>, I>>(object: I): Route {
+    const message = createBaseRoute();
+    message.prefix = object.prefix ?? "";
+    message.nextHop = object.nextHop ?? "";
+    return message;
+  },
 };
 
 function createBaseIpFamily(): IpFamily {
@@ -329,6 +349,15 @@ export const IpFamily: MessageFns<IpFamily> = {
       obj.family = ipFamily_FamilyToJSON(message.family);
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<IpFamily>, I>>(base?: I): IpFamily {
+    return IpFamily.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<IpFamily>, I>>(object: I): IpFamily {
+    const message = createBaseIpFamily();
+    message.family = object.family ?? 0;
+    return message;
   },
 };
 
@@ -450,6 +479,20 @@ export const ExtraPrefixRequest: MessageFns<ExtraPrefixRequest> = {
       obj.requestedNumber = Math.round(message.requestedNumber);
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExtraPrefixRequest>, I>>(base?: I): ExtraPrefixRequest {
+    return ExtraPrefixRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExtraPrefixRequest>, I>>(object: I): ExtraPrefixRequest {
+    const message = createBaseExtraPrefixRequest();
+    message.addrFamily = (object.addrFamily !== undefined && object.addrFamily !== null)
+      ? IpFamily.fromPartial(object.addrFamily)
+      : undefined;
+    message.prefixLen = object.prefixLen ?? 0;
+    message.requiredNumber = object.requiredNumber ?? 0;
+    message.requestedNumber = object.requestedNumber ?? 0;
+    return message;
   },
 };
 
@@ -578,6 +621,19 @@ export const PolicyRoute: MessageFns<PolicyRoute> = {
       obj.routes = message.routes.map((e) => Route.toJSON(e));
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PolicyRoute>, I>>(base?: I): PolicyRoute {
+    return PolicyRoute.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PolicyRoute>, I>>(object: I): PolicyRoute {
+    const message = createBasePolicyRoute();
+    message.from = object.from ?? "";
+    message.proto = object.proto ?? "";
+    message.dstPort = object.dstPort ?? "";
+    message.srcPort = object.srcPort ?? "";
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -843,6 +899,25 @@ export const IPContext: MessageFns<IPContext> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<IPContext>, I>>(base?: I): IPContext {
+    return IPContext.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<IPContext>, I>>(object: I): IPContext {
+    const message = createBaseIPContext();
+    message.srcIpAddrs = object.srcIpAddrs?.map((e) => e) || [];
+    message.dstIpAddrs = object.dstIpAddrs?.map((e) => e) || [];
+    message.srcIpRequired = object.srcIpRequired ?? false;
+    message.dstIpRequired = object.dstIpRequired ?? false;
+    message.srcRoutes = object.srcRoutes?.map((e) => Route.fromPartial(e)) || [];
+    message.dstRoutes = object.dstRoutes?.map((e) => Route.fromPartial(e)) || [];
+    message.excludedPrefixes = object.excludedPrefixes?.map((e) => e) || [];
+    message.ipNeighbors = object.ipNeighbors?.map((e) => IpNeighbor.fromPartial(e)) || [];
+    message.extraPrefixRequest = object.extraPrefixRequest?.map((e) => ExtraPrefixRequest.fromPartial(e)) || [];
+    message.extraPrefixes = object.extraPrefixes?.map((e) => e) || [];
+    message.policies = object.policies?.map((e) => PolicyRoute.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 function createBaseDNSConfig(): DNSConfig {
@@ -926,6 +1001,16 @@ export const DNSConfig: MessageFns<DNSConfig> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<DNSConfig>, I>>(base?: I): DNSConfig {
+    return DNSConfig.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DNSConfig>, I>>(object: I): DNSConfig {
+    const message = createBaseDNSConfig();
+    message.dnsServerIps = object.dnsServerIps?.map((e) => e) || [];
+    message.searchDomains = object.searchDomains?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseDNSContext(): DNSContext {
@@ -985,6 +1070,15 @@ export const DNSContext: MessageFns<DNSContext> = {
       obj.configs = message.configs.map((e) => DNSConfig.toJSON(e));
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DNSContext>, I>>(base?: I): DNSContext {
+    return DNSContext.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DNSContext>, I>>(object: I): DNSContext {
+    const message = createBaseDNSContext();
+    message.configs = object.configs?.map((e) => DNSConfig.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -1087,6 +1181,17 @@ export const EthernetContext: MessageFns<EthernetContext> = {
       obj.vlanTag = Math.round(message.vlanTag);
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EthernetContext>, I>>(base?: I): EthernetContext {
+    return EthernetContext.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EthernetContext>, I>>(object: I): EthernetContext {
+    const message = createBaseEthernetContext();
+    message.srcMac = object.srcMac ?? "";
+    message.dstMac = object.dstMac ?? "";
+    message.vlanTag = object.vlanTag ?? 0;
+    return message;
   },
 };
 
@@ -1255,6 +1360,33 @@ export const ConnectionContext: MessageFns<ConnectionContext> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<ConnectionContext>, I>>(base?: I): ConnectionContext {
+    return ConnectionContext.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionContext>, I>>(object: I): ConnectionContext {
+    const message = createBaseConnectionContext();
+    message.ipContext = (object.ipContext !== undefined && object.ipContext !== null)
+      ? IPContext.fromPartial(object.ipContext)
+      : undefined;
+    message.dnsContext = (object.dnsContext !== undefined && object.dnsContext !== null)
+      ? DNSContext.fromPartial(object.dnsContext)
+      : undefined;
+    message.ethernetContext = (object.ethernetContext !== undefined && object.ethernetContext !== null)
+      ? EthernetContext.fromPartial(object.ethernetContext)
+      : undefined;
+    message.extraContext = (globalThis.Object.entries(object.extraContext ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.MTU = object.MTU ?? 0;
+    return message;
+  },
 };
 
 function createBaseConnectionContext_ExtraContextEntry(): ConnectionContext_ExtraContextEntry {
@@ -1330,7 +1462,33 @@ export const ConnectionContext_ExtraContextEntry: MessageFns<ConnectionContext_E
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<ConnectionContext_ExtraContextEntry>, I>>(
+    base?: I,
+  ): ConnectionContext_ExtraContextEntry {
+    return ConnectionContext_ExtraContextEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionContext_ExtraContextEntry>, I>>(
+    object: I,
+  ): ConnectionContext_ExtraContextEntry {
+    const message = createBaseConnectionContext_ExtraContextEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
 };
+
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function isObject(value: any): boolean {
   return typeof value === "object" && value !== null;
@@ -1345,4 +1503,6 @@ interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
   toJSON(message: T): unknown;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

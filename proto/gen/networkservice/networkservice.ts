@@ -97,6 +97,18 @@ export const NetworkServiceRequest: MessageFns<NetworkServiceRequest> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceRequest>, I>>(base?: I): NetworkServiceRequest {
+    return NetworkServiceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceRequest>, I>>(object: I): NetworkServiceRequest {
+    const message = createBaseNetworkServiceRequest();
+    message.connection = (object.connection !== undefined && object.connection !== null)
+      ? Connection.fromPartial(object.connection)
+      : undefined;
+    message.mechanismPreferences = object.mechanismPreferences?.map((e) => Mechanism.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 export type NetworkServiceDefinition = typeof NetworkServiceDefinition;
@@ -123,6 +135,18 @@ export const NetworkServiceDefinition = {
   },
 } as const;
 
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
 }
@@ -132,4 +156,6 @@ interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
   toJSON(message: T): unknown;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

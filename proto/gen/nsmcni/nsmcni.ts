@@ -124,6 +124,27 @@ export interface StatusResponse {
   connections: number;
   endpoints: number;
   started: Timestamp | undefined;
+  nodeName: string;
+}
+
+export interface ExplainRequest {
+  networkService: string;
+  /** The client's labels (pod labels + annotation labels); the agent adds nodeName when absent. */
+  labels: { [key: string]: string };
+}
+
+export interface ExplainRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface ExplainResponse {
+  /**
+   * agent/select's Explanation as JSON: which match applies, which endpoints qualify, which would be
+   * chosen and why. JSON rather than a mirrored message: it is a report for people and nsmctl, and its
+   * shape belongs to the selection code.
+   */
+  explanationJson: string;
 }
 
 function createBaseEndpointExtension(): EndpointExtension {
@@ -279,6 +300,20 @@ export const EndpointExtension: MessageFns<EndpointExtension> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<EndpointExtension>, I>>(base?: I): EndpointExtension {
+    return EndpointExtension.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointExtension>, I>>(object: I): EndpointExtension {
+    const message = createBaseEndpointExtension();
+    message.endpointName = object.endpointName ?? "";
+    message.netnsPath = object.netnsPath ?? "";
+    message.cidrPools = object.cidrPools?.map((e) => e) || [];
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
+    message.excludedPrefixes = object.excludedPrefixes?.map((e) => e) || [];
+    message.nodeName = object.nodeName ?? "";
+    return message;
+  },
 };
 
 function createBaseEndpointRegistration(): EndpointRegistration {
@@ -354,6 +389,20 @@ export const EndpointRegistration: MessageFns<EndpointRegistration> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<EndpointRegistration>, I>>(base?: I): EndpointRegistration {
+    return EndpointRegistration.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointRegistration>, I>>(object: I): EndpointRegistration {
+    const message = createBaseEndpointRegistration();
+    message.endpoint = (object.endpoint !== undefined && object.endpoint !== null)
+      ? NetworkServiceEndpoint.fromPartial(object.endpoint)
+      : undefined;
+    message.extension = (object.extension !== undefined && object.extension !== null)
+      ? EndpointExtension.fromPartial(object.extension)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseEndpointQuery(): EndpointQuery {
@@ -418,6 +467,15 @@ export const EndpointQuery: MessageFns<EndpointQuery> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<EndpointQuery>, I>>(base?: I): EndpointQuery {
+    return EndpointQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointQuery>, I>>(object: I): EndpointQuery {
+    const message = createBaseEndpointQuery();
+    message.endpointName = object.endpointName ?? "";
+    return message;
+  },
 };
 
 function createBaseEndpointRegistrations(): EndpointRegistrations {
@@ -479,6 +537,15 @@ export const EndpointRegistrations: MessageFns<EndpointRegistrations> = {
       obj.endpoints = message.endpoints.map((e) => EndpointRegistration.toJSON(e));
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EndpointRegistrations>, I>>(base?: I): EndpointRegistrations {
+    return EndpointRegistrations.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointRegistrations>, I>>(object: I): EndpointRegistrations {
+    const message = createBaseEndpointRegistrations();
+    message.endpoints = object.endpoints?.map((e) => EndpointRegistration.fromPartial(e)) || [];
+    return message;
   },
 };
 
@@ -554,6 +621,16 @@ export const PodInfoRequest: MessageFns<PodInfoRequest> = {
       obj.name = message.name;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PodInfoRequest>, I>>(base?: I): PodInfoRequest {
+    return PodInfoRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PodInfoRequest>, I>>(object: I): PodInfoRequest {
+    const message = createBasePodInfoRequest();
+    message.namespace = object.namespace ?? "";
+    message.name = object.name ?? "";
+    return message;
   },
 };
 
@@ -738,6 +815,36 @@ export const PodInfo: MessageFns<PodInfo> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<PodInfo>, I>>(base?: I): PodInfo {
+    return PodInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PodInfo>, I>>(object: I): PodInfo {
+    const message = createBasePodInfo();
+    message.namespace = object.namespace ?? "";
+    message.name = object.name ?? "";
+    message.uid = object.uid ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.annotations = (globalThis.Object.entries(object.annotations ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.nodeName = object.nodeName ?? "";
+    return message;
+  },
 };
 
 function createBasePodInfo_LabelsEntry(): PodInfo_LabelsEntry {
@@ -813,6 +920,16 @@ export const PodInfo_LabelsEntry: MessageFns<PodInfo_LabelsEntry> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<PodInfo_LabelsEntry>, I>>(base?: I): PodInfo_LabelsEntry {
+    return PodInfo_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PodInfo_LabelsEntry>, I>>(object: I): PodInfo_LabelsEntry {
+    const message = createBasePodInfo_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
 };
 
 function createBasePodInfo_AnnotationsEntry(): PodInfo_AnnotationsEntry {
@@ -887,6 +1004,16 @@ export const PodInfo_AnnotationsEntry: MessageFns<PodInfo_AnnotationsEntry> = {
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PodInfo_AnnotationsEntry>, I>>(base?: I): PodInfo_AnnotationsEntry {
+    return PodInfo_AnnotationsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PodInfo_AnnotationsEntry>, I>>(object: I): PodInfo_AnnotationsEntry {
+    const message = createBasePodInfo_AnnotationsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -997,6 +1124,18 @@ export const Attachment: MessageFns<Attachment> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Attachment>, I>>(base?: I): Attachment {
+    return Attachment.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Attachment>, I>>(object: I): Attachment {
+    const message = createBaseAttachment();
+    message.containerId = object.containerId ?? "";
+    message.ifname = object.ifname ?? "";
+    message.network = object.network ?? "";
+    message.netns = object.netns ?? "";
+    return message;
+  },
 };
 
 function createBaseCheckRequest(): CheckRequest {
@@ -1054,6 +1193,17 @@ export const CheckRequest: MessageFns<CheckRequest> = {
       obj.attachment = Attachment.toJSON(message.attachment);
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckRequest>, I>>(base?: I): CheckRequest {
+    return CheckRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckRequest>, I>>(object: I): CheckRequest {
+    const message = createBaseCheckRequest();
+    message.attachment = (object.attachment !== undefined && object.attachment !== null)
+      ? Attachment.fromPartial(object.attachment)
+      : undefined;
+    return message;
   },
 };
 
@@ -1149,6 +1299,17 @@ export const CheckProblem: MessageFns<CheckProblem> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<CheckProblem>, I>>(base?: I): CheckProblem {
+    return CheckProblem.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckProblem>, I>>(object: I): CheckProblem {
+    const message = createBaseCheckProblem();
+    message.code = object.code ?? "";
+    message.message = object.message ?? "";
+    message.connectionId = object.connectionId ?? "";
+    return message;
+  },
 };
 
 function createBaseCheckResponse(): CheckResponse {
@@ -1243,6 +1404,17 @@ export const CheckResponse: MessageFns<CheckResponse> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<CheckResponse>, I>>(base?: I): CheckResponse {
+    return CheckResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckResponse>, I>>(object: I): CheckResponse {
+    const message = createBaseCheckResponse();
+    message.ok = object.ok ?? false;
+    message.problems = object.problems?.map((e) => CheckProblem.fromPartial(e)) || [];
+    message.connections = object.connections?.map((e) => Connection.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 function createBaseGCRequest(): GCRequest {
@@ -1322,6 +1494,16 @@ export const GCRequest: MessageFns<GCRequest> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<GCRequest>, I>>(base?: I): GCRequest {
+    return GCRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GCRequest>, I>>(object: I): GCRequest {
+    const message = createBaseGCRequest();
+    message.network = object.network ?? "";
+    message.validAttachments = object.validAttachments?.map((e) => Attachment.fromPartial(e)) || [];
+    return message;
+  },
 };
 
 function createBaseGCResponse(): GCResponse {
@@ -1386,6 +1568,15 @@ export const GCResponse: MessageFns<GCResponse> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<GCResponse>, I>>(base?: I): GCResponse {
+    return GCResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GCResponse>, I>>(object: I): GCResponse {
+    const message = createBaseGCResponse();
+    message.closedConnectionIds = object.closedConnectionIds?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseStatusRequest(): StatusRequest {
@@ -1430,10 +1621,18 @@ export const StatusRequest: MessageFns<StatusRequest> = {
     const obj: any = {};
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<StatusRequest>, I>>(base?: I): StatusRequest {
+    return StatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatusRequest>, I>>(_: I): StatusRequest {
+    const message = createBaseStatusRequest();
+    return message;
+  },
 };
 
 function createBaseStatusResponse(): StatusResponse {
-  return { ready: false, reason: "", version: "", connections: 0, endpoints: 0, started: undefined };
+  return { ready: false, reason: "", version: "", connections: 0, endpoints: 0, started: undefined, nodeName: "" };
 }
 
 export const StatusResponse: MessageFns<StatusResponse> = {
@@ -1455,6 +1654,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.started !== undefined) {
       Timestamp.encode(message.started, writer.uint32(50).fork()).join();
+    }
+    if (message.nodeName !== "") {
+      writer.uint32(58).string(message.nodeName);
     }
     return writer;
   },
@@ -1520,6 +1722,14 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.started = Timestamp.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.nodeName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1540,6 +1750,11 @@ export const StatusResponse: MessageFns<StatusResponse> = {
       connections: isSet(object.connections) ? globalThis.Number(object.connections) : 0,
       endpoints: isSet(object.endpoints) ? globalThis.Number(object.endpoints) : 0,
       started: isSet(object.started) ? fromJsonTimestamp(object.started) : undefined,
+      nodeName: isSet(object.nodeName)
+        ? globalThis.String(object.nodeName)
+        : isSet(object.node_name)
+        ? globalThis.String(object.node_name)
+        : "",
     };
   },
 
@@ -1563,7 +1778,304 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.started !== undefined) {
       obj.started = fromTimestamp(message.started).toISOString();
     }
+    if (message.nodeName !== "") {
+      obj.nodeName = message.nodeName;
+    }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StatusResponse>, I>>(base?: I): StatusResponse {
+    return StatusResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatusResponse>, I>>(object: I): StatusResponse {
+    const message = createBaseStatusResponse();
+    message.ready = object.ready ?? false;
+    message.reason = object.reason ?? "";
+    message.version = object.version ?? "";
+    message.connections = object.connections ?? 0;
+    message.endpoints = object.endpoints ?? 0;
+    message.started = (object.started !== undefined && object.started !== null)
+      ? Timestamp.fromPartial(object.started)
+      : undefined;
+    message.nodeName = object.nodeName ?? "";
+    return message;
+  },
+};
+
+function createBaseExplainRequest(): ExplainRequest {
+  return { networkService: "", labels: {} };
+}
+
+export const ExplainRequest: MessageFns<ExplainRequest> = {
+  encode(message: ExplainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.networkService !== "") {
+      writer.uint32(10).string(message.networkService);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      ExplainRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.networkService = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ExplainRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.labels[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainRequest {
+    return {
+      networkService: isSet(object.networkService)
+        ? globalThis.String(object.networkService)
+        : isSet(object.network_service)
+        ? globalThis.String(object.network_service)
+        : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: ExplainRequest): unknown {
+    const obj: any = {};
+    if (message.networkService !== "") {
+      obj.networkService = message.networkService;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainRequest>, I>>(base?: I): ExplainRequest {
+    return ExplainRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainRequest>, I>>(object: I): ExplainRequest {
+    const message = createBaseExplainRequest();
+    message.networkService = object.networkService ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseExplainRequest_LabelsEntry(): ExplainRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const ExplainRequest_LabelsEntry: MessageFns<ExplainRequest_LabelsEntry> = {
+  encode(message: ExplainRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainRequest_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ExplainRequest_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainRequest_LabelsEntry>, I>>(base?: I): ExplainRequest_LabelsEntry {
+    return ExplainRequest_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainRequest_LabelsEntry>, I>>(object: I): ExplainRequest_LabelsEntry {
+    const message = createBaseExplainRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseExplainResponse(): ExplainResponse {
+  return { explanationJson: "" };
+}
+
+export const ExplainResponse: MessageFns<ExplainResponse> = {
+  encode(message: ExplainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.explanationJson !== "") {
+      writer.uint32(10).string(message.explanationJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.explanationJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainResponse {
+    return {
+      explanationJson: isSet(object.explanationJson)
+        ? globalThis.String(object.explanationJson)
+        : isSet(object.explanation_json)
+        ? globalThis.String(object.explanation_json)
+        : "",
+    };
+  },
+
+  toJSON(message: ExplainResponse): unknown {
+    const obj: any = {};
+    if (message.explanationJson !== "") {
+      obj.explanationJson = message.explanationJson;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainResponse>, I>>(base?: I): ExplainResponse {
+    return ExplainResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainResponse>, I>>(object: I): ExplainResponse {
+    const message = createBaseExplainResponse();
+    message.explanationJson = object.explanationJson ?? "";
+    return message;
   },
 };
 
@@ -1628,8 +2140,28 @@ export const AgentDefinition = {
       responseStream: false,
       options: {},
     },
+    explain: {
+      name: "Explain",
+      requestType: ExplainRequest as typeof ExplainRequest,
+      requestStream: false,
+      responseType: ExplainResponse as typeof ExplainResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
+
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
@@ -1677,4 +2209,6 @@ interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
   toJSON(message: T): unknown;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

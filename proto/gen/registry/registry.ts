@@ -208,6 +208,18 @@ export const NetworkService: MessageFns<NetworkService> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkService>, I>>(base?: I): NetworkService {
+    return NetworkService.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkService>, I>>(object: I): NetworkService {
+    const message = createBaseNetworkService();
+    message.name = object.name ?? "";
+    message.payload = object.payload ?? "";
+    message.matches = object.matches?.map((e) => Match.fromPartial(e)) || [];
+    message.pathIds = object.pathIds?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseMatch(): Match {
@@ -348,6 +360,28 @@ export const Match: MessageFns<Match> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Match>, I>>(base?: I): Match {
+    return Match.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Match>, I>>(object: I): Match {
+    const message = createBaseMatch();
+    message.sourceSelector = (globalThis.Object.entries(object.sourceSelector ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.routes = object.routes?.map((e) => Destination.fromPartial(e)) || [];
+    message.fallthrough = object.fallthrough ?? false;
+    message.metadata = (object.metadata !== undefined && object.metadata !== null)
+      ? Metadata.fromPartial(object.metadata)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseMatch_SourceSelectorEntry(): Match_SourceSelectorEntry {
@@ -422,6 +456,16 @@ export const Match_SourceSelectorEntry: MessageFns<Match_SourceSelectorEntry> = 
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Match_SourceSelectorEntry>, I>>(base?: I): Match_SourceSelectorEntry {
+    return Match_SourceSelectorEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Match_SourceSelectorEntry>, I>>(object: I): Match_SourceSelectorEntry {
+    const message = createBaseMatch_SourceSelectorEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -505,6 +549,23 @@ export const Metadata: MessageFns<Metadata> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Metadata>, I>>(base?: I): Metadata {
+    return Metadata.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Metadata>, I>>(object: I): Metadata {
+    const message = createBaseMetadata();
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBaseMetadata_LabelsEntry(): Metadata_LabelsEntry {
@@ -579,6 +640,16 @@ export const Metadata_LabelsEntry: MessageFns<Metadata_LabelsEntry> = {
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Metadata_LabelsEntry>, I>>(base?: I): Metadata_LabelsEntry {
+    return Metadata_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Metadata_LabelsEntry>, I>>(object: I): Metadata_LabelsEntry {
+    const message = createBaseMetadata_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -690,6 +761,22 @@ export const Destination: MessageFns<Destination> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<Destination>, I>>(base?: I): Destination {
+    return Destination.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Destination>, I>>(object: I): Destination {
+    const message = createBaseDestination();
+    message.destinationSelector = (globalThis.Object.entries(object.destinationSelector ?? {}) as [string, string][])
+      .reduce((acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      }, {});
+    message.weight = object.weight ?? 0;
+    return message;
+  },
 };
 
 function createBaseDestination_DestinationSelectorEntry(): Destination_DestinationSelectorEntry {
@@ -764,6 +851,20 @@ export const Destination_DestinationSelectorEntry: MessageFns<Destination_Destin
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Destination_DestinationSelectorEntry>, I>>(
+    base?: I,
+  ): Destination_DestinationSelectorEntry {
+    return Destination_DestinationSelectorEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Destination_DestinationSelectorEntry>, I>>(
+    object: I,
+  ): Destination_DestinationSelectorEntry {
+    const message = createBaseDestination_DestinationSelectorEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -847,6 +948,23 @@ export const NetworkServiceLabels: MessageFns<NetworkServiceLabels> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceLabels>, I>>(base?: I): NetworkServiceLabels {
+    return NetworkServiceLabels.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceLabels>, I>>(object: I): NetworkServiceLabels {
+    const message = createBaseNetworkServiceLabels();
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
 };
 
 function createBaseNetworkServiceLabels_LabelsEntry(): NetworkServiceLabels_LabelsEntry {
@@ -921,6 +1039,20 @@ export const NetworkServiceLabels_LabelsEntry: MessageFns<NetworkServiceLabels_L
       obj.value = message.value;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkServiceLabels_LabelsEntry>, I>>(
+    base?: I,
+  ): NetworkServiceLabels_LabelsEntry {
+    return NetworkServiceLabels_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceLabels_LabelsEntry>, I>>(
+    object: I,
+  ): NetworkServiceLabels_LabelsEntry {
+    const message = createBaseNetworkServiceLabels_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
   },
 };
 
@@ -1132,6 +1264,35 @@ export const NetworkServiceEndpoint: MessageFns<NetworkServiceEndpoint> = {
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceEndpoint>, I>>(base?: I): NetworkServiceEndpoint {
+    return NetworkServiceEndpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceEndpoint>, I>>(object: I): NetworkServiceEndpoint {
+    const message = createBaseNetworkServiceEndpoint();
+    message.name = object.name ?? "";
+    message.networkServiceNames = object.networkServiceNames?.map((e) => e) || [];
+    message.networkServiceLabels =
+      (globalThis.Object.entries(object.networkServiceLabels ?? {}) as [string, NetworkServiceLabels][]).reduce(
+        (acc: { [key: string]: NetworkServiceLabels }, [key, value]: [string, NetworkServiceLabels]) => {
+          if (value !== undefined) {
+            acc[key] = NetworkServiceLabels.fromPartial(value);
+          }
+          return acc;
+        },
+        {},
+      );
+    message.url = object.url ?? "";
+    message.expirationTime = (object.expirationTime !== undefined && object.expirationTime !== null)
+      ? Timestamp.fromPartial(object.expirationTime)
+      : undefined;
+    message.initialRegistrationTime =
+      (object.initialRegistrationTime !== undefined && object.initialRegistrationTime !== null)
+        ? Timestamp.fromPartial(object.initialRegistrationTime)
+        : undefined;
+    message.pathIds = object.pathIds?.map((e) => e) || [];
+    return message;
+  },
 };
 
 function createBaseNetworkServiceEndpoint_NetworkServiceLabelsEntry(): NetworkServiceEndpoint_NetworkServiceLabelsEntry {
@@ -1212,6 +1373,22 @@ export const NetworkServiceEndpoint_NetworkServiceLabelsEntry: MessageFns<
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceEndpoint_NetworkServiceLabelsEntry>, I>>(
+    base?: I,
+  ): NetworkServiceEndpoint_NetworkServiceLabelsEntry {
+    return NetworkServiceEndpoint_NetworkServiceLabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceEndpoint_NetworkServiceLabelsEntry>, I>>(
+    object: I,
+  ): NetworkServiceEndpoint_NetworkServiceLabelsEntry {
+    const message = createBaseNetworkServiceEndpoint_NetworkServiceLabelsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? NetworkServiceLabels.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
 };
 
 function createBaseNetworkServiceQuery(): NetworkServiceQuery {
@@ -1290,6 +1467,18 @@ export const NetworkServiceQuery: MessageFns<NetworkServiceQuery> = {
       obj.watch = message.watch;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkServiceQuery>, I>>(base?: I): NetworkServiceQuery {
+    return NetworkServiceQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceQuery>, I>>(object: I): NetworkServiceQuery {
+    const message = createBaseNetworkServiceQuery();
+    message.networkService = (object.networkService !== undefined && object.networkService !== null)
+      ? NetworkService.fromPartial(object.networkService)
+      : undefined;
+    message.watch = object.watch ?? false;
+    return message;
   },
 };
 
@@ -1370,6 +1559,19 @@ export const NetworkServiceEndpointQuery: MessageFns<NetworkServiceEndpointQuery
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceEndpointQuery>, I>>(base?: I): NetworkServiceEndpointQuery {
+    return NetworkServiceEndpointQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceEndpointQuery>, I>>(object: I): NetworkServiceEndpointQuery {
+    const message = createBaseNetworkServiceEndpointQuery();
+    message.networkServiceEndpoint =
+      (object.networkServiceEndpoint !== undefined && object.networkServiceEndpoint !== null)
+        ? NetworkServiceEndpoint.fromPartial(object.networkServiceEndpoint)
+        : undefined;
+    message.watch = object.watch ?? false;
+    return message;
+  },
 };
 
 function createBaseNetworkServiceResponse(): NetworkServiceResponse {
@@ -1448,6 +1650,18 @@ export const NetworkServiceResponse: MessageFns<NetworkServiceResponse> = {
       obj.deleted = message.deleted;
     }
     return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkServiceResponse>, I>>(base?: I): NetworkServiceResponse {
+    return NetworkServiceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceResponse>, I>>(object: I): NetworkServiceResponse {
+    const message = createBaseNetworkServiceResponse();
+    message.networkService = (object.networkService !== undefined && object.networkService !== null)
+      ? NetworkService.fromPartial(object.networkService)
+      : undefined;
+    message.deleted = object.deleted ?? false;
+    return message;
   },
 };
 
@@ -1528,6 +1742,21 @@ export const NetworkServiceEndpointResponse: MessageFns<NetworkServiceEndpointRe
     }
     return obj;
   },
+
+  create<I extends Exact<DeepPartial<NetworkServiceEndpointResponse>, I>>(base?: I): NetworkServiceEndpointResponse {
+    return NetworkServiceEndpointResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkServiceEndpointResponse>, I>>(
+    object: I,
+  ): NetworkServiceEndpointResponse {
+    const message = createBaseNetworkServiceEndpointResponse();
+    message.networkServiceEndpoint =
+      (object.networkServiceEndpoint !== undefined && object.networkServiceEndpoint !== null)
+        ? NetworkServiceEndpoint.fromPartial(object.networkServiceEndpoint)
+        : undefined;
+    message.deleted = object.deleted ?? false;
+    return message;
+  },
 };
 
 export type NetworkServiceEndpointRegistryDefinition = typeof NetworkServiceEndpointRegistryDefinition;
@@ -1594,6 +1823,18 @@ export const NetworkServiceRegistryDefinition = {
   },
 } as const;
 
+type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
+
+type DeepPartial<T> = T extends Builtin ? T
+  : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
+  : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
+  : T extends {} ? { [K in keyof T]?: DeepPartial<T[K]> }
+  : Partial<T>;
+
+type KeysOfUnion<T> = T extends T ? keyof T : never;
+type Exact<P, I extends P> = P extends Builtin ? P
+  : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
 function toTimestamp(date: Date): Timestamp {
   const seconds = Math.trunc(date.getTime() / 1_000);
   const nanos = (date.getTime() % 1_000) * 1_000_000;
@@ -1640,4 +1881,6 @@ interface MessageFns<T> {
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
   toJSON(message: T): unknown;
+  create<I extends Exact<DeepPartial<T>, I>>(base?: I): T;
+  fromPartial<I extends Exact<DeepPartial<T>, I>>(object: I): T;
 }

@@ -1,0 +1,241 @@
+// agent/config/: the agent's configuration — a YAML file (`--config`) overlaid by command-line flags,
+// validated into one typed AgentConfig with errors that name the file, flag and field at fault.
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { isAbsolute, normalize } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+
+export interface AgentConfig {
+  /** Unix socket the agent serves on (mode 0600). */
+  socket: string
+  /** Where the connection table and the registry are persisted. */
+  stateDir: string
+  /** This node's name: the `nodeName` client label, and which endpoints are local. */
+  nodeName: string
+  /** Netns path patterns accepted from requests and registrations (`*` = one path segment). */
+  netnsAllow: string[]
+  /** Lifetime given to endpoint registrations that carry no expiration_time. */
+  endpointTtlMs: number
+  logLevel: LogLevel
+  /** Pod-info directory (agent/podinfo/directory.ts) for runs without Kubernetes; wins over kubernetes. */
+  podInfoDir: string | undefined
+  /** Watch this node's pods through the Kubernetes API (in-cluster, or `kubeconfig`). */
+  kubernetes: boolean
+  kubeconfig: string | undefined
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error']
+
+export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
+  socket: '/run/nsm/agent.sock',
+  stateDir: '/var/lib/nsm-agent',
+  nodeName: hostname(),
+  netnsAllow: ['/var/run/netns/*', '/run/netns/*', '/proc/*/ns/net'],
+  endpointTtlMs: 60_000,
+  logLevel: 'info',
+  podInfoDir: undefined,
+  kubernetes: false,
+  kubeconfig: undefined,
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+  constructor(
+    /** Where: `--socket`, `config.yaml: netnsAllow[1]`. */
+    readonly where: string,
+    message: string,
+  ) {
+    super(`${where}: ${message}`)
+  }
+}
+
+export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-dir DIR] [--node-name NAME]
+                 [--netns-allow PATTERN]... [--endpoint-ttl DURATION] [--log-level debug|info|warn|error]
+                 [--pod-info-dir DIR | --kubernetes [--kubeconfig FILE]]
+
+The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
+endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig). --netns-allow may repeat or take a comma list; it replaces the default list
+(${DEFAULT_CONFIG.netnsAllow.join(', ')}).`
+
+/** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
+  if (m === null || m[1] === undefined) return undefined
+  const n = Number(m[1])
+  const unit = m[2] ?? 's'
+  const factor = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000
+  return Math.round(n * factor)
+}
+
+type Overrides = Partial<AgentConfig>
+
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig']
+
+/** Parses argv (without node and script) into the config file path and flag overrides. */
+export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
+  const overrides: Overrides = {}
+  let configFile: string | undefined
+  let help = false
+  const allow: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? ''
+    if (arg === '--help' || arg === '-h') {
+      help = true
+      continue
+    }
+    const eq = arg.indexOf('=')
+    const flag = eq > 0 ? arg.slice(0, eq) : arg
+    const value = (): string => {
+      if (eq > 0) return arg.slice(eq + 1)
+      const v = argv[i + 1]
+      if (v === undefined || v.startsWith('--')) throw new ConfigError(flag, 'needs a value')
+      i += 1
+      return v
+    }
+    switch (flag) {
+      case '--config':
+        configFile = value()
+        break
+      case '--socket':
+        overrides.socket = checkAbsolute(flag, value())
+        break
+      case '--state-dir':
+        overrides.stateDir = checkAbsolute(flag, value())
+        break
+      case '--node-name':
+        overrides.nodeName = checkNodeName(flag, value())
+        break
+      case '--netns-allow':
+        for (const p of value().split(',')) if (p.trim() !== '') allow.push(checkPattern(flag, p.trim()))
+        break
+      case '--endpoint-ttl':
+        overrides.endpointTtlMs = checkDuration(flag, value())
+        break
+      case '--log-level':
+        overrides.logLevel = checkLogLevel(flag, value())
+        break
+      case '--pod-info-dir':
+        overrides.podInfoDir = checkAbsolute(flag, value())
+        break
+      case '--kubernetes':
+        overrides.kubernetes = true
+        break
+      case '--kubeconfig':
+        overrides.kubeconfig = checkAbsolute(flag, value())
+        overrides.kubernetes = true
+        break
+      default:
+        throw new ConfigError(arg, 'unknown flag (see --help)')
+    }
+  }
+  if (allow.length > 0) overrides.netnsAllow = allow
+  return { configFile, overrides, help }
+}
+
+/** Reads and validates the YAML config file into overrides. */
+export function parseConfigFile(path: string, text = readFileSync(path, 'utf8')): Overrides {
+  let doc: unknown
+  try {
+    doc = parseYaml(text)
+  } catch (err) {
+    throw new ConfigError(path, `not valid YAML: ${(err as Error).message.split('\n')[0] ?? ''}`)
+  }
+  if (doc === null || doc === undefined) return {}
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(path, 'must be a mapping')
+  const out: Overrides = {}
+  for (const [key, v] of Object.entries(doc as Record<string, unknown>)) {
+    const where = `${path}: ${key}`
+    switch (key) {
+      case 'socket':
+        out.socket = checkAbsolute(where, str(where, v))
+        break
+      case 'stateDir':
+        out.stateDir = checkAbsolute(where, str(where, v))
+        break
+      case 'nodeName':
+        out.nodeName = checkNodeName(where, str(where, v))
+        break
+      case 'netnsAllow':
+        if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty list of path patterns')
+        out.netnsAllow = v.map((p, i) => checkPattern(`${where}[${i}]`, str(`${where}[${i}]`, p)))
+        break
+      case 'endpointTtl':
+        out.endpointTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
+        break
+      case 'logLevel':
+        out.logLevel = checkLogLevel(where, str(where, v))
+        break
+      case 'pods':
+        if (!Array.isArray(v)) throw new ConfigError(where, 'must be a list of pods')
+        out.pods = v.map((p, i) => checkPod(`${where}[${i}]`, p))
+        break
+      default:
+        throw new ConfigError(where, `unknown key (known: socket, stateDir, nodeName, netnsAllow, endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig)`)
+    }
+  }
+  return out
+}
+
+/** Defaults ← config file ← flags. */
+export function loadConfig(argv: readonly string[]): { config: AgentConfig; help: boolean } {
+  const { configFile, overrides, help } = parseFlags(argv)
+  let fromFile: Overrides = {}
+  if (configFile !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(configFile, 'utf8')
+    } catch (err) {
+      throw new ConfigError('--config', `cannot read ${configFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+    fromFile = parseConfigFile(configFile, text)
+  }
+  return { config: { ...DEFAULT_CONFIG, ...fromFile, ...overrides }, help }
+}
+
+/** True when `path` (absolute, normalized) matches one of the patterns; `*` matches one path segment. */
+export function netnsAllowed(path: string, patterns: readonly string[]): boolean {
+  if (!isAbsolute(path) || normalize(path) !== path) return false
+  return patterns.some((p) => globToRegExp(p).test(path))
+}
+
+function globToRegExp(pattern: string): RegExp {
+  const body = pattern
+    .split('*')
+    .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+    .join('[^/]+')
+  return new RegExp(`^${body}$`)
+}
+
+function str(where: string, v: unknown): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(where, 'must be a non-empty string')
+  return v
+}
+
+function checkAbsolute(where: string, v: string): string {
+  if (!isAbsolute(v)) throw new ConfigError(where, `must be an absolute path, got "${v}"`)
+  return normalize(v)
+}
+
+function checkPattern(where: string, v: string): string {
+  if (!isAbsolute(v) || normalize(v) !== v) throw new ConfigError(where, `must be an absolute, normalized path pattern, got "${v}"`)
+  return v
+}
+
+function checkNodeName(where: string, v: string): string {
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(v) || v.length > 253) {
+    throw new ConfigError(where, `must be a DNS-1123 name, got "${v}"`)
+  }
+  return v
+}
+
+function checkDuration(where: string, v: string): number {
+  const ms = parseDuration(v)
+  if (ms === undefined || ms <= 0) throw new ConfigError(where, `must be a positive duration like 30s, 5m or 1h, got "${v}"`)
+  return ms
+}
+
+function checkLogLevel(where: string, v: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(where, `must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`)
+  return v as LogLevel
+}

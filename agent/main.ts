@@ -1,0 +1,106 @@
+// dist/nsm-agent: the node agent's entry and composition root. Loads the config (YAML + flags), opens the
+// state (connection table, registry stores) under the state dir, builds the server with its hooks, serves
+// on the unix socket, prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
+// the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start.
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import pkg from '../package.json'
+import { ConfigError, loadConfig, USAGE, type AgentConfig } from './config/config.js'
+import { ConnectionTable } from './connections/table.js'
+import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry.js'
+import { FileStore } from './registry/store.js'
+import { jsonLogger } from './server/log.js'
+import { AgentServer } from './server/server.js'
+
+async function main(argv: readonly string[]): Promise<number> {
+  let config: AgentConfig
+  try {
+    const loaded = loadConfig(argv)
+    if (loaded.help) {
+      process.stdout.write(`${USAGE}\n`)
+      return 0
+    }
+    config = loaded.config
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`nsm-agent: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  const log = jsonLogger(config.logLevel)
+  const reportListenerError = (err: unknown): void => log.error('event listener failed', { err })
+
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 })
+  const table = await ConnectionTable.open(join(config.stateDir, 'connections.json'), reportListenerError)
+  const registry = await Registry.open({
+    services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec),
+    endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec),
+    netnsAllow: config.netnsAllow,
+    defaultTtlMs: config.endpointTtlMs,
+    onListenerError: reportListenerError,
+  })
+  registry.subscribe((ev) => {
+    if (ev.kind === 'endpoint') log.info(`endpoint ${ev.reason}`, { endpoint: ev.endpoint.name })
+    else log.info(`service ${ev.type}`, { service: ev.service.name })
+  })
+  // Pod-info source (agent/podinfo) is wired in once that folder lands.
+  const podInfo = undefined as { close(): void } | undefined
+
+  const server = new AgentServer({
+    socket: config.socket,
+    nodeName: config.nodeName,
+    version: pkg.version,
+    table,
+    registry,
+    log,
+  })
+  // The request pipeline (agent/pipeline/) plugs in here: server.setHandler(pipeline), plus
+  // server.setChecker(kernel CHECK), server.setReadiness(...), server.setRoundRobin(its RoundRobin).
+  // Until then the server records connections in the table without building datapaths.
+
+  let stopping: Promise<void> | undefined
+  const stop = (signal: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info('stopping', { signal })
+      await server.stop()
+      registry.close()
+      podInfo?.close()
+      await table.flush()
+      log.info('stopped', {})
+    })()
+    return stopping
+  }
+  const done = new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      stop(signal).then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error('stop failed', { err })
+          resolve(1)
+        },
+      )
+    }
+    process.once('SIGTERM', onSignal)
+    process.once('SIGINT', onSignal)
+  })
+
+  try {
+    await server.start()
+  } catch (err) {
+    log.error('cannot serve', { socket: config.socket, err })
+    registry.close()
+    podInfo?.close()
+    return 1
+  }
+  log.info('ready', { socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, version: pkg.version, pid: process.pid })
+  return done
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`nsm-agent: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,97 @@
+// Durable JSON snapshots for the agent's embedded stores (registry, connection table): write to a temp
+// file, fsync, rename over the target, fsync the directory, so a crash leaves the old or the new file and
+// never a torn one. Writes are coalesced: callers that arrive while a write is in flight share the next
+// one, so N concurrent mutations cost at most two writes, and each caller's promise resolves only once a
+// snapshot taken after its mutation is on disk.
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
+import { dirname } from 'node:path'
+
+let tmpCounter = 0
+
+/** Writes `data` to `path` atomically and durably (file mode `mode`). */
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+  tmpCounter += 1
+  const tmp = `${path}.tmp-${process.pid}-${tmpCounter}`
+  const fh = await open(tmp, 'w', mode)
+  try {
+    await fh.writeFile(data)
+    await fh.sync()
+  } catch (err) {
+    await fh.close()
+    await unlink(tmp).catch(() => undefined)
+    throw err
+  }
+  await fh.close()
+  try {
+    await rename(tmp, path)
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined)
+    throw err
+  }
+  const dir = await open(dirname(path), 'r')
+  try {
+    await dir.sync()
+  } finally {
+    await dir.close()
+  }
+}
+
+interface Waiter {
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+export class AtomicJsonFile<T> {
+  private readonly waiters: Waiter[] = []
+  private writing = false
+
+  constructor(
+    readonly path: string,
+    /** Produces the snapshot to write; called once per physical write, after the callers' mutations. */
+    private readonly snapshot: () => T,
+  ) {}
+
+  /** The stored value, or undefined when the file does not exist. Throws on unparsable content. */
+  async read(): Promise<unknown> {
+    let text: string
+    try {
+      text = await readFile(this.path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    try {
+      return JSON.parse(text) as unknown
+    } catch (err) {
+      throw new Error(`${this.path}: not valid JSON (${(err as Error).message})`, { cause: err })
+    }
+  }
+
+  /** Resolves when a snapshot taken after this call is durable on disk. */
+  save(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject })
+      // flush() settles every waiter itself and never rejects, so nothing floats unhandled.
+      void this.flush()
+    })
+  }
+
+  private async flush(): Promise<void> {
+    if (this.writing) return
+    this.writing = true
+    try {
+      while (this.waiters.length > 0) {
+        const batch = this.waiters.splice(0)
+        try {
+          await writeFileAtomic(this.path, JSON.stringify(this.snapshot()))
+          for (const w of batch) w.resolve()
+        } catch (err) {
+          for (const w of batch) w.reject(err)
+        }
+      }
+    } finally {
+      this.writing = false
+    }
+  }
+}

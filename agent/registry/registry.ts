@@ -1,0 +1,288 @@
+// agent/registry/: the embedded NSM registry — network services and endpoints (plus our per-endpoint
+// extension: netns, pools, routes offered), kept in memory over a Store and published as events.
+//
+// Contract:
+// - Register validates everything first (validate.ts) and stores nothing on failure; a refresh (same name)
+//   keeps initial_registration_time and, when no new extension is given, the stored extension.
+// - Endpoints expire at expiration_time (default: now + defaultTtlMs). An expired endpoint is removed
+//   from the store and announced with reason 'expired'; Find never returns it.
+// - Mutations are serialized; events are emitted in mutation order after the store accepted the change.
+//   Healing subscribes here: an endpoint `delete` event (reason 'unregistered' | 'expired') means its
+//   connections must be reselected.
+import { NetworkService, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
+import { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { Timestamp } from '../../proto/gen/google/protobuf/timestamp.js'
+import type { NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
+import type { Store } from './store.js'
+import { netnsFromUrl, validateEndpoint, validateExtension, validateService } from './validate.js'
+import { AgentError } from '../server/agent-error.js'
+
+export interface StoredEndpoint {
+  readonly endpoint: NetworkServiceEndpoint
+  /** Always present; empty lists when the endpoint registered through plain NSM Register. */
+  readonly extension: EndpointExtension
+}
+
+export type EndpointChangeReason = 'registered' | 'refreshed' | 'unregistered' | 'expired'
+
+export type RegistryEvent =
+  | { readonly kind: 'service'; readonly type: 'update' | 'delete'; readonly service: NetworkService }
+  | {
+      readonly kind: 'endpoint'
+      readonly type: 'update' | 'delete'
+      readonly endpoint: NetworkServiceEndpoint
+      readonly extension: EndpointExtension
+      readonly reason: EndpointChangeReason
+    }
+
+export type RegistryListener = (event: RegistryEvent) => void
+
+export interface RegistryOptions {
+  services: Store<NetworkService>
+  endpoints: Store<StoredEndpoint>
+  netnsAllow: readonly string[]
+  /** Lifetime of an endpoint registered without expiration_time. */
+  defaultTtlMs: number
+  now?: () => number
+  onListenerError?: (err: unknown) => void
+}
+
+export const storedEndpointCodec = {
+  toJSON: (e: StoredEndpoint): unknown => ({
+    endpoint: NetworkServiceEndpoint.toJSON(e.endpoint),
+    extension: EndpointExtension.toJSON(e.extension),
+  }),
+  fromJSON: (j: unknown): StoredEndpoint => {
+    const o = j as { endpoint?: unknown; extension?: unknown }
+    return { endpoint: NetworkServiceEndpoint.fromJSON(o.endpoint), extension: EndpointExtension.fromJSON(o.extension ?? {}) }
+  },
+}
+
+export const serviceCodec = { toJSON: (s: NetworkService): unknown => NetworkService.toJSON(s), fromJSON: (j: unknown) => NetworkService.fromJSON(j) }
+
+export function timestampMs(t: Timestamp | undefined): number | undefined {
+  return t === undefined ? undefined : t.seconds * 1000 + Math.floor(t.nanos / 1e6)
+}
+
+export function timestampOf(ms: number): Timestamp {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 }
+}
+
+export class Registry {
+  private readonly services = new Map<string, { message: NetworkService; parsed: ConfNetworkService }>()
+  private readonly endpoints = new Map<string, StoredEndpoint>()
+  private readonly listeners = new Set<RegistryListener>()
+  private readonly now: () => number
+  private queue: Promise<unknown> = Promise.resolve()
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+
+  private constructor(private readonly opts: RegistryOptions) {
+    this.now = opts.now ?? Date.now
+  }
+
+  /** Loads both stores; entries that expired while the agent was down are dropped (and deleted). */
+  static async open(opts: RegistryOptions): Promise<Registry> {
+    const r = new Registry(opts)
+    for (const [name, message] of await opts.services.load()) r.services.set(name, { message, parsed: validateService(message) })
+    for (const [name, stored] of await opts.endpoints.load()) r.endpoints.set(name, stored)
+    await r.sweep()
+    return r
+  }
+
+  subscribe(listener: RegistryListener): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  close(): void {
+    this.closed = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  // ---- services ----
+
+  async registerService(ns: NetworkService): Promise<NetworkService> {
+    const parsed = validateService(ns)
+    const message: NetworkService = { ...ns, payload: parsed.payload }
+    return this.serialize(async () => {
+      await this.opts.services.put(message.name, message)
+      this.services.set(message.name, { message, parsed })
+      this.emit({ kind: 'service', type: 'update', service: message })
+      return message
+    })
+  }
+
+  /** Resolves false when no such service is registered. */
+  async unregisterService(name: string): Promise<boolean> {
+    if (name === '') throw AgentError.invalid('name', 'is required')
+    return this.serialize(async () => {
+      const existing = this.services.get(name)
+      if (existing === undefined) return false
+      await this.opts.services.delete(name)
+      this.services.delete(name)
+      this.emit({ kind: 'service', type: 'delete', service: existing.message })
+      return true
+    })
+  }
+
+  /** Services matching the query: name and payload compared when set. */
+  findServices(query?: NetworkService): NetworkService[] {
+    return [...this.services.values()].map((s) => s.message).filter((s) => serviceMatches(s, query)).sort(byName)
+  }
+
+  /** A service in the selection layer's form (agent/select), or undefined. */
+  service(name: string): ConfNetworkService | undefined {
+    return this.services.get(name)?.parsed
+  }
+
+  // ---- endpoints ----
+
+  /**
+   * Registers or refreshes an endpoint. `extension` undefined keeps the stored one (plain NSM Register);
+   * given, it replaces it. An endpoint url `file:///netns` fills extension.netns_path when that is empty.
+   */
+  async registerEndpoint(nse: NetworkServiceEndpoint, extension?: EndpointExtension): Promise<StoredEndpoint> {
+    const now = this.now()
+    const rules = { netnsAllow: this.opts.netnsAllow, now }
+    validateEndpoint(nse, rules)
+    if (extension !== undefined) validateExtension(extension, nse.name, rules)
+    return this.serialize(async () => {
+      const previous = this.live(nse.name)
+      const base = extension ?? previous?.extension ?? EndpointExtension.fromPartial({})
+      const netnsPath = base.netnsPath !== '' ? base.netnsPath : (netnsFromUrl(nse.url) ?? '')
+      const stored: StoredEndpoint = {
+        endpoint: {
+          ...nse,
+          expirationTime: nse.expirationTime ?? timestampOf(now + this.opts.defaultTtlMs),
+          initialRegistrationTime: previous?.endpoint.initialRegistrationTime ?? nse.initialRegistrationTime ?? timestampOf(now),
+        },
+        extension: { ...base, endpointName: nse.name, netnsPath },
+      }
+      await this.opts.endpoints.put(nse.name, stored)
+      this.endpoints.set(nse.name, stored)
+      this.emit({ kind: 'endpoint', type: 'update', ...stored, reason: previous === undefined ? 'registered' : 'refreshed' })
+      this.schedule()
+      return stored
+    })
+  }
+
+  /** Resolves with what was removed, or undefined when no such (live) endpoint exists. */
+  async unregisterEndpoint(name: string): Promise<StoredEndpoint | undefined> {
+    if (name === '') throw AgentError.invalid('name', 'is required')
+    return this.serialize(async () => {
+      const existing = this.endpoints.get(name)
+      if (existing === undefined) return undefined
+      await this.opts.endpoints.delete(name)
+      this.endpoints.delete(name)
+      this.emit({ kind: 'endpoint', type: 'delete', ...existing, reason: 'unregistered' })
+      this.schedule()
+      return existing
+    })
+  }
+
+  /** A live (unexpired) endpoint by name. */
+  endpoint(name: string): StoredEndpoint | undefined {
+    return this.live(name)
+  }
+
+  /** Live endpoints matching the query (name, url compared when set; services and labels as subsets). */
+  findEndpoints(query?: NetworkServiceEndpoint): StoredEndpoint[] {
+    const now = this.now()
+    return [...this.endpoints.values()]
+      .filter((e) => !isExpired(e, now) && endpointMatches(e.endpoint, query))
+      .sort((a, b) => byName(a.endpoint, b.endpoint))
+  }
+
+  /** True when the endpoint matches the query (also used to filter watch events). */
+  static endpointMatches(nse: NetworkServiceEndpoint, query?: NetworkServiceEndpoint): boolean {
+    return endpointMatches(nse, query)
+  }
+
+  static serviceMatches(ns: NetworkService, query?: NetworkService): boolean {
+    return serviceMatches(ns, query)
+  }
+
+  // ---- internals ----
+
+  private live(name: string): StoredEndpoint | undefined {
+    const e = this.endpoints.get(name)
+    return e === undefined || isExpired(e, this.now()) ? undefined : e
+  }
+
+  private serialize<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn)
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(event)
+      } catch (err) {
+        this.opts.onListenerError?.(err)
+      }
+    }
+  }
+
+  /** Arms one timer for the earliest expiry. */
+  private schedule(): void {
+    if (this.closed) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    let earliest = Infinity
+    for (const e of this.endpoints.values()) earliest = Math.min(earliest, timestampMs(e.endpoint.expirationTime) ?? Infinity)
+    if (earliest === Infinity) return
+    const delay = Math.min(Math.max(earliest - this.now(), 0), 2 ** 31 - 1)
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      // sweep() reports store failures itself; the promise never rejects.
+      void this.serialize(() => this.sweep())
+    }, delay)
+    this.timer.unref()
+  }
+
+  private async sweep(): Promise<void> {
+    const now = this.now()
+    for (const [name, e] of [...this.endpoints]) {
+      if (!isExpired(e, now)) continue
+      try {
+        await this.opts.endpoints.delete(name)
+      } catch (err) {
+        this.opts.onListenerError?.(err)
+        continue
+      }
+      this.endpoints.delete(name)
+      this.emit({ kind: 'endpoint', type: 'delete', ...e, reason: 'expired' })
+    }
+    this.schedule()
+  }
+}
+
+function isExpired(e: StoredEndpoint, now: number): boolean {
+  const at = timestampMs(e.endpoint.expirationTime)
+  return at !== undefined && at <= now
+}
+
+function byName(a: { name: string }, b: { name: string }): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+}
+
+function serviceMatches(ns: NetworkService, q?: NetworkService): boolean {
+  if (q === undefined) return true
+  return (q.name === '' || q.name === ns.name) && (q.payload === '' || q.payload === ns.payload)
+}
+
+function endpointMatches(nse: NetworkServiceEndpoint, q?: NetworkServiceEndpoint): boolean {
+  if (q === undefined) return true
+  if (q.name !== '' && q.name !== nse.name) return false
+  if (q.url !== '' && q.url !== nse.url) return false
+  if (!q.networkServiceNames.every((s) => nse.networkServiceNames.includes(s))) return false
+  for (const [service, want] of Object.entries(q.networkServiceLabels)) {
+    const have = nse.networkServiceLabels[service]?.labels ?? {}
+    for (const [k, v] of Object.entries(want.labels)) if (have[k] !== v) return false
+  }
+  return true
+}

@@ -1,0 +1,124 @@
+// Validation of registry input (NSM registry messages and our EndpointExtension) before anything is
+// stored: each failure is an AgentError INVALID_ARGUMENT (or BAD_NETNS) naming the field, in the proto's
+// snake_case spelling, so a bad Register changes nothing.
+import { isIP } from 'node:net'
+import { networkServiceFromObject, type NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
+import { ConfError } from '../../conf/errors.js'
+import { NetworkService, type NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
+import type { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
+import { netnsAllowed } from '../config/config.js'
+import { AgentError } from '../server/agent-error.js'
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/
+
+/** Endpoint names: DNS-1123 subdomains, as Kubernetes object names (they key stores and show in tables). */
+export function checkName(field: string, name: string): void {
+  if (name === '') throw AgentError.invalid(field, 'is required')
+  if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) {
+    throw AgentError.invalid(field, `"${name}" is not a valid name (lower-case alphanumerics, '-' and '.', at most 253)`)
+  }
+}
+
+/** Validates a registry NetworkService; returns it in the selection layer's form (conf/networkservice.ts). */
+export function validateService(ns: NetworkService, field = 'network_service'): ConfNetworkService {
+  checkName(`${field}.name`, ns.name)
+  const { pathIds: _pathIds, ...rest } = NetworkService.toJSON(ns) as Record<string, unknown>
+  try {
+    return networkServiceFromObject(rest)
+  } catch (err) {
+    if (err instanceof ConfError) throw AgentError.invalid(`${field}.${snake(err.path)}`, err.message.replace(/^.*?: /, ''))
+    throw err
+  }
+}
+
+export interface EndpointRules {
+  netnsAllow: readonly string[]
+  now: number
+}
+
+export function validateEndpoint(nse: NetworkServiceEndpoint, rules: EndpointRules, field = 'network_service_endpoint'): void {
+  checkName(`${field}.name`, nse.name)
+  if (nse.networkServiceNames.length === 0) throw AgentError.invalid(`${field}.network_service_names`, 'must list at least one service')
+  const seen = new Set<string>()
+  nse.networkServiceNames.forEach((s, i) => {
+    checkName(`${field}.network_service_names[${i}]`, s)
+    if (seen.has(s)) throw AgentError.invalid(`${field}.network_service_names[${i}]`, `"${s}" is listed twice`)
+    seen.add(s)
+  })
+  for (const [service, labels] of Object.entries(nse.networkServiceLabels)) {
+    const where = `${field}.network_service_labels[${service}]`
+    if (!seen.has(service)) throw AgentError.invalid(where, `"${service}" is not in network_service_names`)
+    for (const [k, v] of Object.entries(labels.labels)) {
+      if (!QUALIFIED_NAME.test(k) || k.length > 316) throw AgentError.invalid(`${where}.labels`, `"${k}" is not a valid label key`)
+      if (v.length > 63 || !LABEL_VALUE.test(v)) throw AgentError.invalid(`${where}.labels.${k}`, `"${v}" is not a valid label value`)
+    }
+  }
+  if (nse.url !== '') checkUrl(`${field}.url`, nse.url, rules.netnsAllow)
+  if (nse.expirationTime !== undefined) {
+    const ms = nse.expirationTime.seconds * 1000 + Math.floor(nse.expirationTime.nanos / 1e6)
+    if (ms <= rules.now) throw AgentError.invalid(`${field}.expiration_time`, 'is in the past')
+  }
+}
+
+/** `file:///path/to/netns` (allowlisted), `unix:///path/to.sock` or `tcp://host:port`. */
+function checkUrl(field: string, url: string, netnsAllow: readonly string[]): void {
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw AgentError.invalid(field, `"${url}" is not a URL`)
+  }
+  if (u.protocol === 'file:') {
+    if (!netnsAllowed(decodeURIComponent(u.pathname), netnsAllow)) {
+      throw new AgentError('BAD_NETNS', `${field}: netns ${u.pathname} is outside the allowlist (${netnsAllow.join(', ')})`, { field })
+    }
+  } else if (u.protocol !== 'unix:' && u.protocol !== 'tcp:') {
+    throw AgentError.invalid(field, `"${url}": scheme must be file (a netns), unix or tcp`)
+  }
+}
+
+/** The netns path named by an endpoint url `file:///...`, or undefined. */
+export function netnsFromUrl(url: string): string | undefined {
+  if (!url.startsWith('file://')) return undefined
+  try {
+    return decodeURIComponent(new URL(url).pathname)
+  } catch {
+    return undefined
+  }
+}
+
+export function validateExtension(ext: EndpointExtension, endpointName: string, rules: EndpointRules, field = 'extension'): void {
+  if (ext.endpointName !== '' && ext.endpointName !== endpointName) {
+    throw AgentError.invalid(`${field}.endpoint_name`, `"${ext.endpointName}" differs from the endpoint's name "${endpointName}"`)
+  }
+  if (ext.netnsPath !== '' && !netnsAllowed(ext.netnsPath, rules.netnsAllow)) {
+    throw new AgentError('BAD_NETNS', `${field}.netns_path: ${ext.netnsPath} is outside the allowlist (${rules.netnsAllow.join(', ')})`, {
+      field: `${field}.netns_path`,
+    })
+  }
+  ext.cidrPools.forEach((c, i) => checkCidr(`${field}.cidr_pools[${i}]`, c, true))
+  ext.excludedPrefixes.forEach((c, i) => checkCidr(`${field}.excluded_prefixes[${i}]`, c, false))
+  ext.routes.forEach((r, i) => {
+    checkCidr(`${field}.routes[${i}].prefix`, r.prefix, false)
+    if (r.nextHop !== '' && isIP(r.nextHop) === 0) throw AgentError.invalid(`${field}.routes[${i}].nextHop`, `"${r.nextHop}" is not an IP address`)
+  })
+  if (ext.nodeName !== '' && !DNS_SUBDOMAIN.test(ext.nodeName)) throw AgentError.invalid(`${field}.node_name`, `"${ext.nodeName}" is not a valid node name`)
+}
+
+/** `a.b.c.d/len` or `v6/len`; pools must leave room for a pair (v4 /31 at most, v6 /127). */
+export function checkCidr(field: string, cidr: string, pool: boolean): void {
+  const slash = cidr.indexOf('/')
+  const addr = slash < 0 ? '' : cidr.slice(0, slash)
+  const lenText = slash < 0 ? '' : cidr.slice(slash + 1)
+  const family = isIP(addr)
+  const len = /^\d{1,3}$/.test(lenText) ? Number(lenText) : NaN
+  const max = family === 6 ? 128 : 32
+  if (family === 0 || !(len >= 0 && len <= max)) throw AgentError.invalid(field, `"${cidr}" is not a CIDR (address/prefix-length)`)
+  if (pool && len > max - 1) throw AgentError.invalid(field, `"${cidr}" is too small for a point-to-point pair`)
+}
+
+function snake(path: string): string {
+  return path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+}

@@ -1,0 +1,157 @@
+// agent/server/: the agent's gRPC server on a unix socket (grpc-js). Serves the NSM v1 API
+// (NetworkService, MonitorConnection, both registries) and our nsmcni.Agent service, delegating to the
+// pieces other folders own: the NetworkServiceHandler (the request pipeline), the connection table, the
+// registry, and the optional hooks (pod info, kernel CHECK, readiness, round-robin for explain).
+//
+// The socket is created with mode 0600 in a 0700-or-tighter directory (root only). A stale socket left by
+// a killed agent is replaced; a socket another live agent answers on is an error. stop() ends watch and
+// monitor streams, waits for in-flight unary calls (bounded), and removes the socket.
+import { Server, ServerCredentials } from '@grpc/grpc-js'
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs'
+import { connect } from 'node:net'
+import { dirname } from 'node:path'
+import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice.js'
+import { MonitorConnectionDefinition } from '../../proto/gen/networkservice/connection.js'
+import { NetworkServiceEndpointRegistryDefinition, NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry.js'
+import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { RoundRobin } from '../select/index.js'
+import type { ConnectionTable } from '../connections/table.js'
+import type { Registry } from '../registry/registry.js'
+import { AgentError } from './agent-error.js'
+import { toGrpcService } from './grpc-adapter.js'
+import { recordOnlyHandler, type NetworkServiceHandler } from './handler.js'
+import type { Logger } from './log.js'
+import { monitorImpl, networkServiceImpl } from './networkservice-service.js'
+import { nsmcniImpl, type AttachmentChecker, type PodInfoSource, type Readiness } from './nsmcni-service.js'
+import { endpointRegistryImpl, serviceRegistryImpl } from './registry-service.js'
+
+export interface AgentServerOptions {
+  socket: string
+  nodeName: string
+  version: string
+  table: ConnectionTable
+  registry: Registry
+  log: Logger
+  /** Defaults to recordOnlyHandler(table) until the pipeline is installed with setHandler. */
+  handler?: NetworkServiceHandler
+  podInfo?: PodInfoSource
+  checker?: AttachmentChecker
+  readiness?: () => Readiness
+  roundRobin?: RoundRobin
+}
+
+export class AgentServer {
+  private handler: NetworkServiceHandler
+  private podInfo: PodInfoSource | undefined
+  private checker: AttachmentChecker | undefined
+  private readiness: () => Readiness
+  private roundRobin: RoundRobin | undefined
+  private readonly grpc = new Server()
+  private readonly shutdown = new AbortController()
+  private listening = false
+
+  constructor(private readonly opts: AgentServerOptions) {
+    this.handler = opts.handler ?? recordOnlyHandler(opts.table)
+    this.podInfo = opts.podInfo
+    this.checker = opts.checker
+    this.readiness = opts.readiness ?? (() => ({ ready: true, reason: '' }))
+    this.roundRobin = opts.roundRobin
+    const common = { table: opts.table, shutdown: this.shutdown.signal, log: opts.log, handler: () => this.handler }
+    this.grpc.addService(toGrpcService(NetworkServiceDefinition), networkServiceImpl(common))
+    this.grpc.addService(toGrpcService(MonitorConnectionDefinition), monitorImpl(common))
+    const reg = { registry: opts.registry, shutdown: this.shutdown.signal, log: opts.log }
+    this.grpc.addService(toGrpcService(NetworkServiceRegistryDefinition), serviceRegistryImpl(reg))
+    this.grpc.addService(toGrpcService(NetworkServiceEndpointRegistryDefinition), endpointRegistryImpl(reg))
+    this.grpc.addService(
+      toGrpcService(AgentDefinition),
+      nsmcniImpl({
+        ...common,
+        registry: opts.registry,
+        nodeName: opts.nodeName,
+        startedAt: Date.now(),
+        version: opts.version,
+        podInfo: () => this.podInfo,
+        checker: () => this.checker,
+        readiness: () => (this.listening ? this.readiness() : { ready: false, reason: 'not serving yet' }),
+        roundRobin: () => this.roundRobin,
+      }),
+    )
+  }
+
+  /** Installs the request pipeline (calls in flight finish on the old one). */
+  setHandler(handler: NetworkServiceHandler): void {
+    this.handler = handler
+  }
+  setPodInfoSource(source: PodInfoSource | undefined): void {
+    this.podInfo = source
+  }
+  setChecker(checker: AttachmentChecker | undefined): void {
+    this.checker = checker
+  }
+  setReadiness(readiness: () => Readiness): void {
+    this.readiness = readiness
+  }
+  setRoundRobin(rr: RoundRobin | undefined): void {
+    this.roundRobin = rr
+  }
+
+  /** Signal aborted when stop() begins: long-running work started for calls should watch it. */
+  get stopping(): AbortSignal {
+    return this.shutdown.signal
+  }
+
+  async start(): Promise<void> {
+    const socket = this.opts.socket
+    mkdirSync(dirname(socket), { recursive: true, mode: 0o700 })
+    await removeStaleSocket(socket)
+    // A umask-independent window: the socket is chmod'ed right after bind, before start logs "ready".
+    await new Promise<void>((resolve, reject) => {
+      this.grpc.bindAsync(`unix:${socket}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err)))
+    })
+    chmodSync(socket, 0o600)
+    this.listening = true
+  }
+
+  /** Graceful stop: streams end, unary calls get up to `graceMs`, then the socket is removed. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.shutdown.abort()
+    this.listening = false
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.grpc.forceShutdown()
+        resolve()
+      }, graceMs)
+      this.grpc.tryShutdown(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+    try {
+      unlinkSync(this.opts.socket)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+}
+
+/** Unlinks a socket file nobody answers on; refuses when a live process is serving there. */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket: boolean
+  try {
+    isSocket = lstatSync(path).isSocket()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if (!isSocket) throw new AgentError('FAILED_PRECONDITION', `${path} exists and is not a socket`)
+  const live = await new Promise<boolean>((resolve) => {
+    const s = connect(path)
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })
+  if (live) throw new AgentError('FAILED_PRECONDITION', `another process is serving on ${path}`)
+  unlinkSync(path)
+}
