@@ -140,7 +140,7 @@ export class AgentClient {
       session.ref()
       const s = session.request(headers)
       stream = s
-      let buffer = Buffer.alloc(0)
+      let buffer: Buffer = Buffer.alloc(0)
       let responseHeaders: IncomingHttpHeaders = {}
       s.on('response', (h) => {
         responseHeaders = h

@@ -166,12 +166,18 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
       case 'logLevel':
         out.logLevel = checkLogLevel(where, str(where, v))
         break
-      case 'pods':
-        if (!Array.isArray(v)) throw new ConfigError(where, 'must be a list of pods')
-        out.pods = v.map((p, i) => checkPod(`${where}[${i}]`, p))
+      case 'podInfoDir':
+        out.podInfoDir = checkAbsolute(where, str(where, v))
+        break
+      case 'kubernetes':
+        if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
+        out.kubernetes = v
+        break
+      case 'kubeconfig':
+        out.kubeconfig = checkAbsolute(where, str(where, v))
         break
       default:
-        throw new ConfigError(where, `unknown key (known: socket, stateDir, nodeName, netnsAllow, endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig)`)
+        throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
   }
   return out
