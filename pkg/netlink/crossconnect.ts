@@ -49,7 +49,15 @@ export async function buildCrossConnect(sessions: NetlinkSessions, spec: CrossCo
 async function configure(h: Rtnl, end: CrossConnectEnd): Promise<void> {
   for (const cidr of end.addresses) await addAddress(h, end.ifname, cidr, { noDad: true })
   await setLink(h, end.ifname, { up: true })
-  for (const r of end.routes) await addRoute(h, { ...r, dev: end.ifname })
+  for (const r of end.routes) {
+    try {
+      await addRoute(h, { ...r, dev: end.ifname })
+    } catch (err) {
+      // A prefix already routed through another connection of the same namespace keeps that route:
+      // the host routes of this pair are unique, only shared offered prefixes can collide.
+      if (!(r.gateway !== undefined && KernelError.is(err, 'EXISTS'))) throw err
+    }
+  }
 }
 
 /**

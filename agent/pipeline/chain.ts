@@ -1,0 +1,96 @@
+// The request pipeline's shape (CONVENTIONS 1–4): a chain element takes the next handler and returns
+// its own, `(next) => ({ request, close })`. Per-request state travels in one typed object
+// (`RequestState`), each field owned by the element that fills it. Every element declares which fields
+// it needs and which it provides, and `buildChain` refuses a list where an element needs a field that
+// no earlier element provides — a misordered pipeline fails when the agent starts, not on the first
+// request.
+//
+// Undo rule: an element that changes the kernel or a store and then sees `next` throw undoes its own
+// change before rethrowing. Close runs the same chain with the stored record of the connection.
+import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection.js'
+import type { NetworkService } from '../../conf/networkservice.js'
+import type { CallContext } from '../server/handler.js'
+import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
+
+export interface RequestState {
+  /** The netns path the client's end goes into (from the KERNEL mechanism's inodeURL). */
+  clientNetns?: string
+  /** The client's interface name (KERNEL mechanism parameter `name`). */
+  clientIfname?: string
+  /** Labels selection matches against. */
+  clientLabels?: Record<string, string>
+  /** The stored record when this id was requested before (refresh / reselect). */
+  previous?: DatapathRecord
+  service?: NetworkService
+  endpoint?: EndpointInfo
+  addresses?: P2PAddresses
+  datapath?: DatapathRecord
+}
+
+export interface PipelineRequest {
+  readonly connection: Connection
+  readonly mechanismPreferences: readonly Mechanism[]
+  readonly ctx: CallContext
+  readonly state: RequestState
+}
+
+export interface PipelineClose {
+  readonly connection: Connection
+  readonly ctx: CallContext
+  /** What the request built; undefined when the id is unknown (close is then a no-op). */
+  readonly record: DatapathRecord | undefined
+}
+
+export interface Handler {
+  request(r: PipelineRequest): Promise<Connection>
+  close(c: PipelineClose): Promise<void>
+}
+
+export type StateField = keyof RequestState
+
+export interface Element {
+  readonly name: string
+  readonly needs: readonly StateField[]
+  readonly provides: readonly StateField[]
+  wrap(next: Handler): Handler
+}
+
+/** The end of every chain: returns the connection as the elements shaped it. */
+const terminal: Handler = {
+  request: async (r) => r.connection,
+  close: async () => undefined,
+}
+
+export class ChainOrderError extends Error {
+  override readonly name = 'ChainOrderError'
+}
+
+/** Checks the order and links the elements; the first element runs first. */
+export function buildChain(elements: readonly Element[]): Handler {
+  const provided = new Set<StateField>()
+  const names = new Set<string>()
+  for (const e of elements) {
+    if (names.has(e.name)) throw new ChainOrderError(`pipeline: element ${e.name} appears twice`)
+    names.add(e.name)
+    const missing = e.needs.filter((f) => !provided.has(f))
+    if (missing.length > 0) {
+      throw new ChainOrderError(`pipeline: element ${e.name} needs ${missing.join(', ')}, which no element before it provides (order: ${elements.map((x) => x.name).join(' → ')})`)
+    }
+    for (const f of e.provides) provided.add(f)
+  }
+  return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
+}
+
+/** Runs `undo` when `work` throws, then rethrows the original error (an undo failure is logged by the caller). */
+export async function withUndo<T>(work: () => Promise<T>, undo: () => Promise<void>, onUndoError: (err: unknown) => void): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    try {
+      await undo()
+    } catch (undoErr) {
+      onUndoError(undoErr)
+    }
+    throw err
+  }
+}

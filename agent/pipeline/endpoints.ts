@@ -1,0 +1,24 @@
+// Registry entries as the pipeline sees them: StoredEndpoint (NSM message + our extension) -> EndpointInfo.
+import type { StoredEndpoint } from '../registry/registry.js'
+import { timestampMs } from '../registry/registry.js'
+import { netnsFromUrl } from '../registry/validate.js'
+import type { EndpointInfo } from './types.js'
+
+/** Undefined for an endpoint without a netns (it cannot be reached by a veth). */
+export function endpointInfo(s: StoredEndpoint, nodeName: string): EndpointInfo | undefined {
+  const netns = s.extension.netnsPath !== '' ? s.extension.netnsPath : netnsFromUrl(s.endpoint.url)
+  if (netns === undefined || netns === '') return undefined
+  const labels: Record<string, Record<string, string>> = {}
+  for (const [svc, l] of Object.entries(s.endpoint.networkServiceLabels)) labels[svc] = { ...(l?.labels ?? {}) }
+  const expiresAt = timestampMs(s.endpoint.expirationTime)
+  return {
+    name: s.endpoint.name,
+    networkServiceNames: s.endpoint.networkServiceNames,
+    networkServiceLabels: labels,
+    ...(expiresAt === undefined ? {} : { expiresAt }),
+    local: s.extension.nodeName === '' || s.extension.nodeName === nodeName,
+    netns,
+    pools: s.extension.cidrPools,
+    routes: s.extension.routes.map((r) => r.prefix),
+  }
+}

@@ -1,0 +1,153 @@
+// Healing and restart reconciliation (DESIGN §10).
+//
+// - An endpoint unregistered or expired (registry event), or whose netns disappeared (polled), makes
+//   every connection it served go DOWN and be re-requested through the same pipeline with that endpoint
+//   excluded: the client keeps its interface name and, where the new endpoint's pools allow, its
+//   addresses; the kernel element replaces the old pair. MonitorConnections sees DOWN, then UP.
+// - A connection whose client netns disappeared (a pod removed without DEL) is closed, so nothing leaks.
+// - After a restart: connections whose datapath is intact are left alone (the datapath keeps flowing);
+//   a missing client end is rebuilt; a vanished client is cleaned up.
+// Healing takes the same per-id lock as Request and Close.
+import { State, type Connection } from '../../proto/gen/networkservice/connection.js'
+import { getLink, type NetlinkSessions } from '../../pkg/netlink/index.js'
+import { netnsKey } from '../../pkg/netns.js'
+import type { Registry } from '../registry/registry.js'
+import type { ConnectionTable } from '../connections/table.js'
+import type { CallContext } from '../server/handler.js'
+import type { Logger } from '../server/log.js'
+import type { PipelineHandler } from './handler.js'
+import type { TableRecords } from './records.js'
+import type { DatapathRecord } from './types.js'
+
+export interface HealerOptions {
+  registry: Registry
+  table: ConnectionTable
+  records: TableRecords
+  handler: PipelineHandler
+  sessions: NetlinkSessions
+  log: Logger
+  /** How often endpoint and client namespaces are checked for disappearance. */
+  pollMs: number
+}
+
+const neverAborted = new AbortController().signal
+
+export class Healer {
+  /** Endpoints to avoid per connection id while it is being healed away from them. */
+  readonly avoid = new Map<string, Set<string>>()
+  private timer: NodeJS.Timeout | undefined
+  private unsubscribe: (() => void) | undefined
+  private running: Promise<void> = Promise.resolve()
+
+  constructor(private readonly opts: HealerOptions) {}
+
+  start(): void {
+    this.unsubscribe = this.opts.registry.subscribe((ev) => {
+      if (ev.kind === 'endpoint' && ev.type === 'delete') this.schedule(() => this.healEndpoint(ev.endpoint.name, ev.reason))
+    })
+    this.timer = setInterval(() => this.schedule(() => this.poll()), this.opts.pollMs)
+    this.timer.unref()
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.()
+    if (this.timer !== undefined) clearInterval(this.timer)
+    await this.running
+  }
+
+  /** Work runs one batch at a time; a failure is logged, never left floating. */
+  private schedule(work: () => Promise<void>): void {
+    this.running = this.running.then(work).catch((err: unknown) => this.opts.log.error('heal failed', { err }))
+  }
+
+  /** Waits for scheduled healing to finish (tests, shutdown). */
+  idle(): Promise<void> {
+    return this.running
+  }
+
+  private async poll(): Promise<void> {
+    this.opts.sessions.sweep()
+    for (const s of this.opts.registry.findEndpoints()) {
+      const netns = s.extension.netnsPath
+      if (netns !== '' && netnsKey(netns) === undefined) {
+        this.opts.log.warn('endpoint netns is gone: unregistering it', { endpoint: s.endpoint.name, netns })
+        // The registry's delete event schedules healEndpoint.
+        await this.opts.registry.unregisterEndpoint(s.endpoint.name)
+      }
+    }
+    for (const rec of this.opts.records.all()) {
+      if (netnsKey(rec.clientNetns) === undefined) await this.closeVanishedClient(rec)
+    }
+  }
+
+  async healEndpoint(name: string, reason: string): Promise<void> {
+    const affected = this.opts.records.all().filter((r) => r.endpointName === name)
+    if (affected.length === 0) return
+    this.opts.log.info('healing connections of endpoint', { endpoint: name, reason, connections: affected.length })
+    await Promise.all(affected.map((rec) => this.reselect(rec, name)))
+  }
+
+  private async reselect(rec: DatapathRecord, avoid: string | undefined): Promise<void> {
+    const id = rec.connectionId
+    await this.opts.handler.locks.run(id, async () => {
+      const entry = this.opts.table.get(id)
+      if (entry === undefined || this.opts.records.record(id) === undefined) return // closed meanwhile
+      await this.opts.table.setState(id, State.DOWN)
+      if (avoid !== undefined) this.avoid.set(id, new Set([avoid]))
+      try {
+        await this.opts.handler.requestLocked({ connection: requestOf(entry.connection, rec), mechanismPreferences: [] }, this.context(entry.attachment))
+        this.opts.log.info('healed', { connection: id })
+      } catch (err) {
+        this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, err })
+      } finally {
+        this.avoid.delete(id)
+      }
+    })
+  }
+
+  private async closeVanishedClient(rec: DatapathRecord): Promise<void> {
+    const entry = this.opts.table.get(rec.connectionId)
+    if (entry === undefined) return
+    this.opts.log.info('client netns is gone: closing its connection', { connection: rec.connectionId, netns: rec.clientNetns })
+    await this.opts.handler.close(entry.connection, this.context(entry.attachment))
+  }
+
+  /** After a restart: keep intact datapaths, rebuild missing ones, clean up vanished clients. */
+  async reconcile(): Promise<{ kept: number; rebuilt: number; closed: number }> {
+    const out = { kept: 0, rebuilt: 0, closed: 0 }
+    for (const rec of this.opts.records.all()) {
+      if (netnsKey(rec.clientNetns) === undefined) {
+        await this.closeVanishedClient(rec)
+        out.closed++
+        continue
+      }
+      let intact = false
+      try {
+        intact = (await getLink(this.opts.sessions.forNetns(rec.clientNetns), rec.clientIfname)) !== undefined && netnsKey(rec.endpointNetns) !== undefined && (await getLink(this.opts.sessions.forNetns(rec.endpointNetns), rec.endpointIfname)) !== undefined
+      } catch {
+        intact = false
+      }
+      if (intact) {
+        out.kept++
+        continue
+      }
+      await this.reselect(rec, undefined)
+      out.rebuilt++
+    }
+    return out
+  }
+
+  private context(attachment: CallContext['attachment']): CallContext {
+    return { signal: neverAborted, metadata: new Map(), attachment }
+  }
+}
+
+/** The request that re-creates a connection: same id, service, labels, interface and netns. */
+function requestOf(conn: Connection, rec: DatapathRecord): Connection {
+  return {
+    ...conn,
+    labels: rec.clientLabels,
+    mechanism: { cls: 'LOCAL', type: 'KERNEL', parameters: { name: rec.clientIfname, inodeURL: `file://${rec.clientNetns}` } },
+    state: State.DOWN,
+  }
+}

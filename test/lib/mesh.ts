@@ -1,0 +1,83 @@
+// Test helpers for the agent's registry and pipeline: services from the seed YAML, endpoints in test
+// namespaces, and requests as the CNI plugin makes them.
+import { readFileSync } from 'node:fs'
+import { parseNetworkServiceYaml, type NetworkService as ConfService } from '../../conf/networkservice'
+import type { NetworkService } from '../../proto/gen/registry/registry'
+import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice'
+import type { Registry } from '../../agent/registry/registry'
+import type { CallContext } from '../../agent/server/handler'
+
+export const SEED = 'secure-intranet-connectivity'
+
+export function seedServices(): ConfService[] {
+  return parseNetworkServiceYaml(readFileSync(new URL('../../conf/examples/secure-intranet-connectivity.yaml', import.meta.url), 'utf8'))
+}
+
+export function serviceMessage(s: ConfService): NetworkService {
+  return {
+    name: s.name,
+    payload: s.payload,
+    pathIds: [],
+    matches: s.matches.map((m) => ({
+      sourceSelector: { ...m.sourceSelector },
+      fallthrough: m.fallthrough,
+      metadata: m.metadata === undefined ? undefined : { labels: { ...m.metadata.labels } },
+      routes: m.routes.map((r) => ({ destinationSelector: { ...r.destinationSelector }, weight: r.weight })),
+    })),
+  }
+}
+
+export interface EndpointSpec {
+  name: string
+  netns: string
+  service?: string
+  labels: Record<string, string>
+  pools: string[]
+  routes?: string[]
+  ttlMs?: number
+}
+
+export async function registerEndpoint(registry: Registry, e: EndpointSpec): Promise<void> {
+  const service = e.service ?? SEED
+  const expires = Date.now() + (e.ttlMs ?? 3_600_000)
+  await registry.registerEndpoint(
+    {
+      name: e.name,
+      networkServiceNames: [service],
+      networkServiceLabels: { [service]: { labels: e.labels } },
+      url: `file://${e.netns}`,
+      expirationTime: { seconds: Math.floor(expires / 1000), nanos: 0 },
+      initialRegistrationTime: undefined,
+      pathIds: [],
+    },
+    {
+      endpointName: e.name,
+      netnsPath: e.netns,
+      cidrPools: e.pools,
+      routes: (e.routes ?? []).map((prefix) => ({ prefix, nextHop: '' })),
+      excludedPrefixes: [],
+      nodeName: '',
+    },
+  )
+}
+
+export function kernelRequest(id: string, netns: string, ifname: string, labels: Record<string, string> = {}, service = SEED): NetworkServiceRequest {
+  return {
+    connection: {
+      id,
+      networkService: service,
+      mechanism: undefined,
+      context: undefined,
+      labels,
+      path: undefined,
+      networkServiceEndpointName: '',
+      payload: '',
+      state: 0,
+    },
+    mechanismPreferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: ifname, inodeURL: `file://${netns}` } }],
+  }
+}
+
+export function testContext(): CallContext {
+  return { signal: new AbortController().signal, metadata: new Map(), attachment: undefined }
+}
