@@ -11,6 +11,7 @@ import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry
 import { FileStore } from './registry/store.js'
 import { jsonLogger } from './server/log.js'
 import { AgentServer } from './server/server.js'
+import { createDataplane } from './pipeline/index.js'
 
 async function main(argv: readonly string[]): Promise<number> {
   let config: AgentConfig
@@ -55,15 +56,21 @@ async function main(argv: readonly string[]): Promise<number> {
     registry,
     log,
   })
-  // The request pipeline (agent/pipeline/) plugs in here: server.setHandler(pipeline), plus
-  // server.setChecker(kernel CHECK), server.setReadiness(...), server.setRoundRobin(its RoundRobin).
-  // Until then the server records connections in the table without building datapaths.
+  // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: config.netnsAllow, log })
+  server.setHandler(dataplane.handler)
+  server.setChecker({ check: (entry) => dataplane.check(entry) })
+  server.setRoundRobin(dataplane.roundRobin)
+  const reconciled = await dataplane.healer.reconcile()
+  log.info('reconciled connections with the kernel', reconciled)
+  dataplane.healer.start()
 
   let stopping: Promise<void> | undefined
   const stop = (signal: string): Promise<void> => {
     stopping ??= (async () => {
       log.info('stopping', { signal })
       await server.stop()
+      await dataplane.stop()
       registry.close()
       podInfo?.close()
       await table.flush()

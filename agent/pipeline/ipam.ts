@@ -4,46 +4,24 @@
 // pair again on a re-request, and on a heal to another endpoint where its pools allow.
 // Needs: endpoint, clientNetns. Provides: addresses.
 // Undoes: puts the allocator state back as it was before this request when a later element fails.
-import { allocateP2P, emptyP2PState, P2PError, releaseP2P, type P2PRecord, type P2PRequest, type P2PState } from '../../ipam/p2p/index.js'
+import { P2PError, PointToPointPool, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
 import { AgentError } from '../server/agent-error.js'
 import { withUndo, type Element } from './chain.js'
 
 /**
- * The allocator's state, in memory. It is persisted inside each connection's record (DatapathRecord.p2p)
- * and rebuilt from the records at start, so no separate file has to be written per request.
- * Allocation is synchronous: a pair is taken before any other request can run.
+ * The allocator's state lives in memory (ipam/p2p PointToPointPool) and is persisted inside each
+ * connection's record (DatapathRecord.p2p); at start it is rebuilt from the records, so no separate file
+ * is written per request. Allocation is synchronous: a pair is taken before any other request runs.
  */
-export class P2PPool {
-  private state: P2PState = emptyP2PState()
-
+export class P2PPool extends PointToPointPool {
   static fromRecords(records: Iterable<P2PRecord>): P2PPool {
-    const pool = new P2PPool()
-    const connections: Record<string, P2PRecord> = {}
+    const connections: P2PState['connections'] = {}
     for (const r of records) connections[r.connectionId] = r
-    pool.state = { version: 1, connections }
-    return pool
+    return new P2PPool({ version: 1, connections })
   }
 
-  get snapshot(): P2PState {
-    return this.state
-  }
-
-  restore(state: P2PState): void {
-    this.state = state
-  }
-
-  allocate(req: P2PRequest): P2PRecord {
-    const { state } = allocateP2P(this.state, req)
-    this.state = state
-    return state.connections[req.connectionId] as P2PRecord
-  }
-
-  release(connectionId: string): void {
-    this.state = releaseP2P(this.state, connectionId).state
-  }
-
-  held(): P2PRecord[] {
-    return Object.values(this.state.connections)
+  allRecords(): P2PRecord[] {
+    return Object.values(this.snapshot().connections)
   }
 }
 
@@ -65,10 +43,9 @@ export function pointToPointIpam(opts: IpamOptions): Element {
       async request(r) {
         const { endpoint, clientNetns } = r.state
         if (endpoint === undefined || clientNetns === undefined) throw new AgentError('INTERNAL', 'ipam: no endpoint chosen')
-        const before = opts.pool.snapshot
-        let record: P2PRecord
+        let result: ReturnType<P2PPool['allocate']>
         try {
-          record = opts.pool.allocate({
+          result = opts.pool.allocate({
             connectionId: r.connection.id,
             // Parties are namespaces: a composed endpoint that is also a client is one party in both roles.
             clientId: clientNetns,
@@ -84,15 +61,12 @@ export function pointToPointIpam(opts: IpamOptions): Element {
           }
           throw err
         }
+        const record = result.record
         r.state.addresses = { src: record.pairs.map((p) => toCidr(p.src)), dst: record.pairs.map((p) => toCidr(p.dst)), record }
         return withUndo(
           () => next.request(r),
-          async () => {
-            // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.
-            const prior = before.connections[r.connection.id]
-            opts.pool.release(r.connection.id)
-            if (prior !== undefined) opts.pool.restore({ version: 1, connections: { ...opts.pool.snapshot.connections, [prior.connectionId]: prior } })
-          },
+          // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.
+          async () => result.undo(),
           opts.onUndoError,
         )
       },

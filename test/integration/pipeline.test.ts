@@ -66,7 +66,7 @@ t.test('request builds the veth with addresses and routes; refresh keeps it; clo
   t.same(linkNames(client.name), ['lo'])
   t.same(linkNames(fw.name), ['lo'])
   t.equal(m.table.size, 0)
-  t.same(m.dp.pool.held(), [])
+  t.same(m.dp.pool.allRecords(), [])
 })
 
 t.test('bad requests get INVALID_ARGUMENT / BAD_NETNS naming the field and change nothing', async (t) => {
@@ -89,7 +89,7 @@ t.test('bad requests get INVALID_ARGUMENT / BAD_NETNS naming the field and chang
   t.same(linkNames(client.name), ['lo'])
   t.same(linkNames(fw.name), ['lo'])
   t.equal(m.table.size, 0)
-  t.same(m.dp.pool.held(), [])
+  t.same(m.dp.pool.allRecords(), [])
 })
 
 for (const after of ['validate', 'select', 'ipam', 'mechanism-kernel', 'persist']) {
@@ -102,7 +102,7 @@ for (const after of ['validate', 'select', 'ipam', 'mechanism-kernel', 'persist'
     t.same(linkNames(client.name), ['lo'], 'no link in the client')
     t.same(linkNames(fw.name), ['lo'], 'no link in the endpoint')
     t.equal(m.table.size, 0, 'nothing stored')
-    t.same(m.dp.pool.held(), [], 'no reservation')
+    t.same(m.dp.pool.allRecords(), [], 'no reservation')
   })
 }
 
