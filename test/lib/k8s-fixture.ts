@@ -1,0 +1,419 @@
+// A Kubernetes API fixture: the one stand-in the project allows (no API server installs here).
+//
+// It speaks the real API's JSON over HTTPS (or HTTP) on 127.0.0.1, for pods (core v1) and the NSM custom resources
+// NetworkService / NetworkServiceEndpoint (networkservicemesh.io/v1), all namespaced:
+//   GET    /api/v1/pods, /api/v1/namespaces/{ns}/pods[/{name}]                        list / get
+//   GET    /apis/networkservicemesh.io/v1/[namespaces/{ns}/]{networkservices|networkserviceendpoints}[/{name}]
+//   GET    ...?watch=1|true[&resourceVersion=N][&timeoutSeconds=S]   newline-delimited JSON watch events
+//   POST   collection (create, 409 AlreadyExists), PUT item (replace, 409 Conflict on a stale
+//          metadata.resourceVersion), DELETE item: for a registry store written against the real API.
+// Lists carry metadata.resourceVersion; a watch from N replays history after N, then streams live
+// ADDED/MODIFIED/DELETED; an object that starts or stops matching the selectors is ADDED/DELETED as the
+// real API does. A watch from a version older than `compact()` gets 410 Gone (an ERROR event with a
+// Status, or an HTTP 410 with `goneAs: 'status'`). fieldSelector (metadata.name, metadata.namespace, and
+// for pods spec.nodeName, status.phase; =, ==, !=) and equality-based labelSelector filter lists and
+// watches; other fields answer 400 as the real API does. Requests need `Authorization: Bearer <token>`.
+// Everything it makes (server, streams, kubeconfig dir) is removed in t.teardown.
+import { EventEmitter } from 'node:events'
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+
+/** Test-only self-signed certificate for 127.0.0.1 / localhost (EC P-256, valid to 2126). Not a secret. */
+export const FIXTURE_CA = `-----BEGIN CERTIFICATE-----
+MIIBrzCCAVWgAwIBAgIUczxUOAMlUK54CHregqXDjMAbfIwwCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTbnNtLWNuaS1rOHMtZml4dHVyZTAgFw0yNjExMjgwODQxMzBa
+GA8yMTI2MTEwNDA4NDEzMFowHjEcMBoGA1UEAwwTbnNtLWNuaS1rOHMtZml4dHVy
+ZTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABINDEoCygDbCO+K7Ob1o5pYxiyrO
+pA3xrN/BWjT5b4vt7Zyo+Hp5a38hZTTuha1b0JmgjuWyvAdje9i3eNXxB5KjbzBt
+MB0GA1UdDgQWBBR1luTFtzJgLpr/M+qA3yd7SkZySDAfBgNVHSMEGDAWgBR1luTF
+tzJgLpr/M+qA3yd7SkZySDAPBgNVHRMBAf8EBTADAQH/MBoGA1UdEQQTMBGHBH8A
+AAGCCWxvY2FsaG9zdDAKBggqhkjOPQQDAgNIADBFAiBnZruwbgR6j//H5Z1+M4K/
+MMPtFJcifTLAEKL3Pt0KRQIhAJpV1q/fSwYi9wuGhcqWyg3OWZo2H9J95whZ3qoF
+9N5W
+-----END CERTIFICATE-----
+`
+const FIXTURE_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3VgML1OrY9CvsmJV
+ruQ+8/UM+QRDRKjmWBuQyBUXfAyhRANCAASDQxKAsoA2wjviuzm9aOaWMYsqzqQN
+8azfwVo0+W+L7e2cqPh6eWt/IWU07oWtW9CZoI7lsrwHY3vYt3jV8QeS
+-----END PRIVATE KEY-----
+`
+
+export type Resource = 'pods' | 'networkservices' | 'networkserviceendpoints'
+const RESOURCES: Record<Resource, { prefix: string; apiVersion: string; kind: string; fields: string[] }> = {
+  pods: { prefix: 'api/v1', apiVersion: 'v1', kind: 'Pod', fields: ['spec.nodeName', 'status.phase'] },
+  networkservices: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkService', fields: [] },
+  networkserviceendpoints: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkServiceEndpoint', fields: [] },
+}
+
+/** A Kubernetes object as JSON; `metadata` is always present once stored. */
+export type KObject = { metadata: { namespace: string; name: string; [k: string]: unknown }; [k: string]: unknown }
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED'
+interface Change { rv: number; resource: Resource; type: EventType; old: KObject | undefined; obj: KObject }
+interface Filter { match(o: KObject): boolean }
+interface OpenWatch { resource: Resource; namespace: string | undefined; filter: Filter; res: ServerResponse; end(): void }
+
+export interface FixtureOptions {
+  /** HTTPS with FIXTURE_CA (default, as real clusters); false serves plain HTTP, and the kubeconfig then
+   *  sets insecure-skip-tls-verify (the client library refuses http:// otherwise). */
+  tls?: boolean
+  /** How a watch from a compacted version is refused: an ERROR event in a 200 stream (default) or HTTP 410. */
+  goneAs?: 'event' | 'status'
+}
+export interface RequestRecord { method: string; path: string; query: URLSearchParams }
+interface Teardown { teardown(fn: () => void | Promise<void>): void }
+
+export class K8sFixture {
+  readonly token = `fixture-${randomUUID()}`
+  /** Emits 'watch' (RequestRecord) when a watch stream opens, 'request' (RequestRecord) for every request. */
+  readonly events = new EventEmitter()
+  readonly requests: RequestRecord[] = []
+  readonly dir = mkdtempSync(join(tmpdir(), 'nsm-k8s-fixture-'))
+  url = ''
+  private rv = 1
+  private compacted = 0
+  private readonly objects = new Map<string, KObject>()
+  private readonly history: Change[] = []
+  private readonly watches = new Set<OpenWatch>()
+  private failures: number[] = []
+  private holding = false
+  private readonly held: Array<() => void> = []
+  private readonly server
+  private readonly opts: FixtureOptions
+
+  constructor(opts: FixtureOptions = {}) {
+    this.opts = opts
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
+      this.handle(req, res).catch((err: unknown) => status(res, 500, 'InternalError', String(err)))
+    }
+    this.server = opts.tls !== false ? createHttpsServer({ cert: FIXTURE_CA, key: FIXTURE_KEY }, handler) : createHttpServer(handler)
+  }
+
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(0, '127.0.0.1', () => resolve())
+    })
+    const { port } = this.server.address() as AddressInfo
+    this.url = `${this.opts.tls !== false ? 'https' : 'http'}://127.0.0.1:${port}`
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port
+  }
+
+  /** Writes a kubeconfig (token user, CA data when TLS) and returns its path. */
+  writeKubeconfig(name = 'kubeconfig'): string {
+    const cluster: Record<string, unknown> = { server: this.url }
+    if (this.opts.tls !== false) cluster['certificate-authority-data'] = Buffer.from(FIXTURE_CA).toString('base64')
+    else cluster['insecure-skip-tls-verify'] = true
+    const doc = {
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'fixture',
+      clusters: [{ name: 'fixture', cluster }],
+      users: [{ name: 'fixture', user: { token: this.token } }],
+      contexts: [{ name: 'fixture', context: { cluster: 'fixture', user: 'fixture', namespace: 'default' } }],
+    }
+    const path = join(this.dir, name)
+    writeFileSync(path, JSON.stringify(doc, null, 2))
+    return path
+  }
+
+  /** Writes the service-account files a pod sees under <root>/var/run/secrets/...; returns <root>. */
+  writeServiceAccount(): string {
+    const root = join(this.dir, 'incluster')
+    const sa = join(root, 'var/run/secrets/kubernetes.io/serviceaccount')
+    mkdirSync(sa, { recursive: true })
+    writeFileSync(join(sa, 'token'), this.token)
+    writeFileSync(join(sa, 'ca.crt'), FIXTURE_CA)
+    writeFileSync(join(sa, 'namespace'), 'nsm-system')
+    return root
+  }
+
+  resourceVersion(): string {
+    return String(this.rv)
+  }
+
+  get(resource: Resource, namespace: string, name: string): KObject | undefined {
+    return this.objects.get(key(resource, namespace, name))
+  }
+
+  /** Creates or replaces an object (ADDED or MODIFIED); returns it as stored. */
+  put(resource: Resource, obj: { metadata: { namespace: string; name: string; [k: string]: unknown }; [k: string]: unknown }): KObject {
+    const k = key(resource, obj.metadata.namespace, obj.metadata.name)
+    const old = this.objects.get(k)
+    this.rv += 1
+    const meta: Record<string, unknown> = old?.metadata ?? {}
+    const stored = structuredClone(obj) as KObject
+    stored['apiVersion'] = RESOURCES[resource].apiVersion
+    stored['kind'] = RESOURCES[resource].kind
+    stored.metadata = {
+      uid: meta['uid'] ?? randomUUID(), creationTimestamp: meta['creationTimestamp'] ?? new Date().toISOString(),
+      ...stored.metadata, resourceVersion: String(this.rv),
+    }
+    this.objects.set(k, stored)
+    this.record({ rv: this.rv, resource, type: old === undefined ? 'ADDED' : 'MODIFIED', old, obj: stored })
+    return stored
+  }
+
+  /** Deletes an object (DELETED); false when it did not exist. */
+  remove(resource: Resource, namespace: string, name: string): boolean {
+    const k = key(resource, namespace, name)
+    const old = this.objects.get(k)
+    if (old === undefined) return false
+    this.objects.delete(k)
+    this.rv += 1
+    const obj = { ...old, metadata: { ...old.metadata, resourceVersion: String(this.rv) } }
+    this.record({ rv: this.rv, resource, type: 'DELETED', old, obj })
+    return true
+  }
+
+  /** Adds or replaces a pod built from the few fields the tests care about. */
+  putPod(p: { namespace: string; name: string; nodeName?: string; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string> }): KObject {
+    const metadata: KObject['metadata'] = { namespace: p.namespace, name: p.name, labels: p.labels ?? {}, annotations: p.annotations ?? {} }
+    if (p.uid !== undefined) metadata['uid'] = p.uid
+    const spec: Record<string, unknown> = { containers: [{ name: 'main', image: 'busybox' }] }
+    if (p.nodeName !== undefined) spec['nodeName'] = p.nodeName
+    return this.put('pods', { metadata, spec, status: { phase: p.nodeName === undefined ? 'Pending' : 'Running' } })
+  }
+
+  /** Forgets the history so far: a watch from an older resourceVersion now gets 410 Gone. */
+  compact(): void {
+    this.compacted = this.rv
+    this.history.length = 0
+  }
+
+  /** Ends every open watch stream, as an API server restart or a load balancer timeout does. */
+  dropWatches(): void {
+    for (const w of [...this.watches]) w.end()
+  }
+
+  /** While on, new watch requests are accepted but not answered until `releaseWatches()` (a slow server). */
+  holdWatches(): void {
+    this.holding = true
+  }
+
+  releaseWatches(): void {
+    this.holding = false
+    for (const run of this.held.splice(0)) run()
+  }
+
+  openWatches(): number {
+    return this.watches.size
+  }
+
+  /** The next requests (any kind) answer with these HTTP statuses instead of being served. */
+  failNext(...codes: number[]): void {
+    this.failures.push(...codes)
+  }
+
+  async close(): Promise<void> {
+    this.held.length = 0
+    this.dropWatches()
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+
+  private record(c: Change): void {
+    this.history.push(c)
+    for (const w of this.watches) {
+      if (w.resource !== c.resource) continue
+      const ev = eventFor(c, w.namespace, w.filter)
+      if (ev !== undefined) w.res.write(`${JSON.stringify(ev)}\n`)
+    }
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const u = new URL(req.url ?? '/', 'http://fixture')
+    const rec: RequestRecord = { method: req.method ?? 'GET', path: u.pathname, query: u.searchParams }
+    this.requests.push(rec)
+    this.events.emit('request', rec)
+    if (req.headers.authorization !== `Bearer ${this.token}`) return status(res, 401, 'Unauthorized', 'Unauthorized')
+    const failure = this.failures.shift()
+    if (failure !== undefined) return status(res, failure, 'InternalError', `fixture: injected failure ${failure}`)
+    const m = /^\/(api\/v1|apis\/networkservicemesh\.io\/v1)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?$/.exec(u.pathname)
+    const resource = m?.[3] as Resource | undefined
+    if (m === null || resource === undefined || !(resource in RESOURCES) || RESOURCES[resource].prefix !== m[1]) {
+      return status(res, 404, 'NotFound', `the server could not find the requested resource (${u.pathname})`)
+    }
+    const namespace = m[2]
+    const name = m[4]
+    const method = req.method ?? 'GET'
+    if (method === 'GET' && name !== undefined) {
+      const obj = namespace === undefined ? undefined : this.get(resource, namespace, name)
+      return obj === undefined ? notFound(res, resource, name) : json(res, 200, obj)
+    }
+    if (method === 'GET') {
+      let filter: Filter
+      try {
+        filter = makeFilter(resource, u.searchParams)
+      } catch (err) {
+        return status(res, 400, 'BadRequest', (err as Error).message)
+      }
+      const w = u.searchParams.get('watch')
+      if (w === '1' || w === 'true') {
+        if (this.holding) return void this.held.push(() => this.watch(res, resource, namespace, filter, u.searchParams))
+        return this.watch(res, resource, namespace, filter, u.searchParams)
+      }
+      const items = [...this.objects.entries()]
+        .filter(([k, o]) => k.startsWith(`${resource}/`) && (namespace === undefined || o.metadata.namespace === namespace) && filter.match(o))
+        .map(([, o]) => o)
+      return json(res, 200, { apiVersion: RESOURCES[resource].apiVersion, kind: `${RESOURCES[resource].kind}List`, metadata: { resourceVersion: String(this.rv) }, items })
+    }
+    if (namespace === undefined) return status(res, 405, 'MethodNotAllowed', `${method} needs a namespaced path`)
+    if (method === 'DELETE' && name !== undefined) {
+      const old = this.get(resource, namespace, name)
+      if (old === undefined || !this.remove(resource, namespace, name)) return notFound(res, resource, name)
+      return json(res, 200, old)
+    }
+    if ((method === 'POST' && name === undefined) || (method === 'PUT' && name !== undefined)) {
+      let body: KObject
+      try {
+        body = JSON.parse(await readBody(req)) as KObject
+      } catch (err) {
+        return status(res, 400, 'BadRequest', `request body is not JSON: ${(err as Error).message}`)
+      }
+      if (typeof body !== 'object' || body === null || typeof body.metadata?.name !== 'string') {
+        return status(res, 422, 'Invalid', 'metadata.name: Required value')
+      }
+      body.metadata.namespace = namespace
+      const existing = this.get(resource, namespace, body.metadata.name)
+      if (method === 'POST' && existing !== undefined) {
+        return status(res, 409, 'AlreadyExists', `${resource} "${body.metadata.name}" already exists`)
+      }
+      if (method === 'PUT') {
+        if (existing === undefined || body.metadata.name !== name) return notFound(res, resource, name ?? '')
+        const want = body.metadata['resourceVersion']
+        if (want !== undefined && want !== existing.metadata['resourceVersion']) {
+          return status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
+        }
+      }
+      return json(res, method === 'POST' ? 201 : 200, this.put(resource, body))
+    }
+    return status(res, 405, 'MethodNotAllowed', `${method} is not supported on ${u.pathname}`)
+  }
+
+  private watch(res: ServerResponse, resource: Resource, namespace: string | undefined, filter: Filter, q: URLSearchParams): void {
+    const from = q.get('resourceVersion') ?? ''
+    const fromRv = Number(from)
+    if (from !== '' && from !== '0' && (!Number.isInteger(fromRv) || fromRv < this.compacted)) {
+      const message = `too old resource version: ${from} (${this.rv})`
+      if (this.opts.goneAs === 'status') return status(res, 410, 'Expired', message)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(`${JSON.stringify({ type: 'ERROR', object: statusBody(410, 'Expired', message) })}\n`)
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' })
+    res.flushHeaders() // the real API answers the headers at once, before any event
+    let timer: NodeJS.Timeout | undefined
+    const w: OpenWatch = {
+      resource, namespace, filter, res,
+      end: () => {
+        if (timer !== undefined) clearTimeout(timer)
+        if (this.watches.delete(w)) res.end()
+      },
+    }
+    res.on('close', () => w.end())
+    if (from === '' || from === '0') {
+      // No version: the current state as synthetic ADDED events, then live changes (as the real API).
+      for (const [k, o] of this.objects) {
+        if (k.startsWith(`${resource}/`) && (namespace === undefined || o.metadata.namespace === namespace) && filter.match(o)) {
+          res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`)
+        }
+      }
+    } else {
+      for (const c of this.history) {
+        if (c.rv <= fromRv || c.resource !== resource) continue
+        const ev = eventFor(c, namespace, filter)
+        if (ev !== undefined) res.write(`${JSON.stringify(ev)}\n`)
+      }
+    }
+    this.watches.add(w)
+    const timeout = Number(q.get('timeoutSeconds') ?? '0')
+    if (timeout > 0) timer = setTimeout(() => w.end(), timeout * 1000)
+    this.events.emit('watch', { method: 'GET', path: `/${RESOURCES[resource].prefix}/${resource}`, query: q })
+  }
+}
+
+/** Starts a fixture on 127.0.0.1 that t.teardown closes (server, streams and its temp dir). */
+export async function startK8sFixture(t: Teardown, opts: FixtureOptions = {}): Promise<K8sFixture> {
+  const f = new K8sFixture(opts)
+  t.teardown(() => f.close())
+  await f.listen()
+  return f
+}
+
+function key(resource: Resource, namespace: string, name: string): string {
+  return `${resource}/${namespace}/${name}`
+}
+
+/** The event a watcher with this filter sees for a change, or none (selector transitions as the real API). */
+function eventFor(c: Change, namespace: string | undefined, filter: Filter): { type: EventType; object: KObject } | undefined {
+  const inScope = (o: KObject | undefined): boolean =>
+    o !== undefined && (namespace === undefined || o.metadata.namespace === namespace) && filter.match(o)
+  const was = c.type !== 'ADDED' && inScope(c.old)
+  const is = c.type === 'DELETED' ? was : inScope(c.obj)
+  if (c.type === 'DELETED') return was ? { type: 'DELETED', object: c.obj } : undefined
+  if (was && is) return { type: 'MODIFIED', object: c.obj }
+  if (is) return { type: 'ADDED', object: c.obj }
+  if (was) return { type: 'DELETED', object: c.obj }
+  return undefined
+}
+
+function fieldValue(o: KObject, path: string): string {
+  let cur: unknown = o
+  for (const part of path.split('.')) cur = typeof cur === 'object' && cur !== null ? (cur as Record<string, unknown>)[part] : undefined
+  return typeof cur === 'string' ? cur : ''
+}
+
+/** fieldSelector and equality-based labelSelector; throws the real API's message on an unsupported field. */
+function makeFilter(resource: Resource, q: URLSearchParams): Filter {
+  const tests: Array<(o: KObject) => boolean> = []
+  for (const term of (q.get('fieldSelector') ?? '').split(',').filter((s) => s !== '')) {
+    const m = /^([^!=]+)(==|=|!=)(.*)$/.exec(term)
+    if (m === null) throw new Error(`invalid field selector: ${term}`)
+    const [, field = '', op, value = ''] = m
+    if (!['metadata.name', 'metadata.namespace', ...RESOURCES[resource].fields].includes(field)) {
+      throw new Error(`field label not supported: ${field}`)
+    }
+    tests.push((o) => (fieldValue(o, field) === value) === (op !== '!='))
+  }
+  for (const term of (q.get('labelSelector') ?? '').split(',').filter((s) => s !== '')) {
+    const m = /^(!?)([A-Za-z0-9._/-]+)(?:(==|=|!=)([A-Za-z0-9._-]*))?$/.exec(term)
+    if (m === null) throw new Error(`unable to parse requirement: ${term} (the fixture supports equality-based selectors only)`)
+    const [, not, k = '', op, v] = m
+    const labels = (o: KObject): Record<string, unknown> => (o.metadata['labels'] ?? {}) as Record<string, unknown>
+    if (op === undefined) tests.push((o) => (k in labels(o)) === (not !== '!'))
+    else tests.push((o) => (labels(o)[k] === v) === (op !== '!='))
+  }
+  return { match: (o) => tests.every((f) => f(o)) }
+}
+
+function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }
+}
+
+function status(res: ServerResponse, code: number, reason: string, message: string): void {
+  if (res.headersSent) return void res.end()
+  json(res, code, statusBody(code, reason, message))
+}
+
+function notFound(res: ServerResponse, resource: Resource, name: string): void {
+  status(res, 404, 'NotFound', `${resource} "${name}" not found`)
+}
+
+function json(res: ServerResponse, code: number, body: unknown): void {
+  res.writeHead(code, { 'content-type': 'application/json' })
+  res.end(JSON.stringify(body))
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const c of req) chunks.push(c as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}
