@@ -11,6 +11,26 @@ import { NetnsAllowlist, netnsKey, withNetns } from '../netns'
 import { NLM_F, NLMSG_ERROR } from './codec'
 
 const REQUEST_TIMEOUT_MS = 5000
+const SOCKET_BUFFER = 4 * 1024 * 1024
+
+/**
+ * Opens an rtnetlink socket in the calling thread's current namespace. An 'error' listener is required:
+ * the package re-emits socket errors (e.g. ENOBUFS under a burst of replies), and an unhandled one
+ * thrown from its native callback would terminate the process.
+ */
+function openSocket(onError: (err: Error) => void): NetlinkSocket {
+  const sock = createNetlink(Protocol.ROUTE, { recvBufferSize: SOCKET_BUFFER, sendBufferSize: SOCKET_BUFFER })
+  sock.on('error', onError)
+  return sock
+}
+
+/** Socket errors are reported here (the agent replaces it with its logger). */
+export let reportSocketError = (err: Error): void => {
+  process.stderr.write(`netlink socket error: ${err.message}\n`)
+}
+export function setSocketErrorReporter(fn: (err: Error) => void): void {
+  reportSocketError = fn
+}
 const DUMP_RETRIES = 10
 
 export class Rtnl {
@@ -93,7 +113,7 @@ export class NetlinkSessions {
 
   /** The agent's own namespace. */
   host(): Rtnl {
-    if (this.hostRtnl === undefined || this.hostRtnl.isClosed) this.hostRtnl = new Rtnl(undefined, createNetlink(Protocol.ROUTE))
+    if (this.hostRtnl === undefined || this.hostRtnl.isClosed) this.hostRtnl = new Rtnl(undefined, openSocket((e) => reportSocketError(e)))
     return this.hostRtnl
   }
 
@@ -110,7 +130,7 @@ export class NetlinkSessions {
       if (cached.key === key && !cached.rtnl.isClosed) return cached.rtnl
       this.drop(checked)
     }
-    const sock = withNetns(checked, () => createNetlink(Protocol.ROUTE))
+    const sock = withNetns(checked, () => openSocket((e) => reportSocketError(e)))
     const rtnl = new Rtnl(checked, sock)
     this.byPath.set(checked, { key, rtnl })
     return rtnl
