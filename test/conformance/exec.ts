@@ -119,3 +119,29 @@ export function snapshotTree(root: string): Record<string, string> {
   walk(root, '')
   return out
 }
+
+/**
+ * Copies dist/nsm-ipam into a private directory for one test file: colleagues' builds rewrite dist/
+ * while tests run (build.mjs removes and re-creates each bundle), and a test must not exec a half-written
+ * file. Waits for a build in progress; checks the copy parses. Returns the directory (for CNI_PATH).
+ */
+export async function stageNsmIpam(t: { teardown(fn: () => void): void }): Promise<string> {
+  const { copyFileSync, chmodSync, mkdtempSync: mk, rmSync: rm } = await import('node:fs')
+  const { execFileSync } = await import('node:child_process')
+  const { tmpdir: tmp } = await import('node:os')
+  const dir = mk(join(tmp(), 'nsm-ipam-bin-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const src = join(process.cwd(), 'dist', 'nsm-ipam')
+  const dst = join(dir, 'nsm-ipam')
+  for (let attempt = 0; ; attempt++) {
+    try {
+      copyFileSync(src, dst)
+      chmodSync(dst, 0o755)
+      execFileSync(process.execPath, ['--check', dst], { stdio: 'ignore' })
+      return dir
+    } catch (err) {
+      if (attempt >= 100) throw new Error(`dist/nsm-ipam is missing or broken (run npm run build): ${(err as Error).message}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+}
