@@ -9,9 +9,24 @@ import { ConfigError, loadConfig, USAGE, type AgentConfig } from './config/confi
 import { ConnectionTable } from './connections/table.js'
 import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry.js'
 import { FileStore } from './registry/store.js'
-import { jsonLogger } from './server/log.js'
+import { DirectoryPodInfoSource } from './podinfo/directory.js'
+import { KubernetesPodInfoSource } from './podinfo/kubernetes.js'
+import type { PodInfoSource } from './podinfo/types.js'
+import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane } from './pipeline/index.js'
+
+function openPodInfo(config: AgentConfig, log: Logger): PodInfoSource | undefined {
+  if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
+  if (config.kubernetes) {
+    return new KubernetesPodInfoSource({
+      nodeName: config.nodeName,
+      ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
+      log: (msg, fields) => log.warn(msg, fields),
+    })
+  }
+  return undefined
+}
 
 async function main(argv: readonly string[]): Promise<number> {
   let config: AgentConfig
@@ -45,8 +60,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (ev.kind === 'endpoint') log.info(`endpoint ${ev.reason}`, { endpoint: ev.endpoint.name })
     else log.info(`service ${ev.type}`, { service: ev.service.name })
   })
-  // Pod-info source (agent/podinfo) is wired in once that folder lands.
-  const podInfo = undefined as { close(): void } | undefined
+  const podInfo = openPodInfo(config, log)
 
   const server = new AgentServer({
     socket: config.socket,
@@ -55,6 +69,7 @@ async function main(argv: readonly string[]): Promise<number> {
     table,
     registry,
     log,
+    ...(podInfo === undefined ? {} : { podInfo }),
   })
   // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
   const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: config.netnsAllow, log })

@@ -58,6 +58,8 @@ export class AgentClient {
   private session: ClientHttp2Session | undefined
   /** Calls in flight: the session keeps the process alive only while there are some. */
   private active = 0
+  /** Why the current session failed (e.g. ENOENT, ECONNREFUSED): streams only see a cancel. */
+  private sessionError: NodeJS.ErrnoException | undefined
 
   constructor(readonly socket: string) {}
 
@@ -86,7 +88,10 @@ export class AgentClient {
     if (this.session !== undefined && !this.session.closed && !this.session.destroyed) return this.session
     const session = connectHttp2('http://localhost', { createConnection: () => connectNet(this.socket) })
     // Errors surface on the streams; an idle session must not keep the process alive or crash it.
-    session.on('error', () => undefined)
+    this.sessionError = undefined
+    session.on('error', (err: NodeJS.ErrnoException) => {
+      this.sessionError = err
+    })
     if (this.active === 0) session.unref()
     this.session = session
     return session
@@ -176,12 +181,15 @@ export class AgentClient {
         if (!settled && responseHeaders['grpc-status'] !== undefined) onTrailers({})
         if (!settled) fail(GrpcStatus.INTERNAL, `${path}: stream ended without a status`)
       })
-      s.on('error', (err: NodeJS.ErrnoException) => {
-        const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'EACCES'
-        fail(GrpcStatus.UNAVAILABLE, `agent unreachable at ${this.socket}: ${err.code ?? err.message}`, err, unreachable ? 'UNAVAILABLE' : undefined)
-      })
+      const unreachable = (err: NodeJS.ErrnoException): void => {
+        const cause = this.sessionError ?? err
+        fail(GrpcStatus.UNAVAILABLE, `agent unreachable at ${this.socket}: ${cause.code ?? cause.message}`, cause, 'UNAVAILABLE')
+      }
+      s.on('error', unreachable)
       s.on('close', () => {
-        if (!settled) fail(GrpcStatus.UNAVAILABLE, `${path}: connection to the agent closed (http2 code ${s.rstCode ?? 'none'})`, undefined, 'UNAVAILABLE')
+        if (settled) return
+        if (this.sessionError !== undefined) return unreachable(this.sessionError)
+        fail(GrpcStatus.UNAVAILABLE, `${path}: connection to the agent closed (http2 code ${s.rstCode ?? 'none'})`, undefined, 'UNAVAILABLE')
       })
       const payload = method.requestType.encode(request).finish()
       const frame = Buffer.allocUnsafe(5 + payload.length)

@@ -1,13 +1,15 @@
 // The agent's registries through the real socket: NSM NetworkServiceRegistry and
 // NetworkServiceEndpointRegistry (Register, Find, Find+watch, Unregister, expiry), our RegisterEndpoint
 // with its extension, validation (INVALID_ARGUMENT naming the field, nothing changed), and persistence
-// across a restart.
+// across a restart. Registered endpoints get real namespaces: the agent's healing unregisters an
+// endpoint whose netns is gone.
 import t, { type Test } from 'tap'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG, type NetworkServiceEndpointResponse } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
 import { GrpcCallError } from '../../agent/client/grpc-http2.js'
 import { GrpcStatus } from '../../agent/server/agent-error.js'
 import { collect, startAgent, type RunningAgent } from '../lib/agent.js'
+import { makeNetns } from '../lib/netns.js'
 
 const seed = NetworkService.fromPartial({
   name: 'secure-intranet-connectivity',
@@ -18,12 +20,13 @@ const seed = NetworkService.fromPartial({
   ],
 })
 
-function nse(name: string, extra: Partial<NetworkServiceEndpoint> = {}): NetworkServiceEndpoint {
+/** An endpoint message; with `t`, its url is a fresh real netns removed at teardown. */
+function nse(name: string, extra: Partial<NetworkServiceEndpoint> = {}, t?: Test): NetworkServiceEndpoint {
   return NetworkServiceEndpoint.fromPartial({
     name,
     networkServiceNames: ['secure-intranet-connectivity'],
     networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: name.startsWith('fw') ? 'firewall' : 'vpn-gateway' } } },
-    url: `file:///var/run/netns/${name}`,
+    url: t === undefined ? '' : `file://${makeNetns(t, 'rg').path}`,
     ...extra,
   })
 }
@@ -77,10 +80,11 @@ t.test('endpoints: register, find with query, watch (update, unregister, expiry)
   )
   t.teardown(() => watch.cancel())
 
-  const fw = await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('fw-1'))
+  const fwMsg = nse('fw-1', {}, t)
+  const fw = await agent.client.unary(NSE_REG, NSE_REG.methods.register, fwMsg)
   t.ok(fw.expirationTime !== undefined, 'the registry sets an expiration time')
   t.ok(fw.initialRegistrationTime !== undefined)
-  await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('vpn-1'))
+  await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('vpn-1', {}, t))
   await watch.until((r) => r.networkServiceEndpoint?.name === 'vpn-1' && !r.deleted)
 
   t.same((await findEndpoints(agent)).map((e) => e.name), ['fw-1', 'vpn-1'])
@@ -88,7 +92,7 @@ t.test('endpoints: register, find with query, watch (update, unregister, expiry)
   t.same(byLabel.map((e) => e.name), ['fw-1'], 'label query')
 
   // Refresh keeps the first registration time.
-  const again = await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('fw-1'))
+  const again = await agent.client.unary(NSE_REG, NSE_REG.methods.register, fwMsg)
   t.same(again.initialRegistrationTime, fw.initialRegistrationTime, 'refresh keeps initial_registration_time')
 
   await agent.client.unary(NSE_REG, NSE_REG.methods.unregister, NetworkServiceEndpoint.fromPartial({ name: 'fw-1' }))
@@ -97,7 +101,7 @@ t.test('endpoints: register, find with query, watch (update, unregister, expiry)
 
   // Expiry: an endpoint registered to expire soon disappears and watchers are told.
   const soon = Date.now() + 300
-  await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('vpn-2', { expirationTime: { seconds: Math.floor(soon / 1000), nanos: (soon % 1000) * 1e6 } }))
+  await agent.client.unary(NSE_REG, NSE_REG.methods.register, nse('vpn-2', { expirationTime: { seconds: Math.floor(soon / 1000), nanos: (soon % 1000) * 1e6 } }, t))
   await watch.until((r) => r.networkServiceEndpoint?.name === 'vpn-2' && r.deleted)
   t.same((await findEndpoints(agent)).map((e) => e.name), ['vpn-1'], 'expired endpoint no longer found')
   t.ok(agent.logs.some((l) => l.msg === 'endpoint expired' && l.endpoint === 'vpn-2'), 'agent logged the expiry')
@@ -123,8 +127,9 @@ t.test('endpoint validation: field named, nothing stored', async (t) => {
 t.test('RegisterEndpoint with extension; ListEndpoints; persistence across restart', async (t) => {
   const first = await startAgent(t)
   await first.client.unary(NS_REG, NS_REG.methods.register, seed)
+  const vpnNetns = makeNetns(t, 'rv').path
   const extension = EndpointExtension.fromPartial({
-    netnsPath: '/var/run/netns/vpn-1',
+    netnsPath: vpnNetns,
     cidrPools: ['172.16.1.0/24', 'fd00:1::/64'],
     routes: [{ prefix: '10.0.0.0/8', nextHop: '' }],
   })
