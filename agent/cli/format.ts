@@ -61,7 +61,7 @@ export function endpointsTable(endpoints: readonly EndpointRegistration[], now: 
       list(e?.networkServiceNames ?? []),
       Object.entries(e?.networkServiceLabels ?? {})
         .map(([s, l]) => `${s}:${labels(l.labels)}`)
-        .join(' ') || '-',
+        .join(';') || '-',
       x?.netnsPath || '-',
       list(x?.cidrPools ?? []),
       list((x?.routes ?? []).map((r) => (r.nextHop === '' ? r.prefix : `${r.prefix}@${r.nextHop}`))),

@@ -86,9 +86,18 @@ export class AgentClient {
 
   private open(): ClientHttp2Session {
     if (this.session !== undefined && !this.session.closed && !this.session.destroyed) return this.session
-    const session = connectHttp2('http://localhost', { createConnection: () => connectNet(this.socket) })
-    // Errors surface on the streams; an idle session must not keep the process alive or crash it.
     this.sessionError = undefined
+    const session = connectHttp2('http://localhost', {
+      createConnection: () => {
+        const sock = connectNet(this.socket)
+        // The socket's error (ENOENT, ECONNREFUSED) arrives before the streams are cancelled.
+        sock.once('error', (err: NodeJS.ErrnoException) => {
+          this.sessionError = err
+        })
+        return sock
+      },
+    })
+    // Errors surface on the streams; an idle session must not keep the process alive or crash it.
     session.on('error', (err: NodeJS.ErrnoException) => {
       this.sessionError = err
     })
