@@ -44,8 +44,16 @@ export const API_GROUP = 'networkservicemesh.io'
 export const API_VERSIONS: readonly string[] = [`${API_GROUP}/v1`, `${API_GROUP}/v1alpha1`]
 const PAYLOADS: readonly Payload[] = ['IP', 'ETHERNET']
 
+export interface ParseOptions {
+  /**
+   * Skip documents of another kind (a manifest bundle holding CRDs, Deployments, ...) instead of failing on
+   * them. Documents that claim `kind: NetworkService` are still validated in full.
+   */
+  ignoreOtherKinds?: boolean
+}
+
 /** Parses every YAML document in `text` into a NetworkService; throws ConfError. */
-export function parseNetworkServiceYaml(text: string): NetworkService[] {
+export function parseNetworkServiceYaml(text: string, options: ParseOptions = {}): NetworkService[] {
   const docs = parseAllDocuments(text)
   const out: NetworkService[] = []
   const seen = new Map<string, number>()
@@ -64,6 +72,7 @@ export function parseNetworkServiceYaml(text: string): NetworkService[] {
       throw new ConfError('YAML_SYNTAX', e instanceof Error ? e.message : String(e), opts('', i, e))
     }
     if (value === null || value === undefined) continue
+    if (options.ignoreOtherKinds === true && isOtherKind(value)) continue
     const ns = networkServiceFromObject(value, i)
     const prev = seen.get(ns.name)
     if (prev !== undefined) {
@@ -238,6 +247,10 @@ class Validator {
     }
     return out
   }
+}
+
+function isOtherKind(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && 'kind' in value && (value as Obj).kind !== 'NetworkService'
 }
 
 function opts(path: string, document: number | undefined, cause?: unknown): ConfErrorOptions {

@@ -177,6 +177,16 @@ for (const c of invalid) {
   })
 }
 
+t.test('ignoreOtherKinds skips other manifests in a bundle, still validates NetworkServices', async (t) => {
+  const bundle = `apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: { name: x }\n---\n${readFileSync(seedPath, 'utf8')}`
+  t.throws(() => parseNetworkServiceYaml(bundle), { code: 'UNSUPPORTED_KIND', path: 'apiVersion', document: 0 })
+  t.strictSame(parseNetworkServiceYaml(bundle, { ignoreOtherKinds: true }), [SEED])
+  t.throws(() => parseNetworkServiceYaml(`${bundle}---\napiVersion: v1\nkind: NetworkService\nmetadata: { name: y }\n`, { ignoreOtherKinds: true }), {
+    code: 'UNSUPPORTED_KIND',
+    document: 2,
+  })
+})
+
 t.test('networkServiceFromObject validates objects from the registry API', async (t) => {
   t.strictSame(networkServiceFromObject({ name: 'x', matches: [{ routes: [{ destination_selector: { a: 'b' } }] }] }), {
     name: 'x',

@@ -4,7 +4,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parseNetworkServiceYaml, type NetworkService } from '../../conf/networkservice.js'
-import { RoundRobin, SelectError, explain, selectEndpoints, type Decision, type EndpointCandidate } from '../../agent/select/index.js'
+import { RoundRobin, SelectError, explain, formatExplanation, selectEndpoints, type Decision, type EndpointCandidate } from '../../agent/select/index.js'
 
 const SEED_FILE = fileURLToPath(new URL('../../conf/examples/secure-intranet-connectivity.yaml', import.meta.url))
 const [seed] = parseNetworkServiceYaml(readFileSync(SEED_FILE, 'utf8'))
@@ -238,4 +238,45 @@ t.test('explain reports every match, route and candidate for nsmctl explain', as
   const stop = explain({ service: svc([...seed.matches.slice(0, 1), ...seed.matches]), candidates: [firewall], clientLabels: { app: 'firewall' }, now: NOW })
   t.strictSame(stop.matches.map((m) => m.outcome), ['no-endpoint', 'not-reached', 'not-reached'], 'matches after the deciding one are not reached')
   t.equal(ex.clientLabels.app, 'web')
+})
+
+t.test('formatExplanation: what nsmctl explain prints', async (t) => {
+  const service = svc([
+    { sourceSelector: { app: 'firewall' }, routes: [route({ app: 'vpn-gateway', node: '{{.nodeName}}' })], fallthrough: true },
+    ...seed.matches.slice(1),
+  ])
+  const text = formatExplanation(
+    explain({ service, candidates: [firewall, ep('vpn-gateway', { app: 'vpn-gateway', node: 'n2' }, { local: false }), ep('old', {}, { expiresAt: NOW })], clientLabels: { app: 'firewall', nodeName: 'n1' }, now: NOW }),
+  )
+  t.equal(
+    text,
+    [
+      'service:  secure-intranet-connectivity',
+      'client:   app=firewall,nodeName=n1',
+      '',
+      'endpoints:',
+      '  NAME         WHERE   STATUS     LABELS',
+      '  firewall     local   candidate  app=firewall',
+      '  vpn-gateway  remote  candidate  app=vpn-gateway,node=n2',
+      '  old          local   expired    -',
+      '',
+      'matches:',
+      '  [0] source app=firewall, fallthrough: applies (client has app=firewall) → fell-through',
+      '      route[0] app=vpn-gateway,node={{.nodeName}} = app=vpn-gateway,node=n1 → no endpoint',
+      '  [1] source (any client): applies (empty source selector applies to every client) → chosen',
+      '      route[0] app=firewall → firewall',
+      '',
+      'order:    firewall',
+      'result:   match[1] applies (empty source selector applies to every client) and 1 endpoint(s) satisfy its routes after fallthrough from match[0]; firewall is tried first (local, round-robin cursor 0)',
+      '',
+    ].join('\n'),
+  )
+  const none = formatExplanation(explain({ service: svc([]), candidates: [], clientLabels: {}, now: NOW }))
+  t.match(none, /client: {3}\(no labels\)\n\nendpoints: none registered\n\nmatches: {2}none \(every candidate qualifies\)\n\norder: {4}\(none\)\nresult: {3}no registered, unexpired endpoint offers secure-intranet-connectivity\n$/)
+  const stopped = formatExplanation(explain({ service: seed, candidates: [firewall], clientLabels: { app: 'firewall' }, now: NOW }))
+  t.match(stopped, /\[0\] source app=firewall: applies \(client has app=firewall\) → no-endpoint\n {6}route\[0\] app=vpn-gateway → no endpoint\n {2}\[1\] source \(any client\): not reached/)
+  const web = formatExplanation(explain({ service: seed, candidates: [firewall], clientLabels: { app: 'web' }, now: NOW }))
+  t.match(web, /\[0\] source app=firewall: does not apply \(client lacks app=firewall \(has app=web\)\)/)
+  const missing = formatExplanation(explain({ service, candidates: [firewall], clientLabels: { app: 'firewall' }, now: NOW }))
+  t.match(missing, /route\[0\] app=vpn-gateway,node=\{\{\.nodeName\}\} \(needs client label nodeName\) → no endpoint/)
 })
