@@ -241,7 +241,6 @@ export class Registry {
       // sweep() reports store failures itself; the promise never rejects.
       void this.serialize(() => this.sweep())
     }, delay)
-    this.timer.unref()
   }
 
   private async sweep(): Promise<void> {
