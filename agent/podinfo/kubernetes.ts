@@ -5,7 +5,8 @@
 // - Lists `/api/v1/pods?fieldSelector=spec.nodeName=<node>`, then watches from the list's resourceVersion
 //   (asking the server to end the watch after `watchTimeoutSeconds`, then resuming from the last version
 //   seen). A 410 Gone (an ERROR event or an HTTP 410: the version was compacted) re-lists, replacing the
-//   cache. Any other failure (connection refused, 5xx, 401) retries with exponential backoff and jitter
+//   cache. A watch still open `watchStallMs` after it started (the server should have ended it: a dead
+//   connection that never closed) is abandoned and reopened. Any other failure (connection refused, 5xx, 401) retries with exponential backoff and jitter
 //   (`backoff`), reset by the next successful list or event.
 // - `get` answers from the cache; a pod not in it yet is waited for up to `getWaitMs`, because the CNI ADD
 //   of a pod can arrive before the watch event that tells us about it. After the wait: undefined when the
@@ -31,6 +32,8 @@ export interface KubernetesPodInfoOptions {
   backoff?: { initialMs: number; maxMs: number }
   /** The server ends each watch after this long; we resume from the last version. Default 300 s. */
   watchTimeoutSeconds?: number
+  /** A watch open this long is presumed dead and reopened. Default watchTimeoutSeconds + 30 s. */
+  watchStallMs?: number
   /** Where connection problems are reported. Default: one JSON line on stderr. */
   log?: (msg: string, fields: Record<string, unknown>) => void
 }
@@ -77,6 +80,7 @@ export class KubernetesPodInfoSource implements PodInfoSource {
   private readonly getWaitMs: number
   private readonly backoff: { initialMs: number; maxMs: number }
   private readonly watchTimeoutSeconds: number
+  private readonly watchStallMs: number
   private readonly log: (msg: string, fields: Record<string, unknown>) => void
   private readonly pods = new Map<string, PodInfo>()
   private readonly waiters = new Map<string, Set<Waiter>>()
@@ -97,6 +101,7 @@ export class KubernetesPodInfoSource implements PodInfoSource {
     this.getWaitMs = opts.getWaitMs ?? 3000
     this.backoff = opts.backoff ?? { initialMs: 250, maxMs: 30_000 }
     this.watchTimeoutSeconds = opts.watchTimeoutSeconds ?? 300
+    this.watchStallMs = opts.watchStallMs ?? this.watchTimeoutSeconds * 1000 + 30_000
     this.log = opts.log ?? ((msg, fields) => process.stderr.write(`${JSON.stringify({ level: 'warn', component: 'podinfo', msg, ...fields })}\n`))
     // Supervised: run() catches everything itself; this catch is the last resort that still logs.
     this.done = this.run().catch((err: unknown) => this.log('pod watch stopped', { error: String(err) }))
@@ -236,15 +241,25 @@ export class KubernetesPodInfoSource implements PodInfoSource {
   private watchOnce(rv: string, onVersion: (rv: string) => void): Promise<WatchEnd> {
     return new Promise<WatchEnd>((resolve) => {
       let gone = false
+      let abandoned = false
       let eventError: Error | undefined
       let events = 0
       let controller: AbortController | undefined
-      this.stopWatch = () => {
+      // Settles this watch at once (close or stall): the request may still await its headers, and the
+      // library hands out its AbortController only after them, so it is aborted when it arrives.
+      const abandon = (end: WatchEnd): void => {
+        abandoned = true
+        clearTimeout(stall)
         controller?.abort()
-        resolve({ kind: 'closed' }) // the request may still await headers: do not wait for it
+        if (this.stopWatch === stop) this.stopWatch = undefined
+        resolve(end)
       }
+      const stop = (): void => abandon({ kind: 'closed' })
+      this.stopWatch = stop
+      const stall = setTimeout(() => abandon({ kind: 'error', err: new Error(`watch stalled: still open after ${this.watchStallMs} ms`) }), this.watchStallMs)
       const done = (err: unknown): void => {
-        this.stopWatch = undefined
+        clearTimeout(stall)
+        if (this.stopWatch === stop) this.stopWatch = undefined
         if (this.closed) resolve({ kind: 'closed' })
         else if (gone || statusOf(err) === 410) resolve({ kind: 'gone' })
         else if (eventError !== undefined) resolve({ kind: 'error', err: eventError })
@@ -253,6 +268,7 @@ export class KubernetesPodInfoSource implements PodInfoSource {
       }
       // The library types event objects as `any`; onEvent checks the shape before using it.
       const onEvent = (phase: string, obj: unknown): void => {
+        if (abandoned) return
         if (phase === 'ERROR') {
           if (statusOf(obj) === 410) gone = true
           else eventError = new Error(`watch ERROR event: ${JSON.stringify(obj)}`)
@@ -281,7 +297,7 @@ export class KubernetesPodInfoSource implements PodInfoSource {
         .then(
           (c) => {
             controller = c
-            if (this.closed || gone) c.abort()
+            if (this.closed || gone || abandoned) c.abort()
           },
           (err: unknown) => done(err),
         )

@@ -137,6 +137,24 @@ t.test('a watch the server ends resumes from the last version without a re-list'
   t.equal(lists(f), 1)
 })
 
+t.test('a watch that never answers is abandoned and reopened', async (t) => {
+  const f = await startK8sFixture(t)
+  f.holdWatches() // the server accepts watch requests but never answers them: a dead connection
+  let watchRequests = 0
+  const secondWatch = new Promise<void>((resolve) => {
+    f.events.on('request', (r: { query: URLSearchParams }) => {
+      if (r.query.get('watch') !== null && ++watchRequests === 2) resolve()
+    })
+  })
+  const s = source(t, f, { getWaitMs: 10_000, watchStallMs: 200 })
+  await s.whenSynced()
+  await secondWatch
+  f.releaseWatches()
+  f.putPod({ namespace: 'default', name: 'after-stall', nodeName: 'node-a' })
+  t.ok(await s.get('default', 'after-stall'), 'events flow on the reopened watch')
+  t.equal(lists(f), 1, 'a stalled watch resumes from its version, no re-list')
+})
+
 t.test('retries with backoff until the API answers', async (t) => {
   const f = await startK8sFixture(t)
   f.putPod({ namespace: 'default', name: 'web-1', nodeName: 'node-a' })
