@@ -10,15 +10,16 @@ import { ConnectionTable } from './connections/table.js'
 import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry.js'
 import { FileStore } from './registry/store.js'
 import { DirectoryPodInfoSource } from './podinfo/directory.js'
-import { KubernetesPodInfoSource } from './podinfo/kubernetes.js'
 import type { PodInfoSource } from './podinfo/types.js'
 import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane } from './pipeline/index.js'
 
-function openPodInfo(config: AgentConfig, log: Logger): PodInfoSource | undefined {
+async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
   if (config.kubernetes) {
+    // Loaded only when configured: the Kubernetes client alone costs ~70 MiB of RSS.
+    const { KubernetesPodInfoSource } = await import('./podinfo/kubernetes.js')
     return new KubernetesPodInfoSource({
       nodeName: config.nodeName,
       ...(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig }),
@@ -60,7 +61,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (ev.kind === 'endpoint') log.info(`endpoint ${ev.reason}`, { endpoint: ev.endpoint.name })
     else log.info(`service ${ev.type}`, { service: ev.service.name })
   })
-  const podInfo = openPodInfo(config, log)
+  const podInfo = await openPodInfo(config, log)
 
   const server = new AgentServer({
     socket: config.socket,

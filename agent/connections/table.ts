@@ -2,11 +2,12 @@
 // current state, and what MonitorConnections, CHECK, GC, status and restart recovery read.
 //
 // Contract: mutations update memory, notify subscribers synchronously (in mutation order), then resolve
-// once the table is durable (when a file is configured). Connections are stored as the NSM Connection
-// message plus the CNI attachment the connection serves, if any.
+// once the table is durable (when a file is configured): one journal line per mutation (journal.ts).
+// Connections are stored as the NSM Connection message plus the CNI attachment the connection serves,
+// if any, and the pipeline's datapath record.
 import { Connection, State } from '../../proto/gen/networkservice/connection.js'
 import type { AttachmentInfo } from '../server/handler.js'
-import { AtomicJsonFile } from '../registry/atomic-file.js'
+import { Journal } from './journal.js'
 
 export interface ConnectionEntry {
   readonly connection: Connection
@@ -21,18 +22,24 @@ export type ConnectionTableEvent =
 
 export type ConnectionTableListener = (event: ConnectionTableEvent) => void
 
+interface PersistedEntry {
+  connection: unknown
+  attachment?: AttachmentInfo
+  datapath?: unknown
+}
+
 interface PersistedTable {
   version: 1
-  connections: Array<{ connection: unknown; attachment?: AttachmentInfo; datapath?: unknown }>
+  connections: PersistedEntry[]
 }
 
 export class ConnectionTable {
   private readonly entries = new Map<string, ConnectionEntry>()
   private readonly listeners = new Set<ConnectionTableListener>()
-  private readonly file: AtomicJsonFile<PersistedTable> | undefined
+  private readonly file: Journal<PersistedEntry> | undefined
 
   private constructor(path: string | undefined, private readonly onListenerError: (err: unknown) => void) {
-    this.file = path === undefined ? undefined : new AtomicJsonFile(path, () => this.toPersisted())
+    this.file = path === undefined ? undefined : new Journal<PersistedEntry>(path, () => this.toPersisted())
   }
 
   /** An in-memory table (unit tests, or an agent without a state dir). */
@@ -43,17 +50,26 @@ export class ConnectionTable {
   /** Opens the table persisted at `path` (created on first write), loading what a previous run left. */
   static async open(path: string, onListenerError: (err: unknown) => void = () => undefined): Promise<ConnectionTable> {
     const table = new ConnectionTable(path, onListenerError)
-    const stored = (await table.file?.read()) as PersistedTable | undefined
+    const loaded = await table.file?.load()
+    const stored = loaded?.snapshot as PersistedTable | undefined
     if (stored !== undefined) {
       if (stored.version !== 1 || !Array.isArray(stored.connections)) {
         throw new Error(`${path}: not a connection table (version ${String(stored.version)})`)
       }
-      for (const c of stored.connections) {
-        const connection = Connection.fromJSON(c.connection)
-        table.entries.set(connection.id, { connection, attachment: c.attachment, ...(c.datapath === undefined ? {} : { datapath: c.datapath }) })
-      }
+      for (const c of stored.connections) table.load(c)
     }
+    for (const op of loaded?.ops ?? []) {
+      if (op.op === 'put') table.load(op.entry)
+      else table.entries.delete(op.id)
+    }
+    // Start from a fresh snapshot and an empty journal.
+    await table.file?.compact()
     return table
+  }
+
+  private load(c: PersistedEntry): void {
+    const connection = Connection.fromJSON(c.connection)
+    this.entries.set(connection.id, { connection, attachment: c.attachment, ...(c.datapath === undefined ? {} : { datapath: c.datapath }) })
   }
 
   get size(): number {
@@ -87,7 +103,7 @@ export class ConnectionTable {
     const entry: ConnectionEntry = { connection, attachment: attachment ?? previous?.attachment, ...(keep === undefined ? {} : { datapath: keep }) }
     this.entries.set(connection.id, entry)
     this.emit({ type: 'update', entry })
-    await this.file?.save()
+    await this.file?.append({ op: 'put', id: connection.id, entry: persisted(entry) })
     return entry
   }
 
@@ -104,7 +120,7 @@ export class ConnectionTable {
     if (entry === undefined) return undefined
     this.entries.delete(id)
     this.emit({ type: 'delete', entry })
-    await this.file?.save()
+    await this.file?.append({ op: 'del', id })
     return entry
   }
 
@@ -114,9 +130,9 @@ export class ConnectionTable {
     return () => this.listeners.delete(listener)
   }
 
-  /** Resolves once everything mutated so far is on disk. */
+  /** Resolves once everything mutated so far is on disk, as a fresh snapshot (shutdown). */
   async flush(): Promise<void> {
-    await this.file?.save()
+    await this.file?.compact()
   }
 
   private emit(event: ConnectionTableEvent): void {
@@ -132,11 +148,15 @@ export class ConnectionTable {
   private toPersisted(): PersistedTable {
     return {
       version: 1,
-      connections: this.list().map((e) => ({
-        connection: Connection.toJSON(e.connection),
-        ...(e.attachment === undefined ? {} : { attachment: e.attachment }),
-        ...(e.datapath === undefined ? {} : { datapath: e.datapath }),
-      })),
+      connections: this.list().map(persisted),
     }
+  }
+}
+
+function persisted(e: ConnectionEntry): PersistedEntry {
+  return {
+    connection: Connection.toJSON(e.connection),
+    ...(e.attachment === undefined ? {} : { attachment: e.attachment }),
+    ...(e.datapath === undefined ? {} : { datapath: e.datapath }),
   }
 }
