@@ -120,3 +120,37 @@ t.test('selectors, auth and Gone as the real API answers them', async (t) => {
   const [gone] = await watchEvents(f, `/api/v1/pods?watch=1&resourceVersion=${rv}`, 1)
   t.same([gone?.type, gone?.object.code, gone?.object.reason], ['ERROR', 410, 'Expired'])
 })
+
+t.test('the client library drives the CRs: CustomObjectsApi, KubernetesObjectApi (discovery, merge patch), Watch', async (t) => {
+  const { CustomObjectsApi, KubernetesObjectApi, KubeConfig, PatchStrategy, Watch } = await import('@kubernetes/client-node')
+  const f = await startK8sFixture(t)
+  const kc = new KubeConfig()
+  kc.loadFromFile(f.writeKubeconfig())
+  const group = 'networkservicemesh.io'
+  const version = 'v1'
+  const namespace = 'nsm-system'
+  const plural = 'networkserviceendpoints'
+
+  const seen: Array<[string, string]> = []
+  const watchReady = new Promise((r) => f.events.once('watch', r))
+  const controller = await new Watch(kc).watch(`/apis/${group}/${version}/namespaces/${namespace}/${plural}`, { resourceVersion: f.resourceVersion() },
+    (type: string, obj: { spec?: { url?: string } }) => seen.push([type, obj.spec?.url ?? '']), () => {})
+  t.teardown(() => controller.abort())
+  await watchReady
+
+  const custom = kc.makeApiClient(CustomObjectsApi)
+  const body = { apiVersion: `${group}/${version}`, kind: 'NetworkServiceEndpoint', metadata: { name: 'fw-1' }, spec: { network_service_names: ['secure-intranet-connectivity'], url: 'file:///var/run/netns/a' } }
+  const created = (await custom.createNamespacedCustomObject({ group, version, namespace, plural, body })) as { metadata: { uid: string } }
+  t.ok(created.metadata.uid)
+  const listed = (await custom.listNamespacedCustomObject({ group, version, namespace, plural })) as { items: unknown[] }
+  t.equal(listed.items.length, 1)
+
+  const objects = KubernetesObjectApi.makeApiClient(kc)
+  const patched = await objects.patch({ apiVersion: `${group}/${version}`, kind: 'NetworkServiceEndpoint', metadata: { name: 'fw-1', namespace }, spec: { url: 'file:///var/run/netns/b' } } as never, undefined, undefined, undefined, undefined, PatchStrategy.MergePatch)
+  t.same((patched as { spec: unknown }).spec, { network_service_names: ['secure-intranet-connectivity'], url: 'file:///var/run/netns/b' }, 'merge patch keeps the other fields')
+  await custom.deleteNamespacedCustomObject({ group, version, namespace, plural, name: 'fw-1' })
+  await t.rejects(custom.getNamespacedCustomObject({ group, version, namespace, plural, name: 'fw-1' }), { code: 404 })
+
+  for (let i = 0; i < 500 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 10))
+  t.same(seen, [['ADDED', 'file:///var/run/netns/a'], ['MODIFIED', 'file:///var/run/netns/b'], ['DELETED', 'file:///var/run/netns/b']])
+})

@@ -6,7 +6,7 @@
 //   GET    /apis/networkservicemesh.io/v1/[namespaces/{ns}/]{networkservices|networkserviceendpoints}[/{name}]
 //   GET    ...?watch=1|true[&resourceVersion=N][&timeoutSeconds=S]   newline-delimited JSON watch events
 //   POST   collection (create, 409 AlreadyExists), PUT item (replace, 409 Conflict on a stale
-//          metadata.resourceVersion), DELETE item: for a registry store written against the real API.
+//          metadata.resourceVersion), PATCH item (merge patch), DELETE item: for a registry store.
 // Lists carry metadata.resourceVersion; a watch from N replays history after N, then streams live
 // ADDED/MODIFIED/DELETED; an object that starts or stops matching the selectors is ADDED/DELETED as the
 // real API does. A watch from a version older than `compact()` gets 410 Gone (an ERROR event with a
@@ -236,6 +236,15 @@ export class K8sFixture {
     if (req.headers.authorization !== `Bearer ${this.token}`) return status(res, 401, 'Unauthorized', 'Unauthorized')
     const failure = this.failures.shift()
     if (failure !== undefined) return status(res, failure, 'InternalError', `fixture: injected failure ${failure}`)
+    const discovery = /^\/(api\/v1|apis\/networkservicemesh\.io\/v1)$/.exec(u.pathname)?.[1]
+    if (discovery !== undefined && req.method === 'GET') {
+      // Resource discovery, which generic clients (KubernetesObjectApi) use to map a kind to its plural.
+      const resources = (Object.keys(RESOURCES) as Resource[]).filter((r) => RESOURCES[r].prefix === discovery).map((r) => ({
+        name: r, singularName: RESOURCES[r].kind.toLowerCase(), namespaced: true, kind: RESOURCES[r].kind,
+        verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+      }))
+      return json(res, 200, { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: discovery.replace(/^apis?\//, ''), resources })
+    }
     const m = /^\/(api\/v1|apis\/networkservicemesh\.io\/v1)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?$/.exec(u.pathname)
     const resource = m?.[3] as Resource | undefined
     if (m === null || resource === undefined || !(resource in RESOURCES) || RESOURCES[resource].prefix !== m[1]) {
@@ -271,31 +280,42 @@ export class K8sFixture {
       if (old === undefined || !this.remove(resource, namespace, name)) return notFound(res, resource, name)
       return json(res, 200, old)
     }
-    if ((method === 'POST' && name === undefined) || (method === 'PUT' && name !== undefined)) {
-      let body: KObject
-      try {
-        body = JSON.parse(await readBody(req)) as KObject
-      } catch (err) {
-        return status(res, 400, 'BadRequest', `request body is not JSON: ${(err as Error).message}`)
-      }
-      if (typeof body !== 'object' || body === null || typeof body.metadata?.name !== 'string') {
-        return status(res, 422, 'Invalid', 'metadata.name: Required value')
-      }
-      body.metadata.namespace = namespace
-      const existing = this.get(resource, namespace, body.metadata.name)
-      if (method === 'POST' && existing !== undefined) {
-        return status(res, 409, 'AlreadyExists', `${resource} "${body.metadata.name}" already exists`)
-      }
-      if (method === 'PUT') {
-        if (existing === undefined || body.metadata.name !== name) return notFound(res, resource, name ?? '')
-        const want = body.metadata['resourceVersion']
-        if (want !== undefined && want !== existing.metadata['resourceVersion']) {
-          return status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
-        }
-      }
-      return json(res, method === 'POST' ? 201 : 200, this.put(resource, body))
+    if (!['POST', 'PUT', 'PATCH'].includes(method) || (method === 'POST') !== (name === undefined)) {
+      return status(res, 405, 'MethodNotAllowed', `${method} is not supported on ${u.pathname}`)
     }
-    return status(res, 405, 'MethodNotAllowed', `${method} is not supported on ${u.pathname}`)
+    let body: KObject
+    try {
+      body = JSON.parse(await readBody(req)) as KObject
+    } catch (err) {
+      return status(res, 400, 'BadRequest', `request body is not JSON: ${(err as Error).message}`)
+    }
+    if (method === 'PATCH') {
+      // JSON merge patch (RFC 7386), what custom resources accept besides JSON patch.
+      if (!String(req.headers['content-type']).startsWith('application/merge-patch+json')) {
+        return status(res, 415, 'UnsupportedMediaType', `the fixture supports application/merge-patch+json only, got ${String(req.headers['content-type'])}`)
+      }
+      const existing = this.get(resource, namespace, name ?? '')
+      if (existing === undefined) return notFound(res, resource, name ?? '')
+      const patched = mergePatch(existing, body) as KObject
+      patched.metadata = { ...patched.metadata, namespace, name: existing.metadata.name }
+      return json(res, 200, this.put(resource, patched))
+    }
+    if (typeof body !== 'object' || body === null || typeof body.metadata?.name !== 'string') {
+      return status(res, 422, 'Invalid', 'metadata.name: Required value')
+    }
+    body.metadata.namespace = namespace
+    const existing = this.get(resource, namespace, body.metadata.name)
+    if (method === 'POST' && existing !== undefined) {
+      return status(res, 409, 'AlreadyExists', `${resource} "${body.metadata.name}" already exists`)
+    }
+    if (method === 'PUT') {
+      if (existing === undefined || body.metadata.name !== name) return notFound(res, resource, name ?? '')
+      const want = body.metadata['resourceVersion']
+      if (want !== undefined && want !== existing.metadata['resourceVersion']) {
+        return status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`)
+      }
+    }
+    return json(res, method === 'POST' ? 201 : 200, this.put(resource, body))
   }
 
   private watch(res: ServerResponse, resource: Resource, namespace: string | undefined, filter: Filter, q: URLSearchParams): void {
@@ -392,6 +412,16 @@ function makeFilter(resource: Resource, q: URLSearchParams): Filter {
     else tests.push((o) => (labels(o)[k] === v) === (op !== '!='))
   }
   return { match: (o) => tests.every((f) => f(o)) }
+}
+
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {}
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]
+    else out[k] = mergePatch(out[k], v)
+  }
+  return out
 }
 
 function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
