@@ -60,6 +60,24 @@ const nsSchema = crdSchema('networkservices.yaml')
 const nseSchema = crdSchema('networkserviceendpoints.yaml')
 const exampleText = readFileSync(join(ROOT, 'deploy/examples/networkservice-secure-intranet-connectivity.yaml'), 'utf8')
 
+/** Where a schema breaks the API server's structural-schema rules (every node typed; properties and
+ *  additionalProperties never together), as "path: why". */
+function unstructural(schema: Schema, path = '(root)'): string[] {
+  const out: string[] = []
+  if (schema.type === undefined) out.push(`${path}: no type`)
+  if (schema.properties !== undefined && schema.additionalProperties !== undefined) out.push(`${path}: both properties and additionalProperties`)
+  for (const [k, sub] of Object.entries(schema.properties ?? {})) out.push(...unstructural(sub, `${path}.${k}`))
+  if (schema.additionalProperties !== undefined) out.push(...unstructural(schema.additionalProperties, `${path}.*`))
+  if (schema.items !== undefined) out.push(...unstructural(schema.items, `${path}[]`))
+  return out
+}
+
+t.test('both CRD schemas are structural', async (t) => {
+  t.same(unstructural(nsSchema), [])
+  t.same(unstructural(nseSchema), [])
+  t.same(unstructural({ type: 'object', properties: { a: { properties: {} } } }), ['(root).a: no type'], 'the check can fail')
+})
+
 t.test('the example NetworkService validates against its CRD', async (t) => {
   const docs = parseAllDocuments(exampleText).map((d) => d.toJS() as unknown)
   t.equal(docs.length, 1)
