@@ -93,7 +93,7 @@ async function gcCmd(ctx: CallContext): Promise<void> {
   const cfg = parseIpamConfig(ctx)
   await withStore(cfg, async (s) => {
     await gc(s, valid)
-    s.sweepTemp()
+    s.sweep()
   })
 }
 

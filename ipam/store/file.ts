@@ -1,25 +1,27 @@
-// The file store: one file per reservation under <dataDir>/<network>/, crash-safe and safe for any
-// number of processes at once.
+// The file store: one directory per reservation under <dataDir>/<network>/, crash-safe and safe for
+// any number of processes at once, without any lock.
 //
 // Layout (format version 1, recorded in FORMAT):
-//   FORMAT                    {"format":"nsm-ipam-file-store","version":1}
-//   reservations/<ip>         {"v":1,"containerID":"…","ifname":"…","rangeSet":0}
-//   last-reserved.<rangeSet>  the last address handed out (a hint for round-robin)
-//   tmp/                      files being written (<pid>.<n>.<random>)
+//   FORMAT                          {"format":"nsm-ipam-file-store","version":1}
+//   reservations/<ip>/o.<token>     {"v":1,"containerID":"…","ifname":"…","rangeSet":0}
+//   last-reserved.<rangeSet>        the last address handed out (a hint for round-robin)
+//   tmp/                            claims being prepared (<pid>.<n>.<random>)
 //
-// Reserving = write the record to tmp/, fsync it, then link(2) it to reservations/<ip>, then fsync the
-// directory. link fails with EEXIST when the name exists, atomically, so of many processes claiming one
-// address exactly one wins: no lock is needed to hand out addresses. A crash leaves either the whole
-// reservation (the link happened after the data was on disk) or nothing but a temp file.
+// Reserving: prepare tmp/<claim>/o.<token> (written and fsynced, token random per claim), then
+// rename(2) the claim directory to reservations/<ip>, then fsync reservations/. rename onto a directory
+// that exists and is not empty fails (ENOTEMPTY/EEXIST), atomically: of many processes claiming one
+// address exactly one wins. A crash leaves the whole claim or only files under tmp/.
 //
-// Releasing = read reservations/<ip>, check the owner, unlink it. Releases hold the store's lock
-// (lock.ts) so two releasers (a DEL and a GC racing) can never read "X holds it", let one unlink, a new
-// ADD re-claim, and the other unlink the new claim.
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+// Releasing: unlink reservations/<ip>/o.<token> (the exact name read, checked to be the owner's), then
+// rmdir reservations/<ip>. If the address was released and claimed again in between, that token no
+// longer exists (the new claim has another one) and the unlink fails harmlessly; rmdir only removes an
+// empty directory. An empty reservations/<ip> (a release interrupted between the two steps) is free:
+// claims rename over empty directories. So releases need no lock either, and a DEL racing a GC can never
+// remove a fresh claim of someone else.
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { IpamError } from '../range/errors'
 import { formatIp, parseIp } from '../range/ip'
-import { withLock } from './lock'
 import { sameOwner, type Owner, type Reservation, type Store } from './store'
 
 export const FORMAT_NAME = 'nsm-ipam-file-store'
@@ -44,11 +46,13 @@ function fsyncDir(dir: string): void {
   }
 }
 
+const randomToken = (): string => Math.random().toString(36).slice(2, 12).padEnd(10, '0')
+
 export class FileStore implements Store {
   readonly dir: string
   private readonly resDir: string
   private readonly tmpDir: string
-  /** A written, fsynced record per (owner, rangeSet) waiting to be linked; reused across attempts. */
+  /** A prepared claim directory per (owner, rangeSet), reused across attempts until one succeeds. */
   private pending = new Map<string, string>()
 
   private constructor(dir: string) {
@@ -72,9 +76,12 @@ export class FileStore implements Store {
     return store
   }
 
-  private writeTmp(content: string): string {
+  private tmpName(): string {
     tmpCounter += 1
-    const path = join(this.tmpDir, `${process.pid}.${tmpCounter}.${Math.random().toString(36).slice(2, 10)}`)
+    return join(this.tmpDir, `${process.pid}.${tmpCounter}.${randomToken()}`)
+  }
+
+  private writeFileDurably(path: string, content: string): void {
     const fd = openSync(path, 'wx', 0o600)
     try {
       writeSync(fd, content)
@@ -82,7 +89,6 @@ export class FileStore implements Store {
     } finally {
       closeSync(fd)
     }
-    return path
   }
 
   private ensureFormat(): void {
@@ -93,9 +99,10 @@ export class FileStore implements Store {
     } catch (err) {
       if (errno(err) !== 'ENOENT') throw storeError(`store ${path}`, err)
       try {
-        const tmp = this.writeTmp(`${JSON.stringify({ format: FORMAT_NAME, version: FORMAT_VERSION })}\n`)
+        const tmp = this.tmpName()
+        this.writeFileDurably(tmp, `${JSON.stringify({ format: FORMAT_NAME, version: FORMAT_VERSION })}\n`)
         try {
-          linkSync(tmp, path)
+          linkSync(tmp, path) // exclusive: concurrent first users agree on one FORMAT
           fsyncDir(this.dir)
         } catch (e) {
           if (errno(e) !== 'EEXIST') throw e
@@ -122,19 +129,22 @@ export class FileStore implements Store {
   async reserve(r: Reservation): Promise<boolean> {
     const key = `${r.containerID}\n${r.ifname}\n${r.rangeSet}`
     try {
-      let tmp = this.pending.get(key)
-      if (tmp === undefined) {
-        tmp = this.writeTmp(`${JSON.stringify({ v: FORMAT_VERSION, containerID: r.containerID, ifname: r.ifname, rangeSet: r.rangeSet })}\n`)
-        this.pending.set(key, tmp)
+      let claim = this.pending.get(key)
+      if (claim === undefined) {
+        claim = this.tmpName()
+        mkdirSync(claim, { mode: 0o700 })
+        this.writeFileDurably(join(claim, `o.${randomToken()}`), `${JSON.stringify({ v: FORMAT_VERSION, containerID: r.containerID, ifname: r.ifname, rangeSet: r.rangeSet })}\n`)
+        fsyncDir(claim)
+        this.pending.set(key, claim)
       }
       try {
-        linkSync(tmp, join(this.resDir, r.ip))
+        renameSync(claim, join(this.resDir, r.ip))
       } catch (err) {
-        if (errno(err) === 'EEXIST') return false
+        const code = errno(err)
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') return false
         throw err
       }
       this.pending.delete(key)
-      unlinkSync(tmp)
       fsyncDir(this.resDir)
       return true
     } catch (err) {
@@ -142,43 +152,60 @@ export class FileStore implements Store {
     }
   }
 
-  /** Reads one reservation; undefined when absent. A damaged record is owned by nobody ('' / ''). */
-  private read(ip: string): Reservation | undefined {
+  /** Reads one reservation and its record's name; undefined when the address is free. */
+  private read(ip: string): { res: Reservation; record: string } | undefined {
+    let names: string[]
+    try {
+      names = readdirSync(join(this.resDir, ip)).filter((n) => n.startsWith('o.'))
+    } catch (err) {
+      if (errno(err) === 'ENOENT' || errno(err) === 'ENOTDIR') return undefined
+      throw storeError(`read ${ip}`, err)
+    }
+    const record = names[0]
+    if (record === undefined) return undefined
     let text: string
     try {
-      text = readFileSync(join(this.resDir, ip), 'utf8')
+      text = readFileSync(join(this.resDir, ip, record), 'utf8')
     } catch (err) {
-      if (errno(err) === 'ENOENT') return undefined
+      if (errno(err) === 'ENOENT') return undefined // released meanwhile
       throw storeError(`read ${ip}`, err)
     }
     try {
       const o = JSON.parse(text) as { v?: unknown; containerID?: unknown; ifname?: unknown; rangeSet?: unknown }
       if (o.v === FORMAT_VERSION && typeof o.containerID === 'string' && typeof o.ifname === 'string' && typeof o.rangeSet === 'number') {
-        return { ip, containerID: o.containerID, ifname: o.ifname, rangeSet: o.rangeSet }
+        return { res: { ip, containerID: o.containerID, ifname: o.ifname, rangeSet: o.rangeSet }, record }
       }
     } catch {
-      // fall through: damaged
+      // fall through: a damaged record is held by nobody in particular
     }
-    return { ip, containerID: '', ifname: '', rangeSet: -1 }
+    return { res: { ip, containerID: '', ifname: '', rangeSet: -1 }, record }
   }
 
   async release(owner: Owner, ips: readonly string[]): Promise<string[]> {
-    if (ips.length === 0) return []
-    return withLock(this.dir, async () => {
-      const done: string[] = []
-      try {
-        for (const ip of ips) {
-          const r = this.read(ip)
-          if (r === undefined || !sameOwner(r, owner)) continue
-          unlinkSync(join(this.resDir, ip))
-          done.push(ip)
+    const done: string[] = []
+    try {
+      for (const ip of ips) {
+        const r = this.read(ip)
+        if (r === undefined || !sameOwner(r.res, owner)) continue
+        try {
+          unlinkSync(join(this.resDir, ip, r.record))
+        } catch (err) {
+          if (errno(err) === 'ENOENT') continue // someone else released this very claim
+          throw err
         }
-        if (done.length > 0) fsyncDir(this.resDir)
-      } catch (err) {
-        throw err instanceof IpamError ? err : storeError('release', err)
+        done.push(ip)
+        try {
+          rmdirSync(join(this.resDir, ip))
+        } catch (err) {
+          // Already removed, or claimed again since our unlink: either way not ours to touch.
+          if (errno(err) !== 'ENOENT' && errno(err) !== 'ENOTEMPTY' && errno(err) !== 'EEXIST') throw err
+        }
       }
-      return done
-    })
+      if (done.length > 0) fsyncDir(this.resDir)
+    } catch (err) {
+      throw err instanceof IpamError ? err : storeError('release', err)
+    }
+    return done
   }
 
   async list(): Promise<Reservation[]> {
@@ -193,7 +220,7 @@ export class FileStore implements Store {
       const ip = parseIp(name)
       if (ip === undefined || formatIp(ip) !== name) continue
       const r = this.read(name)
-      if (r !== undefined) out.push(r)
+      if (r !== undefined) out.push(r.res)
     }
     return out
   }
@@ -210,9 +237,8 @@ export class FileStore implements Store {
   async setLastReserved(rangeSet: number, ip: string): Promise<void> {
     // A hint: tmp + rename keeps it whole, no fsync (losing it only changes which address comes next).
     try {
-      tmpCounter += 1
-      const tmp = join(this.tmpDir, `${process.pid}.${tmpCounter}.last`)
-      const fd = openSync(tmp, 'w', 0o600)
+      const tmp = this.tmpName()
+      const fd = openSync(tmp, 'wx', 0o600)
       try {
         writeSync(fd, `${ip}\n`)
       } finally {
@@ -227,7 +253,8 @@ export class FileStore implements Store {
   async health(): Promise<void> {
     this.ensureFormat()
     try {
-      const tmp = this.writeTmp('health\n')
+      const tmp = this.tmpName()
+      this.writeFileDurably(tmp, 'health\n')
       unlinkSync(tmp)
       readdirSync(this.resDir)
     } catch (err) {
@@ -235,37 +262,38 @@ export class FileStore implements Store {
     }
   }
 
-  /** Removes temp files of processes that no longer exist (left by a crash). */
-  sweepTemp(): number {
+  /**
+   * Cleans up after crashes: removes temp claims of processes that no longer exist, and empty
+   * reservation directories (a release interrupted between its two steps). Returns how many.
+   */
+  sweep(): number {
     let removed = 0
     for (const name of readdirSync(this.tmpDir)) {
       const pid = Number(name.split('.')[0])
       if (!Number.isInteger(pid) || pid === process.pid) continue
       try {
         process.kill(pid, 0)
-        continue
+        continue // alive (or pid reused: the file stays, harmlessly)
       } catch (err) {
         if (errno(err) === 'EPERM') continue
       }
+      rmSync(join(this.tmpDir, name), { recursive: true, force: true })
+      removed += 1
+    }
+    for (const name of readdirSync(this.resDir)) {
       try {
-        unlinkSync(join(this.tmpDir, name))
+        rmdirSync(join(this.resDir, name)) // only succeeds when empty
         removed += 1
       } catch {
-        // another sweeper got it
+        // not empty: a live reservation
       }
     }
     return removed
   }
 
-  /** Drops temp records written for attempts that did not succeed. */
+  /** Drops claims prepared for attempts that did not succeed. */
   async close(): Promise<void> {
-    for (const tmp of this.pending.values()) {
-      try {
-        unlinkSync(tmp)
-      } catch {
-        // already gone
-      }
-    }
+    for (const claim of this.pending.values()) rmSync(claim, { recursive: true, force: true })
     this.pending.clear()
   }
 }

@@ -5,8 +5,8 @@
 // - reserve() is an atomic test-and-set on the address: of many concurrent calls for one address (from
 //   any process), exactly one returns true. This alone guarantees an address is never handed out twice.
 // - After a crash, a reservation is either wholly present or absent.
-// - release() removes a reservation only if the named owner still holds it, and releases are
-//   serialized (so a reader-then-remover never removes someone else's fresh reservation).
+// - release() removes a reservation only if the named owner still holds it, even when other releases
+//   and claims of the same address race with it (never someone else's fresh reservation).
 // - list() returns whole reservations; it may miss changes racing with it, never invent any.
 // - lastReserved/setLastReserved are hints for round-robin allocation: losing one is harmless.
 

@@ -55,7 +55,11 @@ function reservations(): Map<string, string> {
   } catch {
     return out
   }
-  for (const n of names) out.set(n, (JSON.parse(readFileSync(join(dir, n), 'utf8')) as { containerID: string }).containerID)
+  // reservations/<ip>/o.<token> (ipam/store/file.ts); an empty directory is a free address.
+  for (const n of names) {
+    const rec = readdirSync(join(dir, n))[0]
+    if (rec !== undefined) out.set(n, (JSON.parse(readFileSync(join(dir, n, rec), 'utf8')) as { containerID: string }).containerID)
+  }
   return out
 }
 
