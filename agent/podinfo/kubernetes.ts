@@ -173,6 +173,7 @@ export class KubernetesPodInfoSource implements PodInfoSource {
         if (rv === undefined) {
           rv = await this.relist()
           attempt = 0
+          if (this.closed) return
         }
         const end = await this.watchOnce(rv, (next) => {
           rv = next
