@@ -5,16 +5,32 @@ import { attachmentFrom, type CallContext } from './handler.js'
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>
 
-export function callContext(call: AnyCall, shutdown: AbortSignal): CallContext {
+/**
+ * The context for one call, and `release` to call once the call is answered: grpc-js emits no event at
+ * the end of a unary call, so the shutdown listener is removed explicitly.
+ */
+export function callContext(call: AnyCall, shutdown: AbortSignal): { ctx: CallContext; release: () => void } {
   const metadata = metadataMap(call.metadata)
   const controller = new AbortController()
   const abort = (): void => controller.abort()
   if (shutdown.aborted) controller.abort()
-  shutdown.addEventListener('abort', abort, { once: true })
-  call.on('cancelled', abort)
-  // A finished call no longer needs the shutdown listener.
-  call.on('finish', () => shutdown.removeEventListener('abort', abort))
-  return { signal: controller.signal, metadata, attachment: attachmentFrom(metadata) }
+  else shutdown.addEventListener('abort', abort, { once: true })
+  call.once('cancelled', abort)
+  const release = (): void => {
+    shutdown.removeEventListener('abort', abort)
+    call.removeListener('cancelled', abort)
+  }
+  return { ctx: { signal: controller.signal, metadata, attachment: attachmentFrom(metadata) }, release }
+}
+
+/** Runs a handler with its CallContext and releases the context when it settles. */
+export async function withCallContext<T>(call: AnyCall, shutdown: AbortSignal, fn: (ctx: CallContext) => Promise<T>): Promise<T> {
+  const { ctx, release } = callContext(call, shutdown)
+  try {
+    return await fn(ctx)
+  } finally {
+    release()
+  }
 }
 
 export function metadataMap(md: Metadata): Map<string, string> {

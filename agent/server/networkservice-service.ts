@@ -11,7 +11,7 @@ import {
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
 import type { ConnectionTable } from '../connections/table.js'
-import { callContext } from './call-context.js'
+import { withCallContext } from './call-context.js'
 import type { NetworkServiceHandler } from './handler.js'
 import { toServiceError } from './grpc-status.js'
 import type { Logger } from './log.js'
@@ -27,30 +27,22 @@ export interface NetworkServiceDeps {
 export function networkServiceImpl(deps: NetworkServiceDeps): UntypedServiceImplementation {
   return {
     request(call: ServerUnaryCall<NetworkServiceRequest, Connection>, cb: sendUnaryData<Connection>) {
-      const ctx = callContext(call, deps.shutdown)
-      deps
-        .handler()
-        .request(call.request, ctx)
-        .then(
-          (conn) => cb(null, conn),
-          (err: unknown) => {
-            deps.log.debug('request failed', { id: call.request.connection?.id, err })
-            cb(toServiceError(err))
-          },
-        )
+      withCallContext(call, deps.shutdown, (ctx) => deps.handler().request(call.request, ctx)).then(
+        (conn) => cb(null, conn),
+        (err: unknown) => {
+          deps.log.debug('request failed', { id: call.request.connection?.id, err })
+          cb(toServiceError(err))
+        },
+      )
     },
     close(call: ServerUnaryCall<Connection, Empty>, cb: sendUnaryData<Empty>) {
-      const ctx = callContext(call, deps.shutdown)
-      deps
-        .handler()
-        .close(call.request, ctx)
-        .then(
-          () => cb(null, {}),
-          (err: unknown) => {
-            deps.log.debug('close failed', { id: call.request.id, err })
-            cb(toServiceError(err))
-          },
-        )
+      withCallContext(call, deps.shutdown, (ctx) => deps.handler().close(call.request, ctx)).then(
+        () => cb(null, {}),
+        (err: unknown) => {
+          deps.log.debug('close failed', { id: call.request.id, err })
+          cb(toServiceError(err))
+        },
+      )
     },
   }
 }

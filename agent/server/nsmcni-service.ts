@@ -4,6 +4,7 @@
 // extension, and Explain (agent/select's report over the registry).
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { State } from '../../proto/gen/networkservice/connection.js'
+import { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
 import type {
   Attachment,
@@ -26,7 +27,7 @@ import type { ConnectionEntry, ConnectionTable } from '../connections/table.js'
 import { endpointCandidates } from '../registry/candidates.js'
 import { timestampOf, type Registry } from '../registry/registry.js'
 import { AgentError } from './agent-error.js'
-import { callContext } from './call-context.js'
+import { withCallContext } from './call-context.js'
 import type { CallContext, NetworkServiceHandler } from './handler.js'
 import { toServiceError } from './grpc-status.js'
 import type { Logger } from './log.js'
@@ -68,7 +69,7 @@ type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>)
 
 function unary<Req, Res>(deps: NsmcniDeps, fn: (req: Req, ctx: CallContext) => Promise<Res>): Unary<Req, Res> {
   return (call, cb) => {
-    fn(call.request, callContext(call, deps.shutdown)).then(
+    withCallContext(call, deps.shutdown, (ctx) => fn(call.request, ctx)).then(
       (res) => cb(null, res),
       (err: unknown) => cb(toServiceError(err)),
     )
@@ -178,7 +179,7 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
     }),
 
     listEndpoints: unary(deps, async (req: EndpointQuery): Promise<EndpointRegistrations> => {
-      const all = deps.registry.findEndpoints(req.endpointName === '' ? undefined : { name: req.endpointName, networkServiceNames: [], networkServiceLabels: {}, url: '', expirationTime: undefined, initialRegistrationTime: undefined, pathIds: [] })
+      const all = deps.registry.findEndpoints(req.endpointName === '' ? undefined : NetworkServiceEndpoint.fromPartial({ name: req.endpointName }))
       return { endpoints: all.map((e) => ({ endpoint: e.endpoint, extension: e.extension })) }
     }),
 
