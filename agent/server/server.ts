@@ -104,10 +104,15 @@ export class AgentServer {
     const socket = this.opts.socket
     mkdirSync(dirname(socket), { recursive: true, mode: 0o700 })
     await removeStaleSocket(socket)
-    // A umask-independent window: the socket is chmod'ed right after bind, before start logs "ready".
-    await new Promise<void>((resolve, reject) => {
-      this.grpc.bindAsync(`unix:${socket}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err)))
-    })
+    // umask 077 while binding, so the socket is never reachable by others, not even before the chmod.
+    const previousUmask = process.umask(0o077)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.grpc.bindAsync(`unix:${socket}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err)))
+      })
+    } finally {
+      process.umask(previousUmask)
+    }
     chmodSync(socket, 0o600)
     this.listening = true
   }
