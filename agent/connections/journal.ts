@@ -3,20 +3,24 @@
 // fdatasync before the callers' promises resolve.
 //
 // Why a journal: a durable atomic rewrite of the whole table costs a new file's fsync, a rename and a
-// directory fsync (~8 ms on this machine's disk) and grows with the table; appending one line and
-// fdatasync-ing an open file costs ~0.1 ms. The snapshot is rewritten (compaction) at open, every
-// COMPACT_AT lines, and on flush at shutdown; the journal is truncated after each snapshot is durable.
+// directory fsync (~8 ms on this machine's disk) and grows with the table. The journal file is
+// preallocated (written with zeros once), and lines are written in place at the current offset, so an
+// fdatasync never has to commit a size or block-allocation change: ~0.1 ms instead of ~4 ms here.
+// The valid content ends at the first NUL byte. The snapshot is rewritten (compaction) at open, when
+// the journal fills up, and on flush at shutdown; after each durable snapshot the used part of the
+// journal is zeroed again.
 //
 // Crash safety: a line is acknowledged only after fdatasync, so a torn last line was never acknowledged
 // and is dropped on load. Replaying the journal over a snapshot that already contains its effects is
-// harmless (each op sets or removes one id's latest value), so a crash between "snapshot durable" and
-// "journal truncated" loses nothing.
+// harmless (each op sets or removes one id's latest value); zeroing runs from the start of the file, so
+// a crash while zeroing leaves at most a suffix that is never read.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
 import { writeFileAtomic } from '../registry/atomic-file.js'
 
 export type JournalOp<E> = { op: 'put'; id: string; entry: E } | { op: 'del'; id: string }
 
-const COMPACT_AT = 2000
+/** Journal file size, written once with zeros. */
+const SEGMENT = 8 * 1024 * 1024
 
 interface Waiter {
   resolve: () => void
@@ -28,7 +32,8 @@ export class Journal<E> {
   private pending: string[] = []
   private waiters: Waiter[] = []
   private writing = false
-  private lines = 0
+  /** End of the valid content in the journal file. */
+  private offset = 0
   private compactRequested = false
   readonly journalPath: string
 
@@ -43,13 +48,15 @@ export class Journal<E> {
   /** The snapshot (undefined when absent) and the journal's ops in order. */
   async load(): Promise<{ snapshot: unknown; ops: Array<JournalOp<E>> }> {
     const snapshot = await readJson(this.path)
-    let text = ''
+    let raw = Buffer.alloc(0)
     try {
-      text = await readFile(this.journalPath, 'utf8')
+      raw = await readFile(this.journalPath)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    const lines = text.split('\n')
+    const nul = raw.indexOf(0)
+    this.offset = nul < 0 ? raw.length : nul
+    const lines = raw.toString('utf8', 0, this.offset).split('\n')
     const ops: Array<JournalOp<E>> = []
     lines.forEach((line, i) => {
       if (line === '') return
@@ -84,6 +91,23 @@ export class Journal<E> {
     this.fh = undefined
   }
 
+  /** The journal file, created and preallocated (zeros) on first use. */
+  private async handle(): Promise<FileHandle> {
+    if (this.fh !== undefined) return this.fh
+    const fh = await open(this.journalPath, 'a+', 0o600)
+    // 'a+' only to create without truncating; writes below are positional (r+ semantics via pwrite).
+    await fh.close()
+    const rw = await open(this.journalPath, 'r+')
+    const { size } = await rw.stat()
+    if (size < SEGMENT) {
+      const zeros = Buffer.alloc(SEGMENT - size)
+      await rw.write(zeros, 0, zeros.length, size)
+      await rw.sync()
+    }
+    this.fh = rw
+    return rw
+  }
+
   private kick(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject })
@@ -100,19 +124,24 @@ export class Journal<E> {
         const batch = this.pending.splice(0)
         const waiters = this.waiters.splice(0)
         try {
-          if (batch.length > 0) {
-            this.fh ??= await open(this.journalPath, 'a', 0o600)
-            await this.fh.write(batch.join(''))
-            await this.fh.datasync()
-            this.lines += batch.length
-          }
-          if (this.compactRequested || this.lines >= COMPACT_AT) {
+          let data = Buffer.from(batch.join(''))
+          if (this.compactRequested || this.offset + data.length > SEGMENT) {
+            // The snapshot already holds the effects of the batch: the batch needs no journal line.
             this.compactRequested = false
+            data = Buffer.alloc(0)
             await writeFileAtomic(this.path, JSON.stringify(this.snapshot()))
-            this.fh ??= await open(this.journalPath, 'a', 0o600)
-            await this.fh.truncate(0)
-            await this.fh.datasync()
-            this.lines = 0
+            const fh = await this.handle()
+            if (this.offset > 0) {
+              await fh.write(Buffer.alloc(this.offset), 0, this.offset, 0)
+              await fh.datasync()
+            }
+            this.offset = 0
+          }
+          if (data.length > 0) {
+            const fh = await this.handle()
+            await fh.write(data, 0, data.length, this.offset)
+            await fh.datasync()
+            this.offset += data.length
           }
           for (const w of waiters) w.resolve()
         } catch (err) {
