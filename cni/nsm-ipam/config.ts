@@ -103,6 +103,7 @@ function requestedAddresses(ctx: CallContext): Ip[] {
   return []
 }
 
+/** `resolvConf` is read for ADD only: a DEL must not fail because a DNS file went away. */
 export function parseIpamConfig(ctx: CallContext): IpamConfig {
   const ipamRaw = ctx.conf.raw.ipam
   if (ipamRaw === undefined || ipamRaw === null) throw bad('ipam: missing (nsm-ipam reads its settings from the "ipam" object)')
@@ -143,7 +144,7 @@ export function parseIpamConfig(ctx: CallContext): IpamConfig {
     dataDir,
     rangeSets,
     routes: parseRoutes(ipam.routes),
-    dns: readResolvConf(ipam.resolvConf),
+    dns: ctx.env.command === 'ADD' ? readResolvConf(ipam.resolvConf) : undefined,
     requested: requestedAddresses(ctx),
   }
 }

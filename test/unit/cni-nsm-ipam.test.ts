@@ -144,6 +144,19 @@ t.test('bad input: the right code, JSON on stdout, exit 1, nothing changed on di
   mkdirSync(fresh)
 })
 
+t.test('resolvConf: DNS in the ADD result; DEL does not need the file any more', async (t) => {
+  const { call, conf, dataDir } = setup(t)
+  const resolv = join(dataDir, 'resolv.conf')
+  writeFileSync(resolv, '# test\nnameserver 10.77.0.53\nnameserver fd77::53\nsearch a.example b.example\ndomain a.example\noptions ndots:2 edns0\n')
+  const add = await call({ command: 'ADD', stdin: conf({}, { resolvConf: resolv }) })
+  t.same(add.json?.dns, { nameservers: ['10.77.0.53', 'fd77::53'], search: ['a.example', 'b.example'], domain: 'a.example', options: ['ndots:2', 'edns0'] })
+  rmSync(resolv)
+  t.equal((await call({ command: 'DEL', stdin: conf({}, { resolvConf: resolv }) })).exitCode, 0, 'DEL succeeds without the file')
+  const bad = await call({ command: 'ADD', stdin: conf({}, { resolvConf: resolv }) })
+  t.equal(bad.json?.code, 7)
+  t.match(bad.json?.msg, /ipam.resolvConf: cannot read .*ENOENT/)
+})
+
 t.test('VERSION echoes the asked version and lists ours', async (t) => {
   const { call } = setup(t)
   const v = await call({ command: 'VERSION', stdin: { cniVersion: '0.4.0' } })
