@@ -13,7 +13,7 @@ export interface Parsed {
   flags: Map<string, string[]>
 }
 
-const SHORT: Readonly<Record<string, string>> = { '-o': '--output', '-f': '--filename', '-h': '--help', '-l': '--labels' }
+const SHORT: Readonly<Record<string, string>> = { '-o': '--output', '-f': '--filename', '-h': '--help', '-l': '--labels', '-w': '--watch' }
 
 export function parseArgs(argv: readonly string[], spec: FlagSpec): Parsed {
   const positional: string[] = []

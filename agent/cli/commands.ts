@@ -4,7 +4,7 @@
 import { isIP } from 'node:net'
 import { parseNetworkServiceYaml, type NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import { ConfError } from '../../conf/errors.js'
-import { Connection, ConnectionEventType, MonitorConnectionDefinition } from '../../proto/gen/networkservice/connection.js'
+import { Connection, ConnectionEventType, MonitorConnectionDefinition, State } from '../../proto/gen/networkservice/connection.js'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension, EndpointRegistration, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
 import { AgentClient } from '../client/grpc-http2.js'
@@ -31,7 +31,7 @@ commands:
   unregister NAME   remove an endpoint
   apply -f FILE     register the NetworkService(s) in a YAML file (- for stdin; v1alpha1 or v1 form)
   delete service NAME
-  get services|endpoints|connections   (also: list ...)
+  get services|endpoints|connections [-w]   (also: list ...; -w/--watch streams changes until interrupted)
   explain SERVICE [--labels k=v,...]   which match applies, which endpoints qualify, which is chosen
   status            the agent's readiness
 
@@ -52,6 +52,7 @@ const SPEC: FlagSpec = {
   '--node': 'value',
   '--ttl': 'value',
   '--filename': 'value',
+  '--watch': 'bool',
 }
 const GLOBAL = ['--socket', '--output', '--help']
 const ALLOWED: Readonly<Record<string, readonly string[]>> = {
@@ -59,8 +60,8 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   unregister: [],
   apply: ['--filename'],
   delete: [],
-  get: [],
-  list: [],
+  get: ['--watch'],
+  list: ['--watch'],
   explain: ['--labels'],
   status: [],
 }
@@ -271,8 +272,39 @@ async function listConnections(ctx: Ctx): Promise<Connection[]> {
   return conns
 }
 
+/** `get connections|endpoints -w`: the current state, then one line per change until interrupted. */
+async function watch(ctx: Ctx, kind: 'connections' | 'endpoints'): Promise<number> {
+  const controller = new AbortController()
+  process.once('SIGINT', () => controller.abort())
+  process.once('SIGTERM', () => controller.abort())
+  const line = (event: string, id: string, detail: string, json: unknown): void =>
+    ctx.io.out(ctx.json ? `${JSON.stringify({ event, ...(json as object) })}\n` : `${event.padEnd(7)} ${id} ${detail}\n`)
+  const run =
+    kind === 'connections'
+      ? ctx.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev) => {
+          const event = ConnectionEventType[ev.type] ?? String(ev.type)
+          for (const c of Object.values(ev.connections)) {
+            line(event === 'INITIAL_STATE_TRANSFER' ? 'INITIAL' : event, c.id, `${State[c.state] ?? c.state} ${c.networkService} ${c.networkServiceEndpointName || '-'}`, { connection: Connection.toJSON(c) })
+          }
+        }, { signal: controller.signal })
+      : ctx.client.stream(NSE_REG, NSE_REG.methods.find, { networkServiceEndpoint: NetworkServiceEndpoint.fromPartial({}), watch: true }, (r) => {
+          const e = r.networkServiceEndpoint
+          if (e !== undefined) line(r.deleted ? 'DELETE' : 'UPDATE', e.name, e.networkServiceNames.join(','), { endpoint: NetworkServiceEndpoint.toJSON(e) })
+        }, { signal: controller.signal })
+  await run.catch((err: unknown) => {
+    // Interrupting is how a watch ends.
+    if (!controller.signal.aborted) throw err
+  })
+  return 0
+}
+
 async function get(ctx: Ctx): Promise<number> {
   const [kind = ''] = args(ctx, 1, 'one of services, endpoints, connections')
+  if (ctx.p.flags.has('--watch')) {
+    if (['connections', 'connection', 'conn'].includes(kind)) return watch(ctx, 'connections')
+    if (['endpoints', 'endpoint', 'nse'].includes(kind)) return watch(ctx, 'endpoints')
+    throw new UsageError(`get ${kind}: --watch works for connections and endpoints`)
+  }
   const out = (json: unknown, text: string): number => {
     ctx.io.out(ctx.json ? `${JSON.stringify(json, null, 2)}\n` : text)
     return 0

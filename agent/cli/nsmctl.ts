@@ -6,7 +6,7 @@
 //     unregister NAME
 //     apply -f FILE|-            NetworkService YAML (v1alpha1 seed form or v1), every document
 //     delete service NAME
-//     get services|endpoints|connections      (alias: list)
+//     get services|endpoints|connections [-w]   (alias: list; -w streams changes)
 //     explain SERVICE [--labels k=v,...]
 //     status
 //

@@ -3,7 +3,7 @@
 // JSON, explain for the seed's two clients, and the exit codes of bad input (2), refusals (1) and an
 // unreachable agent (3).
 import t, { type Test } from 'tap'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { NetworkServiceDefinition, NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
@@ -143,4 +143,46 @@ t.test('errors and exit codes', async (t) => {
   const down = nsmctl(join(dir, 'no-agent.sock'), 'status')
   t.equal(down.code, 3, 'unreachable agent: exit 3')
   t.match(down.stderr, /agent unreachable at .*no-agent\.sock: ENOENT/)
+})
+
+t.test('get connections -w streams updates and deletes until interrupted', async (t) => {
+  const agent = await startAgent(t)
+  const ep = makeNetns(t, 'wp')
+  const client = makeNetns(t, 'wq')
+  t.equal(nsmctl(agent.socket, 'apply', '-f', SEED).code, 0)
+  t.equal(nsmctl(agent.socket, 'register', 'fw-w', '--service', 'secure-intranet-connectivity?app=firewall', '--netns', ep.path, '--cidr', '172.30.9.0/24').code, 0)
+
+  const child = spawn(process.execPath, [join(ROOT, 'dist/nsmctl'), 'get', 'connections', '-w', '-o', 'json'], { env: { ...process.env, NSM_AGENT_SOCKET: agent.socket }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)))
+  const lines: Array<{ event: string; connection: { id: string; state?: string } }> = []
+  const waiters: Array<() => void> = []
+  let partial = ''
+  child.stdout.on('data', (d: Buffer) => {
+    partial += d.toString()
+    let nl: number
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      lines.push(JSON.parse(partial.slice(0, nl)) as (typeof lines)[number])
+      partial = partial.slice(nl + 1)
+      for (const w of waiters.splice(0)) w()
+    }
+  })
+  const until = async (pred: (l: (typeof lines)[number]) => boolean): Promise<void> => {
+    while (!lines.some(pred)) await new Promise<void>((res) => waiters.push(res))
+  }
+  // Race-free without knowing when the watch opened: the connection shows either in the initial state or
+  // as an UPDATE, and it is closed only after that.
+  const request = NetworkServiceRequest.fromPartial({
+    connection: { id: 'watch-1', networkService: 'secure-intranet-connectivity' },
+    mechanismPreferences: [{ cls: 'LOCAL', type: 'KERNEL', parameters: { name: 'nsm-1', inodeURL: `file://${client.path}` } }],
+  })
+  const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, request)
+  await until((l) => l.connection.id === 'watch-1' && (l.event === 'UPDATE' || l.event === 'INITIAL'))
+  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+  await until((l) => l.connection.id === 'watch-1' && l.event === 'DELETE')
+  t.ok(lines.some((l) => l.event === 'DELETE'), 'delete streamed')
+  child.kill('SIGINT')
+  t.equal(await exited, 0, 'exit 0 when interrupted')
 })
