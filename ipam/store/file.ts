@@ -7,8 +7,8 @@
 //   last-reserved.<rangeSet>        the last address handed out (a hint for round-robin)
 //   tmp/                            claims being prepared (<pid>.<n>.<random>)
 //
-// Reserving: prepare tmp/<claim>/o.<token> (written and fsynced, token random per claim), then
-// rename(2) the claim directory to reservations/<ip>, then fsync reservations/. rename onto a directory
+// Reserving: prepare tmp/<claim>/o.<token> (data fsynced, token random per claim), then rename(2)
+// the claim directory to reservations/<ip>, then fsync reservations/ before answering. rename onto a directory
 // that exists and is not empty fails (ENOTEMPTY/EEXIST), atomically: of many processes claiming one
 // address exactly one wins. A crash leaves the whole claim or only files under tmp/.
 //
@@ -133,8 +133,10 @@ export class FileStore implements Store {
       if (claim === undefined) {
         claim = this.tmpName()
         mkdirSync(claim, { mode: 0o700 })
+        // The record's data is fsynced before the rename; its entry in the claim directory is not
+        // (one fsync less per address): if a crash loses that entry, reservations/<ip> is an empty
+        // directory, which counts as free. Whole or absent either way.
         this.writeFileDurably(join(claim, `o.${randomToken()}`), `${JSON.stringify({ v: FORMAT_VERSION, containerID: r.containerID, ifname: r.ifname, rangeSet: r.rangeSet })}\n`)
-        fsyncDir(claim)
         this.pending.set(key, claim)
       }
       try {
