@@ -157,3 +157,35 @@ t.test('heal: the endpoint goes away; the connection moves, keeps its name, DOWN
   await m.dp.handler.close(healed ?? conn, testContext())
   t.same(linkNames(client.name), ['lo'])
 })
+
+for (const how of ['unregistered', 'expired'] as const) {
+  t.test(`heal: the serving endpoint is ${how}; the connection moves to the other one`, async (t) => {
+    const m = await mesh(t)
+    const client = makeNetns(t, 'cl')
+    const a = makeNetns(t, 'ea')
+    const b = makeNetns(t, 'eb')
+    m.dp.healer.start()
+    // The one that goes away is registered alone first, so it is the one chosen.
+    await registerEndpoint(m.registry, { name: 'fw-a', netns: a.path, labels: { app: 'firewall' }, pools: ['172.16.1.0/24'], ...(how === 'expired' ? { ttlMs: 1500 } : {}) })
+    const conn = await m.dp.handler.request(kernelRequest('h2', client.path, 'nsm0'), testContext())
+    t.equal(conn.networkServiceEndpointName, 'fw-a')
+    await registerEndpoint(m.registry, { name: 'fw-b', netns: b.path, labels: { app: 'firewall' }, pools: ['172.16.9.0/24'] })
+    const states: number[] = []
+    m.table.subscribe((e) => {
+      if (e.type === 'update' && e.entry.connection.id === 'h2') states.push(e.entry.connection.state)
+    })
+    if (how === 'unregistered') await m.registry.unregisterEndpoint('fw-a')
+    const deadline = Date.now() + 5000
+    while (Date.now() < deadline && m.table.get('h2')?.connection.networkServiceEndpointName !== 'fw-b') await new Promise((r) => setTimeout(r, 50))
+    await m.dp.healer.idle()
+    const healed = m.table.get('h2')?.connection
+    t.equal(healed?.networkServiceEndpointName, 'fw-b')
+    t.same(states, [State.DOWN, State.UP], 'DOWN then UP')
+    t.same(healed?.context?.ipContext?.srcIpAddrs, ['172.16.9.1/32'], "an address from the new endpoint's pool (the old one is not in it)")
+    t.same(linkNames(a.name), ['lo'], 'the old endpoint side is gone')
+    t.ok(linkNames(b.name).length === 2, 'the new endpoint side exists')
+    t.same(nonLocal(client.name, 'nsm0'), ['172.16.9.1/32'], 'same interface name, new address, old one removed')
+    t.match(ping(client.name, '172.16.9.0'), /2 received/)
+    await m.dp.handler.close(healed ?? conn, testContext())
+  })
+}
