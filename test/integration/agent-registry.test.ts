@@ -4,7 +4,7 @@
 // across a restart. Registered endpoints get real namespaces: the agent's healing unregisters an
 // endpoint whose netns is gone.
 import t, { type Test } from 'tap'
-import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG, type NetworkServiceEndpointResponse } from '../../proto/gen/registry/registry.js'
+import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG, type NetworkServiceEndpointResponse, type NetworkServiceResponse } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
 import { GrpcCallError } from '../../agent/client/grpc-http2.js'
 import { GrpcStatus } from '../../agent/server/agent-error.js'
@@ -71,6 +71,31 @@ t.test('network services: register, find, validation, unregister', async (t) => 
 
   await agent.client.unary(NS_REG, NS_REG.methods.unregister, NetworkService.fromPartial({ name: seed.name }))
   t.same(await findServices(agent), [])
+})
+
+t.test('network services: Find with watch streams registrations and removals', async (t) => {
+  const agent = await startAgent(t)
+  await agent.client.unary(NS_REG, NS_REG.methods.register, NetworkService.fromPartial({ name: 'before', payload: 'ETHERNET' }))
+  const watch = collect<NetworkServiceResponse>((on, signal) =>
+    agent.client.stream(NS_REG, NS_REG.methods.find, { networkService: NetworkService.fromPartial({}), watch: true }, on, { signal }),
+  )
+  t.teardown(() => watch.cancel())
+  const existing = await watch.until((r) => r.networkService?.name === 'before')
+  t.equal(existing.networkService?.payload, 'ETHERNET', 'existing services first')
+  await agent.client.unary(NS_REG, NS_REG.methods.register, seed)
+  await watch.until((r) => r.networkService?.name === seed.name && !r.deleted)
+  await agent.client.unary(NS_REG, NS_REG.methods.unregister, NetworkService.fromPartial({ name: 'before' }))
+  const removed = await watch.until((r) => r.networkService?.name === 'before' && r.deleted)
+  t.ok(removed.deleted)
+  // A filtered watch sees only its service.
+  const only = collect<NetworkServiceResponse>((on, signal) =>
+    agent.client.stream(NS_REG, NS_REG.methods.find, { networkService: NetworkService.fromPartial({ name: 'later' }), watch: true }, on, { signal }),
+  )
+  t.teardown(() => only.cancel())
+  await agent.client.unary(NS_REG, NS_REG.methods.register, NetworkService.fromPartial({ name: 'other' }))
+  await agent.client.unary(NS_REG, NS_REG.methods.register, NetworkService.fromPartial({ name: 'later' }))
+  await only.until((r) => r.networkService?.name === 'later')
+  t.same(only.items.map((r) => r.networkService?.name), ['later'], 'filtered by name')
 })
 
 t.test('endpoints: register, find with query, watch (update, unregister, expiry)', async (t) => {
