@@ -142,6 +142,9 @@ t.test('routes: gateway, scope, table, metric; list and remove', async (t) => {
 t.test('sysctl inside a namespace only changes that namespace', async (t) => {
   const a = makeNetns(t)
   const b = makeNetns(t)
+  // New namespaces copy the root namespace's IPv4 settings (devconf_inherit_init_net=0), and other
+  // tests (podman) may have turned forwarding on there: start both from 0, set through `sysctl`.
+  for (const ns of [a, b]) ip(undefined, 'netns', 'exec', ns.name, 'sysctl', '-qw', 'net.ipv4.ip_forward=0')
   writeSysctl(sessions, a.path, 'net.ipv4.ip_forward', '1')
   t.equal(ip(undefined, 'netns', 'exec', a.name, 'cat', '/proc/sys/net/ipv4/ip_forward').trim(), '1')
   t.equal(ip(undefined, 'netns', 'exec', b.name, 'cat', '/proc/sys/net/ipv4/ip_forward').trim(), '0')
