@@ -7,23 +7,24 @@ import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { stageNsmIpam } from '../test/conformance/exec'
 import { machine, ms, stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 60)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 const PAR = Number(process.env.BENCH_PAR ?? 64)
-const NSM_IPAM = resolve('dist/nsm-ipam')
 const HOST_LOCAL = '/usr/lib/cni/host-local'
-if (!existsSync(NSM_IPAM)) throw new Error('dist/nsm-ipam missing: run npm run build')
+if (!existsSync(resolve('dist/nsm-ipam'))) throw new Error('dist/nsm-ipam missing: run npm run build')
 
 const netns = `bipam${process.pid % 100000}`
 const work = mkdtempSync(join(tmpdir(), 'nsm-bench-ipam-'))
 spawnSync('ip', ['netns', 'add', netns])
-const cleanup = (): void => {
-  spawnSync('ip', ['netns', 'del', netns])
-  rmSync(work, { recursive: true, force: true })
-}
-process.on('exit', cleanup)
+const cleanups: Array<() => void> = [() => spawnSync('ip', ['netns', 'del', netns]), () => rmSync(work, { recursive: true, force: true })]
+process.on('exit', () => {
+  for (const c of cleanups.reverse()) c()
+})
+// A private copy: builds running beside the benchmark rewrite dist/.
+const NSM_IPAM = join(await stageNsmIpam({ teardown: (fn) => cleanups.push(fn) }), 'nsm-ipam')
 
 const ranges = [[{ subnet: '10.216.0.0/16' }], [{ subnet: 'fd16::/64' }]]
 const conf = (plugin: string) =>

@@ -64,6 +64,7 @@ export async function allocate(store: Store, sets: readonly RangeSet[], owner: O
       }
       done.push(got)
     }
+    await store.sync()
   } catch (err) {
     await store.release(owner, done.map((a) => formatIp(a.ip))).catch(() => undefined)
     throw err

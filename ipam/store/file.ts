@@ -7,10 +7,10 @@
 //   last-reserved.<rangeSet>        the last address handed out (a hint for round-robin)
 //   tmp/                            claims being prepared (<pid>.<n>.<random>)
 //
-// Reserving: prepare tmp/<claim>/o.<token> (data fsynced, token random per claim), then rename(2)
-// the claim directory to reservations/<ip>, then fsync reservations/ before answering. rename onto a directory
-// that exists and is not empty fails (ENOTEMPTY/EEXIST), atomically: of many processes claiming one
-// address exactly one wins. A crash leaves the whole claim or only files under tmp/.
+// Reserving: prepare tmp/<claim>/o.<token> (data fsynced, token random per claim), then rename(2) the
+// claim directory to reservations/<ip>; sync() fsyncs reservations/ once, before the plugin answers.
+// rename onto a directory that exists and is not empty fails (ENOTEMPTY/EEXIST), atomically: of many
+// processes claiming one address exactly one wins. A crash leaves the whole claim or only files under tmp/.
 //
 // Releasing: unlink reservations/<ip>/o.<token> (the exact name read, checked to be the owner's), then
 // rmdir reservations/<ip>. If the address was released and claimed again in between, that token no
@@ -54,6 +54,8 @@ export class FileStore implements Store {
   private readonly tmpDir: string
   /** A prepared claim directory per (owner, rangeSet), reused across attempts until one succeeds. */
   private pending = new Map<string, string>()
+  /** A claim was renamed into reservations/ since the last sync(). */
+  private unsynced = false
 
   private constructor(dir: string) {
     this.dir = dir
@@ -147,11 +149,21 @@ export class FileStore implements Store {
         throw err
       }
       this.pending.delete(key)
-      fsyncDir(this.resDir)
+      this.unsynced = true
       return true
     } catch (err) {
       throw storeError(`reserve ${r.ip}`, err)
     }
+  }
+
+  async sync(): Promise<void> {
+    if (!this.unsynced) return
+    try {
+      fsyncDir(this.resDir)
+    } catch (err) {
+      throw storeError('sync', err)
+    }
+    this.unsynced = false
   }
 
   /** Reads one reservation and its record's name; undefined when the address is free. */

@@ -16,6 +16,9 @@ export class MemoryStore implements Store {
     this.reservations.set(r.ip, { ...r })
     return true
   }
+  async sync(): Promise<void> {
+    this.ok()
+  }
   async release(owner: Owner, ips: readonly string[]): Promise<string[]> {
     this.ok()
     const done: string[] = []

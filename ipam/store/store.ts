@@ -25,6 +25,8 @@ export interface Reservation extends Owner {
 export interface Store {
   /** Atomically claims `r.ip` for `r`'s owner. False when the address is already held. */
   reserve(r: Reservation): Promise<boolean>
+  /** Makes every successful reserve() of this instance durable; called once before answering. */
+  sync(): Promise<void>
   /** Removes the reservations of `ips` still held by `owner`; returns the addresses removed. */
   release(owner: Owner, ips: readonly string[]): Promise<string[]>
   /** Every reservation. */
