@@ -1,0 +1,133 @@
+// The plugin's side of the agent: one AgentClient (gRPC over node:http2 on the unix socket, no grpc-js)
+// per call, the `nsmcni-*` attachment metadata on Request/Close, and the one mapping of agent failures to
+// CNI errors (DESIGN §11): unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102,
+// BAD_NETNS 103, MECHANISM_NOT_SUPPORTED 104, INVALID_ARGUMENT 7 (the agent names the field), a deadline
+// or any other agent failure 11 (try again later). The agent's message is kept; the original error is
+// the cause.
+import { AgentClient, GrpcCallError } from '../../agent/client/grpc-http2'
+import { ATTACHMENT_METADATA } from '../../agent/server/handler'
+import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
+import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
+import {
+  AgentDefinition,
+  type Attachment,
+  type CheckResponse,
+  type EndpointRegistration,
+  type PodInfo,
+  type StatusResponse,
+} from '../../proto/gen/nsmcni/nsmcni'
+import { CniCode, CniError } from '../protocol/index'
+
+/** The CNI attachment the calls are made for (CNI_IFNAME, not the nsm interfaces: GC and CHECK key on it). */
+export interface AttachmentRef {
+  network: string
+  containerId: string
+  ifname: string
+  /** Empty on a DEL without CNI_NETNS. */
+  netns: string
+}
+
+/** True when the agent could not be reached at all (no socket, nobody listening): not a refusal. */
+export function isUnreachable(err: unknown): boolean {
+  if (!(err instanceof GrpcCallError) || err.agentCode !== 'UNAVAILABLE') return false
+  const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code
+  return errno === 'ENOENT' || errno === 'ECONNREFUSED' || errno === 'ENOTSOCK' || errno === 'EACCES'
+}
+
+/** Maps an agent call failure to the CNI error the runtime sees. */
+export function toCniError(err: unknown, what: string, socket: string): CniError {
+  if (err instanceof CniError) return err
+  if (!(err instanceof GrpcCallError)) return CniError.from(err)
+  const msg = err.details.replace(/^\[[A-Z_]+\] /, '')
+  if (err.agentCode === 'UNAVAILABLE' && err.cause !== undefined) {
+    const errno = (err.cause as NodeJS.ErrnoException).code ?? (err.cause as Error).message
+    return new CniError(CniCode.AgentUnreachable, `nsm agent unreachable at ${socket} (${errno}): is nsm-agent running? (${what})`, { cause: err })
+  }
+  if (err.cniCode === CniCode.AgentUnreachable) return new CniError(CniCode.AgentUnreachable, `nsm agent at ${socket}: ${msg} (${what})`, { cause: err })
+  const code = err.cniCode === 999 ? CniCode.TryAgainLater : err.cniCode
+  return new CniError(code, `${what}: ${msg}`, { cause: err })
+}
+
+export class Agent {
+  private readonly client: AgentClient
+
+  constructor(
+    readonly socket: string,
+    private readonly timeoutMs: number,
+  ) {
+    this.client = new AgentClient(socket)
+  }
+
+  close(): void {
+    this.client.close()
+  }
+
+  private metadata(a: AttachmentRef | undefined): Record<string, string> | undefined {
+    if (a === undefined || a.netns === '') return undefined
+    return {
+      [ATTACHMENT_METADATA.network]: a.network,
+      [ATTACHMENT_METADATA.containerId]: a.containerId,
+      [ATTACHMENT_METADATA.ifname]: a.ifname,
+      [ATTACHMENT_METADATA.netns]: a.netns,
+    }
+  }
+
+  private opts(a?: AttachmentRef): { timeoutMs: number; metadata?: Record<string, string> } {
+    const metadata = this.metadata(a)
+    return metadata === undefined ? { timeoutMs: this.timeoutMs } : { timeoutMs: this.timeoutMs, metadata }
+  }
+
+  /** Raw calls (GrpcCallError on failure): callers decide what a failure means for their command. */
+  request(connection: Connection, mechanism: Mechanism, a: AttachmentRef): Promise<Connection> {
+    return this.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, { connection, mechanismPreferences: [mechanism] }, this.opts(a))
+  }
+
+  async closeConnection(connection: Connection, a: AttachmentRef): Promise<void> {
+    await this.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, connection, this.opts(a))
+  }
+
+  podInfo(namespace: string, name: string): Promise<PodInfo> {
+    return this.client.unary(AgentDefinition, AgentDefinition.methods.getPodInfo, { namespace, name }, this.opts())
+  }
+
+  check(a: AttachmentRef, ifname: string): Promise<CheckResponse> {
+    const attachment: Attachment = { network: a.network, containerId: a.containerId, ifname, netns: a.netns }
+    return this.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment }, this.opts())
+  }
+
+  async gc(network: string, valid: Array<{ containerId: string; ifname: string }>): Promise<string[]> {
+    const res = await this.client.unary(
+      AgentDefinition,
+      AgentDefinition.methods.gC,
+      { network, validAttachments: valid.map((v) => ({ network, containerId: v.containerId, ifname: v.ifname, netns: '' })) },
+      this.opts(),
+    )
+    return res.closedConnectionIds
+  }
+
+  status(): Promise<StatusResponse> {
+    return this.client.unary(AgentDefinition, AgentDefinition.methods.status, {}, this.opts())
+  }
+
+  registerEndpoint(reg: EndpointRegistration): Promise<EndpointRegistration> {
+    return this.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, reg, this.opts())
+  }
+
+  async unregisterEndpoint(endpointName: string): Promise<void> {
+    await this.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName }, this.opts())
+  }
+
+  async listEndpoints(): Promise<EndpointRegistration[]> {
+    return (await this.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' }, this.opts())).endpoints
+  }
+}
+
+/** Runs `fn` with an Agent for `socket`, closing its session afterwards. */
+export async function withAgent<T>(socket: string, timeoutMs: number, fn: (agent: Agent) => Promise<T>): Promise<T> {
+  const agent = new Agent(socket, timeoutMs)
+  try {
+    return await fn(agent)
+  } finally {
+    agent.close()
+  }
+}

@@ -1,0 +1,46 @@
+// DEL: close every connection of this attachment and unregister the endpoints this container registered.
+// Idempotent: the agent lists the attachment's connections (Check) and closing an unknown id succeeds, so
+// a repeated DEL, a DEL without CNI_NETNS, after the netns is gone, or after the agent lost its state all
+// succeed. No pod lookup: the pod may already be gone from the API.
+//
+// Agent not running (no socket, connection refused): DEL succeeds, with a warning on stderr. A DEL that
+// fails is retried by the runtime for as long as it fails, which keeps pods Terminating for as long as
+// the agent is down (or forever, once NSM is uninstalled), while nothing is lost by succeeding: the
+// kernel state lives in the pod's netns and goes with it, and when the agent runs again it closes every
+// connection whose client netns has gone and unregisters every endpoint whose netns has gone (healing,
+// DESIGN §10), and CNI GC closes the rest. An agent that answers but fails (or times out) is an error
+// (11, try again): it may hold state it could not release yet.
+import type { Connection } from '../../proto/gen/networkservice/connection'
+import type { CallContext } from '../protocol/index'
+import { isUnreachable, toCniError, withAgent, type AttachmentRef } from './agent'
+import { bareConnection } from './add'
+import { parseNsmConfig } from './config'
+import { unregisterContainer } from './endpoint'
+import { connectionId } from './plan'
+
+export async function del(ctx: CallContext, warn: (msg: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<void> {
+  const cfg = parseNsmConfig(ctx)
+  const att: AttachmentRef = { network: cfg.network, containerId: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns }
+  await withAgent(cfg.socket, cfg.timeoutMs, async (agent) => {
+    let step = 'Check'
+    try {
+      const listed = await agent.check(att, att.ifname)
+      const conns: Connection[] = [...listed.connections]
+      // Attachment mode's one connection by its conventional id too, in case the table lost the attachment.
+      const own = connectionId(att.containerId, att.ifname)
+      if (ctx.conf.prevResult === undefined && !conns.some((c) => c.id === own)) conns.push(bareConnection(own))
+      for (const c of conns) {
+        step = `Close ${c.id}`
+        await agent.closeConnection(c, att)
+      }
+      step = 'UnregisterEndpoint'
+      await unregisterContainer(agent, att.containerId)
+    } catch (err) {
+      if (isUnreachable(err)) {
+        warn(`nsm: DEL of ${att.containerId}/${att.ifname}: the agent at ${cfg.socket} is not running; its connections are closed when it runs again (heal, GC)`)
+        return
+      }
+      throw toCniError(err, step, cfg.socket)
+    }
+  })
+}

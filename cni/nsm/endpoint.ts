@@ -1,0 +1,108 @@
+// Endpoint pods (DESIGN §5, issue 5 deliverable 3): a pod annotated `endpoint.networkservicemesh.io` is
+// registered at ADD as one endpoint per offered service (its netns = CNI_NETNS, labels = pod labels +
+// the entry's labels, pools = the entry's `cidr`s, offered routes = its `route`s) and unregistered at DEL.
+//
+// Names: `<service>.cni-<container id>` (lower-cased; a hash is appended when the id had to be changed to
+// fit a DNS name), so DEL finds them from CNI_CONTAINERID alone, even when the pod is gone from the API.
+// Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
+// to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
+// which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
+import type { EndpointOffer } from '../../conf/annotations'
+import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni'
+import { CniCode, CniError } from '../protocol/index'
+import type { Agent } from './agent'
+
+/** Ten years: CNI-registered endpoints live until DEL (see above). */
+export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h.toString(16).padStart(8, '0')
+}
+
+/** The suffix that marks this container's endpoints: `cni-<id>`, a valid DNS label. */
+export function endpointKey(containerId: string): string {
+  const clean = containerId.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 100).replace(/-+$/, '')
+  return clean === containerId ? `cni-${clean}` : `cni-${clean}-${fnv1a(containerId)}`
+}
+
+export function endpointName(service: string, containerId: string): string {
+  return `${service}.${endpointKey(containerId)}`
+}
+
+export interface EndpointPod {
+  containerId: string
+  netns: string
+  labels: Record<string, string>
+  nodeName: string
+}
+
+export function registration(offer: EndpointOffer, pod: EndpointPod, nowMs: number): EndpointRegistration {
+  const name = endpointName(offer.service, pod.containerId)
+  const expires = Math.floor(nowMs / 1000) + CNI_ENDPOINT_LIFETIME_S
+  return {
+    endpoint: {
+      name,
+      networkServiceNames: [offer.service],
+      networkServiceLabels: { [offer.service]: { labels: { ...pod.labels, ...offer.labels } } },
+      url: `file://${pod.netns}`,
+      expirationTime: { seconds: expires, nanos: 0 },
+      initialRegistrationTime: undefined,
+      pathIds: [],
+    },
+    extension: {
+      endpointName: name,
+      netnsPath: pod.netns,
+      cidrPools: offer.cidrs,
+      routes: offer.routes.map((prefix) => ({ prefix, nextHop: '' })),
+      excludedPrefixes: [],
+      nodeName: pod.nodeName,
+    },
+  }
+}
+
+/** Checks what the agent cannot: an endpoint without a pool could never serve a client. */
+export function checkOffers(offers: readonly EndpointOffer[]): void {
+  offers.forEach((o, i) => {
+    if (o.cidrs.length === 0) {
+      throw new CniError(CniCode.AnnotationInvalid, `pod annotation endpoint.networkservicemesh.io[${i}]: ${JSON.stringify(o.entry)}: an endpoint needs an address pool (cidr=...)`)
+    }
+  })
+}
+
+/** Registers every offer; on failure unregisters the ones already made and rethrows. */
+export async function registerOffers(agent: Agent, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
+  const done: string[] = []
+  try {
+    for (const o of offers) {
+      const reg = registration(o, pod, Date.now())
+      await agent.registerEndpoint(reg)
+      done.push(reg.endpoint?.name ?? '')
+    }
+    return done
+  } catch (err) {
+    await unregisterNames(agent, done).catch(() => undefined)
+    throw err
+  }
+}
+
+export async function unregisterNames(agent: Agent, names: readonly string[]): Promise<void> {
+  for (const n of names) {
+    await agent.unregisterEndpoint(n).catch((err: unknown) => {
+      // Already gone (a repeated DEL, or the healer saw the netns disappear): that is what DEL wants.
+      if ((err as { agentCode?: string }).agentCode !== 'NOT_FOUND') throw err
+    })
+  }
+}
+
+/** Unregisters every endpoint this container registered (found by name, no pod lookup needed). */
+export async function unregisterContainer(agent: Agent, containerId: string): Promise<string[]> {
+  const suffix = `.${endpointKey(containerId)}`
+  const names = (await agent.listEndpoints()).map((r) => r.endpoint?.name ?? '').filter((n) => n.endsWith(suffix))
+  await unregisterNames(agent, names)
+  return names
+}
