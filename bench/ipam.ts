@@ -20,9 +20,11 @@ const netns = `bipam${process.pid % 100000}`
 const work = mkdtempSync(join(tmpdir(), 'nsm-bench-ipam-'))
 spawnSync('ip', ['netns', 'add', netns])
 const cleanups: Array<() => void> = [() => spawnSync('ip', ['netns', 'del', netns]), () => rmSync(work, { recursive: true, force: true })]
-process.on('exit', () => {
-  for (const c of cleanups.reverse()) c()
-})
+const cleanup = (): void => {
+  for (const c of cleanups.splice(0).reverse()) c()
+}
+process.on('exit', cleanup)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130))
 // A private copy: builds running beside the benchmark rewrite dist/.
 const NSM_IPAM = join(await stageNsmIpam({ teardown: (fn) => cleanups.push(fn) }), 'nsm-ipam')
 
