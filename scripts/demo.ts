@@ -1,36 +1,204 @@
-// `npm run demo`: the main job on an embedded default. For now (until the seed demo lands): start
-// dist/nsm-agent on a temporary socket with its embedded file store, wait for its `ready` line, ask it
-// for its status over the socket, stop it with SIGTERM and check it left nothing behind.
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+// `npm run demo`: the seed scenario (DESIGN §1) on one machine, on an embedded default.
+//
+// Starts dist/nsm-agent with its file store on a temporary socket and a pod-info directory, applies
+// conf/examples/secure-intranet-connectivity.yaml with dist/nsmctl, makes one network namespace per
+// "pod" (vpn-gateway with an intranet address behind it, firewall with an nftables counter on forwarded
+// traffic, client), and for each runs the conflist [loopback, nsm] exactly as a runtime does (exec, CNI
+// env, netconf on stdin, prevResult passed on): the vpn-gateway and the firewall register as endpoints
+// through their pod annotations, the firewall (app=firewall) and the client ask for the service through
+// theirs. Then it prints the topology, pings the intranet address from the client, shows the firewall's
+// counter rising, and tears everything down (CNI DEL, agent SIGTERM, namespaces), checking that nothing
+// is left. Needs root.
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { AgentClient } from '../agent/client/grpc-http2'
-import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
+import { join, resolve } from 'node:path'
 
+const ROOT = resolve(import.meta.dirname, '..')
+const SERVICE = 'secure-intranet-connectivity'
+const INTRANET = '10.60.0.1'
+const tag = process.pid.toString(36).slice(-4)
 const dir = mkdtempSync(join(tmpdir(), 'nsm-demo-'))
 const socket = join(dir, 'agent.sock')
-const agent = spawn(process.execPath, ['dist/nsm-agent', '--socket', socket, '--state-dir', join(dir, 'state')], { stdio: ['ignore', 'pipe', 'inherit'] })
-const exited = new Promise<number | null>((res) => agent.on('exit', (code) => res(code)))
-try {
-  await new Promise<void>((res, rej) => {
-    let buf = ''
-    agent.stdout.on('data', (d: Buffer) => {
-      buf += d.toString()
-      for (const line of buf.split('\n')) if (line.includes('"msg":"ready"')) res()
+const podInfo = join(dir, 'pods')
+const t0 = performance.now()
+
+interface Pod {
+  name: string
+  netns: string
+  labels: Record<string, string>
+  annotations: Record<string, string>
+  containerId: string
+  result?: CniResult | undefined
+}
+interface CniResult {
+  interfaces?: Array<{ name: string; sandbox?: string; mac?: string }>
+  ips?: Array<{ address: string; interface?: number; gateway?: string }>
+  routes?: Array<{ dst: string; gw?: string }>
+}
+
+const pods: Pod[] = [
+  {
+    name: 'vpn-gateway',
+    labels: { app: 'vpn-gateway' },
+    annotations: { 'endpoint.networkservicemesh.io': `${SERVICE}?app=vpn-gateway&cidr=172.16.2.0/24&route=10.60.0.0/16` },
+  },
+  {
+    name: 'firewall',
+    labels: { app: 'firewall' },
+    annotations: {
+      'endpoint.networkservicemesh.io': `${SERVICE}?app=firewall&cidr=172.16.1.0/24&route=10.60.0.0/16`,
+      'ns.networkservicemesh.io': `${SERVICE}/nsm0?app=firewall`,
+    },
+  },
+  { name: 'client', labels: { app: 'web' }, annotations: { 'ns.networkservicemesh.io': `${SERVICE}/nsm0` } },
+].map((p) => ({ ...p, netns: `demo-${tag}-${p.name}`, containerId: `demo${tag}${p.name.replace('-', '')}` }))
+
+const sh = (cmd: string, args: string[], input?: string): string =>
+  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...(input === undefined ? {} : { input }) })
+const inNs = (pod: Pod, cmd: string, args: string[], input?: string): string => sh('ip', ['netns', 'exec', pod.netns, cmd, ...args], input)
+const say = (s = ''): void => {
+  process.stdout.write(`${s}\n`)
+}
+
+/** Runs a conflist's plugins in order (ADD) or reverse (DEL), as a runtime does. */
+function cni(command: 'ADD' | 'DEL', pod: Pod): CniResult | undefined {
+  const plugins = [
+    { type: 'loopback', path: '/usr/lib/cni/loopback' },
+    { type: 'nsm', path: join(ROOT, 'dist/nsm'), socket },
+  ]
+  const order = command === 'ADD' ? plugins : [...plugins].reverse()
+  let prev: unknown
+  for (const { path, ...conf } of order) {
+    const netconf = { cniVersion: '1.0.0', name: 'demo-net', ...conf, ...(prev === undefined || command === 'DEL' ? {} : { prevResult: prev }) }
+    const r = spawnSync(path, [], {
+      input: JSON.stringify(netconf),
+      encoding: 'utf8',
+      env: {
+        CNI_COMMAND: command,
+        CNI_CONTAINERID: pod.containerId,
+        CNI_NETNS: `/var/run/netns/${pod.netns}`,
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/usr/lib/cni',
+        CNI_ARGS: `IgnoreUnknown=true;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+      },
     })
-    void exited.then((code) => rej(new Error(`nsm-agent exited before ready (code ${code})`)))
+    if (r.status !== 0) throw new Error(`${conf.type} ${command} for ${pod.name} failed (exit ${r.status}): ${r.stdout}${r.stderr}`)
+    if (command === 'ADD') prev = JSON.parse(r.stdout) as unknown
+  }
+  return prev as CniResult | undefined
+}
+
+function topology(): void {
+  const fw = pods[1] as Pod
+  const client = pods[2] as Pod
+  const addr = (p: Pod, ifname: string): string => {
+    const r = p.result
+    const idx = r?.interfaces?.findIndex((i) => i.name === ifname) ?? -1
+    return (r?.ips ?? []).filter((i) => i.interface === idx).map((i) => i.address).join(', ')
+  }
+  const peerOf = (p: Pod): string => {
+    const out = JSON.parse(sh('ip', ['-n', p.netns, '-j', 'addr'])) as Array<{ ifname: string; addr_info: Array<{ local: string; prefixlen: number; family: string }> }>
+    return out
+      .filter((l) => l.ifname.startsWith('nsm-'))
+      .map((l) => `${l.ifname} ${l.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).join(' ')}`)
+      .join(', ')
+  }
+  say('Topology (client → firewall → vpn-gateway):')
+  say(`  client       [${client.netns}]  nsm0 ${addr(client, 'nsm0')}`)
+  say(`       │  veth`)
+  say(`  firewall     [${fw.netns}]  ${peerOf(fw)}   (endpoint side)`)
+  say(`               nsm0 ${addr(fw, 'nsm0')}   (client side, app=firewall)`)
+  say(`       │  veth`)
+  say(`  vpn-gateway  [${(pods[0] as Pod).netns}]  ${peerOf(pods[0] as Pod)}   intranet ${INTRANET} behind it`)
+  say()
+  say('Routes in the client:')
+  for (const line of sh('ip', ['-n', client.netns, 'route']).trim().split('\n')) say(`  ${line}`)
+  say()
+}
+
+function counter(): number {
+  const out = inNs(pods[1] as Pod, 'nft', ['list', 'chain', 'inet', 'demo', 'forwarded'])
+  return Number(/packets (\d+)/.exec(out)?.[1] ?? 'NaN')
+}
+
+let agent: ReturnType<typeof spawn> | undefined
+let failed = false
+try {
+  for (const bin of ['dist/nsm', 'dist/nsm-agent', 'dist/nsmctl']) if (!existsSync(join(ROOT, bin))) throw new Error(`${bin} is missing: run npm run build`)
+  mkdirSync(podInfo)
+  for (const p of pods) writeFileSync(join(podInfo, `demo_${p.name}.json`), JSON.stringify({ labels: p.labels, annotations: p.annotations }))
+  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
   })
-  console.log(`nsm-agent ready on ${socket} (pid ${agent.pid})`)
-  const client = new AgentClient(socket)
-  const status = await client.unary(AgentDefinition, AgentDefinition.methods.status, {})
-  client.close()
-  console.log('status:', JSON.stringify(status))
-  agent.kill('SIGTERM')
-  const code = await exited
-  console.log(`nsm-agent stopped on SIGTERM (exit ${code}); socket removed: ${!existsSync(socket)}`)
-  if (code !== 0 || existsSync(socket)) process.exitCode = 1
+  await new Promise<void>((res, rej) => {
+    const timer = setInterval(() => {
+      if (existsSync(socket)) {
+        clearInterval(timer)
+        res()
+      }
+    }, 20)
+    agent?.on('exit', (code) => {
+      clearInterval(timer)
+      rej(new Error(`nsm-agent exited (code ${code})`))
+    })
+  })
+  say(`nsm-agent running on ${socket}`)
+  say(sh(process.execPath, [join(ROOT, 'dist/nsmctl'), '--socket', socket, 'apply', '-f', join(ROOT, 'conf/examples/secure-intranet-connectivity.yaml')]).trim())
+
+  for (const p of pods) sh('ip', ['netns', 'add', p.netns])
+  inNs(pods[1] as Pod, 'nft', ['-f', '-'], 'add table inet demo\nadd chain inet demo forwarded { type filter hook forward priority 0; }\nadd rule inet demo forwarded counter\n')
+  for (const p of pods) p.result = cni('ADD', p)
+  // The intranet behind the gateway (after its CNI ADD: the loopback plugin refuses other addresses on lo).
+  inNs(pods[0] as Pod, 'ip', ['addr', 'add', `${INTRANET}/32`, 'dev', 'lo'])
+  say(`CNI ADD done for ${pods.map((p) => p.name).join(', ')} (conflist: loopback, nsm)`)
+  say()
+  topology()
+
+  const before = counter()
+  const ping = inNs(pods[2] as Pod, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', INTRANET])
+  const after = counter()
+  say(`client$ ping -c 3 ${INTRANET}`)
+  for (const line of ping.trim().split('\n').filter((l) => /bytes from|packets transmitted/.test(l))) say(`  ${line}`)
+  say(`firewall forward counter: ${before} → ${after} packets`)
+  if (!/3 received/.test(ping) || !(after >= before + 6)) {
+    failed = true
+    say('FAILED: the ping did not go through the firewall')
+  }
+} catch (err) {
+  failed = true
+  process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`)
 } finally {
-  if (agent.exitCode === null) agent.kill('SIGKILL')
+  // Teardown as a runtime does: CNI DEL per pod (reverse order), then the agent, then the namespaces.
+  for (const p of [...pods].reverse()) {
+    try {
+      if (existsSync(`/var/run/netns/${p.netns}`)) cni('DEL', p)
+    } catch (err) {
+      failed = true
+      process.stderr.write(`${(err as Error).message}\n`)
+    }
+  }
+  if (agent !== undefined && agent.exitCode === null) {
+    const exited = new Promise((r) => agent?.on('exit', r))
+    agent.kill('SIGTERM')
+    await exited
+  }
+  const stateLeft = existsSync(join(dir, 'state', 'connections.json'))
+    ? (JSON.parse(readFileSync(join(dir, 'state', 'connections.json'), 'utf8')) as { connections: unknown[] }).connections.length
+    : 0
+  const linksLeft = pods.filter((p) => existsSync(`/var/run/netns/${p.netns}`)).flatMap((p) => (JSON.parse(sh('ip', ['-n', p.netns, '-j', 'link'])) as Array<{ ifname: string }>).filter((l) => l.ifname !== 'lo'))
+  for (const p of pods) {
+    try {
+      sh('ip', ['netns', 'del', p.netns])
+    } catch {
+      // not created
+    }
+  }
   rmSync(dir, { recursive: true, force: true })
+  say()
+  say(`torn down: ${linksLeft.length} links and ${stateLeft} connections were left before removing the namespaces; socket removed: ${!existsSync(socket)}`)
+  if (linksLeft.length > 0 || stateLeft > 0) failed = true
+  say(`${failed ? 'demo FAILED' : 'demo OK'} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  process.exitCode = failed ? 1 : 0
 }
