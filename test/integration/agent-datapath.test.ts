@@ -8,18 +8,18 @@ import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
-import { State } from '../../proto/gen/networkservice/connection'
+import { MonitorConnectionDefinition, State, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 import type { AgentClient } from '../../agent/client/grpc-http2'
-import { startAgent } from '../lib/agent'
+import { collect, startAgent } from '../lib/agent'
 import { ip, linkNames, makeNetns, type TestNetns } from '../lib/netns'
 import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
 
-async function setup(client: AgentClient, fw: TestNetns, pools: string[]): Promise<void> {
+async function setup(client: AgentClient, fw: TestNetns, pools: string[], name = 'firewall-1'): Promise<void> {
   for (const s of seedServices()) await client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
   const expires = Math.floor(Date.now() / 1000) + 3600
   await client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, {
     endpoint: {
-      name: 'firewall-1',
+      name,
       networkServiceNames: ['secure-intranet-connectivity'],
       networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: 'firewall' } } },
       url: `file://${fw.path}`,
@@ -27,7 +27,7 @@ async function setup(client: AgentClient, fw: TestNetns, pools: string[]): Promi
       initialRegistrationTime: undefined,
       pathIds: [],
     },
-    extension: { endpointName: 'firewall-1', netnsPath: fw.path, cidrPools: pools, routes: [], excludedPrefixes: [], nodeName: '' },
+    extension: { endpointName: name, netnsPath: fw.path, cidrPools: pools, routes: [], excludedPrefixes: [], nodeName: '' },
   })
 }
 
@@ -92,4 +92,30 @@ t.test('100 concurrent requests, then 100 concurrent closes: zero links, address
   await agent.stop('SIGTERM')
   const table = JSON.parse(readFileSync(join(agent.stateDir, 'connections.json'), 'utf8')) as { connections: unknown[] }
   t.same(table.connections, [], 'no reservation left (allocations live in the table records)')
+})
+
+t.test('heal through the agent: unregistering the serving endpoint shows DOWN then UP on MonitorConnections', async (t) => {
+  const client = makeNetns(t, 'cl')
+  const a = makeNetns(t, 'fa')
+  const b = makeNetns(t, 'fb')
+  const agent = await startAgent(t)
+  await setup(agent.client, a, ['172.16.1.0/24'], 'fw-a')
+  const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest('mh-nsm0', client.path, 'nsm0'))
+  t.equal(conn.networkServiceEndpointName, 'fw-a')
+  await setup(agent.client, b, ['172.16.1.0/24'], 'fw-b')
+  const events = collect<ConnectionEvent>((on, signal) =>
+    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }),
+  )
+  t.teardown(() => events.cancel())
+  await events.until(() => true) // the initial state transfer
+  await agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'fw-a' })
+  const down = await events.until((e) => e.connections['mh-nsm0']?.state === State.DOWN)
+  const up = await events.until((e) => e.connections['mh-nsm0']?.state === State.UP && e.connections['mh-nsm0']?.networkServiceEndpointName === 'fw-b')
+  t.ok(events.items.indexOf(down) < events.items.indexOf(up), 'DOWN before UP')
+  t.same(up.connections['mh-nsm0']?.context?.ipContext?.srcIpAddrs, conn.context?.ipContext?.srcIpAddrs, 'kept its address (fw-b has the same pool)')
+  t.same(linkNames(a.name), ['lo'])
+  t.ok(linkNames(client.name).includes('nsm0'))
+  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+  t.same(linkNames(client.name), ['lo'])
+  t.same(linkNames(b.name), ['lo'])
 })
