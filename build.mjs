@@ -4,7 +4,15 @@
 // they are pure JavaScript, and the build fails if anything they import would load a native
 // addon (.node), koffi or netlink. The agent and nsmctl keep the native packages external
 // (installed dependencies next to dist/).
+//
+//   node build.mjs [name ...]          bundles all binaries, or the named ones
+//   node build.mjs --sea [name ...]    also makes self-contained executables dist/sea/nsm and dist/sea/nsm-ipam
+//                                      (Node single executable applications, for hosts without Node.js:
+//                                      scripts/sea.mjs; ~95 MB and ~10 s each, kept when the bundle is unchanged).
+//                                      `npm run build:sea` is this. deploy/install-cni.sh copies them with
+//                                      NSM_DIST_DIR=dist/sea.
 import * as esbuild from 'esbuild'
+import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 
 const NATIVE = ['netlink', 'koffi']
@@ -30,7 +38,9 @@ const forbidNative = {
   },
 }
 
-const only = process.argv.slice(2)
+const args = process.argv.slice(2)
+const sea = args.includes('--sea')
+const only = args.filter((a) => a !== '--sea')
 mkdirSync('dist', { recursive: true })
 // The bundles are CommonJS files without an extension: inside this "type": "module" package Node would
 // load them as ES modules ("require is not defined"), so dist/ declares itself CommonJS.
@@ -59,4 +69,13 @@ for (const b of binaries) {
     logLevel: 'warning',
   })
   chmodSync(outfile, 0o755)
+}
+
+if (sea) {
+  // A child process: scripts/sea.mjs takes a lock (concurrent builders) and skips bundles that do not exist.
+  const plugins = binaries.filter((b) => b.lean && (only.length === 0 || only.includes(b.name))).map((b) => b.name)
+  if (plugins.length > 0) {
+    const r = spawnSync(process.execPath, ['scripts/sea.mjs', ...plugins], { stdio: 'inherit' })
+    if (r.status !== 0) process.exit(r.status ?? 1)
+  }
 }
