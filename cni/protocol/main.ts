@@ -2,7 +2,7 @@
 // the spec's order (environment → stdin → configuration → version → command allowed in that version →
 // CNI_ARGS → netns), calls one handler and prints its result or the error JSON. The io is injectable so
 // tests run handlers in-process exactly as the bundled binary does.
-import { closeSync, openSync, readSync, writeSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs'
 import { parseCniArgs, type CniArgs } from './args'
 import { decodeJson, parseNetConf, type NetConf } from './config'
 import { assertNetnsExists, parseEnv, type CniEnv } from './env'
@@ -44,6 +44,12 @@ export interface PluginIo {
 }
 
 function readFd0(limit: number): Buffer {
+  // Run by hand from a terminal (e.g. CNI_COMMAND=VERSION): do not wait for typing, stdin is empty.
+  try {
+    if (fstatSync(0).isCharacterDevice()) return Buffer.alloc(0)
+  } catch {
+    return Buffer.alloc(0) // no stdin at all
+  }
   const chunks: Buffer[] = []
   let total = 0
   const buf = Buffer.allocUnsafe(65536)
