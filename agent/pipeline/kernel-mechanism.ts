@@ -25,6 +25,17 @@ export interface KernelMechanismOptions {
   onUndoError(err: unknown): void
 }
 
+/**
+ * The client interface's MAC: locally administered unicast, derived from the connection id, so a rebuild
+ * (heal, restart) keeps it. Reported as ethernet_context.src_mac: the CNI result lists it (runtimes such
+ * as podman refuse a sandbox interface without one).
+ */
+export function clientMac(connectionId: string): string {
+  const h = createHash('sha256').update(`mac:${connectionId}`).digest()
+  const b = [((h[0] ?? 0) & 0xfc) | 0x02, h[1], h[2], h[3], h[4], h[5]]
+  return b.map((x) => (x ?? 0).toString(16).padStart(2, '0')).join(':')
+}
+
 /** The endpoint-side interface name of a connection: stable, so close and heal can find it. */
 export function endpointIfname(connectionId: string): string {
   return `nsm-${createHash('sha256').update(connectionId).digest('hex').slice(0, 10)}`
@@ -106,7 +117,7 @@ export function kernelMechanism(opts: KernelMechanismOptions): Element {
               policies: [],
             },
             dnsContext: c.context?.dnsContext,
-            ethernetContext: c.context?.ethernetContext,
+            ethernetContext: { srcMac: clientMac(c.id), dstMac: c.context?.ethernetContext?.dstMac ?? '', vlanTag: c.context?.ethernetContext?.vlanTag ?? 0 },
             extraContext: c.context?.extraContext ?? {},
             MTU: mtu,
           },
@@ -138,7 +149,7 @@ async function build(sessions: NetlinkSessions, rec: DatapathRecord): Promise<vo
   try {
     await buildCrossConnect(sessions, {
       mtu: rec.mtu,
-      client: { netns: rec.clientNetns, ifname: rec.clientIfname, addresses: rec.src, routes: routes(rec.srcRoutes) },
+      client: { netns: rec.clientNetns, ifname: rec.clientIfname, mac: clientMac(rec.connectionId), addresses: rec.src, routes: routes(rec.srcRoutes) },
       endpoint: { netns: rec.endpointNetns, ifname: rec.endpointIfname, addresses: rec.dst, routes: routes(rec.dstRoutes) },
     })
   } catch (err) {

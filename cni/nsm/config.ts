@@ -7,7 +7,8 @@
 //   labels                 client labels (string → string) added to every request of this network
 //   timeoutMs              deadline of each agent call (default 30000)
 // Per call: `args.cni.networkServices` (list or comma string) and CNI_ARGS `NSM_NETWORK_SERVICES`, and the
-// pod reference from CNI_ARGS `K8S_POD_NAMESPACE` / `K8S_POD_NAME` (args.cni `podNamespace`/`podName` win).
+// pod reference from CNI_ARGS `K8S_POD_NAMESPACE` / `K8S_POD_NAME` (args.cni `podNamespace`/`podName` win;
+// a name alone, as podman passes it, is in namespace `default`).
 // Multus adds `deviceID` and `runtimeConfig`: `deviceID` is passed to the agent as the KERNEL mechanism's
 // `pciAddress`; unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
 import { ConfError } from '../../conf/errors'
@@ -135,11 +136,12 @@ function parsePod(ctx: CallContext): PodRef | undefined {
   const name = pickArg(ctx.conf.cniArgs, 'podName', ctx.envArgs, 'K8S_POD_NAME')
   if (ns !== undefined && typeof ns !== 'string') throw bad('args.cni.podNamespace', `expected a string, got ${JSON.stringify(ns)}`)
   if (name !== undefined && typeof name !== 'string') throw bad('args.cni.podName', `expected a string, got ${JSON.stringify(name)}`)
-  if ((ns ?? '') === '' && (name ?? '') === '') return undefined
-  if ((ns ?? '') === '' || (name ?? '') === '') {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: K8S_POD_NAMESPACE and K8S_POD_NAME go together (got ${ns === undefined || ns === '' ? 'only K8S_POD_NAME' : 'only K8S_POD_NAMESPACE'})`)
+  if ((name ?? '') === '') {
+    if ((ns ?? '') !== '') throw new CniError(CniCode.InvalidEnvironment, 'CNI_ARGS: K8S_POD_NAMESPACE is given without K8S_POD_NAME')
+    return undefined
   }
-  return { namespace: ns as string, name: name as string }
+  // podman passes K8S_POD_NAME (the container name) alone; Kubernetes' own default namespace then.
+  return { namespace: (ns ?? '') === '' ? 'default' : (ns as string), name: name as string }
 }
 
 export function parseNsmConfig(ctx: CallContext): NsmConfig {

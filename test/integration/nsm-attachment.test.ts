@@ -31,7 +31,9 @@ for (const version of ['0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
     const out = await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'net1', stdin: conf })
     const res = resultOf(out)
     t.equal(res.cniVersion, version)
-    t.same(res.interfaces, [{ name: 'net1', sandbox: pod.path, ...(version === '1.1.0' ? { mtu: 1500 } : {}) }], 'one interface, in the pod netns')
+    const mac = (JSON.parse(ip(pod.name, '-j', 'link', 'show', 'net1')) as Array<{ address: string }>)[0]?.address
+    t.match(mac, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/)
+    t.same(res.interfaces, [{ name: 'net1', sandbox: pod.path, mac, ...(version === '1.1.0' ? { mtu: 1500 } : {}) }], 'one interface, in the pod netns, with its MAC')
     const ips = res.ips as Array<{ address: string; interface: number; version?: string }>
     t.equal(ips.length, 1)
     t.match(ips[0], { address: /^172\.30\.1\.\d+\/32$/, interface: 0 })

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { execPlugin } from '../conformance/exec'
-import { linkAddresses, linkNames, makeNetns, sh, type TestNetns } from '../lib/netns'
+import { ip, linkAddresses, linkNames, makeNetns, sh, type TestNetns } from '../lib/netns'
 import { resultOf, startMesh, WEB } from './nsm-fixture'
 
 const mesh = await startMesh(t, { network: 'cluster' })
@@ -60,7 +60,8 @@ t.test('v1 and legacy annotations: eth0 kept, nsm-1 and eth2 appended, both reac
   const prevIfaces = prev.interfaces as Array<{ name: string }>
   const ifaces = res.interfaces as Array<{ name: string; sandbox?: string }>
   t.same(ifaces.slice(0, prevIfaces.length), prevIfaces, 'prevResult interfaces first, unchanged')
-  t.same(ifaces.slice(prevIfaces.length), [{ name: 'nsm-1', sandbox: pod.path }, { name: 'eth2', sandbox: pod.path }], 'nsm-1 (v1 entry) then eth2 (legacy entry)')
+  const macOf = (dev: string) => (JSON.parse(ip(pod.name, '-j', 'link', 'show', dev)) as Array<{ address: string }>)[0]?.address
+  t.same(ifaces.slice(prevIfaces.length), [{ name: 'nsm-1', sandbox: pod.path, mac: macOf('nsm-1') }, { name: 'eth2', sandbox: pod.path, mac: macOf('eth2') }], 'nsm-1 (v1 entry) then eth2 (legacy entry), with their MACs')
   const ips = res.ips as Array<{ address: string; interface: number; gateway?: string }>
   t.same(ips.slice(0, (prev.ips as unknown[]).length), prev.ips, 'prevResult ips first, unchanged')
   const ours = ips.slice((prev.ips as unknown[]).length)

@@ -1,0 +1,113 @@
+// podman (CNI backend) as the runtime for dist/nsm (issue 5 deliverable 5), with the real agent:
+//   - a network whose conflist is `nsm` alone (attachment mode): the container's eth0 is the nsm
+//     interface, with the endpoint's point-to-point address, and it pings the endpoint;
+//   - a network `ptp` (+ host-local) then `nsm` (chained): the container keeps ptp's eth0 and gets
+//     nsm-web from its pod annotation (podman passes K8S_POD_NAME = the container name; the agent reads
+//     default_<name>.json from its pod-info directory), and pings the endpoint through it.
+// Removing the containers leaves no link (container side, endpoint side, host side), no connection in
+// the agent and no host-local reservation.
+//
+// Nothing global is touched: containers.conf comes from a temp file through CONTAINERS_CONF; the network
+// config dir, podman's storage, the rootfs (busybox) and host-local's dataDir are temp directories
+// removed at teardown, after every container of this storage is removed.
+import { execFile } from 'node:child_process'
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
+import { linkNames, makeNetns, RUN } from '../lib/netns'
+import { startMesh, WEB } from './nsm-fixture'
+
+const run = promisify(execFile)
+
+const mesh = await startMesh(t)
+const ep = makeNetns(t, 'ep')
+await mesh.endpoint({ name: 'web-ep', netns: ep.path, pools: ['172.30.9.0/24'] })
+
+const base = mkdtempSync(join(tmpdir(), 'nsm-podman-nsm-'))
+const dirs = { conf: join(base, 'net.d'), root: join(base, 'root'), runroot: join(base, 'runroot'), rootfs: join(base, 'rootfs'), data: join(base, 'host-local') }
+for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true })
+mkdirSync(join(dirs.rootfs, 'bin'))
+copyFileSync('/bin/busybox', join(dirs.rootfs, 'bin', 'busybox'))
+for (const app of ['sh', 'ip', 'ping', 'sleep']) symlinkSync('busybox', join(dirs.rootfs, 'bin', app))
+writeFileSync(join(base, 'containers.conf'), `[network]\nnetwork_backend = "cni"\ncni_plugin_dirs = ["/usr/lib/cni", "${mesh.binDir}"]\nnetwork_config_dir = "${dirs.conf}"\n`)
+
+const attachNet = `nsmatt${RUN}`
+const chainNet = `nsmchn${RUN}`
+writeFileSync(join(dirs.conf, `${attachNet}.conflist`), JSON.stringify({ cniVersion: '1.0.0', name: attachNet, plugins: [{ type: 'nsm', socket: mesh.socket, networkService: WEB }] }))
+writeFileSync(
+  join(dirs.conf, `${chainNet}.conflist`),
+  JSON.stringify({
+    cniVersion: '1.0.0',
+    name: chainNet,
+    plugins: [{ type: 'ptp', ipam: { type: 'host-local', subnet: '10.214.61.0/24', dataDir: dirs.data } }, { type: 'nsm', socket: mesh.socket }],
+  }),
+)
+
+const podman = (...args: string[]) =>
+  run('podman', ['--root', dirs.root, '--runroot', dirs.runroot, '--runtime', 'runc', '--cgroup-manager=cgroupfs', ...args], {
+    env: { ...process.env, CONTAINERS_CONF: join(base, 'containers.conf') },
+    timeout: 60_000,
+  })
+const limits = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024']
+
+t.teardown(async () => {
+  await podman('rm', '-a', '-f', '-t', '0').catch(() => undefined)
+  rmSync(base, { recursive: true, force: true })
+})
+
+const hostLinks = linkNames().length
+const reservations = (): string[] => {
+  try {
+    return readdirSync(join(dirs.data, chainNet)).filter((f) => /^\d/.test(f))
+  } catch {
+    return []
+  }
+}
+
+/** The endpoint address of the container's connection on `network`, from the agent. */
+async function peerOf(network: string, containerId: string, ifname: string): Promise<string> {
+  const res = await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment: { network, containerId, ifname, netns: '' } })
+  t.equal(res.connections.length, 1, `one connection for ${containerId.slice(0, 12)} on ${network}`)
+  return (res.connections[0]?.context?.ipContext?.dstIpAddrs[0] ?? '').split('/')[0] ?? ''
+}
+
+t.test('attachment mode: eth0 is the nsm interface and reaches the endpoint; rm leaves nothing', async (t) => {
+  const started = await podman('run', '-d', ...limits, '--network', attachNet, '--rootfs', dirs.rootfs, '/bin/sleep', '300')
+  const id = started.stdout.trim()
+  t.match(id, /^[0-9a-f]{64}$/, 'container started')
+  t.same(await mesh.connectionIds(), [`${id}-eth0`], 'one connection, <container id>-eth0')
+  const peer = await peerOf(attachNet, id, 'eth0')
+  const addr = await podman('exec', id, 'ip', '-4', '-o', 'addr', 'show', 'eth0')
+  t.match(addr.stdout, /inet 172\.30\.9\.\d+\/32 /, 'the container sees its point-to-point address on eth0')
+  const ping = await podman('exec', id, 'ping', '-c', '1', '-W', '2', peer)
+  t.match(ping.stdout, /1 packets received/, `the container pings the endpoint at ${peer}`)
+  await podman('rm', '-f', '-t', '0', id)
+  t.same(await mesh.connectionIds(), [], 'the agent holds nothing')
+  t.same(linkNames(ep.name), ['lo'], 'the endpoint side is gone')
+  t.equal(linkNames().length, hostLinks, 'no host link left')
+})
+
+t.test('chained after ptp: eth0 kept, nsm-web from the annotation reaches the endpoint; rm leaves nothing', async (t) => {
+  const name = `nsmc-${RUN}`
+  mesh.pod('default', name, { labels: { app: 'podman' }, annotations: { 'networkservicemesh.io': `kernel://${WEB}/nsm-web` } })
+  const started = await podman('run', '-d', ...limits, '--name', name, '--network', chainNet, '--rootfs', dirs.rootfs, '/bin/sleep', '300')
+  const id = started.stdout.trim()
+  t.match(id, /^[0-9a-f]{64}$/, 'container started')
+  t.same(await mesh.connectionIds(), [`${id}-nsm-web`])
+  t.equal(reservations().length, 1, 'host-local reserved eth0\'s address')
+  const eth0 = await podman('exec', id, 'ip', '-4', '-o', 'addr', 'show', 'eth0')
+  t.match(eth0.stdout, /inet 10\.214\.61\.\d+\/24 /, 'eth0 from ptp + host-local')
+  const nsm = await podman('exec', id, 'ip', '-4', '-o', 'addr', 'show', 'nsm-web')
+  t.match(nsm.stdout, /inet 172\.30\.9\.\d+\/32 /, 'nsm-web with the endpoint\'s point-to-point address')
+  const peer = await peerOf(chainNet, id, 'eth0')
+  const ping = await podman('exec', id, 'ping', '-c', '1', '-W', '2', peer)
+  t.match(ping.stdout, /1 packets received/, `the container pings the endpoint at ${peer}`)
+  await podman('rm', '-f', '-t', '0', id)
+  t.same(await mesh.connectionIds(), [], 'the agent holds nothing')
+  t.same(reservations(), [], 'no host-local reservation left')
+  t.same(linkNames(ep.name), ['lo'], 'the endpoint side is gone')
+  t.equal(linkNames().length, hostLinks, 'no host link left (ptp\'s veth is gone)')
+})
