@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc --noEmit
+# The plugin set in .taprc (tsx instead of ts-node) takes effect only after a build; on a fresh
+# clone the first run would otherwise start with the default set.
+npx tap build >/dev/null
 exec npx tap "$@"
