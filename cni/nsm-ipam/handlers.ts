@@ -40,6 +40,19 @@ async function withStore<T>(cfg: IpamConfig, fn: (s: FileStore) => Promise<T>): 
   }
 }
 
+/** Like withStore, but a store that does not exist yet is not created: `absent` is the answer. */
+async function withExistingStore<T>(cfg: IpamConfig, absent: T, fn: (s: FileStore) => Promise<T>): Promise<T> {
+  let store: FileStore | undefined
+  try {
+    store = FileStore.openExisting(cfg.dataDir, cfg.network)
+    return store === undefined ? absent : await fn(store)
+  } catch (err) {
+    throw toCni(err)
+  } finally {
+    await store?.close()
+  }
+}
+
 const owner = (ctx: CallContext) => ({ containerID: ctx.env.containerId, ifname: ctx.env.ifname })
 
 async function add(ctx: CallContext): Promise<CniResult> {
@@ -55,12 +68,12 @@ async function add(ctx: CallContext): Promise<CniResult> {
 
 async function del(ctx: CallContext): Promise<void> {
   const cfg = parseIpamConfig(ctx)
-  await withStore(cfg, (s) => release(s, owner(ctx)))
+  await withExistingStore(cfg, [], (s) => release(s, owner(ctx)))
 }
 
 async function check(ctx: CallContext): Promise<void> {
   const cfg = parseIpamConfig(ctx)
-  const held = await withStore(cfg, (s) => ownerReservations(s, owner(ctx)))
+  const held = await withExistingStore(cfg, [], (s) => ownerReservations(s, owner(ctx)))
   if (held.length === 0) {
     throw new CniError(CniCode.UnknownContainer, `container ${ctx.env.containerId} interface ${ctx.env.ifname} holds no address in network ${cfg.network}`)
   }
@@ -91,7 +104,7 @@ async function gcCmd(ctx: CallContext): Promise<void> {
     throw new CniError(CniCode.InvalidConfig, 'cni.dev/valid-attachments: missing (GC needs the list of attachments to keep)')
   }
   const cfg = parseIpamConfig(ctx)
-  await withStore(cfg, async (s) => {
+  await withExistingStore(cfg, undefined, async (s) => {
     await gc(s, valid)
     s.sweep()
   })

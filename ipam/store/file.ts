@@ -63,6 +63,17 @@ export class FileStore implements Store {
     this.tmpDir = join(dir, 'tmp')
   }
 
+  /** Opens the store of one network if it exists (DEL, CHECK and GC need not create one). */
+  static openExisting(dataDir: string, network: string): FileStore | undefined {
+    try {
+      readdirSync(join(dataDir, network, 'reservations'))
+    } catch (err) {
+      if (errno(err) === 'ENOENT') return undefined
+      throw storeError(`store ${join(dataDir, network)}`, err)
+    }
+    return FileStore.open(dataDir, network)
+  }
+
   /** Opens (creating when needed) the store of one network. Throws IpamError STORE. */
   static open(dataDir: string, network: string): FileStore {
     let dir: string

@@ -15,7 +15,7 @@ t.test('nsm-ipam exec\'d directly: every check applies and passes', async (t) =>
   const target: Target = { label: 'nsm-ipam', kind: 'ipam', binary: `${dist}/nsm-ipam`, type: 'nsm-ipam', cniPath }
   const results = await runConformance(target, 23)
   t.comment(formatTable(target, results))
-  t.ok(results.length >= 30, `${results.length} checks ran`)
+  t.ok(results.length >= 34, `${results.length} checks ran`)
   for (const r of results) t.equal(r.status, 'pass', `${r.id}: ${r.detail}`)
 })
 

@@ -162,8 +162,14 @@ function errorCheck(id: string, level: Level, title: string, codes: number[], ma
     expect: `error JSON on stdout, exit != 0, code ${codes.length === 0 ? 'any' : codes.join(' or ')}, nothing changed`,
     async run(r) {
       const ns = r.newNetns()
-      const call = make(r, ns)
-      if (call === undefined) throw new NotApplicable('not applicable to this plugin')
+      let call: CniCall | undefined
+      try {
+        call = make(r, ns)
+        if (call === undefined) throw new NotApplicable('not applicable to this plugin')
+      } catch (err) {
+        r.dropNetns(ns.name)
+        throw err
+      }
       const before = r.snapshot()
       const out = await r.call(call)
       const after = r.snapshot()
@@ -431,8 +437,11 @@ export const CHECKS: CheckDef[] = [
   errorCheck('err-empty-containerid', 'MUST', 'CNI_CONTAINERID empty', [4], (r, ns) => ({ command: 'ADD', containerId: '', netns: ns.path, ifname: 'eth0', stdin: r.conf(r.version) })),
   errorCheck('err-missing-netns', 'MUST', 'CNI_NETNS missing on ADD', [4], (r) => ({ command: 'ADD', containerId: 'no-netns', ifname: 'eth0', stdin: r.conf(r.version) })),
   errorCheck('err-missing-ifname', 'MUST', 'CNI_IFNAME missing', [4], (r, ns) => ({ command: 'ADD', containerId: 'no-ifname', netns: ns.path, stdin: r.conf(r.version) })),
+  errorCheck('err-del-missing-ifname', 'MUST', 'DEL without CNI_IFNAME', [4], (r, ns) => ({ command: 'DEL', containerId: 'del-no-ifname', netns: ns.path, stdin: r.conf(r.version) })),
+  errorCheck('err-check-missing-path', 'MUST', 'CHECK without CNI_PATH', [4], (r, ns) => (needs(r, '0.4.0'), { command: 'CHECK', containerId: 'check-no-path', netns: ns.path, ifname: 'eth0', path: '', unset: ['CNI_PATH'], stdin: r.conf(r.version) })),
+  errorCheck('err-gc-missing-path', 'MUST', 'GC without CNI_PATH', [4], (r) => (needs(r, '1.1.0'), { command: 'GC', path: '', unset: ['CNI_PATH'], stdin: { ...r.conf('1.1.0'), 'cni.dev/valid-attachments': [] } })),
   errorCheck('err-unsupported-version', 'MUST', 'cniVersion the plugin does not support (9.9.9)', [1], (r, ns) => ({ command: 'ADD', containerId: 'bad-version', netns: ns.path, ifname: 'eth0', stdin: r.conf('9.9.9') })),
-  errorCheck('err-check-below-0.4', 'MUST', 'CHECK with a 0.3.1 configuration', [1], (r, ns) => (r.supported.includes('0.3.1') ? { command: 'CHECK', containerId: 'old-check', netns: ns.path, ifname: 'eth0', stdin: r.conf('0.3.1') } : undefined)),
+  errorCheck('err-check-below-0.4', 'MUST', 'CHECK with a 0.3.1 configuration', [1], (r, ns) => (needs(r, '0.3.1'), { command: 'CHECK', containerId: 'old-check', netns: ns.path, ifname: 'eth0', stdin: r.conf('0.3.1') })),
   errorCheck('err-ifname-too-long', 'MUST', 'CNI_IFNAME of 16 characters', [4], (r, ns) => ({ command: 'ADD', containerId: 'long-ifname', netns: ns.path, ifname: 'abcdefghijklmnop', stdin: r.conf(r.version) })),
   errorCheck('err-ifname-slash', 'MUST', 'CNI_IFNAME with "/"', [4], (r, ns) => ({ command: 'ADD', containerId: 'slash-ifname', netns: ns.path, ifname: 'a/b', stdin: r.conf(r.version) })),
   errorCheck('err-bad-containerid', 'MUST', 'CNI_CONTAINERID not starting with an alphanumeric', [4], (r, ns) => ({ command: 'ADD', containerId: '-bad', netns: ns.path, ifname: 'eth0', stdin: r.conf(r.version) })),

@@ -157,6 +157,15 @@ t.test('resolvConf: DNS in the ADD result; DEL does not need the file any more',
   t.match(bad.json?.msg, /ipam.resolvConf: cannot read .*ENOENT/)
 })
 
+t.test('DEL, CHECK and GC on a network never used create no store', async (t) => {
+  const { call, conf, dataDir } = setup(t)
+  const fresh = join(dataDir, 'never-used')
+  t.equal((await call({ command: 'DEL', stdin: conf({}, { dataDir: fresh }) })).exitCode, 0, 'DEL succeeds')
+  t.equal((await call({ command: 'CHECK', stdin: conf({}, { dataDir: fresh }) })).json?.code, 3, 'CHECK: container unknown')
+  t.equal((await call({ command: 'GC', stdin: conf({ 'cni.dev/valid-attachments': [] }, { dataDir: fresh }) })).exitCode, 0, 'GC succeeds')
+  t.same(snapshotTree(fresh), {}, 'nothing was created')
+})
+
 t.test('VERSION echoes the asked version and lists ours', async (t) => {
   const { call } = setup(t)
   const v = await call({ command: 'VERSION', stdin: { cniVersion: '0.4.0' } })
