@@ -80,7 +80,7 @@ export class FileStore implements Store {
     try {
       mkdirSync(join(dataDir, network, 'reservations'), { recursive: true, mode: 0o700 })
       mkdirSync(join(dataDir, network, 'tmp'), { recursive: true, mode: 0o700 })
-      dir = realpathSync(join(dataDir, network))
+      dir = realpathSync.native(join(dataDir, network))
     } catch (err) {
       throw storeError(`store ${join(dataDir, network)}`, err)
     }
