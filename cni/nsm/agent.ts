@@ -1,10 +1,10 @@
-// The plugin's side of the agent: one AgentClient (gRPC over node:http2 on the unix socket, no grpc-js)
-// per call, the `nsmcni-*` attachment metadata on Request/Close, and the one mapping of agent failures to
+// The plugin's side of the agent: one GrpcUnaryClient (grpc.ts: gRPC over our own small HTTP/2 client on
+// the unix socket; neither grpc-js nor node:http2, for start-up cost) per call, the `nsmcni-*` attachment metadata on Request/Close, and the one mapping of agent failures to
 // CNI errors (DESIGN §11): unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102,
 // BAD_NETNS 103, MECHANISM_NOT_SUPPORTED 104, INVALID_ARGUMENT 7 (the agent names the field), a deadline
 // or any other agent failure 11 (try again later). The agent's message is kept; the original error is
 // the cause.
-import { AgentClient, GrpcCallError } from '../../agent/client/grpc-http2'
+import { AgentCallError, GrpcUnaryClient } from './grpc'
 import { ATTACHMENT_METADATA } from '../../agent/server/handler'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
@@ -29,33 +29,32 @@ export interface AttachmentRef {
 
 /** True when the agent could not be reached at all (no socket, nobody listening): not a refusal. */
 export function isUnreachable(err: unknown): boolean {
-  if (!(err instanceof GrpcCallError) || err.agentCode !== 'UNAVAILABLE') return false
-  const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code
-  return errno === 'ENOENT' || errno === 'ECONNREFUSED' || errno === 'ENOTSOCK' || errno === 'EACCES'
+  return err instanceof AgentCallError && err.unreachable
 }
 
 /** Maps an agent call failure to the CNI error the runtime sees. */
 export function toCniError(err: unknown, what: string, socket: string): CniError {
   if (err instanceof CniError) return err
-  if (!(err instanceof GrpcCallError)) return CniError.from(err)
+  if (!(err instanceof AgentCallError)) return CniError.from(err)
   const msg = err.details.replace(/^\[[A-Z_]+\] /, '')
-  if (err.agentCode === 'UNAVAILABLE' && err.cause !== undefined) {
-    const errno = (err.cause as NodeJS.ErrnoException).code ?? (err.cause as Error).message
+  if (err.unreachable) {
+    const errno = (err.cause as { errno?: string } | undefined)?.errno ?? 'unreachable'
     return new CniError(CniCode.AgentUnreachable, `nsm agent unreachable at ${socket} (${errno}): is nsm-agent running? (${what})`, { cause: err })
   }
   if (err.cniCode === CniCode.AgentUnreachable) return new CniError(CniCode.AgentUnreachable, `nsm agent at ${socket}: ${msg} (${what})`, { cause: err })
+  // 999: the agent gave no code that means something to a runtime (a deadline, an internal failure).
   const code = err.cniCode === 999 ? CniCode.TryAgainLater : err.cniCode
   return new CniError(code, `${what}: ${msg}`, { cause: err })
 }
 
 export class Agent {
-  private readonly client: AgentClient
+  private readonly client: GrpcUnaryClient
 
   constructor(
     readonly socket: string,
     private readonly timeoutMs: number,
   ) {
-    this.client = new AgentClient(socket)
+    this.client = new GrpcUnaryClient(socket)
   }
 
   close(): void {
@@ -72,9 +71,8 @@ export class Agent {
     }
   }
 
-  private opts(a?: AttachmentRef): { timeoutMs: number; metadata?: Record<string, string> } {
-    const metadata = this.metadata(a)
-    return metadata === undefined ? { timeoutMs: this.timeoutMs } : { timeoutMs: this.timeoutMs, metadata }
+  private opts(a?: AttachmentRef): { timeoutMs: number; metadata: Record<string, string> | undefined } {
+    return { timeoutMs: this.timeoutMs, metadata: this.metadata(a) }
   }
 
   /** Raw calls (GrpcCallError on failure): callers decide what a failure means for their command. */
