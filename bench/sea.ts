@@ -5,7 +5,7 @@
 // default of scripts/sea.mjs) gains. The executables are built fresh into a private temp dir (builds running beside the
 // benchmark rewrite dist/); so is the bundle copy. Run: npx tsx bench/sea.ts (root: ADD needs a netns).
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { machine, ms, stats, type Stats, writeSection } from './lib/report'
@@ -33,7 +33,7 @@ for (const p of plugins) copyFileSync(join(ROOT, 'dist', p), join(bundles, p))
 /** A forced build through scripts/sea.mjs into dir; returns its wall time in seconds. */
 function build(dir: string, extra: string[]): number {
   const t0 = process.hrtime.bigint()
-  const r = spawnSync(process.execPath, [join(ROOT, 'scripts/sea.mjs'), '--force', `--out=${dir}`, ...extra, ...plugins], { cwd: ROOT, encoding: 'utf8' })
+  const r = spawnSync(process.execPath, [join(ROOT, 'scripts/sea.mjs'), '--force', `--from=${bundles}`, `--out=${dir}`, ...extra, ...plugins], { cwd: ROOT, encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`scripts/sea.mjs: ${r.stderr}`)
   return Number(process.hrtime.bigint() - t0) / 1e9
 }
@@ -43,12 +43,21 @@ const buildPlain = build(plainDir, [])
 const buildNoCache = build(noCacheDir, ['--no-code-cache'])
 // The incremental path a second `npm test` or `npm run build:sea` takes.
 const t0 = process.hrtime.bigint()
-spawnSync(process.execPath, [join(ROOT, 'scripts/sea.mjs'), `--out=${plainDir}`, ...plugins], { cwd: ROOT })
+const again = spawnSync(process.execPath, [join(ROOT, 'scripts/sea.mjs'), `--from=${bundles}`, `--out=${plainDir}`, ...plugins], { cwd: ROOT, encoding: 'utf8' })
 const upToDate = Number(process.hrtime.bigint() - t0) / 1e9
+if (again.status !== 0 || again.stderr.includes('built')) throw new Error(`scripts/sea.mjs rebuilt unchanged bundles: ${again.stderr}`)
 
 const dataDir = join(work, 'data')
 const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'bench-sea', type: 'ptp', ipam: { type: 'nsm-ipam', subnet: '10.217.0.0/16', dataDir } })
 const version = JSON.stringify({ cniVersion: '1.1.0' })
+
+/** CPU time (user + sys, ms) of this process's waited-for children so far: /proc/self/stat cutime + cstime. */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100)
+function childCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK
+}
 
 function timed(cmd: string, args: string[], env: Record<string, string>, input: string): number {
   const s = process.hrtime.bigint()
@@ -68,13 +77,18 @@ for (const p of plugins) {
 }
 
 const start = variants.map(() => [] as number[])
+const startCpu = variants.map(() => 0)
 const add = variants.map(() => [] as number[])
 const del = variants.map(() => [] as number[])
 const load0 = loadavg()[0] as number
 for (let i = -5; i < N; i++) {
   variants.forEach((v, k) => {
+    const c0 = childCpuMs()
     const s = timed(v.cmd, v.args, { ...v.env, CNI_COMMAND: 'VERSION' }, version)
-    if (i >= 0) start[k]?.push(s)
+    if (i >= 0) {
+      start[k]?.push(s)
+      startCpu[k] = (startCpu[k] ?? 0) + childCpuMs() - c0
+    }
     if (!v.ipam) return
     const call = (command: string): Record<string, string> => ({ ...v.env, CNI_COMMAND: command, CNI_CONTAINERID: `b${k}-${i + 5}`, CNI_NETNS: `/var/run/netns/${netns}`, CNI_IFNAME: 'eth0' })
     const a = timed(v.cmd, v.args, call('ADD'), conf)
@@ -88,7 +102,7 @@ for (let i = -5; i < N; i++) {
 const load1 = loadavg()[0] as number
 
 const cell = (s: Stats | undefined): string => (s === undefined ? '–' : `${ms(s.p50)} / ${ms(s.p99)}`)
-const rows = variants.map((v, k) => `| ${v.label} | ${cell(stats(start[k] ?? []))} | ${v.ipam ? cell(stats(add[k] ?? [])) : '–'} | ${v.ipam ? cell(stats(del[k] ?? [])) : '–'} |`)
+const rows = variants.map((v, k) => `| ${v.label} | ${cell(stats(start[k] ?? []))} | ${ms((startCpu[k] ?? NaN) / N)} | ${v.ipam ? cell(stats(add[k] ?? [])) : '–'} | ${v.ipam ? cell(stats(del[k] ?? [])) : '–'} |`)
 const mib = (f: string): string => (statSync(f).size / 2 ** 20).toFixed(1)
 const floor = stats(start[0] ?? []).p50
 const seaIdx = variants.findIndex((v) => v.label === '`sea/nsm-ipam`')
@@ -100,14 +114,15 @@ const md = `## Self-contained CNI plugins (\`bench/sea.ts\`)
 
 ${machine()}; ${N} interleaved samples per row after 5 warm-up rounds; load average ${load0.toFixed(2)} → ${load1.toFixed(2)}.
 Every call exec'd as a runtime does (spawn to exit, ms, p50 / p99), with \`PATH=/nonexistent\` and only the CNI
-variables: VERSION is the start-up; ADD and DEL are real nsm-ipam calls on a file store.${withNsm ? '' : ' (dist/nsm not built: nsm-ipam only.)'}
+variables: VERSION is the start-up; ADD and DEL are real nsm-ipam calls on a file store. VERSION CPU ms is the mean
+user + sys time per call (children's \`cutime + cstime\`): it depends much less on the machine's load than wall time.${withNsm ? '' : ' (dist/nsm not built: nsm-ipam only.)'}
 
-| variant | VERSION | ADD | DEL |
-|---|---|---|---|
+| variant | VERSION | VERSION CPU ms | ADD | DEL |
+|---|---|---|---|---|
 ${rows.join('\n')}
 
-Start-up: the executable p50 is ${ms(seaP50)} ms against ${ms(jsP50)} ms for \`node\` + bundle (${((seaP50 / jsP50 - 1) * 100).toFixed(0)} %) and
-${ms(floor)} ms for \`node -e 0\`.
+Start-up (nsm-ipam VERSION): the executable p50 is ${ms(seaP50)} ms against ${ms(jsP50)} ms for \`node\` + bundle (${((seaP50 / jsP50 - 1) * 100).toFixed(0)} %) and
+${ms(floor)} ms for \`node -e 0\`; in CPU per call ${ms((startCpu[seaIdx] ?? NaN) / N)} ms against ${ms((startCpu[jsIdx] ?? NaN) / N)} ms and ${ms((startCpu[0] ?? NaN) / N)} ms.
 
 Size: ${plugins.map((p) => `\`sea/${p}\` ${mib(join(plainDir, p))} MiB (bundle ${(statSync(join(bundles, p)).size / 1024).toFixed(0)} KiB)`).join(', ')}; the \`node\`
 binary they are made of is ${mib(process.execPath)} MiB (${process.execPath}). Build (\`node scripts/sea.mjs --force\`, ${plugins.length} executable(s)

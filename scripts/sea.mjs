@@ -2,8 +2,8 @@
 // for hosts with no Node.js (DESIGN §2): Node's single executable applications.
 //
 //   node scripts/sea.mjs [--force] [nsm] [nsm-ipam]     (or `node build.mjs --sea`, `npm run build:sea`)
-//   node scripts/sea.mjs --out=DIR [--no-code-cache] ...  another output dir / no V8 code cache in the
-//                                                         blob (experiments: bench/sea.ts compares the two)
+//   node scripts/sea.mjs --from=DIR --out=DIR [--no-code-cache] ...  other bundle and output dirs / no V8
+//                                        code cache in the blob (experiments: bench/sea.ts compares the two)
 //
 // For each bundle that exists (dist/nsm may not yet): `node --experimental-sea-config` makes the blob
 // (the bundle as main script, no "experimental" warning: stdout/stderr carry the CNI protocol), a copy of
@@ -26,7 +26,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const DIST = join(ROOT, 'dist')
+let DIST = join(ROOT, 'dist')
 let OUT = join(DIST, 'sea')
 const PLUGINS = ['nsm', 'nsm-ipam']
 const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
@@ -144,12 +144,14 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const force = args.includes('--force')
   const out = args.find((a) => a.startsWith('--out='))
   if (out !== undefined) OUT = resolve(out.slice('--out='.length))
+  const from = args.find((a) => a.startsWith('--from='))
+  if (from !== undefined) DIST = resolve(from.slice('--from='.length))
   if (args.includes('--no-code-cache')) SEA_OPTIONS.useCodeCache = false
-  const unknown = args.filter((a) => a.startsWith('-') && a !== '--force' && a !== '--no-code-cache' && !a.startsWith('--out='))
+  const unknown = args.filter((a) => a.startsWith('-') && a !== '--force' && a !== '--no-code-cache' && !a.startsWith('--out=') && !a.startsWith('--from='))
   const names = args.filter((a) => !a.startsWith('-'))
   const wrong = names.filter((n) => !PLUGINS.includes(n))
   if (unknown.length > 0 || wrong.length > 0) {
-    say(`usage: node scripts/sea.mjs [--force] [--out=DIR] [--no-code-cache] [${PLUGINS.join('] [')}] (got ${[...unknown, ...wrong].join(' ')})`)
+    say(`usage: node scripts/sea.mjs [--force] [--from=DIR] [--out=DIR] [--no-code-cache] [${PLUGINS.join('] [')}] (got ${[...unknown, ...wrong].join(' ')})`)
     process.exit(2)
   }
   const locked = underLock(args)

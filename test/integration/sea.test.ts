@@ -143,14 +143,15 @@ t.test('nsm-ipam chrooted into a directory holding only it and the libraries ldd
 
   const chroot = (vars: Record<string, string>, stdin: unknown, setup = ''): Outcome => {
     // A private mount namespace: the netns bind mount (ADD checks that CNI_NETNS is one) dies with it.
-    const script = `${setup}exec chroot "$1" /nsm-ipam`
-    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', root], {
-      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...vars },
+    // The plugin's whole environment is the CNI variables (env -i), as in the other cases.
+    const script = `${setup}r=$1; shift; c=$(command -v chroot); exec env -i "$@" "$c" "$r" /nsm-ipam`
+    const assignments = Object.entries(vars).map(([k, v]) => `${k}=${v}`)
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', root, ...assignments], {
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
       input: JSON.stringify(stdin), encoding: 'utf8', timeout: 30_000,
     })
     return { status: r.status, stdout: r.stdout, stderr: r.stderr }
   }
-  // chroot(8) passes the environment on: PATH inside names host directories that do not exist in the root.
   const version = chroot({ CNI_COMMAND: 'VERSION' }, { cniVersion: '1.0.0' })
   t.equal(version.status, 0, version.stderr)
   t.equal(version.stderr, '')
