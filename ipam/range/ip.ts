@@ -1,5 +1,6 @@
 // IPv4/IPv6 addresses as (family, bigint) with parsing, canonical formatting (RFC 5952 for v6) and
-// prefix arithmetic. Small and dependency-free so the CNI bundles stay lean.
+// prefix arithmetic. Small and dependency-free so the CNI bundles stay lean. The one address codec of
+// the project: ipam/p2p/ip.ts and pkg/netlink/addr.ts build on it.
 
 export type Family = 4 | 6
 
@@ -83,6 +84,8 @@ export function formatIp(ip: Ip): string {
     const v = Number(ip.value)
     return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`
   }
+  // RFC 5952 §5: IPv4-mapped addresses keep their dotted tail.
+  if (ip.value >> 32n === 0xffffn) return `::ffff:${formatIp({ family: 4, value: ip.value & 0xffffffffn })}`
   const g: number[] = []
   for (let i = 7; i >= 0; i--) g.push(Number((ip.value >> BigInt(i * 16)) & 0xffffn))
   // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on a tie.

@@ -1,6 +1,6 @@
 // IP addresses and prefixes <-> the raw bytes rtnetlink carries. Small and strict: anything that
 // does not parse is an INVALID_ARGUMENT naming the input.
-import { isIPv4, isIPv6 } from 'node:net'
+import { formatIp as formatCodecIp, parseIp as parseCodecIp } from '../../ipam/range/ip.js'
 import { KernelError } from '../errors'
 import { AF_INET, AF_INET6 } from './codec'
 
@@ -10,10 +10,21 @@ export interface Prefix {
   len: number
 }
 
+// Text <-> bigint is the project's one codec (ipam/range/ip.ts); here only bigint <-> bytes.
+function toBytes(value: bigint, len: number): Buffer {
+  const out = Buffer.alloc(len)
+  let v = value
+  for (let i = len - 1; i >= 0; i--) {
+    out[i] = Number(v & 0xffn)
+    v >>= 8n
+  }
+  return out
+}
+
 export function parseIp(s: string): { family: typeof AF_INET | typeof AF_INET6; bytes: Buffer } {
-  if (isIPv4(s)) return { family: AF_INET, bytes: Buffer.from(s.split('.').map(Number)) }
-  if (isIPv6(s)) return { family: AF_INET6, bytes: ipv6Bytes(s) }
-  throw new KernelError('INVALID_ARGUMENT', `${JSON.stringify(s)} is not an IP address`)
+  const ip = parseCodecIp(s)
+  if (ip === undefined) throw new KernelError('INVALID_ARGUMENT', `${JSON.stringify(s)} is not an IP address`)
+  return ip.family === 4 ? { family: AF_INET, bytes: toBytes(ip.value, 4) } : { family: AF_INET6, bytes: toBytes(ip.value, 16) }
 }
 
 /** "10.0.0.1/32", "fd00::1/128", or a bare address (host prefix). */
@@ -32,47 +43,10 @@ export function parsePrefix(s: string): Prefix {
   return { ...ip, len }
 }
 
-function ipv6Bytes(s: string): Buffer {
-  let text = s
-  const out = Buffer.alloc(16)
-  // A trailing dotted quad (::ffff:1.2.3.4) becomes two hextets.
-  const lastColon = text.lastIndexOf(':')
-  const tail = text.slice(lastColon + 1)
-  if (tail.includes('.')) {
-    const q = tail.split('.').map(Number)
-    text = `${text.slice(0, lastColon + 1)}${(((q[0] ?? 0) << 8) | (q[1] ?? 0)).toString(16)}:${(((q[2] ?? 0) << 8) | (q[3] ?? 0)).toString(16)}`
-  }
-  const [head, rest] = text.split('::') as [string, string | undefined]
-  const h = head === '' ? [] : head.split(':')
-  const r = rest === undefined || rest === '' ? [] : rest.split(':')
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - r.length).fill('0'), ...r]
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2))
-  return out
-}
-
 export function formatIp(b: Buffer): string {
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`
-  const groups: number[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i))
-  // Longest run of zeros (length >= 2) becomes "::" (RFC 5952).
-  let best = -1
-  let bestLen = 1
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++
-      continue
-    }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) {
-      best = i
-      bestLen = j - i
-    }
-    i = j
-  }
-  const hex = groups.map((g) => g.toString(16))
-  if (best < 0) return hex.join(':')
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`
+  let v = 0n
+  for (const x of b) v = (v << 8n) | BigInt(x)
+  return formatCodecIp({ family: b.length === 4 ? 4 : 6, value: v })
 }
 
 export function formatPrefix(p: { bytes: Buffer; len: number }): string {

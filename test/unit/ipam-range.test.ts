@@ -36,7 +36,7 @@ t.test('addresses: parse and canonical format', async (t) => {
     ['fd00::', 'fd00::'],
     ['1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:8'],
     ['1:0:3:4:5:6:7:8', '1:0:3:4:5:6:7:8'],
-    ['::ffff:10.1.2.3', '::ffff:a01:203'],
+    ['::ffff:10.1.2.3', '::ffff:10.1.2.3'], // RFC 5952 §5: IPv4-mapped keeps the dotted tail
   ]
   for (const [input, want] of cases) t.equal(formatIp(ip(input)), want, `${input} -> ${want}`)
   for (const bad of ['10.0.0', '10.0.0.256', '01.0.0.1', '1::2::3', '1:2:3:4:5:6:7:8:9', 'g::1', '', '10.0.0.1 ', 'fe80::1%eth0']) {
