@@ -13,7 +13,7 @@
 //                                      NSM_DIST_DIR=dist/sea.
 import * as esbuild from 'esbuild'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 
 const NATIVE = ['netlink', 'koffi']
 
@@ -51,7 +51,10 @@ for (const b of binaries) {
     console.error(`build: skipping ${b.name}: ${b.entry} does not exist yet`)
     continue
   }
-  const outfile = `dist/${b.name}`
+  // Written beside the target and renamed over it: a plugin exec'd while a build runs (tests, a
+  // colleague's rebuild) sees the old file or the new one, never a missing or half-written one.
+  const target = `dist/${b.name}`
+  const outfile = `${target}.tmp-${process.pid}`
   rmSync(outfile, { force: true })
   await esbuild.build({
     entryPoints: [b.entry],
@@ -69,6 +72,7 @@ for (const b of binaries) {
     logLevel: 'warning',
   })
   chmodSync(outfile, 0o755)
+  renameSync(outfile, target)
 }
 
 if (sea) {
