@@ -7,7 +7,7 @@
 // STATUS 50 when the store is unusable or a range set has no free address.
 // Configuration is validated before the store is opened, so bad input changes nothing on disk.
 import { CniCode, CniError, type CallContext, type CniResult, type PluginHandlers } from '../protocol/index'
-import { allocate, allocationCidr, exhaustedSets, gc, ownerReservations, release } from '../../ipam/range/allocator'
+import { allocate, allocationCidr, exhaustedSets, gc, ownerReservations, placeRequested, release } from '../../ipam/range/allocator'
 import { IpamError, type IpamErrorCode } from '../../ipam/range/errors'
 import { formatIp, parseCidr, parseIp } from '../../ipam/range/ip'
 import { FileStore } from '../../ipam/store/file'
@@ -57,6 +57,11 @@ const owner = (ctx: CallContext) => ({ containerID: ctx.env.containerId, ifname:
 
 async function add(ctx: CallContext): Promise<CniResult> {
   const cfg = parseIpamConfig(ctx)
+  try {
+    placeRequested(cfg.rangeSets, cfg.requested) // refuse a bad request before the store is created
+  } catch (err) {
+    throw toCni(err)
+  }
   const allocs = await withStore(cfg, (s) => allocate(s, cfg.rangeSets, owner(ctx), cfg.requested))
   const result: CniResult = {
     ips: allocs.map((a) => ({ address: allocationCidr(a), gateway: formatIp(a.range.gateway) })),

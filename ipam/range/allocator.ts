@@ -22,8 +22,11 @@ export async function ownerReservations(store: Store, owner: Owner): Promise<Res
   return (await store.list()).filter((r) => sameOwner(r, owner))
 }
 
-export async function allocate(store: Store, sets: readonly RangeSet[], owner: Owner, requested: readonly Ip[] = []): Promise<Allocation[]> {
-  // Which set each requested address belongs to; an address in no set is a configuration error.
+/**
+ * Which range set each requested address belongs to (pure: callers check requests before touching a
+ * store). An address in no set, or two in one set, is a configuration error.
+ */
+export function placeRequested(sets: readonly RangeSet[], requested: readonly Ip[]): Map<number, Ip> {
   const wanted = new Map<number, Ip>()
   for (const ip of requested) {
     const idx = sets.findIndex((s) => rangeFor(s, ip) !== undefined)
@@ -31,6 +34,11 @@ export async function allocate(store: Store, sets: readonly RangeSet[], owner: O
     if (wanted.has(idx)) throw new IpamError('ADDRESS_OUTSIDE_RANGES', `requested addresses ${formatIp(wanted.get(idx) as Ip)} and ${formatIp(ip)} are in the same range set (one address per range set)`)
     wanted.set(idx, ip)
   }
+  return wanted
+}
+
+export async function allocate(store: Store, sets: readonly RangeSet[], owner: Owner, requested: readonly Ip[] = []): Promise<Allocation[]> {
+  const wanted = placeRequested(sets, requested)
   const existing = await store.list()
   const mine = existing.filter((r) => sameOwner(r, owner))
   if (mine.length > 0) {

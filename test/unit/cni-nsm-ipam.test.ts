@@ -140,6 +140,8 @@ t.test('bad input: the right code, JSON on stdout, exit 1, nothing changed on di
   const fresh = join(dataDir, 'fresh')
   const out = await call({ command: 'ADD', args: 'FOO=1', stdin: conf({}, { dataDir: fresh }) })
   t.equal(out.json?.code, 4)
+  const outside = await call({ command: 'ADD', stdin: conf({ args: { cni: { ips: ['10.1.1.1'] } } }, { dataDir: fresh }) })
+  t.equal(outside.json?.code, 7)
   t.same(snapshotTree(fresh), {}, 'no store directory was created')
   mkdirSync(fresh)
 })
