@@ -6,16 +6,9 @@
 // the cause.
 import { AgentCallError, GrpcUnaryClient } from './grpc'
 import { ATTACHMENT_METADATA } from '../../agent/server/handler'
-import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
-import {
-  AgentDefinition,
-  type Attachment,
-  type CheckResponse,
-  type EndpointRegistration,
-  type PodInfo,
-  type StatusResponse,
-} from '../../proto/gen/nsmcni/nsmcni'
+import type { Attachment, CheckResponse, EndpointRegistration, PodInfo, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
+import { methods } from './messages'
 import { CniCode, CniError } from '../protocol/index'
 
 /** The CNI attachment the calls are made for (CNI_IFNAME, not the nsm interfaces: GC and CHECK key on it). */
@@ -77,46 +70,46 @@ export class Agent {
 
   /** Raw calls (GrpcCallError on failure): callers decide what a failure means for their command. */
   request(connection: Connection, mechanism: Mechanism, a: AttachmentRef): Promise<Connection> {
-    return this.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, { connection, mechanismPreferences: [mechanism] }, this.opts(a))
+    return this.client.unary(methods.request, { connection, mechanismPreferences: [mechanism] }, this.opts(a))
   }
 
   async closeConnection(connection: Connection, a: AttachmentRef): Promise<void> {
-    await this.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, connection, this.opts(a))
+    await this.client.unary(methods.close, connection, this.opts(a))
   }
 
   podInfo(namespace: string, name: string): Promise<PodInfo> {
-    return this.client.unary(AgentDefinition, AgentDefinition.methods.getPodInfo, { namespace, name }, this.opts())
+    return this.client.unary(methods.getPodInfo, { namespace, name }, this.opts())
   }
 
   check(a: AttachmentRef, ifname: string): Promise<CheckResponse> {
     const attachment: Attachment = { network: a.network, containerId: a.containerId, ifname, netns: a.netns }
-    return this.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment }, this.opts())
+    return this.client.unary(methods.check, { attachment }, this.opts())
   }
 
   async gc(network: string, valid: Array<{ containerId: string; ifname: string }>): Promise<string[]> {
     const res = await this.client.unary(
-      AgentDefinition,
-      AgentDefinition.methods.gC,
+      methods.gc,
       { network, validAttachments: valid.map((v) => ({ network, containerId: v.containerId, ifname: v.ifname, netns: '' })) },
       this.opts(),
     )
     return res.closedConnectionIds
   }
 
-  status(): Promise<StatusResponse> {
-    return this.client.unary(AgentDefinition, AgentDefinition.methods.status, {}, this.opts())
+  status(): Promise<Pick<StatusResponse, 'ready' | 'reason'>> {
+    return this.client.unary(methods.status, {}, this.opts())
   }
 
-  registerEndpoint(reg: EndpointRegistration): Promise<EndpointRegistration> {
-    return this.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, reg, this.opts())
+  async registerEndpoint(reg: EndpointRegistration): Promise<void> {
+    await this.client.unary(methods.registerEndpoint, reg, this.opts())
   }
 
   async unregisterEndpoint(endpointName: string): Promise<void> {
-    await this.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName }, this.opts())
+    await this.client.unary(methods.unregisterEndpoint, { endpointName }, this.opts())
   }
 
-  async listEndpoints(): Promise<EndpointRegistration[]> {
-    return (await this.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' }, this.opts())).endpoints
+  /** Names of every registered endpoint. */
+  listEndpointNames(): Promise<string[]> {
+    return this.client.unary(methods.listEndpointNames, { endpointName: '' }, this.opts())
   }
 }
 

@@ -102,7 +102,7 @@ export async function unregisterNames(agent: Agent, names: readonly string[]): P
 /** Unregisters every endpoint this container registered (found by name, no pod lookup needed). */
 export async function unregisterContainer(agent: Agent, containerId: string): Promise<string[]> {
   const suffix = `.${endpointKey(containerId)}`
-  const names = (await agent.listEndpoints()).map((r) => r.endpoint?.name ?? '').filter((n) => n.endsWith(suffix))
+  const names = (await agent.listEndpointNames()).filter((n) => n.endsWith(suffix))
   await unregisterNames(agent, names)
   return names
 }

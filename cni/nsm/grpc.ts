@@ -1,24 +1,11 @@
-// Unary gRPC over h2c.ts, with the codecs and method paths of proto/gen's generic service definitions
-// (the same ones agent/client/grpc-http2.ts uses; that client stays the one for nsmctl and tests, this
-// one exists for the plugin's start-up cost: see h2c.ts). Failures reject with AgentCallError carrying
+// Unary gRPC over h2c.ts with the plugin's own message codecs (messages.ts). agent/client/grpc-http2.ts
+// stays the client for nsmctl and tests; this one exists for the plugin's start-up cost (see h2c.ts and
+// messages.ts). Failures reject with AgentCallError carrying
 // the gRPC status, the agent's stable code (`nsmcni-error` trailer or `[CODE]` message prefix) and the
 // CNI code the agent suggests; `unreachable` says the socket could not be reached at all.
-import type { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire'
 import { cniCodeFor, ERROR_CODE_KEY, GrpcStatus, parseStatusMessage, type AgentErrorCode } from '../../agent/server/agent-error'
 import { H2Connection, H2Error } from './h2c'
-
-interface Codec<T> {
-  encode(message: T, writer?: BinaryWriter): BinaryWriter
-  decode(input: BinaryReader | Uint8Array, length?: number): T
-}
-export interface UnaryMethod<Req, Res> {
-  readonly name: string
-  readonly requestType: Codec<Req>
-  readonly responseType: Codec<Res>
-}
-export interface Service {
-  readonly fullName: string
-}
+import type { Method } from './messages'
 
 const UNREACHABLE = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK', 'EACCES', 'ECONNRESET', 'EPIPE'])
 
@@ -44,8 +31,8 @@ export class GrpcUnaryClient {
 
   constructor(readonly socket: string) {}
 
-  async unary<Req, Res>(service: Service, method: UnaryMethod<Req, Res>, request: Req, opts: { timeoutMs: number; metadata?: Record<string, string> | undefined }): Promise<Res> {
-    const path = `/${service.fullName}/${method.name}`
+  async unary<Req, Res>(method: Method<Req, Res>, request: Req, opts: { timeoutMs: number; metadata?: Record<string, string> | undefined }): Promise<Res> {
+    const path = method.path
     const headers: Array<[string, string]> = [
       [':method', 'POST'],
       [':scheme', 'http'],
@@ -56,7 +43,7 @@ export class GrpcUnaryClient {
       ['grpc-timeout', `${Math.max(1, Math.ceil(opts.timeoutMs))}m`],
       ...Object.entries(opts.metadata ?? {}),
     ]
-    const payload = method.requestType.encode(request).finish()
+    const payload = method.encode(request)
     const body = Buffer.allocUnsafe(5 + payload.length)
     body[0] = 0
     body.writeUInt32BE(payload.length, 1)
@@ -88,7 +75,11 @@ export class GrpcUnaryClient {
     if (data.length < 5 || data[0] !== 0 || data.readUInt32BE(1) !== data.length - 5) {
       throw new AgentCallError(GrpcStatus.INTERNAL, `${path}: expected one uncompressed response message, got ${data.length} bytes`, 'INTERNAL', 999, false)
     }
-    return method.responseType.decode(data.subarray(5))
+    try {
+      return method.decode(data.subarray(5))
+    } catch (err) {
+      throw new AgentCallError(GrpcStatus.INTERNAL, `${path}: cannot decode the response: ${(err as Error).message}`, 'INTERNAL', 999, false, { cause: err })
+    }
   }
 
   close(): void {

@@ -15,7 +15,8 @@ import { endpointKey, endpointName, registration } from '../../cni/nsm/endpoint'
 import { encodeHeaders, HpackDecoder, huffmanDecode } from '../../cni/nsm/hpack'
 import { AgentCallError, GrpcUnaryClient } from '../../cni/nsm/grpc'
 import { toCniError } from '../../cni/nsm/agent'
-import { AgentDefinition, PodInfo, PodInfoRequest } from '../../proto/gen/nsmcni/nsmcni'
+import { PodInfo, PodInfoRequest } from '../../proto/gen/nsmcni/nsmcni'
+import { methods } from '../../cni/nsm/messages'
 import type { Connection } from '../../proto/gen/networkservice/connection'
 import type { PodInfo as PodInfoT } from '../../proto/gen/nsmcni/nsmcni'
 
@@ -211,7 +212,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
   const call = async (name: string, timeoutMs = 5000) => {
     const c = new GrpcUnaryClient(socket)
     try {
-      return await c.unary(AgentDefinition, AgentDefinition.methods.getPodInfo, { namespace: 'ns', name }, { timeoutMs, metadata: { 'nsmcni-network': 'net' } })
+      return await c.unary(methods.getPodInfo, { namespace: 'ns', name }, { timeoutMs, metadata: { 'nsmcni-network': 'net' } })
     } finally {
       c.close()
     }
@@ -230,7 +231,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
   const slow = await call('slow', 200).catch((x: unknown) => x as AgentCallError)
   t.match(slow, { code: 4, unreachable: false })
   t.equal(toCniError(slow, 'Request', socket).code, 11, 'a deadline is 11, try again')
-  const gone = await new GrpcUnaryClient(join(dir, 'nothing.sock')).unary(AgentDefinition, AgentDefinition.methods.getPodInfo, { namespace: 'a', name: 'b' }, { timeoutMs: 1000, metadata: undefined }).catch((x: unknown) => x as AgentCallError)
+  const gone = await new GrpcUnaryClient(join(dir, 'nothing.sock')).unary(methods.getPodInfo, { namespace: 'a', name: 'b' }, { timeoutMs: 1000, metadata: undefined }).catch((x: unknown) => x as AgentCallError)
   t.match(gone, { unreachable: true })
   const ce = toCniError(gone, 'Request', join(dir, 'nothing.sock'))
   t.equal(ce.code, 100)
