@@ -1,9 +1,9 @@
-// The plugin's side of the agent: one GrpcUnaryClient (grpc.ts: gRPC over our own small HTTP/2 client on
-// the unix socket; neither grpc-js nor node:http2, for start-up cost) per call, the `nsmcni-*` attachment metadata on Request/Close, and the one mapping of agent failures to
-// CNI errors (DESIGN §11): unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102,
-// BAD_NETNS 103, MECHANISM_NOT_SUPPORTED 104, INVALID_ARGUMENT 7 (the agent names the field), a deadline
-// or any other agent failure 11 (try again later). The agent's message is kept; the original error is
-// the cause.
+// The plugin's side of the agent: one GrpcUnaryClient per call (grpc.ts: gRPC over the plugin's own small
+// HTTP/2 client on the unix socket; neither grpc-js nor node:http2, for start-up cost), the `nsmcni-*`
+// attachment metadata on Request/Close, and the one mapping of agent failures to CNI errors (DESIGN §11):
+// unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102, BAD_NETNS 103,
+// MECHANISM_NOT_SUPPORTED 104, INVALID_ARGUMENT 7 (the agent names the field), a deadline or any other
+// agent failure 11 (try again later). The agent's message is kept; the original error is the cause.
 import { AgentCallError, GrpcUnaryClient } from './grpc'
 import { ATTACHMENT_METADATA } from '../../agent/server/handler'
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
