@@ -171,7 +171,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
   const reply = (stream: ServerHttp2Stream, name: string): void => {
     const frame = (msg: Uint8Array) => Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), msg]).fill(0, 0, 1)
     if (name === 'ok') {
-      const body = PodInfo.encode({ namespace: 'ns', name: 'p', uid: 'u', labels: { a: 'b'.repeat(3000) }, annotations: {}, nodeName: 'n' }).finish()
+      const body = PodInfo.encode({ namespace: 'ns', name: 'p', uid: 'u', labels: { a: 'b'.repeat(100_000) }, annotations: {}, nodeName: 'n' }).finish()
       const f = frame(body)
       f.writeUInt32BE(body.length, 1)
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
@@ -218,7 +218,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
     }
   }
   const ok = await call('ok')
-  t.equal(ok.labels.a?.length, 3000, 'a response larger than one frame')
+  t.equal(ok.labels.a?.length, 100_000, 'a response larger than one frame and than the default 64 KiB window')
   t.match(seen[0], { ':path': '/nsmcni.Agent/GetPodInfo', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '5000m', 'nsmcni-network': 'net' })
   const e = await call('missing').catch((x: unknown) => x as AgentCallError)
   t.match(e, { code: 5, agentCode: 'NO_ENDPOINT', cniCode: 101, unreachable: false })
