@@ -9,7 +9,7 @@ import type { Registry } from '../registry/registry.js'
 import type { ConnectionTable, ConnectionEntry } from '../connections/table.js'
 import type { Logger } from '../server/log.js'
 import type { CheckProblem } from '../../proto/gen/nsmcni/nsmcni.js'
-import { NetlinkSessions, getLink, listAddresses } from '../../pkg/netlink/index.js'
+import { LinkReaper, NetlinkSessions, getLink, listAddresses } from '../../pkg/netlink/index.js'
 import { NetnsAllowlist } from '../../pkg/netns.js'
 import { buildChain, type Element } from './chain.js'
 import { endpointInfo } from './endpoints.js'
@@ -82,6 +82,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
       defaultMtu: o.defaultMtu ?? 1500,
       endpointAt: (netns) => endpoints().find((e) => e.netns === netns),
       onUndoError,
+      reaper: new LinkReaper(sessions),
     }),
     persist(records),
   ]

@@ -40,6 +40,7 @@ export const IFLA = {
   LINKINFO: 18,
   NET_NS_PID: 19,
   NET_NS_FD: 28,
+  GROUP: 27,
   LINK_NETNSID: 37,
 } as const
 export const IFLA_INFO = { KIND: 1, DATA: 2 } as const

@@ -182,3 +182,20 @@ t.test('a namespace deleted and re-created under the same name gets a fresh sock
   t.ok(linkNames(a.name).includes('fresh0'), 'the new socket acts in the new namespace')
   t.equal(uniqueName('x').length <= 15, true)
 })
+
+t.test('LinkReaper deletes concurrent requests in batches, leaves other links alone', async (t) => {
+  const { LinkReaper } = await import('../../pkg/netlink')
+  const a = makeNetns(t)
+  const b = makeNetns(t)
+  const reaper = new LinkReaper(sessions)
+  for (let i = 0; i < 12; i++) await createVeth(sessions, { name: `rp${i}`, netns: a.path, peer: { name: `rq${i}`, netns: b.path } })
+  await createVeth(sessions, { name: 'keep0', peer: { name: 'keep1' } }, a.path)
+  const results = await Promise.all([
+    ...Array.from({ length: 12 }, (_, i) => reaper.delete(a.path, `rp${i}`)),
+    reaper.delete(a.path, 'ghost0'),
+    reaper.delete('/var/run/netns/t-no-such-ns', 'x0'),
+  ])
+  t.same(results, [...Array<boolean>(12).fill(true), false, false], 'twelve deleted, a missing link and a missing netns resolve false')
+  t.same(linkNames(a.name).sort(), ['keep0', 'keep1', 'lo'], 'only the links asked for are gone')
+  t.same(linkNames(b.name), ['lo'], 'their peers went with them')
+})
