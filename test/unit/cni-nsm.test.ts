@@ -1,7 +1,7 @@
 // The nsm plugin's pure parts, in-process: netconf parsing (7 naming the field), service resolution order
 // and modes (plan.ts), results appended to prevResult (result.ts), endpoint names, HPACK against the RFC
 // 7541 examples, and the HTTP/2 + gRPC client against node:http2's server (statuses, trailers-only
-// errors, a reset, GOAWAY, an unreachable socket, a deadline).
+// errors, a reset, GOAWAY, an unreachable socket, a deadline), and STATUS / DEL against a fake agent that is not ready or fails.
 import { createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,7 +15,9 @@ import { endpointKey, endpointName, registration } from '../../cni/nsm/endpoint'
 import { encodeHeaders, HpackDecoder, huffmanDecode } from '../../cni/nsm/hpack'
 import { AgentCallError, GrpcUnaryClient } from '../../cni/nsm/grpc'
 import { toCniError } from '../../cni/nsm/agent'
-import { PodInfo, PodInfoRequest } from '../../proto/gen/nsmcni/nsmcni'
+import { PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
+import { nsmHandlers } from '../../cni/nsm/handlers'
+import { callInProcess } from '../conformance/exec'
 import { methods } from '../../cni/nsm/messages'
 import type { Connection } from '../../proto/gen/networkservice/connection'
 import type { PodInfo as PodInfoT } from '../../proto/gen/nsmcni/nsmcni'
@@ -236,4 +238,45 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
   const ce = toCniError(gone, 'Request', join(dir, 'nothing.sock'))
   t.equal(ce.code, 100)
   t.match(ce.message, /nothing\.sock \(ENOENT\)/)
+})
+
+t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a failing agent fails DEL (11)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const socket = join(dir, 'agent.sock')
+  const server = createServer()
+  const sessions = new Set<import('node:http2').ServerHttp2Session>()
+  server.on('session', (s) => sessions.add(s))
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => undefined)
+    stream.resume()
+    stream.on('end', () => {
+      if (headers[':path'] === '/nsmcni.Agent/Status') {
+        const body = StatusResponse.encode(StatusResponse.fromPartial({ ready: false, reason: 'kernel layer unavailable' })).finish()
+        const f = Buffer.alloc(5 + body.length)
+        f.writeUInt32BE(body.length, 1)
+        f.set(body, 5)
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
+        stream.end(f)
+      } else {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '13', 'grpc-message': '[INTERNAL] table write failed', 'nsmcni-error': 'INTERNAL' }, { endStream: true })
+      }
+    })
+  })
+  await new Promise<void>((res) => server.listen(socket, res))
+  t.teardown(
+    () =>
+      new Promise<void>((res) => {
+        for (const s of sessions) s.destroy()
+        server.close(() => res())
+      }),
+  )
+  const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
+  const st = await callInProcess(nsmHandlers, { command: 'STATUS', stdin: conf })
+  t.equal(st.json?.code, 50, st.stdout)
+  t.match(String(st.json?.msg), /not ready: kernel layer unavailable/)
+  const del = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
+  t.equal(del.json?.code, 11, `an agent that answers with a failure fails the DEL: ${del.stdout}`)
+  t.match(String(del.json?.msg), /table write failed/)
 })
