@@ -67,7 +67,8 @@ for (const b of binaries) {
     sourcemap: false,
     legalComments: 'none',
     banner: { js: '#!/usr/bin/env node' },
-    external: b.lean ? [] : NATIVE,
+    // The Kubernetes client (~5 MB of source) stays in node_modules too: loaded only with --kubernetes.
+    external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node'],
     plugins: b.lean ? [forbidNative] : [],
     logLevel: 'warning',
   })
