@@ -23,28 +23,43 @@ const STATIC: ReadonlyArray<readonly [string, string]> = [
 const LENGTHS =
   'ISXXXXXXXTZXXZXXXXXXXXZXXXXXXXXXBFFHIBDGFFDGDBBBAAABBBBBBBCDKBHFIBCCCCCCCCCCCCCCCCCCCCCCDCDIOIJBKABABABBBACCBBBABCBAABCCCCCKGJIXPRPPRRRSRSSSSSTSTTRSTSSSSQRSRSSTRQPRRSSQSRRTQRSSQQRQSRSSPRRRSRRSVVPORSRUVVVWWVTUOQVWWVWTQQVVXWWWPTPQRQQSRRUUTTVSVWVVWWWWWXWWWWWVZ'
 
-/** Per code length, code → symbol (built on first use: most calls never see a Huffman string). */
-let decodeTable: Array<Map<number, number>> | undefined
+/**
+ * Canonical decoding tables, built on first use with counting loops (no sort, no maps: this runs cold,
+ * once per plugin exec, so it must be cheap): per length, the first code and where its symbols start in
+ * `symbols` (all symbols ordered by length, then value).
+ */
+interface Canonical {
+  first: Int32Array
+  count: Int32Array
+  offset: Int32Array
+  symbols: Uint16Array
+}
+let canonical: Canonical | undefined
 
-function huffmanTable(): Array<Map<number, number>> {
-  if (decodeTable !== undefined) return decodeTable
-  const lens = Array.from({ length: 257 }, (_, s) => (s === 256 ? 30 : LENGTHS.charCodeAt(s) - 60))
-  const order = [...lens.keys()].sort((a, b) => (lens[a] as number) - (lens[b] as number) || a - b)
-  const table: Array<Map<number, number>> = Array.from({ length: 31 }, () => new Map())
+function huffmanTable(): Canonical {
+  if (canonical !== undefined) return canonical
+  const count = new Int32Array(31)
+  for (let sym = 0; sym <= 256; sym++) count[sym === 256 ? 30 : LENGTHS.charCodeAt(sym) - 60]! += 1
+  const offset = new Int32Array(31)
+  const first = new Int32Array(31)
   let code = 0
-  let prev = lens[order[0] as number] as number
-  order.forEach((s, i) => {
-    const len = lens[s] as number
-    if (i > 0) code = (code + 1) * 2 ** (len - prev)
-    prev = len
-    ;(table[len] as Map<number, number>).set(code, s)
-  })
-  decodeTable = table
-  return table
+  for (let len = 1; len <= 30; len++) {
+    code = (code + count[len - 1]!) * 2
+    first[len] = code
+    offset[len] = len === 1 ? 0 : offset[len - 1]! + count[len - 1]!
+  }
+  const symbols = new Uint16Array(257)
+  const next = offset.slice()
+  for (let sym = 0; sym <= 256; sym++) {
+    const len = sym === 256 ? 30 : LENGTHS.charCodeAt(sym) - 60
+    symbols[next[len]!++] = sym
+  }
+  canonical = { first, count, offset, symbols }
+  return canonical
 }
 
 export function huffmanDecode(data: Uint8Array): string {
-  const table = huffmanTable()
+  const t = huffmanTable()
   const out: number[] = []
   let code = 0
   let len = 0
@@ -52,8 +67,9 @@ export function huffmanDecode(data: Uint8Array): string {
     for (let bit = 7; bit >= 0; bit--) {
       code = code * 2 + ((byte >> bit) & 1)
       len += 1
-      const sym = table[len]?.get(code)
-      if (sym !== undefined) {
+      const index = code - t.first[len]!
+      if (index >= 0 && index < t.count[len]!) {
+        const sym = t.symbols[t.offset[len]! + index]!
         if (sym === 256) throw new Error('hpack: EOS inside a Huffman string')
         out.push(sym)
         code = 0
