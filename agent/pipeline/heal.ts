@@ -17,6 +17,7 @@ import type { CallContext } from '../server/handler.js'
 import type { Logger } from '../server/log.js'
 import type { PipelineHandler } from './handler.js'
 import type { TableRecords } from './records.js'
+import { endpointInfo } from './endpoints.js'
 import type { DatapathRecord } from './types.js'
 
 export interface HealerOptions {
@@ -68,8 +69,9 @@ export class Healer {
   private async poll(): Promise<void> {
     this.opts.sessions.sweep()
     for (const s of this.opts.registry.findEndpoints()) {
-      const netns = s.extension.netnsPath
-      if (netns !== '' && netnsKey(netns) === undefined) {
+      // The same netns the pipeline uses: the extension's path, else the `file://` url.
+      const netns = endpointInfo(s, '')?.netns
+      if (netns !== undefined && netnsKey(netns) === undefined) {
         this.opts.log.warn('endpoint netns is gone: unregistering it', { endpoint: s.endpoint.name, netns })
         // The registry's delete event schedules healEndpoint.
         await this.opts.registry.unregisterEndpoint(s.endpoint.name)

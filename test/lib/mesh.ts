@@ -35,6 +35,8 @@ export interface EndpointSpec {
   pools: string[]
   routes?: string[]
   ttlMs?: number
+  /** Leave the extension's netns path empty: the endpoint is known by its `file://` url only. */
+  urlOnly?: boolean
 }
 
 export async function registerEndpoint(registry: Registry, e: EndpointSpec): Promise<void> {
@@ -52,7 +54,7 @@ export async function registerEndpoint(registry: Registry, e: EndpointSpec): Pro
     },
     {
       endpointName: e.name,
-      netnsPath: e.netns,
+      netnsPath: e.urlOnly === true ? '' : e.netns,
       cidrPools: e.pools,
       routes: (e.routes ?? []).map((prefix) => ({ prefix, nextHop: '' })),
       excludedPrefixes: [],
