@@ -136,7 +136,7 @@ t.test('heal: the endpoint goes away; the connection moves, keeps its name, DOWN
   const events: ConnectionTableEvent[] = []
   m.table.subscribe((e) => events.push(e))
   m.dp.healer.start()
-  // Known by their url only (no netns path in the extension): the healer watches that path too.
+  // Registered by url only (no netns path in the extension): the registry derives the path from the url.
   await registerEndpoint(m.registry, { name: 'fw-a', netns: a.path, labels: { app: 'firewall' }, pools: ['172.16.1.0/24'], urlOnly: true })
   await registerEndpoint(m.registry, { name: 'fw-b', netns: b.path, labels: { app: 'firewall' }, pools: ['172.16.1.0/24'], urlOnly: true })
   const conn = await m.dp.handler.request(kernelRequest('h1', client.path, 'nsm0'), testContext())
