@@ -35,6 +35,8 @@ const DUMP_RETRIES = 10
 
 export class Rtnl {
   private closed = false
+  /** How many dumps were interrupted and run again (observability, tests). */
+  dumpRetries = 0
 
   constructor(
     /** The namespace path this socket is bound to; undefined for the agent's own namespace. */
@@ -62,6 +64,7 @@ export class Rtnl {
         if (errno !== 0) throw fromErrno(errno, this.describe(what))
       }
       if (!msgs.some((m) => (m.flags & NLM_F.DUMP_INTR) !== 0)) return msgs.filter((m) => m.type === type - 2) // replies to GETx are NEWx
+      this.dumpRetries += 1
       if (attempt >= DUMP_RETRIES) throw fromErrno(Errno.EINTR, `${this.describe(what)}: dump kept being interrupted`)
     }
   }

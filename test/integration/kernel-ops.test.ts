@@ -21,7 +21,7 @@ import {
   setLink,
   writeSysctl,
 } from '../../pkg/netlink'
-import { ip, linkAddresses, linkNames, makeNetns, uniqueName } from '../lib/netns'
+import { ip, linkAddresses, linkNames, makeNetns, sh, uniqueName } from '../lib/netns'
 
 const sessions = new NetlinkSessions()
 t.teardown(() => sessions.closeAll())
@@ -198,4 +198,33 @@ t.test('LinkReaper deletes concurrent requests in batches, leaves other links al
   t.same(results, [...Array<boolean>(12).fill(true), false, false], 'twelve deleted, a missing link and a missing netns resolve false')
   t.same(linkNames(a.name).sort(), ['keep0', 'keep1', 'lo'], 'only the links asked for are gone')
   t.same(linkNames(b.name), ['lo'], 'their peers went with them')
+})
+
+t.test('a dump interrupted by concurrent changes is run again and comes back consistent', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const a = makeNetns(t)
+  await createVeth(sessions, { name: 'dm0', peer: { name: 'dm1' } }, a.path)
+  // 2,000 addresses: the dump spans many reads, so a change between two reads flags it interrupted.
+  sh('ip', ['-n', a.name, '-b', '-'], { input: Array.from({ length: 2000 }, (_, i) => `addr add 10.77.${i >> 8}.${i & 255}/32 dev dm0`).join('\n') })
+  const churn = spawn('sh', ['-c', `while :; do ip -n ${a.name} addr add 192.0.2.1/32 dev dm1; ip -n ${a.name} addr del 192.0.2.1/32 dev dm1; sleep 0.02; done`], { stdio: 'ignore', detached: true })
+  const stop = (): void => {
+    try {
+      process.kill(-(churn.pid as number), 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  }
+  t.teardown(stop)
+  const h = sessions.forNetns(a.path)
+  const before = h.dumpRetries
+  let dumps = 0
+  let inconsistent = 0
+  while (h.dumpRetries === before && dumps < 400) {
+    const got = (await listAddresses(h, 'dm0')).filter((x) => x.cidr.startsWith('10.77.'))
+    if (got.length !== 2000 || new Set(got.map((x) => x.cidr)).size !== 2000) inconsistent++
+    dumps++
+  }
+  stop()
+  t.ok(h.dumpRetries > before, `the kernel flagged a dump interrupted and it was run again (${h.dumpRetries - before} retries in ${dumps} dumps)`)
+  t.equal(inconsistent, 0, 'every dump returned exactly the 2,000 addresses')
 })
