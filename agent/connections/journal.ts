@@ -15,23 +15,17 @@
 // harmless (each op sets or removes one id's latest value); zeroing runs from the start of the file, so
 // a crash while zeroing leaves at most a suffix that is never read.
 import { open, readFile, type FileHandle } from 'node:fs/promises'
-import { writeFileAtomic } from '../registry/atomic-file.js'
+import { CoalescedWrites, readJsonFile, writeFileAtomic } from '../registry/atomic-file.js'
 
 export type JournalOp<E> = { op: 'put'; id: string; entry: E } | { op: 'del'; id: string }
 
 /** Journal file size, written once with zeros. */
 const SEGMENT = 8 * 1024 * 1024
 
-interface Waiter {
-  resolve: () => void
-  reject: (err: unknown) => void
-}
-
 export class Journal<E> {
   private fh: FileHandle | undefined
   private pending: string[] = []
-  private waiters: Waiter[] = []
-  private writing = false
+  private readonly writes = new CoalescedWrites(() => this.write())
   /** End of the valid content in the journal file. */
   private offset = 0
   private compactRequested = false
@@ -47,7 +41,7 @@ export class Journal<E> {
 
   /** The snapshot (undefined when absent) and the journal's ops in order. */
   async load(): Promise<{ snapshot: unknown; ops: Array<JournalOp<E>> }> {
-    const snapshot = await readJson(this.path)
+    const snapshot = await readJsonFile(this.path)
     let raw = Buffer.alloc(0)
     try {
       raw = await readFile(this.journalPath)
@@ -109,62 +103,31 @@ export class Journal<E> {
   }
 
   private kick(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.waiters.push({ resolve, reject })
-      // run() settles every waiter itself and never rejects.
-      void this.run()
-    })
+    return this.writes.request()
   }
 
-  private async run(): Promise<void> {
-    if (this.writing) return
-    this.writing = true
-    try {
-      while (this.waiters.length > 0) {
-        const batch = this.pending.splice(0)
-        const waiters = this.waiters.splice(0)
-        try {
-          let data = Buffer.from(batch.join(''))
-          if (this.compactRequested || this.offset + data.length > SEGMENT) {
-            // The snapshot already holds the effects of the batch: the batch needs no journal line.
-            this.compactRequested = false
-            data = Buffer.alloc(0)
-            await writeFileAtomic(this.path, JSON.stringify(this.snapshot()))
-            const fh = await this.handle()
-            if (this.offset > 0) {
-              await fh.write(Buffer.alloc(this.offset), 0, this.offset, 0)
-              await fh.datasync()
-            }
-            this.offset = 0
-          }
-          if (data.length > 0) {
-            const fh = await this.handle()
-            await fh.write(data, 0, data.length, this.offset)
-            await fh.datasync()
-            this.offset += data.length
-          }
-          for (const w of waiters) w.resolve()
-        } catch (err) {
-          for (const w of waiters) w.reject(err)
-        }
+  /** One physical write: the pending lines, or a compaction when asked for or when the file is full. */
+  private async write(): Promise<void> {
+    const batch = this.pending.splice(0)
+    let data = Buffer.from(batch.join(''))
+    if (this.compactRequested || this.offset + data.length > SEGMENT) {
+      // The snapshot already holds the effects of the batch: the batch needs no journal line.
+      this.compactRequested = false
+      data = Buffer.alloc(0)
+      await writeFileAtomic(this.path, JSON.stringify(this.snapshot()))
+      const fh = await this.handle()
+      if (this.offset > 0) {
+        await fh.write(Buffer.alloc(this.offset), 0, this.offset, 0)
+        await fh.datasync()
       }
-    } finally {
-      this.writing = false
+      this.offset = 0
+    }
+    if (data.length > 0) {
+      const fh = await this.handle()
+      await fh.write(data, 0, data.length, this.offset)
+      await fh.datasync()
+      this.offset += data.length
     }
   }
 }
 
-async function readJson(path: string): Promise<unknown> {
-  let text: string
-  try {
-    text = await readFile(path, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-  try {
-    return JSON.parse(text) as unknown
-  } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`, { cause: err })
-  }
-}

@@ -42,49 +42,33 @@ interface Waiter {
   reject: (err: unknown) => void
 }
 
-export class AtomicJsonFile<T> {
+/**
+ * Serial, coalesced writes: `request()` resolves once a run of `write` that started after the call
+ * has finished (or rejects with its error). Callers arriving while a write is in flight share the next
+ * one, so N concurrent requests cost at most two writes. `write` reads the state to persist when it runs.
+ */
+export class CoalescedWrites {
   private readonly waiters: Waiter[] = []
   private writing = false
 
-  constructor(
-    readonly path: string,
-    /** Produces the snapshot to write; called once per physical write, after the callers' mutations. */
-    private readonly snapshot: () => T,
-  ) {}
+  constructor(private readonly write: () => Promise<void>) {}
 
-  /** The stored value, or undefined when the file does not exist. Throws on unparsable content. */
-  async read(): Promise<unknown> {
-    let text: string
-    try {
-      text = await readFile(this.path, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw err
-    }
-    try {
-      return JSON.parse(text) as unknown
-    } catch (err) {
-      throw new Error(`${this.path}: not valid JSON (${(err as Error).message})`, { cause: err })
-    }
-  }
-
-  /** Resolves when a snapshot taken after this call is durable on disk. */
-  save(): Promise<void> {
+  request(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject })
-      // flush() settles every waiter itself and never rejects, so nothing floats unhandled.
-      void this.flush()
+      // run() settles every waiter itself and never rejects, so nothing floats unhandled.
+      void this.run()
     })
   }
 
-  private async flush(): Promise<void> {
+  private async run(): Promise<void> {
     if (this.writing) return
     this.writing = true
     try {
       while (this.waiters.length > 0) {
         const batch = this.waiters.splice(0)
         try {
-          await writeFileAtomic(this.path, JSON.stringify(this.snapshot()))
+          await this.write()
           for (const w of batch) w.resolve()
         } catch (err) {
           for (const w of batch) w.reject(err)
@@ -93,5 +77,43 @@ export class AtomicJsonFile<T> {
     } finally {
       this.writing = false
     }
+  }
+}
+
+/** A JSON file's value, or undefined when the file does not exist. Throws on unparsable content. */
+export async function readJsonFile(path: string): Promise<unknown> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+  try {
+    return JSON.parse(text) as unknown
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})`, { cause: err })
+  }
+}
+
+export class AtomicJsonFile<T> {
+  private readonly writes: CoalescedWrites
+
+  constructor(
+    readonly path: string,
+    /** Produces the snapshot to write; called once per physical write, after the callers' mutations. */
+    private readonly snapshot: () => T,
+  ) {
+    this.writes = new CoalescedWrites(() => writeFileAtomic(this.path, JSON.stringify(this.snapshot())))
+  }
+
+  /** The stored value, or undefined when the file does not exist. Throws on unparsable content. */
+  read(): Promise<unknown> {
+    return readJsonFile(this.path)
+  }
+
+  /** Resolves when a snapshot taken after this call is durable on disk. */
+  save(): Promise<void> {
+    return this.writes.request()
   }
 }
