@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { State } from '../../proto/gen/networkservice/connection.js'
 import { KernelError } from '../../pkg/errors.js'
-import { buildCrossConnect, getLink, LinkReaper, removeCrossConnect, writeSysctl, type NetlinkSessions } from '../../pkg/netlink/index.js'
+import { buildCrossConnect, getLink, removeCrossConnect, writeSysctl, type LinkReaper, type NetlinkSessions } from '../../pkg/netlink/index.js'
 import { AgentError } from '../server/agent-error.js'
 import { withUndo, type Element } from './chain.js'
 import type { DatapathRecord, EndpointInfo } from './types.js'
@@ -24,7 +24,7 @@ export interface KernelMechanismOptions {
   endpointAt(netns: string): EndpointInfo | undefined
   onUndoError(err: unknown): void
   /** Batches the deletions of Close (one kernel grace period for many veths). */
-  reaper?: LinkReaper
+  reaper: LinkReaper
 }
 
 /**
@@ -137,10 +137,6 @@ export function kernelMechanism(opts: KernelMechanismOptions): Element {
       async close(cl) {
         await next.close(cl)
         if (cl.record === undefined) return
-        if (opts.reaper === undefined) {
-          await removeCrossConnect(opts.sessions, ends(cl.record))
-          return
-        }
         // The endpoint side first: many connections share an endpoint's netns, so its deletions batch.
         const { client, endpoint } = ends(cl.record)
         if (!(await opts.reaper.delete(endpoint.netns, endpoint.ifname))) await opts.reaper.delete(client.netns, client.ifname)
