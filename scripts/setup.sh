@@ -16,7 +16,8 @@ if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  # With recommends, as tested here (podman recommends slirp4netns, uidmap, fuse-overlayfs, catatonit).
+  apt-get install -y -qq $missing >/dev/null
 fi
 
 # npm ci when node_modules is missing or older than the lockfile.
