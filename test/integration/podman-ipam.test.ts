@@ -4,46 +4,22 @@
 // Nothing global is touched: containers.conf comes from a temp file through CONTAINERS_CONF, the network
 // config dir, podman's storage (--root/--runroot), the rootfs (busybox) and nsm-ipam's dataDir are temp
 // directories removed at teardown, after every container of this storage is removed.
-import { execFile } from 'node:child_process'
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { stageNsmIpam } from '../conformance/exec'
 import { RUN } from '../lib/netns'
+import { podmanSandbox } from '../lib/podman'
 
-const run = promisify(execFile)
 
 const binDir = await stageNsmIpam(t)
-const base = mkdtempSync(join(tmpdir(), 'nsm-podman-'))
 const net = `nsmpod${RUN}`
-const dirs = { conf: join(base, 'net.d'), root: join(base, 'root'), runroot: join(base, 'runroot'), rootfs: join(base, 'rootfs'), data: join(base, 'ipam') }
-for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true })
-mkdirSync(join(dirs.rootfs, 'bin'))
-copyFileSync('/bin/busybox', join(dirs.rootfs, 'bin', 'busybox'))
-for (const app of ['sh', 'ip', 'sleep']) symlinkSync('busybox', join(dirs.rootfs, 'bin', app))
-writeFileSync(
-  join(base, 'containers.conf'),
-  `[network]\nnetwork_backend = "cni"\ncni_plugin_dirs = ["/usr/lib/cni", "${binDir}"]\nnetwork_config_dir = "${dirs.conf}"\n`,
-)
+const box = podmanSandbox(t, { pluginDirs: [binDir], applets: ['sh', 'ip', 'sleep'], prefix: 'nsm-podman-' })
+const { podman, limits } = box
+const dirs = { rootfs: box.rootfs, data: join(box.base, 'ipam') }
+mkdirSync(dirs.data)
 const subnet = '10.214.60.0/24'
-writeFileSync(
-  join(dirs.conf, `${net}.conflist`),
-  JSON.stringify({ cniVersion: '1.0.0', name: net, plugins: [{ type: 'ptp', ipam: { type: 'nsm-ipam', subnet, dataDir: dirs.data } }] }),
-)
-
-const podman = (...args: string[]) =>
-  run('podman', ['--root', dirs.root, '--runroot', dirs.runroot, '--runtime', 'runc', '--cgroup-manager=cgroupfs', ...args], {
-    env: { ...process.env, CONTAINERS_CONF: join(base, 'containers.conf') },
-    timeout: 60_000,
-  })
-const limits = ['--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024']
-
-t.teardown(async () => {
-  await podman('rm', '-a', '-f', '-t', '0').catch(() => undefined)
-  rmSync(base, { recursive: true, force: true })
-})
+box.network(net, [{ type: 'ptp', ipam: { type: 'nsm-ipam', subnet, dataDir: dirs.data } }])
 
 /** The reservations in nsm-ipam's store for this network: address -> container id. */
 function reservations(): Map<string, string> {

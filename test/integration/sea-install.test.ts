@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { ensureSea } from '../lib/sea'
 import { linkAddresses, makeNetns, uniqueName } from '../lib/netns'
 
 const ROOT = join(import.meta.dirname, '../..')
@@ -14,17 +15,6 @@ const INSTALLER = join(ROOT, 'deploy/install-cni.sh')
 const NO_NODE_PATH = '/nonexistent'
 const PTP = '/usr/lib/cni/ptp'
 
-/** dist/sea/<name>, built (or found fresh) by scripts/sea.mjs; the bundle is built first if missing. */
-function ensureSea(name: string): string {
-  if (!existsSync(join(ROOT, 'dist', name))) {
-    const b = spawnSync(process.execPath, ['build.mjs', name], { cwd: ROOT, encoding: 'utf8' })
-    if (b.status !== 0) throw new Error(`node build.mjs ${name}: ${b.stderr}`)
-  }
-  const r = spawnSync(process.execPath, ['scripts/sea.mjs', name], { cwd: ROOT, encoding: 'utf8' })
-  const exe = join(ROOT, 'dist/sea', name)
-  if (r.status !== 0 || !existsSync(exe)) throw new Error(`node scripts/sea.mjs ${name} (exit ${r.status}): ${r.stderr}`)
-  return exe
-}
 
 // nsm-ipam always; nsm once its bundle exists (a colleague is writing it).
 const plugins = ['nsm-ipam', ...(existsSync(join(ROOT, 'dist/nsm')) ? ['nsm'] : [])]

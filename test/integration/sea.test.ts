@@ -11,22 +11,12 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t from 'tap'
+import { ensureSea } from '../lib/sea'
 import { makeNetns, uniqueName } from '../lib/netns'
 
 const ROOT = join(import.meta.dirname, '../..')
 const NO_NODE_PATH = '/nonexistent'
 
-/** dist/sea/<name>, built (or found fresh) by scripts/sea.mjs; the bundle is built first if missing. */
-function ensureSea(name: string): string {
-  if (!existsSync(join(ROOT, 'dist', name))) {
-    const b = spawnSync(process.execPath, ['build.mjs', name], { cwd: ROOT, encoding: 'utf8' })
-    if (b.status !== 0) throw new Error(`node build.mjs ${name}: ${b.stderr}`)
-  }
-  const r = spawnSync(process.execPath, ['scripts/sea.mjs', name], { cwd: ROOT, encoding: 'utf8' })
-  const exe = join(ROOT, 'dist/sea', name)
-  if (r.status !== 0 || !existsSync(exe)) throw new Error(`node scripts/sea.mjs ${name} (exit ${r.status}): ${r.stderr}`)
-  return exe
-}
 
 interface Outcome { status: number | null; stdout: string; stderr: string }
 
