@@ -1,14 +1,14 @@
 // A minimal HTTP/2 client (cleartext, prior knowledge) over the agent's unix socket, for unary gRPC
 // calls from the plugin. Why not node:http2: loading it costs ~12 ms of CPU per exec (measured here,
 // `node -e "require('node:http2')"` vs `node -e 0`), a third of a whole `node -e 0`, and the plugin's
-// ADD budget is 1.3 × `node -e 0` (BENCHMARKS.md). node:net costs ~2 ms.
+// ADD budget is 1.3 × `node -e 0` (BENCHMARKS.md). The socket is unix-stream.ts (not node:net either).
 //
 // What it does: the connection preface and SETTINGS (header table size 0, no push, large windows so the
 // server never waits for a WINDOW_UPDATE), SETTINGS and PING acknowledgements, one stream per request
 // (HEADERS + DATA with END_STREAM), response HEADERS / CONTINUATION / DATA / trailers, RST_STREAM and
 // GOAWAY. HPACK in hpack.ts. What it does not: TLS, server push, priorities, sending more than the
 // server's initial window (our requests are a few hundred bytes; the call is refused beyond 64 KiB).
-import { connect, type Socket } from 'node:net'
+import { connectUnix, type ByteStream } from './unix-stream'
 import { encodeHeaders, HpackDecoder } from './hpack'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
@@ -69,7 +69,7 @@ function settings(pairs: Array<[number, number]>): Buffer {
 }
 
 export class H2Connection {
-  private sock: Socket | undefined
+  private sock: ByteStream | undefined
   private nextId = 1
   private readonly streams = new Map<number, Stream>()
   private buf: Buffer = Buffer.alloc(0)
@@ -80,19 +80,19 @@ export class H2Connection {
 
   constructor(readonly path: string) {}
 
-  private open(): Socket {
+  private open(): ByteStream {
     if (this.sock !== undefined) return this.sock
-    const s = connect(this.path)
-    s.on('data', (d: Buffer) => {
-      try {
-        this.onData(d)
-      } catch (err) {
-        this.fail(new H2Error(`http2: ${(err as Error).message}`, undefined, { cause: err }))
-        s.destroy()
-      }
+    const s = connectUnix(this.path, {
+      data: (d) => {
+        try {
+          this.onData(d)
+        } catch (err) {
+          this.fail(new H2Error(`http2: ${(err as Error).message}`, undefined, { cause: err }))
+          s.close()
+        }
+      },
+      error: (message, errno) => this.fail(new H2Error(message, errno)),
     })
-    s.on('error', (err: NodeJS.ErrnoException) => this.fail(new H2Error(err.message, err.code ?? 'EIO', { cause: err })))
-    s.on('close', () => this.fail(new H2Error('the agent closed the connection')))
     // SETTINGS: HEADER_TABLE_SIZE 0, ENABLE_PUSH 0, INITIAL_WINDOW_SIZE max; the connection window too.
     s.write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0, settings([[1, 0], [2, 0], [4, MAX_WINDOW]])), frame(T.WINDOW_UPDATE, 0, 0, u32(MAX_WINDOW - DEFAULT_WINDOW))]))
     this.sock = s
@@ -142,7 +142,7 @@ export class H2Connection {
 
   close(): void {
     this.dead ??= new H2Error('connection closed by the client')
-    this.sock?.destroy()
+    this.sock?.close()
     this.sock = undefined
   }
 
