@@ -5,6 +5,10 @@
 // addon (.node), koffi or netlink. The agent and nsmctl keep the native packages external
 // (installed dependencies next to dist/).
 //
+// The CNI plugins are shipped with V8's code cache of their bundle, made by a training run of real calls
+// (scripts/code-cache.mjs: why, and how the loader in dist/nsm uses it). Training nsm needs root and the
+// agent (dist/nsm-agent, dist/nsmctl); it is skipped while the bundle and Node are unchanged.
+//
 //   node build.mjs [name ...]          bundles all binaries, or the named ones
 //   node build.mjs --sea [name ...]    also makes self-contained executables dist/sea/nsm and dist/sea/nsm-ipam
 //                                      (Node single executable applications, for hosts without Node.js:
@@ -14,6 +18,8 @@
 import * as esbuild from 'esbuild'
 import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { compose, reusableCache, trainCache, wrapSource } from './scripts/code-cache.mjs'
 
 const NATIVE = ['netlink', 'koffi']
 
@@ -45,6 +51,16 @@ mkdirSync('dist', { recursive: true })
 // The bundles are CommonJS files without an extension: inside this "type": "module" package Node would
 // load them as ES modules ("require is not defined"), so dist/ declares itself CommonJS.
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n')
+/** Writes beside the target and renames over it (see below). */
+function writeAtomically(target, text) {
+  const tmp = `${target}.tmp-${process.pid}`
+  writeFileSync(tmp, text, { mode: 0o755 })
+  chmodSync(tmp, 0o755)
+  renameSync(tmp, target)
+}
+
+/** Lean plugins whose code cache is still to be trained: name → wrapped source. */
+const untrained = new Map()
 for (const b of binaries) {
   if (only.length > 0 && !only.includes(b.name)) continue
   if (!existsSync(b.entry)) {
@@ -54,11 +70,9 @@ for (const b of binaries) {
   // Written beside the target and renamed over it: a plugin exec'd while a build runs (tests, a
   // colleague's rebuild) sees the old file or the new one, never a missing or half-written one.
   const target = `dist/${b.name}`
-  const outfile = `${target}.tmp-${process.pid}`
-  rmSync(outfile, { force: true })
-  await esbuild.build({
+  const result = await esbuild.build({
     entryPoints: [b.entry],
-    outfile,
+    write: false,
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -72,8 +86,21 @@ for (const b of binaries) {
     plugins: b.lean ? [forbidNative] : [],
     logLevel: 'warning',
   })
-  chmodSync(outfile, 0o755)
-  renameSync(outfile, target)
+  const bundle = result.outputFiles[0].text
+  if (!b.lean) {
+    writeAtomically(target, bundle)
+    continue
+  }
+  const source = wrapSource(bundle)
+  const cache = reusableCache(target, source)
+  writeAtomically(target, compose(b.name, source, cache))
+  if (cache === undefined) untrained.set(b.name, source)
+}
+// After every bundle is written: training nsm runs dist/nsm-agent and dist/nsmctl.
+for (const [name, source] of untrained) {
+  const target = `dist/${name}`
+  const cache = await trainCache(name, source, resolve(target), resolve('dist'))
+  if (cache !== undefined) writeAtomically(target, compose(name, source, cache))
 }
 
 if (sea) {

@@ -6,7 +6,9 @@
 //                                        code cache in the blob (experiments: bench/sea.ts compares the two)
 //
 // For each bundle that exists (dist/nsm may not yet): `node --experimental-sea-config` makes the blob
-// (the bundle as main script, no "experimental" warning: stdout/stderr carry the CNI protocol), a copy of
+// (a small loader as main script, the plugin's SOURCE and its trained V8 code cache from dist/<name> as
+// the assets `source` and `cache`: scripts/code-cache.mjs; no "experimental" warning: stdout/stderr carry
+// the CNI protocol), a copy of
 // the running `node` gets the blob injected by postject and its fuse flipped, and the result must answer
 // CNI VERSION with an empty environment before it is renamed into dist/sea/<name>. A bundle is pure
 // CommonJS with built-ins only, so the SEA's `require` (built-ins only) is enough.
@@ -24,6 +26,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSyn
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { composeSeaMain, extract } from './code-cache.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 let DIST = join(ROOT, 'dist')
@@ -57,6 +60,7 @@ function keyOf(bundle) {
   const postjectVersion = JSON.parse(readFileSync(join(dirname(postjectCli()), '../package.json'), 'utf8')).version
   return createHash('sha256')
     .update(bundle)
+    .update(composeSeaMain('key'))
     .update(JSON.stringify({ node: process.execPath, version: process.version, size: node.size, mtime: node.mtimeMs, postjectVersion, SEA_OPTIONS }))
     .digest('hex')
 }
@@ -113,8 +117,18 @@ async function buildOne(name, bundle, key, exe, keyFile) {
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work)
   try {
-    writeFileSync(join(work, 'main.js'), bundle)
-    writeFileSync(join(work, 'sea-config.json'), JSON.stringify({ main: join(work, 'main.js'), output: join(work, 'blob'), ...SEA_OPTIONS }))
+    // The plugin and its code cache are assets; the main script is a loader (scripts/code-cache.mjs).
+    const { source, cache, node } = extract(bundle.toString('utf8'))
+    const assets = { source: join(work, 'source.js') }
+    writeFileSync(assets.source, source)
+    if (cache.length > 0 && node === process.version) {
+      assets.cache = join(work, 'cache.bin')
+      writeFileSync(assets.cache, cache)
+    } else if (cache.length > 0) {
+      say(`${name}: the code cache in ${DIST}/${name} is from Node ${node}, this is ${process.version}: built without it`)
+    }
+    writeFileSync(join(work, 'main.js'), composeSeaMain(name))
+    writeFileSync(join(work, 'sea-config.json'), JSON.stringify({ main: join(work, 'main.js'), output: join(work, 'blob'), assets, ...SEA_OPTIONS }))
     const blob = spawnSync(process.execPath, ['--experimental-sea-config', join(work, 'sea-config.json')], { encoding: 'utf8' })
     if (blob.status !== 0) throw new Error(`${name}: node --experimental-sea-config failed: ${blob.stderr}`)
     const tmpExe = join(work, name)

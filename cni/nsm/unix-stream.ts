@@ -182,7 +182,17 @@ export function connectRaw(b: RawBindings, path: string, sink: StreamSink): Byte
   }
 }
 
-/** node:net, loaded only when this is called (a dynamic import: `require` does not exist under ESM tests). */
+/**
+ * node:net on demand. The bundle is CommonJS run through vm.Script (scripts/code-cache.mjs), where a
+ * dynamic import() has no loader to go to, so it uses `require`; under the ESM test runner there is no
+ * `require`, and import() works.
+ */
+function loadNet(): Promise<typeof import('node:net')> {
+  if (typeof require === 'function') return Promise.resolve(require('node:net') as typeof import('node:net'))
+  return import('node:net')
+}
+
+/** node:net, loaded only when this is called. */
 export function connectNet(path: string, sink: StreamSink): ByteStream {
   let s: import('node:net').Socket | undefined
   let queued: Buffer[] = []
@@ -193,7 +203,7 @@ export function connectNet(path: string, sink: StreamSink): ByteStream {
     s?.destroy()
     sink.error(message, errno)
   }
-  import('node:net').then(
+  loadNet().then(
     (net) => {
       if (done) return
       const sock = net.connect(path)

@@ -1,6 +1,6 @@
 // The CNI binaries stay lean (issue 2): dist/nsm and dist/nsm-ipam are single files that run from a
 // directory with no node_modules anywhere above it, so they cannot load a package or a native addon;
-// their text names no native module. The agent keeps netlink and koffi external.
+// their code (the SOURCE the loader compiles) names no native module. The agent keeps netlink and koffi external.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -13,9 +13,15 @@ for (const name of ['nsm', 'nsm-ipam']) {
   t.test(`dist/${name} is one self-sufficient file with no native addon`, async (t) => {
     const bin = join(ROOT, 'dist', name)
     t.ok(existsSync(bin), `${bin} exists (npm run build)`)
-    const text = readFileSync(bin, 'utf8')
-    t.ok(text.startsWith('#!/usr/bin/env node'), 'has a node shebang')
-    for (const native of ['koffi', 'netlink', '.node"', '@grpc/grpc-js']) {
+    const file = readFileSync(bin, 'utf8')
+    t.ok(file.startsWith('#!/usr/bin/env node'), 'has a node shebang')
+    t.notOk(/[^\x00-\x7f]/.test(file), 'is pure ASCII (read and scanned as one-byte text)')
+    // The plugin's code is the SOURCE literal the loader compiles (scripts/code-cache.mjs).
+    const literal = /\nconst SOURCE = (".*");\n/.exec(file)?.[1]
+    t.ok(literal, 'carries its bundle as SOURCE')
+    const text = JSON.parse(literal ?? '""') as string
+    t.match(text, /^\(function \(exports, require, module, __filename, __dirname\) \{/)
+    for (const native of ['koffi', 'netlink', '.node"', '@grpc/grpc-js', 'node:http2']) {
       t.notOk(new RegExp(`require\\(["'][^"']*${native.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`).test(text), `does not require ${native}`)
     }
     const dir = mkdtempSync(join(tmpdir(), 'nsm-bundle-'))
