@@ -1,8 +1,10 @@
 // agent/pipeline: the request pipeline, declared as one list (CONVENTIONS 1), and the dataplane the
 // agent's main plugs into its server: handler, CHECK, healing and restart reconciliation.
 //
-//   validate → select → ipam (point-to-point) → mechanism (KERNEL, local veth) → persist
+//   attach-once → validate → select → ipam (point-to-point) → mechanism (KERNEL, local veth) → persist
 //
+// attach-once refuses a CNI ADD's Request (`nsmcni-add` metadata) for an attachment or connection id that
+// exists already (106); it is first so such a create costs nothing and is never answered as a refresh.
 // Monitor events come from the connection table, which persist writes.
 import { RoundRobin } from '../select/index.js'
 import type { Registry } from '../registry/registry.js'
@@ -11,6 +13,7 @@ import type { Logger } from '../server/log.js'
 import type { CheckProblem } from '../../proto/gen/nsmcni/nsmcni.js'
 import { LinkReaper, NetlinkSessions, getLink, listAddresses } from '../../pkg/netlink/index.js'
 import { NetnsAllowlist } from '../../pkg/netns.js'
+import { attachOnce } from './attach-once.js'
 import { buildChain, type Element } from './chain.js'
 import { endpointInfo } from './endpoints.js'
 import { pipelineHandler, type PipelineHandler } from './handler.js'
@@ -64,6 +67,10 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
   let healer: Healer | undefined
 
   const elements: Element[] = [
+    attachOnce({
+      connection: (id) => o.table.get(id),
+      connectionsOf: (a) => o.table.byAttachment(a.network, a.containerId, a.ifname),
+    }),
     validate({ allowlist, recordOf: (id) => records.record(id) }),
     select({
       service: (name) => o.registry.service(name),

@@ -19,6 +19,7 @@ export type AgentErrorCode =
   | 'INVALID_ARGUMENT' // a request field is missing or malformed (`field` names it)
   | 'NOT_FOUND' // the connection, endpoint, service or pod does not exist
   | 'ALREADY_EXISTS'
+  | 'ALREADY_ATTACHED' // an ADD's Request for a CNI attachment (or connection id) that exists already (CNI 106)
   | 'NO_ENDPOINT' // selection found no endpoint for the service (CNI 101)
   | 'POOL_EXHAUSTED' // no free address in the endpoint's pools (CNI 102)
   | 'BAD_NETNS' // a netns path is missing, not a netns, or outside the allowlist (CNI 103)
@@ -33,6 +34,7 @@ export const GRPC_STATUS: Record<AgentErrorCode, Status> = {
   INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
   NOT_FOUND: Status.NOT_FOUND,
   ALREADY_EXISTS: Status.ALREADY_EXISTS,
+  ALREADY_ATTACHED: Status.ALREADY_EXISTS,
   NO_ENDPOINT: Status.NOT_FOUND,
   POOL_EXHAUSTED: Status.RESOURCE_EXHAUSTED,
   BAD_NETNS: Status.INVALID_ARGUMENT,
@@ -52,6 +54,7 @@ const CNI_CODE: Partial<Record<AgentErrorCode, number>> = {
   BAD_NETNS: 103,
   MECHANISM_NOT_SUPPORTED: 104,
   UNAVAILABLE: 100,
+  ALREADY_ATTACHED: 106,
 }
 
 export class AgentError extends Error {
@@ -68,6 +71,11 @@ export class AgentError extends Error {
 
   static invalid(field: string, message: string): AgentError {
     return new AgentError('INVALID_ARGUMENT', `${field}: ${message}`, { field })
+  }
+
+  /** An ADD's Request refused: the attachment already has (or is getting) these connections. */
+  static alreadyAttached(a: AttachmentName, connectionIds: readonly string[], note?: string): AgentError {
+    return new AgentError('ALREADY_ATTACHED', alreadyAttachedMessage(a, connectionIds, note))
   }
 
   static is(err: unknown, code?: AgentErrorCode): err is AgentError {
@@ -102,6 +110,22 @@ function kernelCode(err: unknown): AgentErrorCode | undefined {
     default:
       return 'INTERNAL'
   }
+}
+
+/** The CNI attachment as messages name it (network, CNI_CONTAINERID, CNI_IFNAME). */
+export interface AttachmentName {
+  network: string
+  containerId: string
+  ifname: string
+}
+
+/**
+ * The one wording of "a second ADD of this attachment" (CNI 106), shared by the agent's refusal and the
+ * plugin's own check (endpoint pods): the attachment, the connections it has, what to do.
+ */
+export function alreadyAttachedMessage(a: AttachmentName, connectionIds: readonly string[], note?: string): string {
+  const conns = `connections ${connectionIds.join(', ')}${note === undefined ? '' : ` ${note}`}`
+  return `container ${a.containerId} interface ${a.ifname} is already attached to network ${a.network} (${conns}): DEL it first`
 }
 
 export const ERROR_CODE_KEY = 'nsmcni-error'

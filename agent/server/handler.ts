@@ -28,6 +28,21 @@ export const ATTACHMENT_METADATA = {
   netns: 'nsmcni-netns',
 } as const
 
+/**
+ * The metadata key the CNI plugin sets on the Requests of an ADD (with the four attachment keys): `first`
+ * on its first Request, `next` on the later ones of the same ADD (chained mode: one per interface). Such
+ * a Request creates, it never refreshes; a second ADD of the attachment is refused with ALREADY_ATTACHED
+ * (agent/pipeline/attach-once.ts). NSM clients refreshing a connection send no such key.
+ */
+export const ADD_METADATA = {
+  key: 'nsmcni-add',
+  first: 'first',
+  next: 'next',
+} as const
+
+/** Which Request of an ADD a Request is (the `nsmcni-add` value). */
+export type AddPhase = typeof ADD_METADATA.first | typeof ADD_METADATA.next
+
 export interface CallContext {
   /** Aborted when the client cancels, the deadline passes, or the agent shuts down. */
   readonly signal: AbortSignal

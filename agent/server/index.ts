@@ -2,9 +2,11 @@
 export { AgentError, GrpcStatus, cniCodeFor, parseStatusMessage, type AgentErrorCode } from './agent-error.js'
 export { toServiceError } from './grpc-status.js'
 export {
+  ADD_METADATA,
   ATTACHMENT_METADATA,
   attachmentFrom,
   recordOnlyHandler,
+  type AddPhase,
   type AttachmentInfo,
   type CallContext,
   type NetworkServiceHandler,

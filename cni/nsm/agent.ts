@@ -1,15 +1,18 @@
 // The plugin's side of the agent: one GrpcUnaryClient per call (grpc.ts: gRPC over the plugin's own small
 // HTTP/2 client on the unix socket; neither grpc-js nor node:http2, for start-up cost), the `nsmcni-*`
-// attachment metadata on Request/Close, and the one mapping of agent failures to CNI errors (DESIGN §11):
-// unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102, BAD_NETNS 103,
-// MECHANISM_NOT_SUPPORTED 104, INVALID_ARGUMENT 7 (the agent names the field), a deadline or any other
-// agent failure 11 (try again later). The agent's message is kept; the original error is the cause.
+// attachment metadata on Request/Close (plus `nsmcni-add: first|next` on an ADD's Requests, so the agent
+// refuses a second ADD of the attachment itself), and the one mapping of agent failures to CNI errors
+// (DESIGN §11): unreachable → 100 naming the socket, NO_ENDPOINT 101, POOL_EXHAUSTED 102, BAD_NETNS 103,
+// MECHANISM_NOT_SUPPORTED 104, ALREADY_ATTACHED 106 (the agent's message as it is: it names the
+// attachment and its connections), INVALID_ARGUMENT 7 (the agent names the field), a deadline or any
+// other agent failure 11 (try again later). The agent's message is kept; the original error is the cause.
 import { AgentCallError, GrpcUnaryClient } from './grpc'
-import { ATTACHMENT_METADATA } from '../../agent/server/handler'
+import { ADD_METADATA, ATTACHMENT_METADATA, type AddPhase } from '../../agent/server/handler'
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
 import type { Attachment, CheckResponse, EndpointRegistration, PodInfo, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
 import { methods } from './messages'
 import { CniCode, CniError } from '../protocol/index'
+import { NsmCode } from './codes'
 
 /** The CNI attachment the calls are made for (CNI_IFNAME, not the nsm interfaces: GC and CHECK key on it). */
 export interface AttachmentRef {
@@ -34,6 +37,7 @@ export function toCniError(err: unknown, what: string, socket: string): CniError
     const errno = (err.cause as { errno?: string } | undefined)?.errno ?? 'unreachable'
     return new CniError(CniCode.AgentUnreachable, `nsm agent unreachable at ${socket} (${errno}): is nsm-agent running? (${what})`, { cause: err })
   }
+  if (err.agentCode === 'ALREADY_ATTACHED') return new CniError(NsmCode.AttachmentExists, msg, { cause: err })
   if (err.cniCode === CniCode.AgentUnreachable) return new CniError(CniCode.AgentUnreachable, `nsm agent at ${socket}: ${msg} (${what})`, { cause: err })
   // 999: the agent gave no code that means something to a runtime (a deadline, an internal failure).
   const code = err.cniCode === 999 ? CniCode.TryAgainLater : err.cniCode
@@ -68,9 +72,14 @@ export class Agent {
     return { timeoutMs: this.timeoutMs, metadata: this.metadata(a) }
   }
 
-  /** Raw calls (GrpcCallError on failure): callers decide what a failure means for their command. */
-  request(connection: Connection, mechanism: Mechanism, a: AttachmentRef): Promise<Connection> {
-    return this.client.unary(methods.request, { connection, mechanismPreferences: [mechanism] }, this.opts(a))
+  /**
+   * Raw calls (AgentCallError on failure): callers decide what a failure means for their command.
+   * `request` is an ADD's create (`phase`): the agent refuses it (ALREADY_ATTACHED) when the attachment
+   * already has connections (`first`) or the id exists, and never treats it as a refresh.
+   */
+  request(connection: Connection, mechanism: Mechanism, a: AttachmentRef, phase: AddPhase): Promise<Connection> {
+    const metadata = { ...this.metadata(a), [ADD_METADATA.key]: phase }
+    return this.client.unary(methods.request, { connection, mechanismPreferences: [mechanism] }, { timeoutMs: this.timeoutMs, metadata })
   }
 
   async closeConnection(connection: Connection, a: AttachmentRef): Promise<void> {

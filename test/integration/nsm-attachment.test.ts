@@ -1,7 +1,8 @@
 // dist/nsm in attachment mode, exec'd as a runtime does, with the real agent and real namespaces: ADD
 // puts CNI_IFNAME into the pod netns with the endpoint's point-to-point address and routes, and a ping
 // reaches the endpoint; CHECK passes, and fails once the interface is gone; DEL removes everything and is
-// idempotent (twice, without CNI_NETNS, after the netns is gone); results in 0.3.1, 0.4.0, 1.0.0, 1.1.0;
+// idempotent (twice, without CNI_NETNS, after the netns is gone); a second ADD is 106 (the agent's answer
+// to the first Request) and leaves the first attachment as it was; results in 0.3.1, 0.4.0, 1.0.0, 1.1.0;
 // Multus-style CNI_ARGS with deviceID/runtimeConfig; services from args.cni and CNI_ARGS.
 import t from 'tap'
 import { ip, linkAddresses as allAddresses, linkNames, makeNetns, removeNetns, sh } from '../lib/netns'
@@ -68,10 +69,15 @@ t.test('CHECK fails (110) when the interface is gone; ADD twice fails (106) and 
   const conf = mesh.conf({ networkService: WEB })
   const res = resultOf(await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth1', stdin: conf }))
   t.teardown(() => mesh.cni({ command: 'DEL', containerId: id, netns: pod.path, ifname: 'eth1', stdin: conf }))
+  const mac = (): string | undefined => (JSON.parse(ip(pod.name, '-j', 'link', 'show', 'eth1')) as Array<{ address: string }>)[0]?.address
+  const before = { links: linkNames(pod.name), ep: linkNames(ep.name), mac: mac() }
   const twice = await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth1', stdin: conf })
   t.equal(twice.exitCode, 1)
   t.equal(twice.json?.code, 106, `second ADD: ${twice.stdout}`)
+  t.equal(twice.json?.msg, `container ${id} interface eth1 is already attached to network nsm-net (connections ${id}-eth1): DEL it first`)
   t.same(linkAddresses(pod.name, 'eth1'), [(res.ips as Array<{ address: string }>)[0]?.address], 'the first attachment is intact')
+  t.same({ links: linkNames(pod.name), ep: linkNames(ep.name), mac: mac() }, before, 'the same interface (not re-made) on both sides')
+  t.same(await mesh.connectionIds(), [`${id}-eth1`], 'the first ADD\'s connection is kept (the refused Request is not rolled back)')
   const ok = await mesh.cni({ command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth1', stdin: { ...conf, prevResult: res } })
   t.equal(ok.exitCode, 0, ok.stdout)
   const noPrev = await mesh.cni({ command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth1', stdin: { ...conf, prevResult: { ...res, ips: [] } } })

@@ -3,8 +3,9 @@
 // reverse). The pod's annotations (v1 and legacy forms, read by the agent from its pod-info directory)
 // name the services: eth0 is kept, nsm's interfaces are appended to the result with their addresses
 // (interface indexes past eth0) and routes, each reaches its endpoint, CHECK passes on the final result,
-// and DEL leaves no link, address, connection or host-local reservation. A pod without annotations gets
-// prevResult back unchanged; a bad annotation is 105 and a failure midway closes what was made.
+// and DEL leaves no link, address, connection or host-local reservation. A second ADD is 106 and changes
+// nothing; a pod without annotations gets prevResult back unchanged; a bad annotation is 105 and a
+// failure midway closes what was made.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -90,6 +91,35 @@ t.test('v1 and legacy annotations: eth0 kept, nsm-1 and eth2 appended, both reac
   t.equal(del.exitCode, 0, del.stdout)
   t.same(linkNames(pod.name).sort(), ['eth0', 'lo'], 'nsm\'s interfaces are gone, eth0 is ptp\'s to remove')
   t.same(linkNames(ep.name), ['lo'])
+  t.same(await mesh.connectionIds(), [])
+})
+
+t.test('a second ADD of the attachment is 106; the first ADD\'s connections, interfaces and addresses are untouched', async (t) => {
+  const pod = makeNetns(t, 'p')
+  const id = `twice-${pod.name}`
+  mesh.pod('default', 'twice', { annotations: { 'networkservicemesh.io': `kernel://${WEB}, kernel://${WEB}/eth2` } })
+  const args = k8sArgs('default', 'twice', id)
+  const prev = await ptpAdd(t, pod, id, args)
+  const res = resultOf(await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(prev) }))
+  t.teardown(() => mesh.cni({ command: 'DEL', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(res) }).then(() => undefined))
+  const snapshot = async () => ({
+    links: linkNames(pod.name).sort(),
+    addrs: ['nsm-1', 'eth2'].map((n) => linkAddresses(pod.name, n).filter((a) => !a.startsWith('fe80'))),
+    macs: ['nsm-1', 'eth2'].map((n) => (JSON.parse(ip(pod.name, '-j', 'link', 'show', n)) as Array<{ address: string }>)[0]?.address),
+    ep: linkNames(ep.name).sort(),
+    conns: await mesh.connectionIds(),
+  })
+  const before = await snapshot()
+  t.same(before.conns, [`${id}-eth2`, `${id}-nsm-1`])
+  const twice = await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(prev) })
+  t.equal(twice.exitCode, 1)
+  t.equal(twice.json?.code, 106, twice.stdout)
+  t.equal(twice.json?.msg, `container ${id} interface eth0 is already attached to network cluster (connections ${id}-nsm-1, ${id}-eth2): DEL it first`)
+  t.same(await snapshot(), before, 'nothing of the first ADD changed')
+  const check = await mesh.cni({ command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(res) })
+  t.equal(check.exitCode, 0, `CHECK of the first ADD's result still passes: ${check.stdout}`)
+  t.equal((await mesh.cni({ command: 'DEL', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(res) })).exitCode, 0)
+  t.same(linkNames(pod.name).sort(), ['eth0', 'lo'])
   t.same(await mesh.connectionIds(), [])
 })
 

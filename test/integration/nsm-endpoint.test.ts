@@ -1,7 +1,8 @@
 // Endpoint pods through dist/nsm: a pod annotated `endpoint.networkservicemesh.io` is registered with the
 // agent at ADD (its netns, pod + entry labels, cidr pool, offered routes, an expiry years away), a client
 // attached to the service reaches it and the prefix behind it, and DEL unregisters it, also when the pod
-// is no longer known to the agent (the name comes from the container id).
+// is no longer known to the agent (the name comes from the container id). An endpoint pod's second ADD is
+// 106 (the plugin's Check, before registering) and leaves the first ADD's registration alone.
 import t from 'tap'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { ip, linkNames, makeNetns, sh } from '../lib/netns'
@@ -92,5 +93,41 @@ t.test('an endpoint that is also a client (the seed\'s firewall): registered bef
   }
   t.same(await mesh.endpointNames(), ['vpn-gateway'], 'the firewall\'s registration is gone')
   t.same(await mesh.connectionIds(), [])
+  t.same(linkNames(gw.name), ['lo'])
+})
+
+t.test('an endpoint pod\'s second ADD is 106 before registering: the first ADD\'s registration and connection survive', async (t) => {
+  const gw = makeNetns(t, 'g')
+  await mesh.endpoint({ name: 'vpn-gw-twice', netns: gw.path, service: 'secure-intranet-connectivity', labels: { app: 'vpn-gateway' }, pools: ['172.31.10.0/24'] })
+  t.teardown(async () => {
+    await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'vpn-gw-twice' }).catch(() => undefined)
+  })
+  const fw = makeNetns(t, 'f')
+  mesh.pod('sec', 'fw-twice', {
+    labels: { app: 'firewall' },
+    annotations: {
+      'endpoint.networkservicemesh.io': 'secure-intranet-connectivity?app=firewall&cidr=172.31.11.0/24',
+      'ns.networkservicemesh.io': 'secure-intranet-connectivity/up0',
+    },
+  })
+  const id = `fw2-${fw.name}`
+  const call = { containerId: id, netns: fw.path, ifname: 'eth0', args: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=sec;K8S_POD_NAME=fw-twice' }
+  const stdin = { ...mesh.conf(), prevResult: { cniVersion: '1.1.0', interfaces: [], ips: [] } }
+  const res = resultOf(await mesh.cni({ ...call, command: 'ADD', stdin }))
+  t.teardown(() => mesh.cni({ ...call, command: 'DEL', stdin: { ...stdin, prevResult: res } }).then(() => undefined))
+  const registrations = async () => (await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })).endpoints.filter((e) => e.endpoint?.name.endsWith(`.cni-${id}`) === true)
+  const snapshot = async () => ({ regs: await registrations(), conns: await mesh.connectionIds(), links: linkNames(fw.name).sort(), gw: linkNames(gw.name).length })
+  const before = await snapshot()
+  t.equal(before.regs.length, 1, 'the firewall pod is registered as an endpoint')
+  t.same(before.conns, [`${id}-up0`])
+  const twice = await mesh.cni({ ...call, command: 'ADD', stdin })
+  t.equal(twice.json?.code, 106, twice.stdout)
+  t.equal(twice.json?.msg, `container ${id} interface eth0 is already attached to network nsm-net (connections ${id}-up0): DEL it first`)
+  t.same(await snapshot(), before, 'the registration (not re-made: same expiry), the connection and the links are as they were')
+  const del = await mesh.cni({ ...call, command: 'DEL', stdin: { ...stdin, prevResult: res } })
+  t.equal(del.exitCode, 0, del.stdout)
+  t.same(await registrations(), [], 'DEL unregisters it')
+  t.same(await mesh.connectionIds(), [])
+  t.same(linkNames(fw.name), ['lo'])
   t.same(linkNames(gw.name), ['lo'])
 })
