@@ -45,8 +45,12 @@ export class GrpcUnaryClient {
     ]
     const payload = method.encode(request)
     const body = Buffer.allocUnsafe(5 + payload.length)
-    body[0] = 0
-    body.writeUInt32BE(payload.length, 1)
+    const n = payload.length
+    body[0] = 0 // not compressed; then the length, big-endian (by hand: see h2c.ts frame())
+    body[1] = (n >>> 24) & 0xff
+    body[2] = (n >>> 16) & 0xff
+    body[3] = (n >>> 8) & 0xff
+    body[4] = n & 0xff
     body.set(payload, 5)
     this.conn ??= new H2Connection(this.socket)
     let res
@@ -72,7 +76,8 @@ export class GrpcUnaryClient {
       throw new AgentCallError(code, details === '' ? `${path}: gRPC status ${status ?? 'missing'}` : details, agentCode, agentCode === undefined ? 999 : cniCodeFor(agentCode), false)
     }
     const data = res.data
-    if (data.length < 5 || data[0] !== 0 || data.readUInt32BE(1) !== data.length - 5) {
+    const declared = data.length < 5 ? -1 : (((data[1] as number) << 24) >>> 0) + ((data[2] as number) << 16) + ((data[3] as number) << 8) + (data[4] as number)
+    if (data.length < 5 || data[0] !== 0 || declared !== data.length - 5) {
       throw new AgentCallError(GrpcStatus.INTERNAL, `${path}: expected one uncompressed response message, got ${data.length} bytes`, 'INTERNAL', 999, false)
     }
     try {

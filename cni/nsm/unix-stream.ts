@@ -20,6 +20,8 @@
 // `close()` releases the socket and silences the sink.
 
 export interface StreamSink {
+  /** The connection is up and what was written before has been handed to the kernel. */
+  connected?(): void
   data(chunk: Buffer): void
   /** The stream failed (`errno`: a Node error name) or the agent closed it (no errno). Called at most once. */
   error(message: string, errno: string | undefined): void
@@ -71,7 +73,6 @@ export function rawBindings(): RawBindings | null {
     if (typeof binding !== 'function') return raw
     const pw = binding('pipe_wrap') as { Pipe?: unknown; PipeConnectWrap?: unknown; constants?: { SOCKET?: unknown } }
     const sw = binding('stream_wrap') as Partial<StreamState>
-    const uv = binding('uv') as { errname?: unknown }
     const ok =
       typeof pw.Pipe === 'function' &&
       typeof pw.PipeConnectWrap === 'function' &&
@@ -80,8 +81,7 @@ export function rawBindings(): RawBindings | null {
       sw.streamBaseState instanceof Int32Array &&
       typeof sw.kReadBytesOrError === 'number' &&
       typeof sw.kArrayBufferOffset === 'number' &&
-      typeof sw.kLastWriteWasAsync === 'number' &&
-      typeof uv.errname === 'function'
+      typeof sw.kLastWriteWasAsync === 'number'
     if (!ok) return raw
     const proto = (pw.Pipe as { prototype: Record<string, unknown> }).prototype
     for (const m of ['connect', 'readStart', 'writeBuffer', 'close']) if (typeof proto[m] !== 'function') return raw
@@ -90,7 +90,11 @@ export function rawBindings(): RawBindings | null {
       PipeConnectWrap: pw.PipeConnectWrap as RawBindings['PipeConnectWrap'],
       socketType: pw.constants?.SOCKET as number,
       stream: sw as StreamState,
-      errname: uv.errname as (code: number) => string,
+      // Only a failure needs an errno name: the uv binding (~0.2 ms to set up) is not loaded before one.
+      errname: (code) => {
+        const errname = (binding('uv') as { errname?: (c: number) => string }).errname
+        return typeof errname === 'function' ? errname(code) : `UV_${-code}`
+      },
     }
   } catch {
     raw = null
@@ -160,6 +164,7 @@ export function connectRaw(b: RawBindings, path: string, sink: StreamSink): Byte
     const pending = queued
     queued = []
     if (pending.length > 0) send(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending))
+    if (state === 'open') sink.connected?.()
   }
   const err = handle.connect(req, path)
   if (typeof err === 'number' && err < 0) {
@@ -215,6 +220,9 @@ export function connectNet(path: string, sink: StreamSink): ByteStream {
       sock.on('close', () => fail('the agent closed the connection', undefined))
       for (const q of queued) sock.write(q)
       queued = []
+      sock.on('connect', () => {
+        if (!done) sink.connected?.()
+      })
     },
     (err: unknown) => fail(`node:net: ${(err as Error).message}`, 'EIO'),
   )
