@@ -1,9 +1,10 @@
 // /nsmcni.Agent/*: what NSM has no method for. GetPodInfo (through a PodInfoSource), Check (table state,
-// then the kernel through the AttachmentChecker hook), GC (closes a network's connections whose CNI
-// attachment is no longer valid, through the installed handler), Status, endpoint registration with our
-// extension, and Explain (agent/select's report over the registry).
+// then the kernel through the AttachmentChecker hook), Detach (CNI DEL in one call: the attachment's
+// connections closed through the installed handler, the container's endpoints unregistered), GC (closes
+// a network's connections whose CNI attachment is no longer valid, through the installed handler),
+// Status, endpoint registration with our extension, and Explain (agent/select's report over the registry).
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js'
-import { State } from '../../proto/gen/networkservice/connection.js'
+import { Connection, State } from '../../proto/gen/networkservice/connection.js'
 import { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
 import type {
@@ -11,6 +12,8 @@ import type {
   CheckProblem,
   CheckRequest,
   CheckResponse,
+  DetachRequest,
+  DetachResponse,
   EndpointQuery,
   EndpointRegistration,
   EndpointRegistrations,
@@ -22,6 +25,7 @@ import type {
   PodInfoRequest,
   StatusResponse,
 } from '../../proto/gen/nsmcni/nsmcni.js'
+import { isContainerEndpoint } from '../../conf/endpoint-names.js'
 import { explain, type RoundRobin } from '../select/index.js'
 import type { ConnectionEntry, ConnectionTable } from '../connections/table.js'
 import { endpointCandidates } from '../registry/candidates.js'
@@ -84,6 +88,50 @@ function checkAttachment(field: string, a: Attachment | undefined, needIfname: b
   return a
 }
 
+/**
+ * CNI DEL of one attachment: its connections (the table's, then `connection_ids` the table does not list
+ * under it) closed one by one through the handler's close, the same path as NetworkService/Close (the
+ * pipeline's per-id lock: never racing a Request or heal of the id; a failed teardown keeps its record,
+ * so the runtime's retried DEL finds it again), stopping at the first failure; then the endpoints a CNI
+ * ADD registered for the container, named by conf/endpoint-names.ts. Unknown ids, no connections and
+ * endpoints already gone are success. Nothing is changed when the request is invalid.
+ */
+async function detach(deps: NsmcniDeps, req: DetachRequest, ctx: CallContext, done: DetachResponse): Promise<DetachResponse> {
+  const a = checkAttachment('attachment', req.attachment, true)
+  req.connectionIds.forEach((id, i) => {
+    if (id === '') throw AgentError.invalid(`connection_ids[${i}]`, 'is empty')
+    if (!id.startsWith(`${a.containerId}-`)) {
+      throw AgentError.invalid(`connection_ids[${i}]`, `${JSON.stringify(id)} is not a connection id of container ${a.containerId} (<container_id>-<ifname>)`)
+    }
+  })
+  const conns = deps.table.byAttachment(a.network, a.containerId, a.ifname).map((e) => e.connection)
+  for (const id of req.connectionIds) {
+    if (!conns.some((c) => c.id === id)) conns.push(deps.table.get(id)?.connection ?? Connection.fromPartial({ id }))
+  }
+  // What a Close from the plugin carries as nsmcni-* metadata (none on a DEL without CNI_NETNS).
+  const closeCtx: CallContext = { signal: ctx.signal, metadata: ctx.metadata, attachment: a.netns === '' ? undefined : { network: a.network, containerId: a.containerId, ifname: a.ifname, netns: a.netns } }
+  for (const c of conns) {
+    const known = deps.table.get(c.id) !== undefined
+    try {
+      await deps.handler().close(c, closeCtx)
+    } catch (err) {
+      const e = AgentError.from(err)
+      throw new AgentError(e.code, `close ${c.id}: ${e.message}`, { ...(e.field === undefined ? {} : { field: e.field }), cause: err })
+    }
+    if (known) done.closedConnectionIds.push(c.id)
+  }
+  for (const s of deps.registry.findEndpoints()) {
+    const name = s.endpoint.name
+    if (!isContainerEndpoint(name, a.containerId)) continue
+    const removed = await deps.registry.unregisterEndpoint(name).catch((err: unknown) => {
+      const e = AgentError.from(err)
+      throw new AgentError(e.code, `unregister endpoint ${name}: ${e.message}`, { cause: err })
+    })
+    if (removed !== undefined) done.unregisteredEndpoints.push(name)
+  }
+  return done
+}
+
 export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
   return {
     getPodInfo: unary(deps, async (req: PodInfoRequest): Promise<PodInfo> => {
@@ -118,6 +166,20 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
         if (checker !== undefined) problems.push(...(await checker.check(e, ctx)))
       }
       return { ok: problems.length === 0, problems, connections: entries.map((e) => e.connection) }
+    }),
+
+    detach: unary(deps, async (req: DetachRequest, ctx): Promise<DetachResponse> => {
+      const done: DetachResponse = { closedConnectionIds: [], unregisteredEndpoints: [] }
+      const a = req.attachment
+      const fields = { network: a?.network, containerId: a?.containerId, ifname: a?.ifname, netns: a?.netns }
+      try {
+        await detach(deps, req, ctx, done)
+      } catch (err) {
+        deps.log.warn('detach failed', { ...fields, closed: done.closedConnectionIds, err })
+        throw err
+      }
+      deps.log.info('detached', { ...fields, closed: done.closedConnectionIds, unregistered: done.unregisteredEndpoints })
+      return done
     }),
 
     gC: unary(deps, async (req: GCRequest, ctx): Promise<GCResponse> => {

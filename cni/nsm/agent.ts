@@ -7,9 +7,10 @@
 // attachment and its connections), INVALID_ARGUMENT 7 (the agent names the field), a deadline or any
 // other agent failure 11 (try again later). The agent's message is kept; the original error is the cause.
 import { AgentCallError, GrpcUnaryClient } from './grpc'
+import { GrpcStatus } from '../../agent/server/agent-error'
 import { ADD_METADATA, ATTACHMENT_METADATA, type AddPhase } from '../../agent/server/handler'
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection'
-import type { Attachment, CheckResponse, EndpointRegistration, PodInfo, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
+import type { Attachment, CheckResponse, DetachResponse, EndpointRegistration, PodInfo, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
 import { methods } from './messages'
 import { CniCode, CniError } from '../protocol/index'
 import { NsmCode } from './codes'
@@ -26,6 +27,15 @@ export interface AttachmentRef {
 /** True when the agent could not be reached at all (no socket, nobody listening): not a refusal. */
 export function isUnreachable(err: unknown): boolean {
   return err instanceof AgentCallError && err.unreachable
+}
+
+/**
+ * True when the agent does not serve the method at all (an agent older than it): grpc-js's own
+ * UNIMPLEMENTED, which carries no agent error code. An AgentError that maps to UNIMPLEMENTED (a
+ * mechanism not supported) has its code and is a real answer.
+ */
+export function isUnimplemented(err: unknown): boolean {
+  return err instanceof AgentCallError && err.code === GrpcStatus.UNIMPLEMENTED && err.agentCode === undefined
 }
 
 /** Maps an agent call failure to the CNI error the runtime sees. */
@@ -93,6 +103,15 @@ export class Agent {
   check(a: AttachmentRef, ifname: string): Promise<CheckResponse> {
     const attachment: Attachment = { network: a.network, containerId: a.containerId, ifname, netns: a.netns }
     return this.client.unary(methods.check, { attachment }, this.opts())
+  }
+
+  /**
+   * CNI DEL in one call: the agent closes the attachment's connections and `connectionIds` (when the
+   * table does not list them under it), then unregisters the container's endpoints.
+   */
+  detach(a: AttachmentRef, connectionIds: readonly string[]): Promise<DetachResponse> {
+    const attachment: Attachment = { network: a.network, containerId: a.containerId, ifname: a.ifname, netns: a.netns }
+    return this.client.unary(methods.detach, { attachment, connectionIds: [...connectionIds] }, this.opts())
   }
 
   async gc(network: string, valid: Array<{ containerId: string; ifname: string }>): Promise<string[]> {

@@ -3,36 +3,22 @@
 // the entry's labels, pools = the entry's `cidr`s, offered routes = its `route`s) and unregistered at DEL.
 //
 // Names: `<service>.cni-<container id>` (lower-cased; a hash is appended when the id had to be changed to
-// fit a DNS name), so DEL finds them from CNI_CONTAINERID alone, even when the pod is gone from the API.
+// fit a DNS name; conf/endpoint-names.ts, shared with the agent), so DEL finds them from CNI_CONTAINERID
+// alone, even when the pod is gone from the API: the agent's Detach does, or (an older agent)
+// `unregisterContainer` here.
 // Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
 // to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
 // which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
 import type { EndpointOffer } from '../../conf/annotations'
+import { endpointName, isContainerEndpoint } from '../../conf/endpoint-names'
 import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni'
 import { CniCode, CniError } from '../protocol/index'
 import type { Agent } from './agent'
 
+export { endpointKey, endpointName } from '../../conf/endpoint-names'
+
 /** Ten years: CNI-registered endpoints live until DEL (see above). */
 export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600
-
-function fnv1a(s: string): string {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h.toString(16).padStart(8, '0')
-}
-
-/** The suffix that marks this container's endpoints: `cni-<id>`, a valid DNS label. */
-export function endpointKey(containerId: string): string {
-  const clean = containerId.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 100).replace(/-+$/, '')
-  return clean === containerId ? `cni-${clean}` : `cni-${clean}-${fnv1a(containerId)}`
-}
-
-export function endpointName(service: string, containerId: string): string {
-  return `${service}.${endpointKey(containerId)}`
-}
 
 export interface EndpointPod {
   containerId: string
@@ -99,10 +85,12 @@ export async function unregisterNames(agent: Agent, names: readonly string[]): P
   }
 }
 
-/** Unregisters every endpoint this container registered (found by name, no pod lookup needed). */
+/**
+ * Unregisters every endpoint this container registered (found by name, no pod lookup needed): DEL's
+ * fallback for an agent without Detach, which does the same itself.
+ */
 export async function unregisterContainer(agent: Agent, containerId: string): Promise<string[]> {
-  const suffix = `.${endpointKey(containerId)}`
-  const names = (await agent.listEndpointNames()).filter((n) => n.endsWith(suffix))
+  const names = (await agent.listEndpointNames()).filter((n) => isContainerEndpoint(n, containerId))
   await unregisterNames(agent, names)
   return names
 }

@@ -12,6 +12,8 @@ import type {
   Attachment,
   CheckProblem,
   CheckResponse,
+  DetachRequest,
+  DetachResponse,
   EndpointExtension,
   EndpointRegistration,
   GCRequest,
@@ -202,6 +204,19 @@ export const methods = {
         } else if (f === 3) c.connections.push(readConnection(r))
       }),
   } satisfies Method<{ attachment: Attachment }, CheckResponse>,
+  detach: {
+    path: `${AGENT}/Detach`,
+    encode: (q: DetachRequest) =>
+      new Writer()
+        .message(1, q.attachment === undefined ? undefined : attachment(q.attachment))
+        .strings(2, q.connectionIds)
+        .finish(),
+    decode: (data: Uint8Array) =>
+      read<DetachResponse>(data, { closedConnectionIds: [], unregisteredEndpoints: [] }, (d, f, r) => {
+        if (f === 1) d.closedConnectionIds.push(r.string())
+        else if (f === 2) d.unregisteredEndpoints.push(r.string())
+      }),
+  } satisfies Method<DetachRequest, DetachResponse>,
   gc: {
     path: `${AGENT}/GC`,
     encode: (q: GCRequest) => {

@@ -5,7 +5,7 @@ import t from 'tap'
 import { methods } from '../../cni/nsm/messages'
 import { Connection } from '../../proto/gen/networkservice/connection'
 import { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice'
-import { CheckRequest, CheckResponse, EndpointQuery, EndpointRegistration, EndpointRegistrations, GCRequest, GCResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
+import { CheckRequest, CheckResponse, DetachRequest, DetachResponse, EndpointQuery, EndpointRegistration, EndpointRegistrations, GCRequest, GCResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
 
 const full: Connection = {
   id: 'c1-net1',
@@ -65,6 +65,11 @@ t.test('nsmcni.Agent requests', async (t) => {
   t.same(PodInfoRequest.decode(methods.getPodInfo.encode(q)), q)
   const attachment = { containerId: 'c1', ifname: 'eth0', network: 'cluster', netns: '/var/run/netns/x' }
   t.same(CheckRequest.decode(methods.check.encode({ attachment })), { attachment })
+  const detach: DetachRequest = { attachment, connectionIds: ['c1-eth0', 'c1-ünï'] }
+  t.same(DetachRequest.decode(methods.detach.encode(detach)), detach)
+  const bare: DetachRequest = { attachment: { ...attachment, netns: '' }, connectionIds: [] }
+  t.same(DetachRequest.decode(methods.detach.encode(bare)), bare, 'a DEL without CNI_NETNS, chained mode (no extra id)')
+  t.same(DetachRequest.decode(methods.detach.encode({ attachment: undefined, connectionIds: [] })), { attachment: undefined, connectionIds: [] })
   const gc = { network: 'cluster', validAttachments: [attachment, { ...attachment, containerId: 'c2', netns: '' }] }
   t.same(GCRequest.decode(methods.gc.encode(gc)), gc)
   const reg: EndpointRegistration = {
@@ -93,6 +98,9 @@ t.test('nsmcni.Agent responses', async (t) => {
   t.equal(got.ok, false)
   t.same(got.problems, check.problems)
   t.same(got.connections.map((c) => [c.id, c.mechanism?.parameters.name, c.context?.ipContext?.srcIpAddrs]), [['c1-net1', 'net1', ['172.16.0.1/32', 'fd00::1/128']], ['c2', undefined, undefined]])
+  const detached: DetachResponse = { closedConnectionIds: ['c1-nsm-1', 'c1-eth2'], unregisteredEndpoints: ['web.cni-c1', 'db.cni-c1'] }
+  t.same(methods.detach.decode(DetachResponse.encode(detached).finish()), detached)
+  t.same(methods.detach.decode(new Uint8Array(0)), { closedConnectionIds: [], unregisteredEndpoints: [] }, 'nothing to do: an empty message')
   t.same(methods.gc.decode(GCResponse.encode({ closedConnectionIds: ['a', 'b'] }).finish()), { closedConnectionIds: ['a', 'b'] })
   const st = StatusResponse.fromPartial({ ready: true, reason: '', version: '0.1.0', connections: 3, endpoints: 2, started: { seconds: 5, nanos: 0 }, nodeName: 'n' })
   t.same(methods.status.decode(StatusResponse.encode(st).finish()), { ready: true, reason: '' })

@@ -1,7 +1,8 @@
 // The nsm plugin's pure parts, in-process: netconf parsing (7 naming the field), service resolution order
 // and modes (plan.ts), results appended to prevResult (result.ts), endpoint names, HPACK against the RFC
 // 7541 examples, and the HTTP/2 + gRPC client against node:http2's server (statuses, trailers-only
-// errors, a reset, GOAWAY, an unreachable socket, a deadline), and STATUS / DEL against a fake agent that is not ready or fails.
+// errors, a reset, GOAWAY, an unreachable socket, a deadline), and STATUS / DEL against a fake agent that is not ready or fails,
+// and DEL's fallback when the agent has no Detach.
 import { createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,6 +13,7 @@ import { KNOWN_CNI_ARGS, parseNsmConfig } from '../../cni/nsm/config'
 import { makePlan } from '../../cni/nsm/plan'
 import { buildResult } from '../../cni/nsm/result'
 import { endpointKey, endpointName, registration } from '../../cni/nsm/endpoint'
+import { isContainerEndpoint } from '../../conf/endpoint-names'
 import { encodeHeaders, HpackDecoder, huffmanDecode } from '../../cni/nsm/hpack'
 import { AgentCallError, GrpcUnaryClient } from '../../cni/nsm/grpc'
 import { toCniError } from '../../cni/nsm/agent'
@@ -135,6 +137,14 @@ t.test('endpoint names: from the container id alone, valid DNS names', async (t)
   t.match(endpointKey('Abc_1.x'), /^cni-abc-1-x-[0-9a-f]{8}$/)
   t.not(endpointKey('a_b'), endpointKey('a.b'), 'ids that sanitize alike stay apart')
   t.equal(endpointName('web', 'abc'), 'web.cni-abc')
+  t.ok(isContainerEndpoint('web.cni-abc', 'abc'))
+  t.ok(isContainerEndpoint('a.b.web.cni-abc', 'abc'), 'service names may hold dots')
+  t.ok(isContainerEndpoint(endpointName('web', 'Abc_1.x'), 'Abc_1.x'))
+  t.notOk(isContainerEndpoint('web.cni-abc-2', 'abc'), 'not a container whose id starts with this one')
+  t.notOk(isContainerEndpoint(endpointName('web', 'abc-2'), 'abc'))
+  t.notOk(isContainerEndpoint('web.cni-xabc', 'abc'))
+  t.notOk(isContainerEndpoint('.cni-abc', 'abc'), 'no service part')
+  t.notOk(isContainerEndpoint('web-cni-abc', 'abc'))
   const reg = registration({ service: 'web', labels: { role: 'db' }, cidrs: ['10.0.0.0/24'], routes: ['10.9.0.0/16'], entry: '' }, { containerId: 'abc', netns: '/run/netns/x', labels: { app: 'a', role: 'pod' }, nodeName: '' }, 1_000_000)
   t.same(reg.endpoint?.networkServiceLabels.web?.labels, { app: 'a', role: 'db' })
   t.equal(reg.endpoint?.url, 'file:///run/netns/x')
@@ -279,4 +289,51 @@ t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a 
   const del = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
   t.equal(del.json?.code, 11, `an agent that answers with a failure fails the DEL: ${del.stdout}`)
   t.match(String(del.json?.msg), /table write failed/)
+})
+
+t.test('DEL against a fake agent: Detach UNIMPLEMENTED without an agent code falls back call by call; with one it is an answer', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const socket = join(dir, 'agent.sock')
+  let detachAnswer: Record<string, string> = {}
+  const seen: string[] = []
+  const server = createServer()
+  const sessions = new Set<import('node:http2').ServerHttp2Session>()
+  server.on('session', (s) => sessions.add(s))
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => undefined)
+    stream.resume()
+    const path = String(headers[':path'])
+    seen.push(path)
+    stream.on('end', () => {
+      if (path === '/nsmcni.Agent/Detach') {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...detachAnswer }, { endStream: true })
+        return
+      }
+      // Check, Close, ListEndpoints: an empty message (no connections, no endpoints).
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
+      stream.end(Buffer.alloc(5))
+    })
+  })
+  await new Promise<void>((res) => server.listen(socket, res))
+  t.teardown(
+    () =>
+      new Promise<void>((res) => {
+        for (const s of sessions) s.destroy()
+        server.close(() => res())
+      }),
+  )
+  const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
+  // What grpc-js answers for a method an older agent does not serve.
+  detachAnswer = { 'grpc-status': '12', 'grpc-message': 'The server does not implement the method /nsmcni.Agent/Detach' }
+  const old = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
+  t.equal(old.exitCode, 0, old.stdout)
+  t.same(seen, ['/nsmcni.Agent/Detach', '/nsmcni.Agent/Check', '/networkservice.NetworkService/Close', '/nsmcni.Agent/ListEndpoints'], 'the conventional id is closed on the fallback path too')
+  seen.length = 0
+  detachAnswer = { 'grpc-status': '12', 'grpc-message': '[UNIMPLEMENTED] not here', 'nsmcni-error': 'UNIMPLEMENTED' }
+  const refused = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
+  t.equal(refused.json?.code, 11, refused.stdout)
+  t.equal(refused.json?.msg, 'Detach: not here')
+  t.same(seen, ['/nsmcni.Agent/Detach'], 'an agent error is an answer: no fallback')
 })

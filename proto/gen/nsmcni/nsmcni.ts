@@ -15,7 +15,7 @@ import { NetworkServiceEndpoint } from "../registry/registry";
 
 /**
  * nsm-cni's own service (package nsmcni) for what the NSM v1 API has no method or field for:
- * pod lookup for the CNI plugin, CNI CHECK / GC / STATUS, and the endpoint data our agent needs
+ * pod lookup for the CNI plugin, CNI CHECK / DEL / GC / STATUS, and the endpoint data our agent needs
  * (netns, address pools, offered routes), kept out of NSM's messages and keyed by endpoint name.
  */
 
@@ -111,6 +111,33 @@ export interface GCRequest {
 
 export interface GCResponse {
   closedConnectionIds: string[];
+}
+
+/**
+ * CNI DEL in one call: closes the attachment's connections (each through the same path as
+ * /networkservice.NetworkService/Close), then unregisters the endpoints a CNI ADD registered for the
+ * container (named "<service>.cni-<key of container_id>", conf/endpoint-names.ts: derived by the agent,
+ * never taken from the request). Idempotent: unknown ids, no connections and endpoints already gone are
+ * success. Stops at the first close that fails (that connection stays in the table, to be retried).
+ */
+export interface DetachRequest {
+  /** network, container_id and ifname are required; netns may be empty (a DEL without CNI_NETNS). */
+  attachment:
+    | Attachment
+    | undefined;
+  /**
+   * Closed too when the table does not list them under the attachment (attachment mode's
+   * "<container_id>-<ifname>", in case the table lost the attachment). Each must start with
+   * "<container_id>-", as every id the CNI plugin makes does (a guard against closing unrelated ones).
+   */
+  connectionIds: string[];
+}
+
+export interface DetachResponse {
+  /** Connections that were in the table and are closed now, in the order they were closed. */
+  closedConnectionIds: string[];
+  /** Endpoints that were registered and are unregistered now. */
+  unregisteredEndpoints: string[];
 }
 
 export interface StatusRequest {
@@ -1579,6 +1606,190 @@ export const GCResponse: MessageFns<GCResponse> = {
   },
 };
 
+function createBaseDetachRequest(): DetachRequest {
+  return { attachment: undefined, connectionIds: [] };
+}
+
+export const DetachRequest: MessageFns<DetachRequest> = {
+  encode(message: DetachRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachment !== undefined) {
+      Attachment.encode(message.attachment, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.connectionIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachment = Attachment.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.connectionIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachRequest {
+    return {
+      attachment: isSet(object.attachment) ? Attachment.fromJSON(object.attachment) : undefined,
+      connectionIds: globalThis.Array.isArray(object?.connectionIds)
+        ? object.connectionIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.connection_ids)
+        ? object.connection_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DetachRequest): unknown {
+    const obj: any = {};
+    if (message.attachment !== undefined) {
+      obj.attachment = Attachment.toJSON(message.attachment);
+    }
+    if (message.connectionIds?.length) {
+      obj.connectionIds = message.connectionIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachRequest>, I>>(base?: I): DetachRequest {
+    return DetachRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachRequest>, I>>(object: I): DetachRequest {
+    const message = createBaseDetachRequest();
+    message.attachment = (object.attachment !== undefined && object.attachment !== null)
+      ? Attachment.fromPartial(object.attachment)
+      : undefined;
+    message.connectionIds = object.connectionIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDetachResponse(): DetachResponse {
+  return { closedConnectionIds: [], unregisteredEndpoints: [] };
+}
+
+export const DetachResponse: MessageFns<DetachResponse> = {
+  encode(message: DetachResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.closedConnectionIds) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.unregisteredEndpoints) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.closedConnectionIds.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.unregisteredEndpoints.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachResponse {
+    return {
+      closedConnectionIds: globalThis.Array.isArray(object?.closedConnectionIds)
+        ? object.closedConnectionIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.closed_connection_ids)
+        ? object.closed_connection_ids.map((e: any) => globalThis.String(e))
+        : [],
+      unregisteredEndpoints: globalThis.Array.isArray(object?.unregisteredEndpoints)
+        ? object.unregisteredEndpoints.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.unregistered_endpoints)
+        ? object.unregistered_endpoints.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DetachResponse): unknown {
+    const obj: any = {};
+    if (message.closedConnectionIds?.length) {
+      obj.closedConnectionIds = message.closedConnectionIds;
+    }
+    if (message.unregisteredEndpoints?.length) {
+      obj.unregisteredEndpoints = message.unregisteredEndpoints;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachResponse>, I>>(base?: I): DetachResponse {
+    return DetachResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachResponse>, I>>(object: I): DetachResponse {
+    const message = createBaseDetachResponse();
+    message.closedConnectionIds = object.closedConnectionIds?.map((e) => e) || [];
+    message.unregisteredEndpoints = object.unregisteredEndpoints?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBaseStatusRequest(): StatusRequest {
   return {};
 }
@@ -2105,6 +2316,14 @@ export const AgentDefinition = {
       requestType: GCRequest as typeof GCRequest,
       requestStream: false,
       responseType: GCResponse as typeof GCResponse,
+      responseStream: false,
+      options: {},
+    },
+    detach: {
+      name: "Detach",
+      requestType: DetachRequest as typeof DetachRequest,
+      requestStream: false,
+      responseType: DetachResponse as typeof DetachResponse,
       responseStream: false,
       options: {},
     },
