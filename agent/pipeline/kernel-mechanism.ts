@@ -3,7 +3,9 @@
 // `nsm-<10 hex of the connection id's hash>`, the point-to-point addresses on both ends, routes on both
 // sides (client: the endpoint's /32 and the prefixes it offers via that address; endpoint: the client's
 // /32 and, for a client that is itself an endpoint, its pools back via the client), MTU, links up.
-// An endpoint that offers routes forwards traffic for them: IP forwarding is enabled in its netns.
+// An endpoint that offers routes forwards traffic for them: IP forwarding is enabled in its netns, once
+// per namespace (per socket the sessions hold for it: a namespace re-created under the same path gets a
+// new socket, so it is enabled again there), not on every request (two sysctl writes, four setns).
 // Needs: clientNetns, clientIfname, endpoint, addresses (and previous, to rebuild in place).
 // Provides: datapath (the record persisted with the connection).
 // Undoes: deletes the pair when a later element fails. Close deletes it (idempotent).
@@ -11,7 +13,7 @@ import { createHash } from 'node:crypto'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { State } from '../../proto/gen/networkservice/connection.js'
 import { KernelError } from '../../pkg/errors.js'
-import { buildCrossConnect, getLink, removeCrossConnect, writeSysctl, type LinkReaper, type NetlinkSessions } from '../../pkg/netlink/index.js'
+import { buildCrossConnect, getLink, removeCrossConnect, writeSysctl, type LinkReaper, type NetlinkSessions, type Rtnl } from '../../pkg/netlink/index.js'
 import { AgentError } from '../server/agent-error.js'
 import { withUndo, type Element } from './chain.js'
 import type { DatapathRecord, EndpointInfo } from './types.js'
@@ -48,6 +50,16 @@ const family = (ip: string): 4 | 6 => (ip.includes(':') ? 6 : 4)
 const hostPrefix = (ip: string): string => `${ip}/${family(ip) === 4 ? 32 : 128}`
 
 export function kernelMechanism(opts: KernelMechanismOptions): Element {
+  // The namespaces (by their cached socket, which pins the namespace, so its identity cannot be reused)
+  // where this agent has enabled forwarding.
+  const forwarding = new WeakSet<Rtnl>()
+  const enableForwarding = (netns: string): void => {
+    const h = opts.sessions.forNetns(netns)
+    if (forwarding.has(h)) return
+    writeSysctl(opts.sessions, netns, 'net.ipv4.ip_forward', '1')
+    writeSysctl(opts.sessions, netns, 'net.ipv6.conf.all.forwarding', '1')
+    forwarding.add(h)
+  }
   return {
     name: 'mechanism-kernel',
     needs: ['clientNetns', 'clientIfname', 'endpoint', 'addresses'],
@@ -97,8 +109,8 @@ export function kernelMechanism(opts: KernelMechanismOptions): Element {
         if (!unchanged) {
           if (previous !== undefined) await removeCrossConnect(opts.sessions, { client: ends(previous).client, endpoint: ends(previous).endpoint })
           await build(opts.sessions, record)
-          if (endpoint.routes.length > 0) enableForwarding(opts.sessions, endpoint.netns)
-          if (clientAsEndpoint !== undefined) enableForwarding(opts.sessions, clientNetns)
+          if (endpoint.routes.length > 0) enableForwarding(endpoint.netns)
+          if (clientAsEndpoint !== undefined) enableForwarding(clientNetns)
         }
         r.state.datapath = record
         const out: Connection = {
@@ -163,11 +175,6 @@ async function build(sessions: NetlinkSessions, rec: DatapathRecord): Promise<vo
     }
     throw err
   }
-}
-
-function enableForwarding(sessions: NetlinkSessions, netns: string): void {
-  writeSysctl(sessions, netns, 'net.ipv4.ip_forward', '1')
-  writeSysctl(sessions, netns, 'net.ipv6.conf.all.forwarding', '1')
 }
 
 function sameDatapath(a: DatapathRecord, b: DatapathRecord): boolean {

@@ -3,8 +3,8 @@
 import { KernelError } from '../errors'
 import { AF_INET, attr, attrU32, IFA, IFA_F, ifaddrmsg, NLM_F, parseAttrs, RTM, u32 } from './codec'
 import { formatIp, parsePrefix } from './addr'
-import { requireLink } from './links'
-import type { Rtnl } from './rtnl'
+import { requireLink, type LinkRef } from './links'
+import type { Rtnl, RtnlMessage } from './rtnl'
 
 export interface AddressInfo {
   /** "10.0.0.1/32" */
@@ -40,8 +40,13 @@ function addrBody(index: number, cidr: string, flags: number, peer?: string): Bu
 
 export async function addAddress(h: Rtnl, ifname: string, cidr: string, opts: AddAddressOptions = {}): Promise<void> {
   const link = await requireLink(h, ifname)
+  await h.batch([addAddressMessage(link, cidr, opts)])
+}
+
+/** The message of `addAddress` for a link known by its index, for a batch (Rtnl.batch). */
+export function addAddressMessage(link: LinkRef, cidr: string, opts: AddAddressOptions = {}): RtnlMessage {
   const flags = IFA_F.PERMANENT | (opts.noDad === true ? IFA_F.NODAD : 0)
-  await h.request(RTM.NEWADDR, addrBody(link.index, cidr, flags, opts.peer), NLM_F.CREATE | NLM_F.EXCL, `add address ${cidr} to ${ifname}`)
+  return { type: RTM.NEWADDR, body: addrBody(link.index, cidr, flags, opts.peer), flags: NLM_F.CREATE | NLM_F.EXCL, what: `add address ${cidr} to ${link.name}` }
 }
 
 /** Removes an address; with `missingOk` a missing address or link is not an error. */

@@ -20,6 +20,7 @@ export const NLM_F = {
   REQUEST: 0x1,
   MULTI: 0x2,
   ACK: 0x4,
+  ECHO: 0x8,
   DUMP_INTR: 0x10,
   DUMP: 0x300,
   REPLACE: 0x100,
@@ -41,6 +42,8 @@ export const IFLA = {
   NET_NS_PID: 19,
   NET_NS_FD: 28,
   GROUP: 27,
+  NUM_TX_QUEUES: 31,
+  NUM_RX_QUEUES: 32,
   LINK_NETNSID: 37,
 } as const
 export const IFLA_INFO = { KIND: 1, DATA: 2 } as const

@@ -18,8 +18,8 @@ import {
   u32,
 } from './codec'
 import { formatIp, parseIp, parsePrefix } from './addr'
-import { listLinks, requireLink } from './links'
-import type { Rtnl } from './rtnl'
+import { listLinks, requireLink, type LinkRef } from './links'
+import type { Rtnl, RtnlMessage } from './rtnl'
 
 export interface RouteSpec {
   /** "10.0.0.0/8", "fd00::/64", or "default" (then the family comes from `gateway`, else IPv4). */
@@ -47,7 +47,7 @@ export interface RouteInfo {
   family: 4 | 6
 }
 
-function routeBody(spec: RouteSpec, devIndex: number | undefined): Buffer[] {
+function routeBody(spec: Omit<RouteSpec, 'dev'>, devIndex: number | undefined): Buffer[] {
   let family: typeof AF_INET | typeof AF_INET6 = AF_INET
   let dst: { bytes: Buffer; len: number } | undefined
   if (spec.dst === 'default') {
@@ -88,9 +88,14 @@ function maskedBytes(bytes: Buffer, len: number): Buffer {
 }
 
 export async function addRoute(h: Rtnl, spec: RouteSpec): Promise<void> {
-  const dev = spec.dev === undefined ? undefined : (await requireLink(h, spec.dev)).index
+  const dev = spec.dev === undefined ? undefined : await requireLink(h, spec.dev)
+  await h.batch([addRouteMessage(spec, dev)])
+}
+
+/** The message of `addRoute` through `dev`, a link known by its index, for a batch (Rtnl.batch). */
+export function addRouteMessage(spec: Omit<RouteSpec, 'dev'>, dev: LinkRef | undefined): RtnlMessage {
   const flags = NLM_F.CREATE | (spec.replace === true ? NLM_F.REPLACE : NLM_F.EXCL)
-  await h.request(RTM.NEWROUTE, routeBody(spec, dev), flags, `add route ${spec.dst}${spec.dev === undefined ? '' : ` dev ${spec.dev}`}`)
+  return { type: RTM.NEWROUTE, body: routeBody(spec, dev?.index), flags, what: `add route ${spec.dst}${dev === undefined ? '' : ` dev ${dev.name}`}` }
 }
 
 /** Removes a route; with `missingOk` a missing route or device is not an error. */

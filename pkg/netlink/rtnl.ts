@@ -4,9 +4,17 @@
 // kernel tables without any further switching. The cache keeps one socket per namespace, keyed by the
 // namespace file's identity (dev:inode), so a namespace deleted and re-created under the same name gets
 // a fresh socket; `sweep()` closes sockets whose namespace path is gone (a socket pins its namespace).
+//
+// Requests that expect an ACK go out in batches (`batch`): every message of a batch is written in one
+// sendmsg(2), each with NLM_F_ACK and its own sequence number, and the batch settles once every ACK (or
+// error) is back. The kernel handles a netlink write synchronously inside sendmsg, message after message,
+// so a batch of N changes costs one system call and one event-loop round trip instead of N of each — the
+// round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
+// of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
+// 'message' events (their sequence numbers are not in its own request table) and are matched here.
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { openSync } from 'node:fs'
-import { Errno, fromErrno, KernelError } from '../errors'
+import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
 import { NetnsAllowlist, netnsKey, withNetns } from '../netns'
 import { NLM_F, NLMSG_ERROR } from './codec'
 
@@ -32,32 +40,135 @@ export function setSocketErrorReporter(fn: (err: Error) => void): void {
   reportSocketError = fn
 }
 const DUMP_RETRIES = 10
+const NLMSG_HDRLEN = 16
+const align4 = (n: number): number => (n + 3) & ~3
+
+/** One request of a batch: an rtnetlink message that the kernel acknowledges. */
+export interface RtnlMessage {
+  type: number
+  body: Buffer[]
+  /** NLM_F_* flags besides REQUEST and ACK, which every message gets (CREATE, EXCL, ECHO, ...). */
+  flags: number
+  /** What the message does, for its error: "add route 10.60.0.0/16 dev nsm-1". */
+  what: string
+  /** Error codes that count as success for this message (a route another connection already added). */
+  tolerate?: readonly KernelErrorCode[]
+}
+
+interface Inflight {
+  /** Non-ACK messages with this sequence number: a GET's answer, an NLM_F_ECHO copy. */
+  replies: NetlinkMessage[]
+  done(errno: number): void
+  fail(err: Error): void
+}
 
 export class Rtnl {
   private closed = false
   /** How many dumps were interrupted and run again (observability, tests). */
   dumpRetries = 0
+  /** The socket's netlink port id, read once (the package would ask getsockname(2) for every message). */
+  private readonly port: number
+  /** Batch messages waiting for their ACK, by sequence number. */
+  private readonly inflight = new Map<number, Inflight>()
 
   constructor(
     /** The namespace path this socket is bound to; undefined for the agent's own namespace. */
     readonly netns: string | undefined,
     private readonly sock: NetlinkSocket,
-  ) {}
+  ) {
+    this.port = sock.address().port
+    sock.on('message', (msgs) => this.onMessages(msgs))
+  }
 
   /** Sends a request that expects an ACK; throws the typed error on a kernel error. */
   async request(type: number, body: Buffer[], flags: number, what: string): Promise<void> {
-    const msgs = await this.send(type, body, flags, what)
-    const first = msgs[0]
-    if (first !== undefined && first.type === NLMSG_ERROR) {
-      const errno = -first.data.readInt32LE(0)
-      if (errno !== 0) throw fromErrno(errno, this.describe(what))
-    }
+    await this.batch([{ type, body, flags, what }])
+  }
+
+  /**
+   * Sends `msgs` in one sendmsg(2) and resolves, once the kernel has answered every one, with each
+   * message's replies (empty unless it asked for some: a GET, NLM_F_ECHO).
+   *
+   * The kernel runs every message of a batch, in order, even after one of them failed: a batch is for
+   * changes that the caller rolls back as a whole when it rejects (the cross-connect deletes its veth,
+   * which takes the addresses and routes along). It rejects with the error of the first message, in
+   * send order, that failed with a code it does not tolerate, described as that message
+   * ("add address 10.0.0.1/32 to nsm-1 (netns ...): EEXIST"); later messages' errors are most often
+   * consequences of the first.
+   */
+  batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
+    if (this.closed) return Promise.reject(new KernelError('BAD_NETNS', `${this.describe(msgs[0]?.what ?? 'request')}: the namespace's netlink socket is closed`))
+    if (msgs.length === 0) return Promise.resolve([])
+    const seqs = msgs.map(() => this.sock.generateSeq())
+    const parts: Buffer[] = []
+    msgs.forEach((m, i) => {
+      const len = NLMSG_HDRLEN + m.body.reduce((n, b) => n + b.length, 0)
+      const hdr = Buffer.alloc(NLMSG_HDRLEN)
+      hdr.writeUInt32LE(len, 0)
+      hdr.writeUInt16LE(m.type, 4)
+      hdr.writeUInt16LE(m.flags | NLM_F.REQUEST | NLM_F.ACK, 6)
+      hdr.writeUInt32LE(seqs[i] as number, 8)
+      hdr.writeUInt32LE(this.port, 12)
+      parts.push(hdr, ...m.body)
+      // The kernel steps from message to message by NLMSG_ALIGN(nlmsg_len).
+      if (align4(len) > len) parts.push(Buffer.alloc(align4(len) - len))
+    })
+    return new Promise<NetlinkMessage[][]>((resolve, reject) => {
+      const errnos: number[] = new Array<number>(msgs.length).fill(0)
+      const replies: NetlinkMessage[][] = msgs.map(() => [])
+      let waiting = msgs.length
+      let settled = false
+      const finish = (): void => {
+        settled = true
+        clearTimeout(timer)
+        for (const seq of seqs) this.inflight.delete(seq)
+      }
+      const fail = (err: Error): void => {
+        if (settled) return
+        finish()
+        reject(err)
+      }
+      const timer = setTimeout(() => {
+        fail(new KernelError('KERNEL', `${this.describe(msgs[0]?.what ?? 'request')}${msgs.length > 1 ? ` (and ${msgs.length - 1} more)` : ''}: no answer from the kernel within ${REQUEST_TIMEOUT_MS} ms`))
+      }, REQUEST_TIMEOUT_MS)
+      seqs.forEach((seq, i) => {
+        this.inflight.set(seq, {
+          replies: replies[i] as NetlinkMessage[],
+          fail,
+          done: (errno) => {
+            errnos[i] = errno
+            waiting -= 1
+            if (waiting > 0 || settled) return
+            finish()
+            for (let k = 0; k < msgs.length; k++) {
+              const e = errnos[k] as number
+              if (e === 0) continue
+              const err = fromErrno(e, this.describe((msgs[k] as RtnlMessage).what))
+              if (!(msgs[k]?.tolerate ?? []).includes(err.code)) {
+                reject(err)
+                return
+              }
+            }
+            resolve(replies)
+          },
+        })
+      })
+      const sendFailed = (err: Error): void => fail(new KernelError('KERNEL', `${this.describe(msgs[0]?.what ?? 'request')}: sendmsg failed (${err.message})`, { cause: err }))
+      try {
+        this.sock.socket.send(parts, { port: 0 }, (err) => {
+          if (err !== undefined && err !== null) sendFailed(err)
+        })
+      } catch (err) {
+        sendFailed(err instanceof Error ? err : new Error(String(err)))
+      }
+    })
   }
 
   /** Runs a dump; retries when the kernel flags it interrupted (the table changed while dumping). */
   async dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
     for (let attempt = 0; ; attempt++) {
-      const msgs = await this.send(type, body, NLM_F.DUMP, what)
+      if (this.closed) throw new KernelError('BAD_NETNS', `${this.describe(what)}: the namespace's netlink socket is closed`)
+      const [msgs] = await this.sock.request(type, body, { flags: NLM_F.DUMP, timeout: REQUEST_TIMEOUT_MS, checkError: false, localPort: this.port })
       const err = msgs.find((m) => m.type === NLMSG_ERROR)
       if (err !== undefined) {
         const errno = -err.data.readInt32LE(0)
@@ -71,20 +182,24 @@ export class Rtnl {
 
   /** Exposed so that callers which need the reply body (single GET) can parse it. */
   async get(type: number, body: Buffer[], what: string): Promise<NetlinkMessage> {
-    const msgs = await this.send(type, body, 0, what)
-    const first = msgs[0]
+    const [replies] = await this.batch([{ type, body, flags: 0, what }])
+    const first = replies?.[0]
     if (first === undefined) throw new KernelError('KERNEL', `${this.describe(what)}: empty reply`)
-    if (first.type === NLMSG_ERROR) {
-      const errno = -first.data.readInt32LE(0)
-      throw fromErrno(errno === 0 ? Errno.EINVAL : errno, this.describe(what))
-    }
     return first
   }
 
-  private async send(type: number, body: Buffer[], flags: number, what: string): Promise<NetlinkMessage[]> {
-    if (this.closed) throw new KernelError('BAD_NETNS', `${this.describe(what)}: the namespace's netlink socket is closed`)
-    const [msgs] = await this.sock.request(type, body, { flags, timeout: REQUEST_TIMEOUT_MS, checkError: false })
-    return msgs
+  /** ACKs (and replies) of our batches; anything else (a late ACK, a stray message) is ignored. */
+  private onMessages(msgs: NetlinkMessage[]): void {
+    for (const m of msgs) {
+      const f = this.inflight.get(m.seq)
+      if (f === undefined) continue
+      if (m.type === NLMSG_ERROR) {
+        this.inflight.delete(m.seq)
+        f.done(-m.data.readInt32LE(0))
+      } else {
+        f.replies.push(m)
+      }
+    }
   }
 
   describe(what: string): string {
@@ -94,6 +209,9 @@ export class Rtnl {
   close(): void {
     if (this.closed) return
     this.closed = true
+    const pending = [...new Set(this.inflight.values())]
+    this.inflight.clear()
+    for (const f of pending) f.fail(new KernelError('BAD_NETNS', this.describe("the namespace's netlink socket was closed while a request was in flight")))
     this.sock.close()
   }
 

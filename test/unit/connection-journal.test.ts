@@ -1,8 +1,9 @@
 // The connection table's journal: acknowledged mutations survive a crash (a process that never flushed
-// or compacted), a torn last line is dropped, damage elsewhere is reported, and replaying the journal
-// over a snapshot that already holds its effects changes nothing.
+// or compacted), a torn last line is dropped, damage elsewhere is reported, replaying the journal
+// over a snapshot that already holds its effects changes nothing, and the journal is written with
+// O_DSYNC (a write returns only once its data is on stable storage: the acknowledgement's durability).
 import t from 'tap'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { constants, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConnectionTable } from '../../agent/connections/table'
@@ -50,4 +51,25 @@ t.test('a torn last line is dropped; damage in the middle is an error naming the
   t.same(b.list().map((e) => e.connection.id), ['c1'])
   writeFileSync(`${path}.journal`, 'garbage\n{"op":"del","id":"c1"}\n')
   await t.rejects(ConnectionTable.open(path), { message: /line 1 is not a journal entry/ })
+})
+
+t.test('the journal file is open with O_DSYNC, so an acknowledged line is on stable storage', async (t) => {
+  const path = join(dir(t), 'connections.json')
+  const table = await ConnectionTable.open(path)
+  await table.upsert(conn('c1'))
+  // This process's open file descriptions of the journal, as the kernel reports them (Linux).
+  const flags = readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) !== `${path}.journal`) return []
+      const line = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').split('\n').find((l) => l.startsWith('flags:'))
+      return line === undefined ? [] : [parseInt(line.slice('flags:'.length).trim(), 8)]
+    } catch {
+      return [] // an fd closed while listing
+    }
+  })
+  t.equal(flags.length, 1, 'one descriptor for the journal')
+  t.ok(((flags[0] ?? 0) & constants.O_DSYNC) !== 0, 'O_DSYNC is set')
+  await table.flush()
+  t.equal(journalText(path), '', 'a flush compacts and empties it (the zeroing goes through the same descriptor)')
+  t.equal(new Set((JSON.parse(readFileSync(path, 'utf8')) as { connections: Array<{ connection: { id: string } }> }).connections.map((c) => c.connection.id)).has('c1'), true)
 })
