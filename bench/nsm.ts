@@ -15,6 +15,7 @@ import { join } from 'node:path'
 import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
 import { startMesh, WEB } from '../test/integration/nsm-fixture'
 import { ensureSea } from '../test/lib/sea'
+import { extract } from '../scripts/code-cache.mjs'
 import { machine, ms, stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 60)
@@ -154,8 +155,8 @@ const load1 = loadavg()[0] as number
 // --- what the plugin loads ----------------------------------------------------------------------------
 const file = readFileSync(NSM, 'utf8')
 const fileKiB = statSync(NSM).size / 1024
-const source = JSON.parse(/\nconst SOURCE = (".*");\n/.exec(file)?.[1] ?? '""') as string
-const cacheKiB = (/\nconst CACHE = "([A-Za-z0-9+/=]*)";\n/.exec(file)?.[1] ?? '').length * 0.75 / 1024
+const { source, cache } = extract(file)
+const cacheKiB = cache.length / 1024
 const builtins = [...new Set([...source.matchAll(/require\("(node:[a-z0-9_/]+)"\)/g)].map((m) => m[1]))].sort()
 await cleanup()
 

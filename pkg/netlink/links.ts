@@ -299,22 +299,22 @@ export async function renameLink(h: Rtnl, name: string, newName: string): Promis
   await h.request(RTM.SETLINK, [ifinfomsg({ index: link.index }), attrStr(IFLA.IFNAME, newName)], 0, `rename link ${name} to ${newName}`)
 }
 
-/** Sets up/down, MTU and MAC of a link, in one request. */
+/** Sets up/down, MTU and MAC of a link (by name, no lookup), in one request. */
 export async function setLink(h: Rtnl, name: string, change: LinkSettings & { up?: boolean }): Promise<void> {
   validateLinkName(name)
-  const body = [
-    ifinfomsg(change.up === undefined ? {} : { flags: change.up ? IFF_UP : 0, change: IFF_UP }),
-    attrStr(IFLA.IFNAME, name),
-    ...settingsAttrs(change, 'link'),
-  ]
-  await h.request(RTM.SETLINK, body, 0, `set link ${name}`)
+  await h.batch([setLinkMessage({ name }, change)])
 }
 
-/** The message of `setLink` for a link known by its index, for a batch (Rtnl.batch). */
-export function setLinkMessage(link: LinkRef, change: LinkSettings & { up?: boolean }): RtnlMessage {
+/** The message of `setLink`: the link by its index when known (for a batch, Rtnl.batch), else by name. */
+export function setLinkMessage(link: LinkRef | { name: string }, change: LinkSettings & { up?: boolean }): RtnlMessage {
+  const index = 'index' in link ? link.index : 0
   return {
     type: RTM.SETLINK,
-    body: [ifinfomsg({ index: link.index, ...(change.up === undefined ? {} : { flags: change.up ? IFF_UP : 0, change: IFF_UP }) }), ...settingsAttrs(change, 'link')],
+    body: [
+      ifinfomsg({ index, ...(change.up === undefined ? {} : { flags: change.up ? IFF_UP : 0, change: IFF_UP }) }),
+      ...(index === 0 ? [attrStr(IFLA.IFNAME, link.name)] : []),
+      ...settingsAttrs(change, 'link'),
+    ],
     flags: 0,
     what: `set link ${link.name}`,
   }

@@ -97,7 +97,7 @@ export class Rtnl {
    * consequences of the first.
    */
   batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
-    if (this.closed) return Promise.reject(new KernelError('BAD_NETNS', `${this.describe(msgs[0]?.what ?? 'request')}: the namespace's netlink socket is closed`))
+    if (this.closed) return Promise.reject(this.closedError(msgs[0]?.what ?? 'request'))
     if (msgs.length === 0) return Promise.resolve([])
     const seqs = msgs.map(() => this.sock.generateSeq())
     const parts: Buffer[] = []
@@ -167,7 +167,7 @@ export class Rtnl {
   /** Runs a dump; retries when the kernel flags it interrupted (the table changed while dumping). */
   async dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
     for (let attempt = 0; ; attempt++) {
-      if (this.closed) throw new KernelError('BAD_NETNS', `${this.describe(what)}: the namespace's netlink socket is closed`)
+      if (this.closed) throw this.closedError(what)
       const [msgs] = await this.sock.request(type, body, { flags: NLM_F.DUMP, timeout: REQUEST_TIMEOUT_MS, checkError: false, localPort: this.port })
       const err = msgs.find((m) => m.type === NLMSG_ERROR)
       if (err !== undefined) {
@@ -200,6 +200,10 @@ export class Rtnl {
         f.replies.push(m)
       }
     }
+  }
+
+  private closedError(what: string): KernelError {
+    return new KernelError('BAD_NETNS', `${this.describe(what)}: the namespace's netlink socket is closed`)
   }
 
   describe(what: string): string {

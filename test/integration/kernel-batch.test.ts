@@ -12,7 +12,7 @@ import {
   getLink,
   setLinkMessage,
 } from '../../pkg/netlink'
-import { ip, linkAddresses, linkNames, makeNetns } from '../lib/netns'
+import { ip, linkAddresses, linkNames, makeNetns, showLink, type IpLink } from '../lib/netns'
 
 const sessions = new NetlinkSessions()
 t.teardown(() => sessions.closeAll())
@@ -20,14 +20,6 @@ t.afterEach(() => {
   sessions.sweep()
 })
 
-interface IpLink {
-  ifindex: number
-  ifname: string
-  flags: string[]
-  num_tx_queues?: number
-  num_rx_queues?: number
-}
-const showLink = (ns: string, name: string): IpLink => (JSON.parse(ip(ns, '-j', '-d', 'link', 'show', 'dev', name)) as IpLink[])[0] as IpLink
 const routesOf = (ns: string): Array<{ dst: string; gateway?: string }> => JSON.parse(ip(ns, '-j', 'route', 'show')) as Array<{ dst: string; gateway?: string }>
 
 t.test('the 3rd of 5 batched messages fails: rejected as that message, the kernel still ran the rest', async (t) => {
@@ -144,7 +136,7 @@ t.test('a cross-connect: both ends up with their addresses, routes, MTU and MAC,
     client: { netns: client.path, ifname: 'nsm-c', mac: '02:00:00:00:00:c1', addresses: ['172.16.6.3/32'], routes: [{ dst: '172.16.6.2/32' }, { dst: '10.62.0.0/16', gateway: '172.16.6.2' }] },
     endpoint: { netns: endpoint.path, ifname: 'nsm-e', addresses: ['172.16.6.2/32'], routes: [{ dst: '172.16.6.3/32' }] },
   })
-  const c = JSON.parse(ip(client.name, '-j', '-d', 'link', 'show', 'dev', 'nsm-c')) as Array<IpLink & { mtu: number; address: string; operstate: string }>
+  const c = JSON.parse(ip(client.name, '-j', '-d', 'link', 'show', 'dev', 'nsm-c')) as IpLink[]
   t.equal(c[0]?.mtu, 1400)
   t.equal(c[0]?.address, '02:00:00:00:00:c1')
   t.ok(c[0]?.flags.includes('UP') && c[0]?.flags.includes('LOWER_UP'), 'client end up with carrier')

@@ -21,7 +21,7 @@ import {
   setLink,
   writeSysctl,
 } from '../../pkg/netlink'
-import { ip, linkAddresses, linkNames, makeNetns, sh, uniqueName } from '../lib/netns'
+import { ip, linkAddresses, linkNames, makeNetns, sh, showLink, uniqueName } from '../lib/netns'
 
 const sessions = new NetlinkSessions()
 t.teardown(() => sessions.closeAll())
@@ -30,14 +30,6 @@ t.afterEach(() => {
   sessions.sweep()
 })
 
-interface IpLink {
-  ifname: string
-  mtu: number
-  address: string
-  flags: string[]
-  linkinfo?: { info_kind: string; info_data?: Record<string, unknown> }
-}
-const showLink = (ns: string, name: string): IpLink => (JSON.parse(ip(ns, '-j', '-d', 'link', 'show', 'dev', name)) as IpLink[])[0] as IpLink
 
 t.test('veth pair created with each end directly in its namespace, with MTU and MAC', async (t) => {
   const a = makeNetns(t)

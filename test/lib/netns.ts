@@ -57,6 +57,24 @@ export function removeNetns(name: string): void {
   }
 }
 
+/** What `ip -j -d link show` says of a link (the fields the tests read). */
+export interface IpLink {
+  ifindex: number
+  ifname: string
+  mtu: number
+  address: string
+  flags: string[]
+  operstate?: string
+  num_tx_queues?: number
+  num_rx_queues?: number
+  linkinfo?: { info_kind: string; info_data?: Record<string, unknown> }
+}
+
+/** One link of a namespace, as the kernel reports it through `ip -j -d link show`. */
+export function showLink(ns: string, name: string): IpLink {
+  return (JSON.parse(ip(ns, '-j', '-d', 'link', 'show', 'dev', name)) as IpLink[])[0] as IpLink
+}
+
 /** Names of links in a namespace (root when ns is undefined). */
 export function linkNames(ns?: string): string[] {
   const out = JSON.parse(ip(ns, '-j', 'link', 'show')) as Array<{ ifname: string }>

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { extract } from '../../scripts/code-cache.mjs'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 
@@ -17,9 +18,8 @@ for (const name of ['nsm', 'nsm-ipam']) {
     t.ok(file.startsWith('#!/usr/bin/env node'), 'has a node shebang')
     t.notOk(/[^\x00-\x7f]/.test(file), 'is pure ASCII (read and scanned as one-byte text)')
     // The plugin's code is the SOURCE literal the loader compiles (scripts/code-cache.mjs).
-    const literal = /\nconst SOURCE = (".*");\n/.exec(file)?.[1]
-    t.ok(literal, 'carries its bundle as SOURCE')
-    const text = JSON.parse(literal ?? '""') as string
+    const text = extract(file).source
+    t.ok(text, 'carries its bundle as SOURCE')
     t.match(text, /^\(function \(exports, require, module, __filename, __dirname\) \{/)
     for (const native of ['koffi', 'netlink', '.node"', '@grpc/grpc-js', 'node:http2']) {
       t.notOk(new RegExp(`require\\(["'][^"']*${native.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`).test(text), `does not require ${native}`)

@@ -4,7 +4,7 @@
 // connect fails (no file, a file that is not a socket, a socket nobody listens on), close() silencing
 // everything after it. And that the raw one is what this Node gives.
 import { createServer, type Server, type Socket } from 'node:net'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -94,10 +94,11 @@ for (const [kind, connect] of kinds) {
   t.test(`${kind}: connect failures carry the errno`, async (t) => {
     const file = join(dir, `file-${kind}`)
     writeFileSync(file, 'not a socket')
-    // A socket file nobody listens on: bound by another process, which then exits.
+    // A socket file nobody listens on: a node process listens on it and is killed, so it cannot unlink it.
     const lone = join(dir, `lone-${kind}.sock`)
     const { spawnSync } = await import('node:child_process')
-    spawnSync('python3', ['-c', `import socket; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(lone)})`])
+    spawnSync(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(lone)}, () => process.kill(process.pid, 'SIGKILL'))`])
+    t.ok(existsSync(lone), 'the socket file was left behind')
     for (const [path, want] of [
       [join(dir, 'missing.sock'), 'ENOENT'],
       [file, 'ECONNREFUSED'],

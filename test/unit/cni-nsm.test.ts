@@ -3,10 +3,10 @@
 // 7541 examples, and the HTTP/2 + gRPC client against node:http2's server (statuses, trailers-only
 // errors, a reset, GOAWAY, an unreachable socket, a deadline), and STATUS / DEL against a fake agent that is not ready or fails,
 // and DEL's fallback when the agent has no Detach.
-import { createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2'
+import { createServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import t from 'tap'
 import { parseCniArgs, parseEnv, parseNetConf, type CallContext, type CniResult } from '../../cni/protocol/index'
 import { KNOWN_CNI_ARGS, parseNsmConfig } from '../../cni/nsm/config'
@@ -174,12 +174,34 @@ t.test('HPACK: RFC 7541 Appendix C examples', async (t) => {
   t.same([...new HpackDecoder().decode(encodeHeaders([['grpc-timeout', '5m'], ['x', 'é']]))], [['grpc-timeout', '5m'], ['x', 'é']], 'our encoding round-trips')
 })
 
-t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'nsm-h2-'))
+/**
+ * A stand-in agent: node:http2 on a unix socket in a temp dir, every stream answered by `onStream`;
+ * the server, its sessions and the dir are removed at teardown. Returns the socket path.
+ */
+async function fakeAgent(t: { teardown(fn: () => void | Promise<void>): void }, onStream: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const socket = join(dir, 's.sock')
+  const socket = join(dir, 'agent.sock')
+  const server = createServer()
+  const sessions = new Set<import('node:http2').ServerHttp2Session>()
+  server.on('session', (s) => {
+    sessions.add(s)
+    s.on('error', () => undefined)
+  })
+  server.on('stream', onStream)
+  await new Promise<void>((res) => server.listen(socket, res))
+  t.teardown(
+    () =>
+      new Promise<void>((res) => {
+        for (const s of sessions) s.destroy()
+        server.close(() => res())
+      }),
+  )
+  return socket
+}
+
+t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) => {
   const seen: Array<Record<string, unknown>> = []
-  const server: Http2Server = createServer()
   const reply = (stream: ServerHttp2Stream, name: string): void => {
     const frame = (msg: Uint8Array) => Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), msg]).fill(0, 0, 1)
     if (name === 'ok') {
@@ -198,12 +220,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
     }
     // 'slow': never answers
   }
-  const sessions = new Set<import('node:http2').ServerHttp2Session>()
-  server.on('session', (s) => {
-    sessions.add(s)
-    s.on('error', () => undefined)
-  })
-  server.on('stream', (stream, headers) => {
+  const socket = await fakeAgent(t, (stream, headers) => {
     stream.on('error', () => undefined) // the 'reset' case closes it with an error code on purpose
     seen.push(headers)
     const chunks: Buffer[] = []
@@ -213,14 +230,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
       reply(stream, req.name)
     })
   })
-  await new Promise<void>((res) => server.listen(socket, res))
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of sessions) s.destroy()
-        server.close(() => res())
-      }),
-  )
+  const dir = dirname(socket)
   const call = async (name: string, timeoutMs = 5000) => {
     const c = new GrpcUnaryClient(socket)
     try {
@@ -251,13 +261,7 @@ t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) =>
 })
 
 t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a failing agent fails DEL (11)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const socket = join(dir, 'agent.sock')
-  const server = createServer()
-  const sessions = new Set<import('node:http2').ServerHttp2Session>()
-  server.on('session', (s) => sessions.add(s))
-  server.on('stream', (stream, headers) => {
+  const socket = await fakeAgent(t, (stream, headers) => {
     stream.on('error', () => undefined)
     stream.resume()
     stream.on('end', () => {
@@ -274,14 +278,6 @@ t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a 
       }
     })
   })
-  await new Promise<void>((res) => server.listen(socket, res))
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of sessions) s.destroy()
-        server.close(() => res())
-      }),
-  )
   const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
   const st = await callInProcess(nsmHandlers, { command: 'STATUS', stdin: conf })
   t.equal(st.json?.code, 50, st.stdout)
@@ -292,15 +288,9 @@ t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a 
 })
 
 t.test('DEL against a fake agent: Detach UNIMPLEMENTED without an agent code falls back call by call; with one it is an answer', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const socket = join(dir, 'agent.sock')
   let detachAnswer: Record<string, string> = {}
   const seen: string[] = []
-  const server = createServer()
-  const sessions = new Set<import('node:http2').ServerHttp2Session>()
-  server.on('session', (s) => sessions.add(s))
-  server.on('stream', (stream, headers) => {
+  const socket = await fakeAgent(t, (stream, headers) => {
     stream.on('error', () => undefined)
     stream.resume()
     const path = String(headers[':path'])
@@ -316,14 +306,6 @@ t.test('DEL against a fake agent: Detach UNIMPLEMENTED without an agent code fal
       stream.end(Buffer.alloc(5))
     })
   })
-  await new Promise<void>((res) => server.listen(socket, res))
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of sessions) s.destroy()
-        server.close(() => res())
-      }),
-  )
   const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
   // What grpc-js answers for a method an older agent does not serve.
   detachAnswer = { 'grpc-status': '12', 'grpc-message': 'The server does not implement the method /nsmcni.Agent/Detach' }
