@@ -5,9 +5,10 @@
 // addon (.node), koffi or netlink. The agent and nsmctl keep the native packages external
 // (installed dependencies next to dist/).
 //
-// The CNI plugins are shipped with V8's code cache of their bundle, made by a training run of real calls
-// (scripts/code-cache.mjs: why, and how the loader in dist/nsm uses it). Training nsm needs root and the
-// agent (dist/nsm-agent, dist/nsmctl); it is skipped while the bundle and Node are unchanged.
+// nsm-ipam is shipped with V8's code cache of its bundle, made by a training run of real calls
+// (scripts/code-cache.mjs: why, and how the loader in dist/nsm-ipam uses it); it is skipped while the
+// bundle and Node are unchanged. The nsm shim is small enough to ship as the plain bundle: a code cache
+// saved nothing measurable there (BENCHMARKS.md).
 //
 //   node build.mjs [name ...]          bundles all binaries, or the named ones
 //   node build.mjs --sea [name ...]    also makes self-contained executables dist/sea/nsm and dist/sea/nsm-ipam
@@ -20,12 +21,13 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { compose, reusableCache, trainCache, wrapSource } from './scripts/code-cache.mjs'
+import { BUNDLE_OPTIONS } from './scripts/bundle-options.mjs'
 
 const NATIVE = ['netlink', 'koffi']
 
 const binaries = [
-  { name: 'nsm', entry: 'cni/plugins/nsm.ts', lean: true },
-  { name: 'nsm-ipam', entry: 'cni/plugins/nsm-ipam.ts', lean: true },
+  { name: 'nsm', entry: 'cni/plugins/nsm.ts', lean: true, codeCache: false },
+  { name: 'nsm-ipam', entry: 'cni/plugins/nsm-ipam.ts', lean: true, codeCache: true },
   { name: 'nsm-agent', entry: 'agent/main.ts', lean: false },
   { name: 'nsmctl', entry: 'agent/cli/nsmctl.ts', lean: false },
 ]
@@ -71,23 +73,14 @@ for (const b of binaries) {
   // colleague's rebuild) sees the old file or the new one, never a missing or half-written one.
   const target = `dist/${b.name}`
   const result = await esbuild.build({
+    ...BUNDLE_OPTIONS,
     entryPoints: [b.entry],
-    write: false,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
-    minifySyntax: true,
-    sourcemap: false,
-    legalComments: 'none',
-    banner: { js: '#!/usr/bin/env node' },
     // The Kubernetes client (~5 MB of source) stays in node_modules too: loaded only with --kubernetes.
     external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node'],
     plugins: b.lean ? [forbidNative] : [],
-    logLevel: 'warning',
   })
   const bundle = result.outputFiles[0].text
-  if (!b.lean) {
+  if (!b.codeCache) {
     writeAtomically(target, bundle)
     continue
   }
@@ -96,10 +89,9 @@ for (const b of binaries) {
   writeAtomically(target, compose(b.name, source, cache))
   if (cache === undefined) untrained.set(b.name, source)
 }
-// After every bundle is written: training nsm runs dist/nsm-agent and dist/nsmctl.
 for (const [name, source] of untrained) {
   const target = `dist/${name}`
-  const cache = await trainCache(name, source, resolve(target), resolve('dist'))
+  const cache = await trainCache(name, source, resolve(target))
   if (cache !== undefined) writeAtomically(target, compose(name, source, cache))
 }
 

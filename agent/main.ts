@@ -1,6 +1,6 @@
 // dist/nsm-agent: the node agent's entry and composition root. Loads the config (YAML + flags), opens the
-// state (connection table, registry stores) under the state dir, builds the server with its hooks, serves
-// on the unix socket, prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
+// state (connection table, registry stores) under the state dir, builds the server with its hooks and the
+// CNI service, serves on the unix socket (gRPC and the CNI shim's calls), prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
 // the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start.
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -14,6 +14,8 @@ import type { PodInfoSource } from './podinfo/types.js'
 import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane } from './pipeline/index.js'
+import { CniService } from './cni/index.js'
+import { NetnsPolicy } from '../pkg/netns-policy.js'
 
 async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
@@ -48,12 +50,14 @@ async function main(argv: readonly string[]): Promise<number> {
   const log = jsonLogger(config.logLevel)
   const reportListenerError = (err: unknown): void => log.error('event listener failed', { err })
 
+  // One netns policy for the registry, the pipeline and the CNI calls (its patterns were checked by loadConfig).
+  const netns = new NetnsPolicy(config.netnsAllow)
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 })
   const table = await ConnectionTable.open(join(config.stateDir, 'connections.json'), reportListenerError)
   const registry = await Registry.open({
     services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec),
     endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec),
-    netnsAllow: config.netnsAllow,
+    netnsAllow: netns,
     defaultTtlMs: config.endpointTtlMs,
     onListenerError: reportListenerError,
   })
@@ -73,9 +77,21 @@ async function main(argv: readonly string[]): Promise<number> {
     ...(podInfo === undefined ? {} : { podInfo }),
   })
   // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: config.netnsAllow, log })
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log })
   server.setHandler(dataplane.handler)
-  server.setChecker({ check: (entry) => dataplane.check(entry) })
+  // CNI calls from the shim run in-process against the same pipeline, table and registry.
+  const cni = new CniService({
+    handler: () => dataplane.handler,
+    table,
+    registry,
+    podInfo: () => podInfo,
+    check: (entry) => dataplane.check(entry),
+    netns,
+    readiness: () => ({ ready: true, reason: '' }),
+    shutdown: server.stopping,
+    log,
+  })
+  server.setCni((req) => cni.run(req))
   server.setRoundRobin(dataplane.roundRobin)
   const reconciled = await dataplane.healer.reconcile()
   log.info('reconciled connections with the kernel', reconciled)

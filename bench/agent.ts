@@ -10,7 +10,7 @@ import { NetworkServiceDefinition } from '../proto/gen/networkservice/networkser
 import { MonitorConnectionDefinition, State, type Connection, type ConnectionEvent } from '../proto/gen/networkservice/connection'
 import { NetworkServiceRegistryDefinition } from '../proto/gen/registry/registry'
 import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
-import type { AgentClient } from '../agent/client/grpc-http2'
+import type { AgentClient } from '../agent/client/client'
 import { buildCrossConnect, NetlinkSessions, removeCrossConnect } from '../pkg/netlink'
 import { startAgent } from '../test/lib/agent'
 import { kernelRequest, seedServices, serviceMessage } from '../test/lib/mesh'

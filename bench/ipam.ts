@@ -4,11 +4,11 @@
 // matching DELs (reservations leaked). Calls are interleaved (floor, ours, host-local, ...) so both see
 // the same machine noise. Target: nsm-ipam ADD p50 <= node -e 0 p50 + 15 ms; 0 duplicates; 0 leaked.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { stageNsmIpam } from '../test/conformance/exec'
-import { machine, ms, stats, writeSection } from './lib/report'
+import { childCpuMs, CLK_TCK, machine, ms, stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 60)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
@@ -33,13 +33,6 @@ const conf = (plugin: string) =>
   JSON.stringify({ cniVersion: '1.0.0', name: `bench-${plugin}`, type: 'ptp', ipam: { type: plugin, ranges, dataDir: join(work, plugin) } })
 const env = (command: string, id: string) => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', CNI_COMMAND: command, CNI_CONTAINERID: id, CNI_NETNS: `/var/run/netns/${netns}`, CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' })
 
-/** CPU time (user + sys, ms) of this process's waited-for children so far: /proc/self/stat cutime + cstime. */
-function childCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK
-}
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100)
 /** CPU ms per kind of call, summed (the clock-tick resolution averages out over the samples). */
 const cpu = new Map<string, number>()
 

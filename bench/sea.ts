@@ -6,10 +6,10 @@
 // plugin's trained code cache is an asset in both variants (scripts/code-cache.mjs), little. The executables are built fresh into a private temp dir (builds running beside the
 // benchmark rewrite dist/); so is the bundle copy. Run: npx tsx bench/sea.ts (root: ADD needs a netns).
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { machine, ms, stats, type Stats, writeSection } from './lib/report'
+import { childCpuMs, machine, ms, stats, type Stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 60)
 const ROOT = resolve(import.meta.dirname, '..')
@@ -53,12 +53,6 @@ const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'bench-sea', type: 'ptp
 const version = JSON.stringify({ cniVersion: '1.1.0' })
 
 /** CPU time (user + sys, ms) of this process's waited-for children so far: /proc/self/stat cutime + cstime. */
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK']).stdout.toString().trim() || 100)
-function childCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK
-}
 
 function timed(cmd: string, args: string[], env: Record<string, string>, input: string): number {
   const s = process.hrtime.bigint()

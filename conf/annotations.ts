@@ -1,4 +1,4 @@
-// conf/annotations.ts: the pod annotations that ask for network services or offer one (DESIGN §5).
+// conf/annotations.ts: the pod annotations that ask for network services or offer one (ARCHITECTURE §5).
 //
 // Needs: conf/errors.ts, conf/names.ts and `node:net` only: this module is bundled into the lean CNI plugin,
 // so it must stay dependency-free (no yaml, no ip-address) and cheap to load.
@@ -13,7 +13,8 @@
 //            not labels; every other key is a label.
 // Query keys and values are percent-decoded; keys must be label keys, values label values; a key given
 // twice is an error. Interface names must be valid Linux names of at most 15 characters.
-// The project's address codec, not node:net's isIP: importing node:net costs the CNI plugin ~4 ms per exec.
+// The CNI plugins' hand-written address codec (ipam/range/ip.ts), not the ip-address library the agent uses (it
+// costs each plugin exec measurable start-up: figures there) nor node:net's isIP (~4 ms per exec).
 import { parseIp } from '../ipam/range/ip.js'
 import { ConfError } from './errors.js'
 import { MAX_IFNAME_LENGTH, isValidInterfaceName, isValidLabelKey, isValidLabelValue, isValidServiceName } from './names.js'

@@ -1,9 +1,8 @@
-// conf/endpoint-names.ts: the names of the endpoints a CNI ADD registers for an endpoint pod (DESIGN §5,
-// `endpoint.networkservicemesh.io`), shared by the plugin, which registers them (cni/nsm/endpoint.ts), and
-// the agent, which finds them again from the container id alone at DEL (nsmcni.Agent/Detach).
+// conf/endpoint-names.ts: the names of the endpoints a CNI ADD registers for an endpoint pod (ARCHITECTURE §5,
+// `endpoint.networkservicemesh.io`): registered at ADD (agent/cni/endpoint.ts) and found again from the
+// container id alone at DEL (agent/cni/del.ts).
 //
-// Needs: nothing (dependency-free: bundled into the CNI plugin, imported by the agent; neither pulls in
-// the other's code through it).
+// Needs: nothing (dependency-free).
 // Contract: `<service>.cni-<key>`, the key a valid DNS label made from CNI_CONTAINERID (lower-cased; a
 // hash appended when the id had to be changed, so ids that sanitize alike stay apart). The key has no
 // dot, so `isContainerEndpoint` compares the name's whole last dot-separated part with this container's

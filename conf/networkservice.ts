@@ -4,7 +4,7 @@
 // Needs: the `yaml` package (agent and nsmctl only: never import this from the CNI plugin), conf/template.ts.
 // Contract: `parseNetworkServiceYaml` reads every document of a file and returns one NetworkService each
 // (empty documents are skipped), or throws a ConfError naming the document and the field path. Accepted forms:
-//   - the 2019 v1alpha1 manifest (DESIGN §1): camelCase `sourceSelector`/`destinationSelector`, `route`,
+//   - the 2019 v1alpha1 manifest (ARCHITECTURE §1): camelCase `sourceSelector`/`destinationSelector`, `route`,
 //     with the leftover empty `match:` and `destination:` wrapper keys (a non-empty wrapper map is merged);
 //   - the v1 manifest (`apiVersion: networkservicemesh.io/v1`, `kind: NetworkService`, `spec`), snake_case as
 //     in NSM's registry.proto (`source_selector`, `routes`, `destination_selector`, `weight`, `fallthrough`);

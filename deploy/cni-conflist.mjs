@@ -1,4 +1,4 @@
-// Appends the nsm plugin to the primary CNI conflist (chained mode, DESIGN §4 step 3). Plain JavaScript:
+// Appends the nsm plugin to the primary CNI conflist (chained mode, ARCHITECTURE §4 step 3). Plain JavaScript:
 // it runs with the node of the agent image, no build step. Called by install-cni.sh as
 //   node cni-conflist.mjs <conf dir>
 // The primary is the first file, in byte order, ending in .conf, .conflist or .json: the one containerd and

@@ -6,7 +6,7 @@ export type KernelErrorCode =
   | 'NO_SUCH_DEVICE' // the named link does not exist in that namespace (ENODEV)
   | 'NOT_FOUND' // an address or route to delete/replace does not exist (ESRCH, EADDRNOTAVAIL, ENOENT)
   | 'BAD_NETNS' // the namespace path does not exist or is not a network namespace
-  | 'NETNS_NOT_ALLOWED' // the namespace path is outside the allowlist
+  | 'NETNS_NOT_ALLOWED' // the netns policy refuses the path (pkg/netns-policy.ts)
   | 'NAME_TOO_LONG' // an interface name over 15 bytes, or with characters the kernel refuses
   | 'INVALID_ARGUMENT' // a malformed address, prefix, MAC, MTU or sysctl key
   | 'BUSY' // the link must be down for this change (EBUSY)

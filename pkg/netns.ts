@@ -3,7 +3,7 @@
 // Why it looks like this: setns(2) changes the namespace of the calling *thread*. Node runs our JS on
 // one thread, but anything that yields to the event loop (an `await`, a callback) lets other code run
 // on that same thread, which would then silently act in the wrong namespace. So a switch is only ever
-// done inside `withNetns(path, fn)` where `fn` is synchronous: it switches, runs fn (typically: open a
+// done inside `withNetns(ns, fn)` where `fn` is synchronous: it switches, runs fn (typically: open a
 // netlink socket, or open a /proc/sys file — both bind to the namespace at creation), and switches back
 // before returning. A netlink socket created that way stays bound to the target namespace for its whole
 // life, so all later (async) I/O on it needs no switching at all.
@@ -11,10 +11,10 @@
 // Never while switched: await, start timers, spawn processes, or call anything that may defer work to
 // the libuv thread pool expecting the namespace (the pool threads never switch).
 //
-// Paths are checked against an allowlist first (DESIGN §9): request data decides which path is opened.
+// This file never opens a path a request named: `withNetns` takes a namespace already opened and judged
+// by the netns policy (./netns-policy.ts, ARCHITECTURE §9), the one place where such paths become fds.
 import koffi from 'koffi'
-import { closeSync, openSync, statSync } from 'node:fs'
-import { posix } from 'node:path'
+import { openSync, statSync } from 'node:fs'
 import { KernelError } from './errors'
 
 const CLONE_NEWNET = 0x40000000
@@ -36,39 +36,36 @@ function hostNamespaceFd(): number {
   return hostFd
 }
 
+/** A network namespace opened (and judged) by the netns policy: its path, for messages, and its fd. */
+export interface OpenNetns {
+  readonly path: string
+  readonly fd: number
+}
+
 /**
- * Runs `fn` with the calling thread in the network namespace at `path`, and switches back before
- * returning or throwing. `fn` must be synchronous; returning a promise is a programming error.
+ * Runs `fn` with the calling thread in the network namespace `ns`, and switches back before returning
+ * or throwing. `fn` must be synchronous; returning a promise is a programming error. The caller owns
+ * (and closes) `ns.fd`.
  */
-export function withNetns<T>(path: string, fn: () => T): T {
+export function withNetns<T>(ns: OpenNetns, fn: () => T): T {
   const back = hostNamespaceFd()
-  let fd: number
-  try {
-    fd = openSync(path, 'r')
-  } catch (err) {
-    throw new KernelError('BAD_NETNS', `netns ${path}: cannot open`, { cause: err })
+  if (setns(ns.fd) !== 0) {
+    throw new KernelError('BAD_NETNS', `netns ${ns.path}: setns failed (errno ${koffi.errno()}): not a network namespace?`)
   }
+  let result: T
   try {
-    if (setns(fd) !== 0) {
-      throw new KernelError('BAD_NETNS', `netns ${path}: setns failed (errno ${koffi.errno()}): not a network namespace?`)
-    }
-    let result: T
-    try {
-      result = fn()
-    } finally {
-      if (setns(back) !== 0) {
-        // Continuing in the wrong namespace would misplace every later change: stop the process.
-        process.stderr.write(`fatal: cannot switch back to the host netns (errno ${koffi.errno()})\n`)
-        process.abort()
-      }
-    }
-    if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
-      throw new Error('withNetns: the callback must be synchronous (it returned a promise)')
-    }
-    return result
+    result = fn()
   } finally {
-    closeSync(fd)
+    if (setns(back) !== 0) {
+      // Continuing in the wrong namespace would misplace every later change: stop the process.
+      process.stderr.write(`fatal: cannot switch back to the host netns (errno ${koffi.errno()})\n`)
+      process.abort()
+    }
   }
+  if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+    throw new Error('withNetns: the callback must be synchronous (it returned a promise)')
+  }
+  return result
 }
 
 /** Identity of a namespace file: device and inode. Two paths with the same key are the same netns. */
@@ -78,42 +75,5 @@ export function netnsKey(path: string): string | undefined {
     return `${st.dev}:${st.ino}`
   } catch {
     return undefined
-  }
-}
-
-/** Which netns paths the agent accepts from requests (DESIGN §9). */
-export class NetnsAllowlist {
-  readonly prefixes: readonly string[]
-  readonly allowProcPid: boolean
-
-  static readonly DEFAULT_PREFIXES = ['/var/run/netns/', '/run/netns/']
-
-  constructor(opts: { prefixes?: readonly string[]; allowProcPid?: boolean } = {}) {
-    this.prefixes = (opts.prefixes ?? NetnsAllowlist.DEFAULT_PREFIXES).map((p) => (p.endsWith('/') ? p : `${p}/`))
-    this.allowProcPid = opts.allowProcPid ?? true
-  }
-
-  /** Returns the normalized path, or throws NETNS_NOT_ALLOWED / INVALID_ARGUMENT naming the path. */
-  check(path: string): string {
-    if (typeof path !== 'string' || path.length === 0) {
-      throw new KernelError('INVALID_ARGUMENT', 'netns path is empty')
-    }
-    if (path.includes('\0')) throw new KernelError('INVALID_ARGUMENT', 'netns path contains a NUL byte')
-    if (!path.startsWith('/')) throw new KernelError('NETNS_NOT_ALLOWED', `netns path ${JSON.stringify(path)} is not absolute`)
-    // Refuse rather than normalize paths that climb: /var/run/netns/../../etc must never pass.
-    if (posix.normalize(path) !== path || path.split('/').includes('..')) {
-      throw new KernelError('NETNS_NOT_ALLOWED', `netns path ${JSON.stringify(path)} is not in normal form`)
-    }
-    if (this.allowProcPid && /^\/proc\/[1-9][0-9]*\/ns\/net$/.test(path)) return path
-    for (const prefix of this.prefixes) {
-      if (path.startsWith(prefix)) {
-        const rest = path.slice(prefix.length)
-        if (rest.length > 0 && !rest.includes('/')) return path
-      }
-    }
-    throw new KernelError(
-      'NETNS_NOT_ALLOWED',
-      `netns path ${JSON.stringify(path)} is outside the allowlist (${[...this.prefixes.map((p) => `${p}*`), ...(this.allowProcPid ? ['/proc/<pid>/ns/net'] : [])].join(', ')})`,
-    )
   }
 }

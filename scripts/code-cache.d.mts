@@ -5,4 +5,4 @@ export function compose(name: string, source: string, cache: Buffer | undefined)
 export function extract(text: string): { source: string; cache: Buffer; node: string }
 export function composeSeaMain(name: string): string
 export function reusableCache(file: string, source: string): Buffer | undefined
-export function trainCache(name: string, source: string, filename: string, dist: string): Promise<Buffer | undefined>
+export function trainCache(name: string, source: string, filename: string): Promise<Buffer | undefined>

@@ -1,14 +1,15 @@
-// The CNI plugins' start-up: each bundle is shipped with V8's code cache for it, made by a training run.
+// nsm-ipam's start-up: its bundle is shipped with V8's code cache for it, made by a training run. (The nsm
+// shim is a few hundred lines: it ships as the plain bundle, see build.mjs.)
 //
 // Why: a plugin process lives for one call, so every function it runs is compiled on that call. V8
-// compiles lazily, function by function, the first time each is called; for an nsm ADD that was ~25 % of
-// the process's CPU (perf: scanner, parser, bytecode generator), several ms of a ~35 ms budget. A V8 code
+// compiles lazily, function by function, the first time each is called; for the earlier, larger nsm
+// plugin that was ~25 % of an ADD's CPU (perf: scanner, parser, bytecode generator). A V8 code
 // cache holds the bytecode of every function compiled so far, and a script created with it compiles
 // nothing that the cache covers. Node 20 has no compile cache of its own for user code
 // (`module.enableCompileCache` is Node 22), and a SEA's `useCodeCache` covers only the top-level function
 // (inner functions are compiled lazily, after the cache was taken), so the cache is made here: the bundle
-// is run for real, a call after another (VERSION, ADD, CHECK, STATUS, GC, DEL against a real agent for
-// nsm; against a data dir for nsm-ipam), each run starting from the cache of the one before and taking
+// is run for real, a call after another (VERSION, ADD, CHECK, STATUS, GC, DEL against a data dir), each
+// run starting from the cache of the one before and taking
 // `script.createCachedData()` as it exits.
 //
 // The shipped file (dist/<name>) is a small loader with two string literals: SOURCE, the esbuild bundle
@@ -20,11 +21,9 @@
 // `NSM_CNI_CODE_CACHE=off` ignores the cache (for comparisons), `=report` prints on stderr whether V8
 // took it (tests check that it does, for dist/ and dist/sea/).
 //
-// Training needs root for nsm (the agent builds a real cross-connect between two network namespaces it
-// creates and removes); without root the plugin is shipped without a cache, with a warning. The cache is
-// kept across builds while SOURCE, the Node version and the training scenario are unchanged, so an
+// The cache is kept across builds while SOURCE, the Node version and the training scenario are unchanged, so an
 // unchanged bundle gives a byte-identical file (and scripts/sea.mjs keeps its executables).
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -173,93 +172,12 @@ function trainIpam(work, source, filename) {
   ])
 }
 
-/** Starts dist/nsm-agent on a private socket; resolves when it prints its ready line. */
-function startAgent(dist, work, podInfo) {
-  const socket = join(work, 'agent.sock')
-  const child = spawn(process.execPath, [join(dist, 'nsm-agent'), '--socket', socket, '--state-dir', join(work, 'state'), '--pod-info-dir', podInfo, '--node-name', 'train'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  let err = ''
-  child.stderr.on('data', (d) => (err += d))
-  const ready = new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += d
-      if (out.includes('"ready"')) resolve()
-    })
-    child.on('exit', (code, signal) => reject(new Error(`nsm-agent exited before ready (${code ?? signal}): ${err}`)))
-    setTimeout(() => reject(new Error('nsm-agent not ready after 20 s')), 20_000).unref()
-  })
-  return { child, socket, ready }
-}
-
-async function trainNsm(work, source, filename, dist) {
-  const tag = `nsmtrain${process.pid}`
-  const netns = { gw: `${tag}gw`, client: `${tag}cl` }
-  const podInfo = join(work, 'pods')
-  mkdirSync(podInfo)
-  const made = []
-  let agent
-  try {
-    for (const n of Object.values(netns)) {
-      const r = spawnSync('ip', ['netns', 'add', n], { encoding: 'utf8' })
-      if (r.status !== 0) throw new Error(`ip netns add ${n}: ${r.stderr || r.error}`)
-      made.push(n)
-    }
-    agent = startAgent(dist, work, podInfo)
-    await agent.ready
-    const service = 'train-service'
-    const yaml = join(work, 'service.yaml')
-    writeFileSync(yaml, `apiVersion: networkservicemesh.io/v1\nkind: NetworkService\nmetadata: { name: ${service} }\nspec: { payload: IP }\n`)
-    const ctl = spawnSync(process.execPath, [join(dist, 'nsmctl'), '--socket', agent.socket, 'apply', '-f', yaml], { encoding: 'utf8' })
-    if (ctl.status !== 0) throw new Error(`nsmctl apply: ${ctl.stderr}`)
-    // A gateway pod that registers as the service's endpoint through its annotation (chained after a
-    // loopback result), and a client pod attached through a NetworkAttachmentDefinition-style netconf.
-    writeFileSync(join(podInfo, 'default_gw.json'), JSON.stringify({ labels: { app: 'gw' }, annotations: { 'endpoint.networkservicemesh.io': `${service}?app=gw&cidr=172.31.250.0/24&route=10.250.0.0/16` } }))
-    writeFileSync(join(podInfo, 'default_client.json'), JSON.stringify({ labels: { app: 'client' }, annotations: {} }))
-    const k8s = (pod, id) => `IgnoreUnknown=true;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod};K8S_POD_INFRA_CONTAINER_ID=${id};K8S_POD_UID=uid-${pod}`
-    const gwEnv = (command) => cniEnv(command, { CNI_CONTAINERID: `${tag}gw`, CNI_NETNS: `/var/run/netns/${netns.gw}`, CNI_ARGS: k8s('gw', `${tag}gw`) })
-    const clEnv = (command) => cniEnv(command, { CNI_CONTAINERID: `${tag}cl`, CNI_NETNS: `/var/run/netns/${netns.client}`, CNI_IFNAME: 'net1', CNI_ARGS: k8s('client', `${tag}cl`) })
-    const loopback = { cniVersion: '1.1.0', interfaces: [{ name: 'lo', sandbox: `/var/run/netns/${netns.gw}` }], ips: [{ address: '127.0.0.1/8', interface: 0 }] }
-    const chained = (extra = {}) => JSON.stringify({ cniVersion: '1.1.0', name: 'train-pods', type: 'nsm', socket: agent.socket, prevResult: loopback, ...extra })
-    const attach = (extra = {}) => JSON.stringify({ cniVersion: '1.1.0', name: 'train-net', type: 'nsm', socket: agent.socket, networkService: service, labels: { app: 'client' }, ...extra })
-    return runCalls(work, 'nsm', source, filename, [
-      () => ({ env: cniEnv('VERSION'), input: attach() }),
-      () => ({ env: gwEnv('ADD'), input: chained() }),
-      () => ({ env: clEnv('ADD'), input: attach() }),
-      (p) => ({ env: clEnv('CHECK'), input: attach({ prevResult: JSON.parse(p.stdout) }) }),
-      () => ({ env: clEnv('ADD'), input: attach(), expect: 1 }), // a second ADD: 106, an error result
-      () => ({ env: clEnv('STATUS'), input: attach() }),
-      () => ({ env: clEnv('GC'), input: attach({ 'cni.dev/valid-attachments': [{ containerID: `${tag}cl`, ifname: 'net1' }] }) }),
-      () => ({ env: clEnv('DEL'), input: attach() }),
-      () => ({ env: gwEnv('DEL'), input: chained() }),
-    ])
-  } finally {
-    if (agent !== undefined && agent.child.exitCode === null) {
-      const exited = new Promise((resolve) => agent.child.on('exit', resolve))
-      agent.child.kill('SIGTERM')
-      const timer = setTimeout(() => agent.child.kill('SIGKILL'), 5_000)
-      await exited
-      clearTimeout(timer)
-    }
-    for (const n of made) spawnSync('ip', ['netns', 'del', n])
-  }
-}
-
-/**
- * The code cache for `name` built from `source` (the wrapped bundle), for the file that will be
- * installed as `filename`; undefined (with a warning) when it cannot be trained here.
- */
-export async function trainCache(name, source, filename, dist) {
+/** Trains the code cache of nsm-ipam (the only plugin shipped with one); undefined for any other. */
+export async function trainCache(name, source, filename) {
+  if (name !== 'nsm-ipam') return undefined
   const work = mkdtempSync(join(tmpdir(), `nsm-code-cache-${name}-`))
   try {
-    if (name === 'nsm-ipam') return trainIpam(work, source, filename)
-    if (name !== 'nsm') return undefined
-    if (process.getuid?.() !== 0) {
-      say(`not root: ${name} is built without a code cache (training needs network namespaces); start-up is slower`)
-      return undefined
-    }
-    return await trainNsm(work, source, filename, dist)
+    return trainIpam(work, source, filename)
   } catch (err) {
     say(`${name} is built without a code cache: training failed: ${err instanceof Error ? err.message : String(err)}`)
     return undefined

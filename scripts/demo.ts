@@ -1,4 +1,4 @@
-// `npm run demo`: the seed scenario (DESIGN §1) on one machine, on an embedded default.
+// `npm run demo`: the seed scenario (ARCHITECTURE §1) on one machine, on an embedded default.
 //
 // Starts dist/nsm-agent with its file store on a temporary socket and a pod-info directory, applies
 // conf/examples/secure-intranet-connectivity.yaml with dist/nsmctl, makes one network namespace per

@@ -1,5 +1,5 @@
 // Turns the CNI plugin bundles (dist/nsm, dist/nsm-ipam) into self-contained executables under dist/sea/,
-// for hosts with no Node.js (DESIGN §2): Node's single executable applications.
+// for hosts with no Node.js (ARCHITECTURE §2): Node's single executable applications.
 //
 //   node scripts/sea.mjs [--force] [nsm] [nsm-ipam]     (or `node build.mjs --sea`, `npm run build:sea`)
 //   node scripts/sea.mjs --from=DIR --out=DIR [--no-code-cache] ...  other bundle and output dirs / no V8
@@ -26,7 +26,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSyn
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { composeSeaMain, extract } from './code-cache.mjs'
+import { composeSeaMain, extract, wrapSource } from './code-cache.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 let DIST = join(ROOT, 'dist')
@@ -118,7 +118,9 @@ async function buildOne(name, bundle, key, exe, keyFile) {
   mkdirSync(work)
   try {
     // The plugin and its code cache are assets; the main script is a loader (scripts/code-cache.mjs).
-    const { source, cache, node } = extract(bundle.toString('utf8'))
+    // nsm-ipam is a loader with SOURCE and CACHE (code-cache.mjs); the nsm shim is the plain bundle.
+    const text = bundle.toString('utf8')
+    const { source, cache, node } = text.includes('\nconst SOURCE = ') ? extract(text) : { source: wrapSource(text), cache: Buffer.alloc(0), node: process.version }
     const assets = { source: join(work, 'source.js') }
     writeFileSync(assets.source, source)
     if (cache.length > 0 && node === process.version) {

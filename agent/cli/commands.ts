@@ -1,13 +1,13 @@
 // nsmctl's commands: each turns parsed arguments into agent calls (agent/client) and prints a table or
 // JSON. Input is checked here first where a flag can be named (CIDRs, routes, labels, durations); the
 // agent validates again and its INVALID_ARGUMENT names the message field.
-import { isIP } from 'node:net'
+import { parseCidr, parseIp } from '../../ipam/address.js'
 import { parseNetworkServiceYaml, type NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import { ConfError } from '../../conf/errors.js'
 import { Connection, ConnectionEventType, MonitorConnectionDefinition, State } from '../../proto/gen/networkservice/connection.js'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension, EndpointRegistration, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
-import { AgentClient } from '../client/grpc-http2.js'
+import { AgentClient } from '../client/client.js'
 import { parseDuration } from '../config/config.js'
 import { timestampOf } from '../registry/registry.js'
 import type { Explanation } from '../select/index.js'
@@ -120,12 +120,7 @@ function args(ctx: Ctx, count: number, what: string): string[] {
 }
 
 function checkCidr(flag: string, v: string): string {
-  const [addr, len, extra] = v.split('/')
-  const family = isIP(addr ?? '')
-  const max = family === 6 ? 128 : 32
-  if (family === 0 || extra !== undefined || len === undefined || !/^\d+$/.test(len) || Number(len) > max) {
-    throw new UsageError(`${flag} ${v}: not a CIDR (address/prefix-length)`)
-  }
+  if (parseCidr(v) === undefined) throw new UsageError(`${flag} ${v}: not a CIDR (address/prefix-length)`)
   return v
 }
 
@@ -157,7 +152,7 @@ async function register(ctx: Ctx): Promise<number> {
   const routes = all(ctx.p, '--route').map((r) => {
     const [prefix = '', nextHop = ''] = r.split('@')
     checkCidr('--route', prefix)
-    if (nextHop !== '' && isIP(nextHop) === 0) throw new UsageError(`--route ${r}: next hop "${nextHop}" is not an IP address`)
+    if (nextHop !== '' && parseIp(nextHop) === undefined) throw new UsageError(`--route ${r}: next hop "${nextHop}" is not an IP address`)
     return { prefix, nextHop }
   })
   const endpoint = NetworkServiceEndpoint.fromPartial({

@@ -13,7 +13,7 @@
 // Exit codes: 0 done; 1 the agent refused (the gRPC status and message are printed); 2 bad usage or
 // input (the flag, file or field is named); 3 the agent is unreachable.
 import { readFileSync } from 'node:fs'
-import { GrpcCallError, statusName } from '../client/grpc-http2.js'
+import { GrpcCallError, statusName } from '../client/client.js'
 import { UsageError } from './args.js'
 import { runCommand, type Io } from './commands.js'
 
@@ -26,7 +26,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
       return 2
     }
     if (err instanceof GrpcCallError) {
-      if (err.agentCode === 'UNAVAILABLE' && err.code === 14) {
+      if (err.agentCode === 'AGENT_UNREACHABLE') {
         io.err(`nsmctl: ${err.message}\n`)
         return 3
       }

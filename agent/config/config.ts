@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { isAbsolute, normalize } from 'node:path'
 import { parse as parseYaml } from 'yaml'
+import { DEFAULT_NETNS_PATTERNS, NETNS_PATTERN_FORMS, NetnsPatternError, parseNetnsPattern } from '../../pkg/netns-policy.js'
 
 export interface AgentConfig {
   /** Unix socket the agent serves on (mode 0600). */
@@ -12,7 +13,10 @@ export interface AgentConfig {
   stateDir: string
   /** This node's name: the `nodeName` client label, and which endpoints are local. */
   nodeName: string
-  /** Netns path patterns accepted from requests and registrations (`*` = one path segment). */
+  /**
+   * Netns path patterns accepted from requests and registrations, each checked at load by the netns policy
+   * (pkg/netns-policy.ts): a directory's entries, /proc pid paths, or an exact path.
+   */
   netnsAllow: string[]
   /** Lifetime given to endpoint registrations that carry no expiration_time. */
   endpointTtlMs: number
@@ -31,7 +35,7 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   socket: '/run/nsm/agent.sock',
   stateDir: '/var/lib/nsm-agent',
   nodeName: hostname(),
-  netnsAllow: ['/var/run/netns/*', '/run/netns/*', '/proc/*/ns/net'],
+  netnsAllow: [...DEFAULT_NETNS_PATTERNS],
   endpointTtlMs: 60_000,
   logLevel: 'info',
   podInfoDir: undefined,
@@ -56,7 +60,7 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
 endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig). --netns-allow may repeat or take a comma list; it replaces the default list
-(${DEFAULT_CONFIG.netnsAllow.join(', ')}).`
+(${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.`
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
 export function parseDuration(text: string): number | undefined {
@@ -199,20 +203,6 @@ export function loadConfig(argv: readonly string[]): { config: AgentConfig; help
   return { config: { ...DEFAULT_CONFIG, ...fromFile, ...overrides }, help }
 }
 
-/** True when `path` (absolute, normalized) matches one of the patterns; `*` matches one path segment. */
-export function netnsAllowed(path: string, patterns: readonly string[]): boolean {
-  if (!isAbsolute(path) || normalize(path) !== path) return false
-  return patterns.some((p) => globToRegExp(p).test(path))
-}
-
-function globToRegExp(pattern: string): RegExp {
-  const body = pattern
-    .split('*')
-    .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
-    .join('[^/]+')
-  return new RegExp(`^${body}$`)
-}
-
 function str(where: string, v: unknown): string {
   if (typeof v !== 'string' || v === '') throw new ConfigError(where, 'must be a non-empty string')
   return v
@@ -223,8 +213,14 @@ function checkAbsolute(where: string, v: string): string {
   return normalize(v)
 }
 
+/** A netns pattern the policy can honour (the agent refuses to start on any other: exit 2). */
 function checkPattern(where: string, v: string): string {
-  if (!isAbsolute(v) || normalize(v) !== v) throw new ConfigError(where, `must be an absolute, normalized path pattern, got "${v}"`)
+  try {
+    parseNetnsPattern(v)
+  } catch (err) {
+    if (err instanceof NetnsPatternError) throw new ConfigError(where, err.message)
+    throw err
+  }
   return v
 }
 

@@ -1,4 +1,4 @@
-// The request pipeline's shape (CONVENTIONS 1–4): a chain element takes the next handler and returns
+// The request pipeline's shape (ARCHITECTURE, rule 3): a chain element takes the next handler and returns
 // its own, `(next) => ({ request, close })`. Per-request state travels in one typed object
 // (`RequestState`), each field owned by the element that fills it. Every element declares which fields
 // it needs and which it provides, and `buildChain` refuses a list where an element needs a field that
@@ -10,12 +10,15 @@
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection.js'
 import type { NetworkService } from '../../conf/networkservice.js'
 import type { CallContext } from '../server/handler.js'
+import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
 
 export interface RequestState {
-  /** The netns path the client's end goes into (from the KERNEL mechanism's inodeURL). */
+  /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
+  mechanism?: MechanismImpl
+  /** The netns path the client's side goes into (from the mechanism's parameters, policy-checked). */
   clientNetns?: string
-  /** The client's interface name (KERNEL mechanism parameter `name`). */
+  /** The client's interface name (mechanism parameter `name`). */
   clientIfname?: string
   /** Labels selection matches against. */
   clientLabels?: Record<string, string>

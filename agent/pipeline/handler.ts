@@ -3,7 +3,7 @@
 // stored record removed only after every element's close succeeded.
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
 import type { CallContext, NetworkServiceHandler } from '../server/handler.js'
 import type { Handler } from './chain.js'
 import type { RecordStore } from './persist.js'

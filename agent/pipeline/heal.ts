@@ -1,16 +1,18 @@
-// Healing and restart reconciliation (DESIGN §10).
+// Healing and restart reconciliation (ARCHITECTURE §10).
 //
 // - An endpoint unregistered or expired (registry event), or whose netns disappeared (polled), makes
 //   every connection it served go DOWN and be re-requested through the same pipeline with that endpoint
 //   excluded: the client keeps its interface name and, where the new endpoint's pools allow, its
-//   addresses; the kernel element replaces the old pair. MonitorConnections sees DOWN, then UP.
+//   addresses; the mechanism element replaces the old datapath. MonitorConnections sees DOWN, then UP.
 // - A connection whose client netns disappeared (a pod removed without DEL) is closed, so nothing leaks.
-// - After a restart: connections whose datapath is intact are left alone (the datapath keeps flowing);
-//   a missing client end is rebuilt; a vanished client is cleaned up.
+// - After a restart: each stored datapath is judged by its own mechanism (agent/mechanisms/: the same
+//   intactness test as CHECK): intact ones are left alone (the datapath keeps flowing), broken ones are
+//   rebuilt through the pipeline, those whose client vanished are cleaned up.
 // Healing takes the same per-id lock as Request and Close.
 import { State, type Connection } from '../../proto/gen/networkservice/connection.js'
-import { getLink, type NetlinkSessions } from '../../pkg/netlink/index.js'
+import type { NetlinkSessions } from '../../pkg/netlink/index.js'
 import { netnsKey } from '../../pkg/netns.js'
+import type { MechanismRegistry } from '../mechanisms/registry.js'
 import type { Registry } from '../registry/registry.js'
 import type { ConnectionTable } from '../connections/table.js'
 import type { CallContext } from '../server/handler.js'
@@ -19,6 +21,7 @@ import type { PipelineHandler } from './handler.js'
 import type { TableRecords } from './records.js'
 import { endpointInfo } from './endpoints.js'
 import type { DatapathRecord } from './types.js'
+import type { ReconcileVerdict, RequestedMechanism } from '../mechanisms/types.js'
 
 export interface HealerOptions {
   registry: Registry
@@ -26,6 +29,7 @@ export interface HealerOptions {
   records: TableRecords
   handler: PipelineHandler
   sessions: NetlinkSessions
+  mechanisms: MechanismRegistry
   log: Logger
   /** How often endpoint and client namespaces are checked for disappearance. */
   pollMs: number
@@ -97,7 +101,8 @@ export class Healer {
       await this.opts.table.setState(id, State.DOWN)
       if (avoid !== undefined) this.avoid.set(id, new Set([avoid]))
       try {
-        await this.opts.handler.requestLocked({ connection: requestOf(entry.connection, rec), mechanismPreferences: [] }, this.context(entry.attachment))
+        const connection = requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec))
+        await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
         this.opts.log.info('healed', { connection: id })
       } catch (err) {
         this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, err })
@@ -114,27 +119,27 @@ export class Healer {
     await this.opts.handler.close(entry.connection, this.context(entry.attachment))
   }
 
-  /** After a restart: keep intact datapaths, rebuild missing ones, clean up vanished clients. */
+  /** After a restart: keep intact datapaths, rebuild broken ones, clean up vanished clients. */
   async reconcile(): Promise<{ kept: number; rebuilt: number; closed: number }> {
     const out = { kept: 0, rebuilt: 0, closed: 0 }
     for (const rec of this.opts.records.all()) {
-      if (netnsKey(rec.clientNetns) === undefined) {
+      let verdict: ReconcileVerdict
+      try {
+        verdict = await this.opts.mechanisms.of(rec).reconcile(rec)
+      } catch (err) {
+        this.opts.log.error('reconcile: cannot judge the datapath; leaving it as it is', { connection: rec.connectionId, err })
+        continue
+      }
+      if (verdict.state === 'client-gone') {
         await this.closeVanishedClient(rec)
         out.closed++
-        continue
-      }
-      let intact = false
-      try {
-        intact = (await getLink(this.opts.sessions.forNetns(rec.clientNetns), rec.clientIfname)) !== undefined && netnsKey(rec.endpointNetns) !== undefined && (await getLink(this.opts.sessions.forNetns(rec.endpointNetns), rec.endpointIfname)) !== undefined
-      } catch {
-        intact = false
-      }
-      if (intact) {
+      } else if (verdict.state === 'intact') {
         out.kept++
-        continue
+      } else {
+        this.opts.log.info('reconcile: rebuilding a broken datapath', { connection: rec.connectionId, problems: verdict.problems.map((p) => p.message) })
+        await this.reselect(rec, undefined)
+        out.rebuilt++
       }
-      await this.reselect(rec, undefined)
-      out.rebuilt++
     }
     return out
   }
@@ -144,12 +149,7 @@ export class Healer {
   }
 }
 
-/** The request that re-creates a connection: same id, service, labels, interface and netns. */
-function requestOf(conn: Connection, rec: DatapathRecord): Connection {
-  return {
-    ...conn,
-    labels: rec.clientLabels,
-    mechanism: { cls: 'LOCAL', type: 'KERNEL', parameters: { name: rec.clientIfname, inodeURL: `file://${rec.clientNetns}` } },
-    state: State.DOWN,
-  }
+/** The request that re-creates a connection: same id, service, labels, and the mechanism that built it. */
+function requestOf(conn: Connection, rec: DatapathRecord, mechanism: RequestedMechanism): Connection {
+  return { ...conn, labels: rec.clientLabels, mechanism, state: State.DOWN }
 }

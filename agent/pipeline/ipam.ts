@@ -1,12 +1,16 @@
 // ipam/point-to-point — allocates the client's (src) and the endpoint's (dst) addresses from the chosen
-// endpoint's pools (DESIGN §7, the pure allocator in ipam/p2p): the lowest free pair not in
+// endpoint's pools (ARCHITECTURE §7, the pure allocator in ipam/p2p): the lowest free pair not in
 // excluded_prefixes, never overlapping the same client's other connections (nor the endpoint's); the same
-// pair again on a re-request, and on a heal to another endpoint where its pools allow.
+// pair again on a re-request, and on a heal to another endpoint where its pools allow. The routes of both
+// sides are computed here, once, with the addresses (./ip-context.ts: the allocator's routes, plus the
+// composition routes when the client is itself an endpoint): `addresses` is the whole IP context the
+// mechanism installs.
 // Needs: endpoint, clientNetns. Provides: addresses.
 // Undoes: puts the allocator state back as it was before this request when a later element fails.
 import { P2PError, PointToPointPool, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
 import { withUndo, type Element } from './chain.js'
+import { ipContextOf } from './ip-context.js'
 
 /**
  * The allocator's state lives in memory (ipam/p2p PointToPointPool) and is persisted inside each
@@ -29,10 +33,10 @@ export interface IpamOptions {
   pool: P2PPool
   /** Extra excluded prefixes of an endpoint (from its registration). */
   endpointExcluded(endpoint: string): readonly string[]
+  /** For a client netns that is itself an endpoint's netns (composition): that endpoint's pools. */
+  composedPools(clientNetns: string): readonly string[]
   onUndoError(err: unknown): void
 }
-
-const toCidr = (ip: string): string => `${ip}/${ip.includes(':') ? 128 : 32}`
 
 export function pointToPointIpam(opts: IpamOptions): Element {
   return {
@@ -61,8 +65,12 @@ export function pointToPointIpam(opts: IpamOptions): Element {
           }
           throw err
         }
-        const record = result.record
-        r.state.addresses = { src: record.pairs.map((p) => toCidr(p.src)), dst: record.pairs.map((p) => toCidr(p.dst)), record }
+        try {
+          r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns)), record: result.record }
+        } catch (err) {
+          result.undo()
+          throw err
+        }
         return withUndo(
           () => next.request(r),
           // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.

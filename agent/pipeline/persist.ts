@@ -4,7 +4,7 @@
 // work. On close the record is removed by the pipeline handler only after every element's close
 // succeeded (see handler.ts), so a failed teardown stays visible and can be retried.
 // Needs: datapath. Provides: nothing. Undoes: nothing after it can fail.
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
 import type { AttachmentInfo } from '../server/handler.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { Element } from './chain.js'

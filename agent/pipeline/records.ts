@@ -1,26 +1,23 @@
 // The pipeline's RecordStore over the connection table: each connection's DatapathRecord is stored in
 // its table entry, so one durable write per request covers the connection, its attachment, its
-// datapath and its address allocation.
+// datapath and its address allocation. Records are read through the mechanisms' decoder, which migrates
+// older versions (agent/mechanisms/record.ts); every write is the current version.
 import type { ConnectionTable } from '../connections/table.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { AttachmentInfo } from '../server/handler.js'
 import type { RecordStore } from './persist.js'
+import { decodeDatapathRecord } from '../mechanisms/record.js'
 import type { DatapathRecord } from './types.js'
-
-function isRecord(v: unknown): v is DatapathRecord {
-  return typeof v === 'object' && v !== null && (v as { version?: unknown }).version === 1 && typeof (v as { connectionId?: unknown }).connectionId === 'string'
-}
 
 export class TableRecords implements RecordStore {
   constructor(private readonly table: ConnectionTable) {}
 
   record(id: string): DatapathRecord | undefined {
-    const d = this.table.get(id)?.datapath
-    return isRecord(d) ? d : undefined
+    return decodeDatapathRecord(this.table.get(id)?.datapath)
   }
 
   all(): DatapathRecord[] {
-    return this.table.list().flatMap((e) => (isRecord(e.datapath) ? [e.datapath] : []))
+    return this.table.list().flatMap((e) => decodeDatapathRecord(e.datapath) ?? [])
   }
 
   async save(connection: Connection, attachment: AttachmentInfo | undefined, record: DatapathRecord): Promise<void> {

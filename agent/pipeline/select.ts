@@ -1,4 +1,4 @@
-// select — chooses the endpoint (DESIGN §6) and tries the winners in order: when building towards one
+// select — chooses the endpoint (ARCHITECTURE §6) and tries the winners in order: when building towards one
 // fails for a reason that lies with that endpoint (its netns is gone, its pool is exhausted, the kernel
 // refused its side), the next one is tried; the error of the last one is returned when all fail. On a
 // re-request the endpoint the connection already uses comes first, so a refresh does not move it.
@@ -6,7 +6,7 @@
 // moving on is intended).
 import type { NetworkService } from '../../conf/networkservice.js'
 import { RoundRobin, SelectError, selectEndpoints } from '../select/index.js'
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
 import type { Element } from './chain.js'
 import type { EndpointInfo } from './types.js'
 

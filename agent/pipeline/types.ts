@@ -1,5 +1,9 @@
-// Domain records the pipeline passes between elements and persists with each connection.
+// Domain records the pipeline passes between elements. The datapath record persisted with each
+// connection belongs to the mechanisms (agent/mechanisms/types.ts) and is re-exported here.
 import type { P2PRecord } from '../../ipam/p2p/index.js'
+import type { AppliedIpContext } from '../mechanisms/types.js'
+
+export type { AppliedIpContext, DatapathRecord } from '../mechanisms/types.js'
 
 /** A registered endpoint as the pipeline sees it: selection data plus where its datapath lives. */
 export interface EndpointInfo {
@@ -9,7 +13,7 @@ export interface EndpointInfo {
   expiresAt?: number
   /** On this node (a veth reaches it). */
   local: boolean
-  /** Allowlisted netns path of the endpoint (the `url` file:///var/run/netns/x). */
+  /** Policy-checked netns path of the endpoint (the `url` file:///var/run/netns/x). */
   netns: string
   /** CIDR pools the endpoint hands out point-to-point pairs from. */
   pools: readonly string[]
@@ -17,35 +21,11 @@ export interface EndpointInfo {
   routes: readonly string[]
 }
 
-/** One point-to-point allocation: the endpoint's (dst) and the client's (src) addresses, as CIDRs. */
-export interface P2PAddresses {
-  /** The client's addresses, /32 or /128, one per pool family. */
-  src: string[]
-  /** The endpoint's addresses, same order as src. */
-  dst: string[]
+/**
+ * One point-to-point allocation and the routes that go with it: the IP context of the connection, both
+ * sides, computed once by the IPAM element (./ip-context.ts); the mechanism installs exactly this.
+ */
+export interface P2PAddresses extends AppliedIpContext {
   /** The allocator's record (pools, parties), persisted with the connection. */
   record: P2PRecord
-}
-
-/** What a request built, persisted with the connection: enough to close, verify and heal it. */
-export interface DatapathRecord {
-  version: 1
-  connectionId: string
-  service: string
-  endpointName: string
-  clientNetns: string
-  clientIfname: string
-  endpointNetns: string
-  endpointIfname: string
-  src: string[]
-  dst: string[]
-  /** Routes installed on the client side (prefix, next hop). */
-  srcRoutes: Array<{ prefix: string; nextHop: string }>
-  /** Routes installed on the endpoint side. */
-  dstRoutes: Array<{ prefix: string; nextHop: string }>
-  mtu: number
-  /** The point-to-point allocation, as the allocator keeps it (rebuilt from these at start). */
-  p2p: P2PRecord
-  /** Labels the client was selected with (kept so healing reselects with the same labels). */
-  clientLabels: Record<string, string>
 }

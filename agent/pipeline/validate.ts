@@ -1,17 +1,18 @@
 // validate — first element. Checks every field the later elements rely on and rejects a bad request
-// with INVALID_ARGUMENT (or BAD_NETNS) naming the field, before anything changes. Provides the client's
-// netns, interface name and labels, and the previous record when this id was requested before.
+// with INVALID_ARGUMENT (or BAD_NETNS, MECHANISM_NOT_SUPPORTED) naming the field, before anything changes.
+// The mechanism is the first requested type the mechanism registry serves; its own parameters (and the
+// client netns, through the netns policy) are checked by that mechanism (agent/mechanisms/).
+// Provides the chosen mechanism, the client's netns, interface name and labels, and the previous record
+// when this id was requested before.
 // Needs: nothing. Undoes: nothing (changes nothing).
-import { NetnsAllowlist } from '../../pkg/netns.js'
-import { KernelError } from '../../pkg/errors.js'
-import { validateLinkName } from '../../pkg/netlink/links.js'
 import { isValidServiceName } from '../../conf/networkservice.js'
-import { AgentError } from '../server/agent-error.js'
+import type { MechanismRegistry } from '../mechanisms/registry.js'
+import { AgentError } from '../errors.js'
 import type { Element } from './chain.js'
 import type { DatapathRecord } from './types.js'
 
 export interface ValidateOptions {
-  allowlist: NetnsAllowlist
+  mechanisms: MechanismRegistry
   /** The stored record for a connection id, if any. */
   recordOf(id: string): DatapathRecord | undefined
 }
@@ -22,7 +23,7 @@ export function validate(opts: ValidateOptions): Element {
   return {
     name: 'validate',
     needs: [],
-    provides: ['clientNetns', 'clientIfname', 'clientLabels', 'previous'],
+    provides: ['mechanism', 'clientNetns', 'clientIfname', 'clientLabels', 'previous'],
     wrap: (next) => ({
       async request(r) {
         const c = r.connection
@@ -33,34 +34,17 @@ export function validate(opts: ValidateOptions): Element {
           if (k === '' || k.length > 317) throw AgentError.invalid('connection.labels', `key ${JSON.stringify(k)} is not a label key`)
           if (v.length > 63) throw AgentError.invalid(`connection.labels[${k}]`, 'value is longer than 63 characters')
         }
-        const mechs = c.mechanism !== undefined ? [c.mechanism] : r.mechanismPreferences
+        const requested = c.mechanism !== undefined ? [c.mechanism] : r.mechanismPreferences
         const field = c.mechanism !== undefined ? 'connection.mechanism' : 'mechanism_preferences'
-        const idx = mechs.findIndex((m) => m.type === 'KERNEL')
-        if (mechs.length === 0) throw AgentError.invalid('mechanism_preferences', 'at least one mechanism is required')
-        const kernel = mechs[idx]
-        if (kernel === undefined) {
-          throw new AgentError('MECHANISM_NOT_SUPPORTED', `${field}: none of ${mechs.map((m) => m.type || '(empty)').join(', ')} is supported (KERNEL is)`)
-        }
-        const at = c.mechanism !== undefined ? field : `${field}[${idx}]`
-        const ifname = kernel.parameters.name ?? ''
-        try {
-          validateLinkName(ifname, `${at}.parameters.name`)
-        } catch (err) {
-          throw AgentError.invalid(`${at}.parameters.name`, (err as Error).message)
-        }
-        const url = kernel.parameters.inodeURL ?? ''
-        if (!url.startsWith('file://')) throw AgentError.invalid(`${at}.parameters.inodeURL`, `${JSON.stringify(url)} must be a file:// URL of a netns`)
-        let netns: string
-        try {
-          netns = opts.allowlist.check(decodeURIComponent(url.slice('file://'.length)))
-        } catch (err) {
-          const msg = err instanceof KernelError ? err.message : String(err)
-          throw new AgentError('BAD_NETNS', `${at}.parameters.inodeURL: ${msg}`, { field: `${at}.parameters.inodeURL`, cause: err })
-        }
+        if (requested.length === 0) throw AgentError.invalid('mechanism_preferences', 'at least one mechanism is required')
+        const { mechanism, index, parameters } = opts.mechanisms.pick(requested, field)
+        const at = c.mechanism !== undefined ? field : `${field}[${index}]`
+        const { netns, ifname } = mechanism.parseRequest(parameters, at)
         const previous = opts.recordOf(c.id)
         if (previous !== undefined && (previous.clientNetns !== netns || previous.clientIfname !== ifname)) {
           throw AgentError.invalid('connection.id', `${c.id} already exists for ${previous.clientIfname} in ${previous.clientNetns}`)
         }
+        r.state.mechanism = mechanism
         r.state.clientNetns = netns
         r.state.clientIfname = ifname
         r.state.clientLabels = { ...c.labels }

@@ -1,5 +1,5 @@
 // The pod-info contract: how the agent learns a pod's labels and annotations from K8S_POD_NAMESPACE /
-// K8S_POD_NAME (DESIGN §4 step 2, §5, §6 client labels). Two sources implement it: the Kubernetes API
+// K8S_POD_NAME (ARCHITECTURE §4 step 2, §5, §6 client labels). Two sources implement it: the Kubernetes API
 // (kubernetes.ts) and a pod-info directory for runs without Kubernetes (directory.ts).
 //
 // Contract of `get`: resolves the pod, or undefined when the source knows the pod does not exist; rejects

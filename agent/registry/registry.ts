@@ -15,7 +15,8 @@ import type { Timestamp } from '../../proto/gen/google/protobuf/timestamp.js'
 import type { NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import type { Store } from './store.js'
 import { netnsFromUrl, validateEndpoint, validateExtension, validateService } from './validate.js'
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
+import { NetnsPolicy } from '../../pkg/netns-policy.js'
 
 export interface StoredEndpoint {
   readonly endpoint: NetworkServiceEndpoint
@@ -40,7 +41,8 @@ export type RegistryListener = (event: RegistryEvent) => void
 export interface RegistryOptions {
   services: Store<NetworkService>
   endpoints: Store<StoredEndpoint>
-  netnsAllow: readonly string[]
+  /** The netns policy endpoint urls and netns paths must pass (or its patterns: pkg/netns-policy.ts). */
+  netnsAllow: NetnsPolicy | readonly string[]
   /** Lifetime of an endpoint registered without expiration_time. */
   defaultTtlMs: number
   now?: () => number
@@ -76,9 +78,11 @@ export class Registry {
   private queue: Promise<unknown> = Promise.resolve()
   private timer: NodeJS.Timeout | undefined
   private closed = false
+  private readonly netns: NetnsPolicy
 
   private constructor(private readonly opts: RegistryOptions) {
     this.now = opts.now ?? Date.now
+    this.netns = NetnsPolicy.from(opts.netnsAllow)
   }
 
   /** Loads both stores; entries that expired while the agent was down are dropped (and deleted). */
@@ -145,7 +149,7 @@ export class Registry {
    */
   async registerEndpoint(nse: NetworkServiceEndpoint, extension?: EndpointExtension): Promise<StoredEndpoint> {
     const now = this.now()
-    const rules = { netnsAllow: this.opts.netnsAllow, now }
+    const rules = { netns: this.netns, now }
     validateEndpoint(nse, rules)
     if (extension !== undefined) validateExtension(extension, nse.name, rules)
     return this.serialize(async () => {

@@ -1,13 +1,13 @@
 // Validation of registry input (NSM registry messages and our EndpointExtension) before anything is
 // stored: each failure is an AgentError INVALID_ARGUMENT (or BAD_NETNS) naming the field, in the proto's
 // snake_case spelling, so a bad Register changes nothing.
-import { isIP } from 'node:net'
+import { parseCidr, parseIp } from '../../ipam/address.js'
 import { networkServiceFromObject, type NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import { ConfError } from '../../conf/errors.js'
 import { NetworkService, type NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
-import { netnsAllowed } from '../config/config.js'
-import { AgentError } from '../server/agent-error.js'
+import { AgentError } from '../errors.js'
+import type { NetnsPolicy } from '../../pkg/netns-policy.js'
 
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
 const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/
@@ -34,7 +34,8 @@ export function validateService(ns: NetworkService, field = 'network_service'): 
 }
 
 export interface EndpointRules {
-  netnsAllow: readonly string[]
+  /** The agent's one netns policy (pkg/netns-policy.ts), the same the pipeline applies. */
+  netns: NetnsPolicy
   now: number
 }
 
@@ -55,15 +56,15 @@ export function validateEndpoint(nse: NetworkServiceEndpoint, rules: EndpointRul
       if (v.length > 63 || !LABEL_VALUE.test(v)) throw AgentError.invalid(`${where}.labels.${k}`, `"${v}" is not a valid label value`)
     }
   }
-  if (nse.url !== '') checkUrl(`${field}.url`, nse.url, rules.netnsAllow)
+  if (nse.url !== '') checkUrl(`${field}.url`, nse.url, rules.netns)
   if (nse.expirationTime !== undefined) {
     const ms = nse.expirationTime.seconds * 1000 + Math.floor(nse.expirationTime.nanos / 1e6)
     if (ms <= rules.now) throw AgentError.invalid(`${field}.expiration_time`, 'is in the past')
   }
 }
 
-/** `file:///path/to/netns` (allowlisted), `unix:///path/to.sock` or `tcp://host:port`. */
-function checkUrl(field: string, url: string, netnsAllow: readonly string[]): void {
+/** `file:///path/to/netns` (netns policy), `unix:///path/to.sock` or `tcp://host:port`. */
+function checkUrl(field: string, url: string, netns: NetnsPolicy): void {
   let u: URL
   try {
     u = new URL(url)
@@ -71,11 +72,18 @@ function checkUrl(field: string, url: string, netnsAllow: readonly string[]): vo
     throw AgentError.invalid(field, `"${url}" is not a URL`)
   }
   if (u.protocol === 'file:') {
-    if (!netnsAllowed(decodeURIComponent(u.pathname), netnsAllow)) {
-      throw new AgentError('BAD_NETNS', `${field}: netns ${u.pathname} is outside the allowlist (${netnsAllow.join(', ')})`, { field })
-    }
+    checkNetns(field, decodeURIComponent(u.pathname), netns)
   } else if (u.protocol !== 'unix:' && u.protocol !== 'tcp:') {
     throw AgentError.invalid(field, `"${url}": scheme must be file (a netns), unix or tcp`)
+  }
+}
+
+/** A netns path the policy refuses is BAD_NETNS naming the field (the policy's message names the path). */
+function checkNetns(field: string, path: string, netns: NetnsPolicy): void {
+  try {
+    netns.check(path)
+  } catch (err) {
+    throw new AgentError('BAD_NETNS', `${field}: ${err instanceof Error ? err.message : String(err)}`, { field, cause: err })
   }
 }
 
@@ -93,30 +101,21 @@ export function validateExtension(ext: EndpointExtension, endpointName: string, 
   if (ext.endpointName !== '' && ext.endpointName !== endpointName) {
     throw AgentError.invalid(`${field}.endpoint_name`, `"${ext.endpointName}" differs from the endpoint's name "${endpointName}"`)
   }
-  if (ext.netnsPath !== '' && !netnsAllowed(ext.netnsPath, rules.netnsAllow)) {
-    throw new AgentError('BAD_NETNS', `${field}.netns_path: ${ext.netnsPath} is outside the allowlist (${rules.netnsAllow.join(', ')})`, {
-      field: `${field}.netns_path`,
-    })
-  }
+  if (ext.netnsPath !== '') checkNetns(`${field}.netns_path`, ext.netnsPath, rules.netns)
   ext.cidrPools.forEach((c, i) => checkCidr(`${field}.cidr_pools[${i}]`, c, true))
   ext.excludedPrefixes.forEach((c, i) => checkCidr(`${field}.excluded_prefixes[${i}]`, c, false))
   ext.routes.forEach((r, i) => {
     checkCidr(`${field}.routes[${i}].prefix`, r.prefix, false)
-    if (r.nextHop !== '' && isIP(r.nextHop) === 0) throw AgentError.invalid(`${field}.routes[${i}].nextHop`, `"${r.nextHop}" is not an IP address`)
+    if (r.nextHop !== '' && parseIp(r.nextHop) === undefined) throw AgentError.invalid(`${field}.routes[${i}].nextHop`, `"${r.nextHop}" is not an IP address`)
   })
   if (ext.nodeName !== '' && !DNS_SUBDOMAIN.test(ext.nodeName)) throw AgentError.invalid(`${field}.node_name`, `"${ext.nodeName}" is not a valid node name`)
 }
 
 /** `a.b.c.d/len` or `v6/len`; pools must leave room for a pair (v4 /31 at most, v6 /127). */
 export function checkCidr(field: string, cidr: string, pool: boolean): void {
-  const slash = cidr.indexOf('/')
-  const addr = slash < 0 ? '' : cidr.slice(0, slash)
-  const lenText = slash < 0 ? '' : cidr.slice(slash + 1)
-  const family = isIP(addr)
-  const len = /^\d{1,3}$/.test(lenText) ? Number(lenText) : NaN
-  const max = family === 6 ? 128 : 32
-  if (family === 0 || !(len >= 0 && len <= max)) throw AgentError.invalid(field, `"${cidr}" is not a CIDR (address/prefix-length)`)
-  if (pool && len > max - 1) throw AgentError.invalid(field, `"${cidr}" is too small for a point-to-point pair`)
+  const c = parseCidr(cidr)
+  if (c === undefined) throw AgentError.invalid(field, `"${cidr}" is not a CIDR (address/prefix-length)`)
+  if (pool && c.prefix > (c.ip.family === 6 ? 127 : 31)) throw AgentError.invalid(field, `"${cidr}" is too small for a point-to-point pair`)
 }
 
 function snake(path: string): string {

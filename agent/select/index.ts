@@ -1,4 +1,4 @@
-// agent/select: endpoint selection (DESIGN §6) as pure functions, used by the agent's select element, healing
+// agent/select: endpoint selection (ARCHITECTURE §6) as pure functions, used by the agent's select element, healing
 // and `nsmctl explain`. See select.ts for the contract.
 export { formatExplanation } from './format.js'
 export { RoundRobin } from './round-robin.js'

@@ -1,4 +1,4 @@
-// agent/select/round-robin.ts: the round-robin cursor per network service (DESIGN §6).
+// agent/select/round-robin.ts: the round-robin cursor per network service (ARCHITECTURE §6).
 //
 // Needs: nothing. Owned by whoever runs selection (the agent's select element holds one for its lifetime).
 // Contract: `peek` reads a service's cursor without moving it (explain), `advance` moves it after a

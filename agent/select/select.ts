@@ -1,5 +1,5 @@
 // agent/select/select.ts: which endpoints a client's request for a network service may go to, in the order to
-// try them (DESIGN §6, NSM v1 semantics), and the same reasoning as a report for `nsmctl explain`.
+// try them (ARCHITECTURE §6, NSM v1 semantics), and the same reasoning as a report for `nsmctl explain`.
 //
 // Needs: the service (conf/networkservice.ts), the registered endpoints (the registry), the client's labels
 // (pod labels + annotation labels + nodeName/podName/namespace, composed by the caller), the time, and a

@@ -1,7 +1,7 @@
-// Builds the CallContext handed to handlers from a grpc-js call: metadata as a plain map, the CNI
-// attachment keys, and an AbortSignal that fires on client cancel or agent shutdown.
+// Builds the CallContext handed to handlers from a grpc-js call: metadata as a plain map and an
+// AbortSignal that fires on client cancel or agent shutdown.
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js'
-import { attachmentFrom, type CallContext } from './handler.js'
+import type { CallContext } from './handler.js'
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>
 
@@ -20,7 +20,7 @@ export function callContext(call: AnyCall, shutdown: AbortSignal): { ctx: CallCo
     shutdown.removeEventListener('abort', abort)
     call.removeListener('cancelled', abort)
   }
-  return { ctx: { signal: controller.signal, metadata, attachment: attachmentFrom(metadata) }, release }
+  return { ctx: { signal: controller.signal, metadata, attachment: undefined }, release }
 }
 
 /** Runs a handler with its CallContext and releases the context when it settles. */

@@ -1,14 +1,11 @@
-// The single mapping from an error to a grpc-js ServiceError (CONVENTIONS 8): every service handler in
-// agent/server/ ends in toServiceError(), nowhere else converts errors.
-import { Metadata, type ServiceError } from '@grpc/grpc-js'
-import { AgentError, CNI_CODE_KEY, cniCodeFor, ERROR_CODE_KEY, GRPC_STATUS } from './agent-error.js'
+// The single mapping from an error to a grpc-js ServiceError (ARCHITECTURE §11): every service handler in
+// agent/server/ ends in toServiceError(), nowhere else converts errors. The status code comes from the
+// error model (pkg/codes.ts); the stable error name leads the message as `[NAME] ...`, which clients
+// read back with parseStatusMessage (agent/errors.ts).
+import type { ServiceError } from '@grpc/grpc-js'
+import { AgentError } from '../errors.js'
 
-/** The one mapping from any error to a grpc-js ServiceError. */
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const e = AgentError.from(err)
-  const metadata = new Metadata()
-  metadata.set(ERROR_CODE_KEY, e.code)
-  metadata.set(CNI_CODE_KEY, String(cniCodeFor(e.code)))
-  return { code: GRPC_STATUS[e.code], details: `[${e.code}] ${e.message}`, metadata }
+  return { code: e.grpcStatus, details: `[${e.code}] ${e.message}` }
 }
-

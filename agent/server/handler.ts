@@ -8,9 +8,9 @@ import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { State } from '../../proto/gen/networkservice/connection.js'
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
 import type { ConnectionTable } from '../connections/table.js'
-import { AgentError } from './agent-error.js'
+import { AgentError } from '../errors.js'
 
-/** The CNI attachment a call is made for (the plugin sends these as `nsmcni-*` metadata). */
+/** The CNI attachment a call is made for (agent/cni sets it; NSM API calls have none). */
 export interface AttachmentInfo {
   /** CNI network name (netconf `name`). */
   network: string
@@ -20,35 +20,12 @@ export interface AttachmentInfo {
   netns: string
 }
 
-/** Metadata keys the CNI plugin sets on Request/Close so the agent can do CHECK and GC per network. */
-export const ATTACHMENT_METADATA = {
-  network: 'nsmcni-network',
-  containerId: 'nsmcni-container-id',
-  ifname: 'nsmcni-ifname',
-  netns: 'nsmcni-netns',
-} as const
-
-/**
- * The metadata key the CNI plugin sets on the Requests of an ADD (with the four attachment keys): `first`
- * on its first Request, `next` on the later ones of the same ADD (chained mode: one per interface). Such
- * a Request creates, it never refreshes; a second ADD of the attachment is refused with ALREADY_ATTACHED
- * (agent/pipeline/attach-once.ts). NSM clients refreshing a connection send no such key.
- */
-export const ADD_METADATA = {
-  key: 'nsmcni-add',
-  first: 'first',
-  next: 'next',
-} as const
-
-/** Which Request of an ADD a Request is (the `nsmcni-add` value). */
-export type AddPhase = typeof ADD_METADATA.first | typeof ADD_METADATA.next
-
 export interface CallContext {
   /** Aborted when the client cancels, the deadline passes, or the agent shuts down. */
   readonly signal: AbortSignal
   /** Request metadata, lower-case keys, first value of each (binary `-bin` keys left out). */
   readonly metadata: ReadonlyMap<string, string>
-  /** Set when all four `nsmcni-*` attachment keys are present. */
+  /** The CNI attachment, for calls agent/cni makes; undefined for NSM API calls. */
   readonly attachment: AttachmentInfo | undefined
 }
 
@@ -57,16 +34,6 @@ export interface NetworkServiceHandler {
   request(req: NetworkServiceRequest, ctx: CallContext): Promise<Connection>
   /** Tears a connection down; idempotent (an unknown id resolves). */
   close(conn: Connection, ctx: CallContext): Promise<void>
-}
-
-/** Reads the attachment keys from request metadata; all four or none. */
-export function attachmentFrom(metadata: ReadonlyMap<string, string>): AttachmentInfo | undefined {
-  const network = metadata.get(ATTACHMENT_METADATA.network)
-  const containerId = metadata.get(ATTACHMENT_METADATA.containerId)
-  const ifname = metadata.get(ATTACHMENT_METADATA.ifname)
-  const netns = metadata.get(ATTACHMENT_METADATA.netns)
-  if (network === undefined || containerId === undefined || ifname === undefined || netns === undefined) return undefined
-  return { network, containerId, ifname, netns }
 }
 
 /**

@@ -1,12 +1,14 @@
-// agent/server/: the agent's gRPC server on a unix socket (grpc-js). Serves the NSM v1 API
-// (NetworkService, MonitorConnection, both registries) and our nsmcni.Agent service, delegating to the
-// pieces other folders own: the NetworkServiceHandler (the request pipeline), the connection table, the
-// registry, and the optional hooks (pod info, kernel CHECK, readiness, round-robin for explain).
+// agent/server/: the agent's unix socket. It serves gRPC (grpc-js): the NSM v1 API (NetworkService,
+// MonitorConnection, both registries) and our nsmcni.Agent service, and on the same socket the CNI shim's
+// calls (socket.ts tells the two apart; agent/cni runs the calls). It delegates to the pieces other
+// folders own: the NetworkServiceHandler (the request pipeline), the connection table, the registry, the
+// CNI service, and the optional hooks (pod info, readiness, round-robin for explain).
 //
 // The socket is created with mode 0600 in a 0700-or-tighter directory (root only). A stale socket left by
 // a killed agent is replaced; a socket another live agent answers on is an error. stop() ends watch and
 // monitor streams, waits for in-flight unary calls (bounded), and removes the socket.
 import { Server, ServerCredentials } from '@grpc/grpc-js'
+import type { Server as NetServer } from 'node:net'
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs'
 import { connect } from 'node:net'
 import { dirname } from 'node:path'
@@ -17,12 +19,15 @@ import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { RoundRobin } from '../select/index.js'
 import type { ConnectionTable } from '../connections/table.js'
 import type { Registry } from '../registry/registry.js'
-import { AgentError } from './agent-error.js'
+import { AgentError } from '../errors.js'
 import { toGrpcService } from './grpc-adapter.js'
 import { recordOnlyHandler, type NetworkServiceHandler } from './handler.js'
 import type { Logger } from './log.js'
 import { monitorImpl, networkServiceImpl } from './networkservice-service.js'
-import { nsmcniImpl, type AttachmentChecker, type PodInfoSource, type Readiness } from './nsmcni-service.js'
+import { nsmcniImpl, type PodInfoSource, type Readiness } from './nsmcni-service.js'
+import { dualProtocolServer } from './socket.js'
+import type { ShimAnswer, ShimRequest } from '../../cni/nsm/frame.js'
+import { CniCode, CniError, NEWEST } from '../../cni/protocol/index.js'
 import { endpointRegistryImpl, serviceRegistryImpl } from './registry-service.js'
 
 export interface AgentServerOptions {
@@ -35,7 +40,8 @@ export interface AgentServerOptions {
   /** Defaults to recordOnlyHandler(table) until the pipeline is installed with setHandler. */
   handler?: NetworkServiceHandler
   podInfo?: PodInfoSource
-  checker?: AttachmentChecker
+  /** Runs the CNI shim's calls (agent/cni CniService.run); until set, they are answered 11 (not ready). */
+  cni?: (req: ShimRequest) => Promise<ShimAnswer>
   readiness?: () => Readiness
   roundRobin?: RoundRobin
 }
@@ -43,7 +49,8 @@ export interface AgentServerOptions {
 export class AgentServer {
   private handler: NetworkServiceHandler
   private podInfo: PodInfoSource | undefined
-  private checker: AttachmentChecker | undefined
+  private cni: ((req: ShimRequest) => Promise<ShimAnswer>) | undefined
+  private net: NetServer | undefined
   private readiness: () => Readiness
   private roundRobin: RoundRobin | undefined
   private readonly grpc = new Server()
@@ -53,7 +60,7 @@ export class AgentServer {
   constructor(private readonly opts: AgentServerOptions) {
     this.handler = opts.handler ?? recordOnlyHandler(opts.table)
     this.podInfo = opts.podInfo
-    this.checker = opts.checker
+    this.cni = opts.cni
     this.readiness = opts.readiness ?? (() => ({ ready: true, reason: '' }))
     this.roundRobin = opts.roundRobin
     const common = { table: opts.table, shutdown: this.shutdown.signal, log: opts.log, handler: () => this.handler }
@@ -71,7 +78,6 @@ export class AgentServer {
         startedAt: Date.now(),
         version: opts.version,
         podInfo: () => this.podInfo,
-        checker: () => this.checker,
         readiness: () => (this.listening ? this.readiness() : { ready: false, reason: 'not serving yet' }),
         roundRobin: () => this.roundRobin,
       }),
@@ -85,8 +91,8 @@ export class AgentServer {
   setPodInfoSource(source: PodInfoSource | undefined): void {
     this.podInfo = source
   }
-  setChecker(checker: AttachmentChecker | undefined): void {
-    this.checker = checker
+  setCni(cni: (req: ShimRequest) => Promise<ShimAnswer>): void {
+    this.cni = cni
   }
   setReadiness(readiness: () => Readiness): void {
     this.readiness = readiness
@@ -104,23 +110,37 @@ export class AgentServer {
     const socket = this.opts.socket
     mkdirSync(dirname(socket), { recursive: true, mode: 0o700 })
     await removeStaleSocket(socket)
+    const injector = this.grpc.createConnectionInjector(ServerCredentials.createInsecure())
+    const net = dualProtocolServer({
+      grpc: (s) => injector.injectConnection(s),
+      cni: (req) => (this.cni === undefined ? Promise.resolve(notReady) : this.cni(req)),
+      onError: (err) => this.opts.log.warn('CNI call failed', { err }),
+    })
     // umask 077 while binding, so the socket is never reachable by others, not even before the chmod.
     const previousUmask = process.umask(0o077)
     try {
       await new Promise<void>((resolve, reject) => {
-        this.grpc.bindAsync(`unix:${socket}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err)))
+        net.once('error', reject)
+        net.listen(socket, () => {
+          net.removeListener('error', reject)
+          resolve()
+        })
       })
     } finally {
       process.umask(previousUmask)
     }
     chmodSync(socket, 0o600)
+    this.net = net
     this.listening = true
   }
 
-  /** Graceful stop: streams end, unary calls get up to `graceMs`, then the socket is removed. */
+  /** Graceful stop: no new connections, streams end, unary calls get up to `graceMs`, then the socket is removed. */
   async stop(graceMs = 5000): Promise<void> {
     this.shutdown.abort()
     this.listening = false
+    const net = this.net
+    this.net = undefined
+    const closed = net === undefined ? Promise.resolve() : new Promise<void>((resolve) => net.close(() => resolve()))
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.grpc.forceShutdown()
@@ -131,6 +151,7 @@ export class AgentServer {
         resolve()
       })
     })
+    await closed
     try {
       unlinkSync(this.opts.socket)
     } catch (err) {
@@ -138,6 +159,8 @@ export class AgentServer {
     }
   }
 }
+
+const notReady: ShimAnswer = { exitCode: 1, stdout: `${JSON.stringify(new CniError(CniCode.TRY_AGAIN_LATER, 'nsm agent is starting: try again').toJSON(NEWEST))}\n`, stderr: '' }
 
 /** Unlinks a socket file nobody answers on; refuses when a live process is serving there. */
 async function removeStaleSocket(path: string): Promise<void> {

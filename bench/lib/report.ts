@@ -45,3 +45,13 @@ export function writeSection(name: string, markdown: string, file = 'BENCHMARKS.
   writeFileSync(`${file}.tmp`, text)
   renameSync(`${file}.tmp`, file)
 }
+
+/** Clock ticks per second (the unit of /proc/<pid>/stat's times). */
+export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim() || 100)
+
+/** CPU time (user + sys, ms) of this process's waited-for children so far: /proc/self/stat cutime + cstime. */
+export function childCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(f[13]) + Number(f[14])) * 1000) / CLK_TCK
+}

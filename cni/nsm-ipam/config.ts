@@ -30,7 +30,7 @@ export interface IpamConfig {
   requested: Ip[]
 }
 
-const bad = (msg: string): CniError => new CniError(CniCode.InvalidConfig, msg)
+const bad = (msg: string): CniError => new CniError(CniCode.INVALID_CONFIG, msg)
 
 function parseRoutes(v: unknown): CniRoute[] {
   if (v === undefined || v === null) return []
@@ -97,7 +97,7 @@ function requestedAddresses(ctx: CallContext): Ip[] {
   if (env !== undefined && env !== '') {
     const ips = env.split(',').map((s) => parseIp(s))
     const badIdx = ips.findIndex((x) => x === undefined)
-    if (badIdx >= 0) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: IP=${env} is not a list of IP addresses`)
+    if (badIdx >= 0) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: IP=${env} is not a list of IP addresses`)
     return ips as Ip[]
   }
   return []
@@ -110,7 +110,7 @@ export function parseIpamConfig(ctx: CallContext): IpamConfig {
   if (typeof ipamRaw !== 'object' || Array.isArray(ipamRaw)) throw bad(`ipam: expected an object, got ${JSON.stringify(ipamRaw)}`)
   const ipam = ipamRaw as Record<string, unknown>
   for (const [k, v] of Object.entries(ipam)) {
-    if (!IPAM_FIELDS.has(k)) throw new CniError(CniCode.UnsupportedField, `ipam.${k}: unsupported field (value ${JSON.stringify(v)})`)
+    if (!IPAM_FIELDS.has(k)) throw new CniError(CniCode.UNSUPPORTED_FIELD, `ipam.${k}: unsupported field (value ${JSON.stringify(v)})`)
   }
   const dataDir = ipam.dataDir ?? DEFAULT_DATA_DIR
   if (typeof dataDir !== 'string' || !dataDir.startsWith('/')) throw bad(`ipam.dataDir: expected an absolute path, got ${JSON.stringify(dataDir)}`)

@@ -14,12 +14,12 @@ import { FileStore } from '../../ipam/store/file'
 import { KNOWN_CNI_ARGS, parseIpamConfig, type IpamConfig } from './config'
 
 const CODE: Record<IpamErrorCode, number> = {
-  INVALID_RANGE: CniCode.InvalidConfig,
-  ADDRESS_OUTSIDE_RANGES: CniCode.InvalidConfig,
-  POOL_EXHAUSTED: CniCode.PoolExhausted,
-  ADDRESS_UNAVAILABLE: CniCode.AddressUnavailable,
-  ATTACHMENT_EXISTS: CniCode.AttachmentExists,
-  STORE: CniCode.StoreFailure,
+  INVALID_RANGE: CniCode.INVALID_CONFIG,
+  ADDRESS_OUTSIDE_RANGES: CniCode.INVALID_CONFIG,
+  POOL_EXHAUSTED: CniCode.POOL_EXHAUSTED,
+  ADDRESS_UNAVAILABLE: CniCode.ADDRESS_UNAVAILABLE,
+  ATTACHMENT_EXISTS: CniCode.ALREADY_ATTACHED,
+  STORE: CniCode.STORE_FAILURE,
 }
 
 /** Maps allocator/store errors to CNI errors once; keeps the original as cause. */
@@ -80,11 +80,11 @@ async function check(ctx: CallContext): Promise<void> {
   const cfg = parseIpamConfig(ctx)
   const held = await withExistingStore(cfg, [], (s) => ownerReservations(s, owner(ctx)))
   if (held.length === 0) {
-    throw new CniError(CniCode.UnknownContainer, `container ${ctx.env.containerId} interface ${ctx.env.ifname} holds no address in network ${cfg.network}`)
+    throw new CniError(CniCode.UNKNOWN_CONTAINER, `container ${ctx.env.containerId} interface ${ctx.env.ifname} holds no address in network ${cfg.network}`)
   }
   for (let i = 0; i < cfg.rangeSets.length; i++) {
     if (!held.some((r) => r.rangeSet === i)) {
-      throw new CniError(CniCode.ReservationMismatch, `container ${ctx.env.containerId} interface ${ctx.env.ifname} holds no address in range set ${i}`)
+      throw new CniError(CniCode.RESERVATION_MISMATCH, `container ${ctx.env.containerId} interface ${ctx.env.ifname} holds no address in range set ${i}`)
     }
   }
   const prev = ctx.conf.prevResult
@@ -96,7 +96,7 @@ async function check(ctx: CallContext): Promise<void> {
     for (const r of held) {
       const ip = parseIp(r.ip)
       if (ip !== undefined && !listed.has(formatIp(ip))) {
-        throw new CniError(CniCode.ReservationMismatch, `prevResult.ips does not list ${r.ip}, reserved for container ${ctx.env.containerId} interface ${ctx.env.ifname}`)
+        throw new CniError(CniCode.RESERVATION_MISMATCH, `prevResult.ips does not list ${r.ip}, reserved for container ${ctx.env.containerId} interface ${ctx.env.ifname}`)
       }
     }
   }
@@ -106,7 +106,7 @@ async function gcCmd(ctx: CallContext): Promise<void> {
   const valid = ctx.conf.validAttachments
   if (valid === undefined) {
     // Without the list every reservation would look stale: refuse rather than wipe the network.
-    throw new CniError(CniCode.InvalidConfig, 'cni.dev/valid-attachments: missing (GC needs the list of attachments to keep)')
+    throw new CniError(CniCode.INVALID_CONFIG, 'cni.dev/valid-attachments: missing (GC needs the list of attachments to keep)')
   }
   const cfg = parseIpamConfig(ctx)
   await withExistingStore(cfg, undefined, async (s) => {
@@ -125,10 +125,10 @@ async function status(ctx: CallContext): Promise<void> {
     })
   } catch (err) {
     const e = toCni(err)
-    throw new CniError(CniCode.NotAvailable, `store unusable: ${e.message}`, { cause: err })
+    throw new CniError(CniCode.NOT_AVAILABLE, `store unusable: ${e.message}`, { cause: err })
   }
   if (full.length > 0) {
-    throw new CniError(CniCode.NotAvailable, `address pool exhausted: no free address in range set${full.length > 1 ? 's' : ''} ${full.join(', ')} of network ${cfg.network}`)
+    throw new CniError(CniCode.NOT_AVAILABLE, `address pool exhausted: no free address in range set${full.length > 1 ? 's' : ''} ${full.join(', ')} of network ${cfg.network}`)
   }
 }
 

@@ -1,5 +1,4 @@
-// dist/nsm: the network service mesh CNI plugin binary. Everything is in ../nsm/ and ../protocol/.
-import { runPlugin } from '../protocol/main'
-import { nsmHandlers } from '../nsm/handlers'
+// dist/nsm: the network service mesh CNI plugin binary, a shim over the node agent (../nsm/shim.ts).
+import { runShim } from '../nsm/shim'
 
-runPlugin(nsmHandlers)
+runShim()

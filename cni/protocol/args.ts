@@ -14,20 +14,20 @@ export function parseCniArgs(raw: string, known: readonly string[]): CniArgs {
   for (const item of raw.split(';')) {
     if (item === '') continue
     const eq = item.indexOf('=')
-    if (eq <= 0) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: "${item}" is not a KEY=VALUE pair`)
+    if (eq <= 0) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: "${item}" is not a KEY=VALUE pair`)
     const key = item.slice(0, eq)
     const value = item.slice(eq + 1)
-    if (out.has(key)) throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: key ${key} is given twice`)
+    if (out.has(key)) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: key ${key} is given twice`)
     out.set(key, value)
   }
   const ignore = out.get('IgnoreUnknown')
   if (ignore !== undefined && !TRUE.has(ignore.toLowerCase()) && !FALSE.has(ignore.toLowerCase())) {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: IgnoreUnknown="${ignore}" is not a boolean (1, 0, true, false)`)
+    throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: IgnoreUnknown="${ignore}" is not a boolean (1, 0, true, false)`)
   }
   if (ignore === undefined || !TRUE.has(ignore.toLowerCase())) {
     const unknown = [...out.keys()].filter((k) => k !== 'IgnoreUnknown' && !known.includes(k))
     if (unknown.length > 0) {
-      throw new CniError(CniCode.InvalidEnvironment, `CNI_ARGS: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ') || 'none'}; set IgnoreUnknown=1 to ignore)`)
+      throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ') || 'none'}; set IgnoreUnknown=1 to ignore)`)
     }
   } else {
     for (const k of [...out.keys()]) if (k !== 'IgnoreUnknown' && !known.includes(k)) out.delete(k)

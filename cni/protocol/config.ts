@@ -32,10 +32,10 @@ export function decodeJson(stdin: Buffer): Record<string, unknown> {
   try {
     value = JSON.parse(stdin.toString('utf8'))
   } catch (err) {
-    throw new CniError(CniCode.DecodingFailure, `stdin: network configuration is not valid JSON: ${(err as Error).message}`, { cause: err })
+    throw new CniError(CniCode.DECODING_FAILURE, `stdin: network configuration is not valid JSON: ${(err as Error).message}`, { cause: err })
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new CniError(CniCode.DecodingFailure, 'stdin: network configuration must be a JSON object')
+    throw new CniError(CniCode.DECODING_FAILURE, 'stdin: network configuration must be a JSON object')
   }
   return value as Record<string, unknown>
 }
@@ -44,16 +44,16 @@ function optionalObject(raw: Record<string, unknown>, key: string): Record<strin
   const v = raw[key]
   if (v === undefined || v === null) return undefined
   if (typeof v !== 'object' || Array.isArray(v)) {
-    throw new CniError(CniCode.InvalidConfig, `${key}: expected an object, got ${JSON.stringify(v)}`)
+    throw new CniError(CniCode.INVALID_CONFIG, `${key}: expected an object, got ${JSON.stringify(v)}`)
   }
   return v as Record<string, unknown>
 }
 
 function parseAttachments(v: unknown, key: string): Attachment[] {
-  if (!Array.isArray(v)) throw new CniError(CniCode.InvalidConfig, `${key}: expected a list of {containerID, ifname}`)
+  if (!Array.isArray(v)) throw new CniError(CniCode.INVALID_CONFIG, `${key}: expected a list of {containerID, ifname}`)
   return v.map((a, n) => {
     if (typeof a !== 'object' || a === null || typeof (a as Attachment).containerID !== 'string' || typeof (a as Attachment).ifname !== 'string') {
-      throw new CniError(CniCode.InvalidConfig, `${key}[${n}]: expected {"containerID": string, "ifname": string}, got ${JSON.stringify(a)}`)
+      throw new CniError(CniCode.INVALID_CONFIG, `${key}[${n}]: expected {"containerID": string, "ifname": string}, got ${JSON.stringify(a)}`)
     }
     return { containerID: (a as Attachment).containerID, ifname: (a as Attachment).ifname }
   })
@@ -62,16 +62,16 @@ function parseAttachments(v: unknown, key: string): Attachment[] {
 export function parseNetConf(raw: Record<string, unknown>): NetConf {
   const version = negotiateVersion(raw)
   const name = raw.name
-  if (name === undefined || name === '') throw new CniError(CniCode.InvalidConfig, 'name: missing network name')
+  if (name === undefined || name === '') throw new CniError(CniCode.INVALID_CONFIG, 'name: missing network name')
   if (typeof name !== 'string' || !NETWORK_NAME.test(name)) {
-    throw new CniError(CniCode.InvalidConfig, `name: ${JSON.stringify(name)} is not a valid network name (letters, digits, "_", ".", "-"; starting with a letter or digit)`)
+    throw new CniError(CniCode.INVALID_CONFIG, `name: ${JSON.stringify(name)} is not a valid network name (letters, digits, "_", ".", "-"; starting with a letter or digit)`)
   }
   const type = raw.type
-  if (typeof type !== 'string' || type === '') throw new CniError(CniCode.InvalidConfig, `type: expected a plugin name, got ${JSON.stringify(type)}`)
+  if (typeof type !== 'string' || type === '') throw new CniError(CniCode.INVALID_CONFIG, `type: expected a plugin name, got ${JSON.stringify(type)}`)
   const args = optionalObject(raw, 'args')
   let cniArgs: Record<string, unknown> | undefined
   if (args !== undefined && args.cni !== undefined && args.cni !== null) {
-    if (typeof args.cni !== 'object' || Array.isArray(args.cni)) throw new CniError(CniCode.InvalidConfig, `args.cni: expected an object, got ${JSON.stringify(args.cni)}`)
+    if (typeof args.cni !== 'object' || Array.isArray(args.cni)) throw new CniError(CniCode.INVALID_CONFIG, `args.cni: expected an object, got ${JSON.stringify(args.cni)}`)
     cniArgs = args.cni as Record<string, unknown>
   }
   const runtimeConfig = optionalObject(raw, 'runtimeConfig')

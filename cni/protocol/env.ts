@@ -52,9 +52,9 @@ export function containerIdProblem(id: string): string | undefined {
 export function parseEnv(env: Readonly<Record<string, string | undefined>>): CniEnv {
   const get = (k: string): string => env[k] ?? ''
   const cmd = get('CNI_COMMAND')
-  if (cmd === '') throw new CniError(CniCode.InvalidEnvironment, 'required environment variables missing: CNI_COMMAND')
+  if (cmd === '') throw new CniError(CniCode.INVALID_ENVIRONMENT, 'required environment variables missing: CNI_COMMAND')
   if (!(COMMANDS as readonly string[]).includes(cmd)) {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_COMMAND: unknown command "${cmd}" (expected one of ${COMMANDS.join(', ')})`)
+    throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_COMMAND: unknown command "${cmd}" (expected one of ${COMMANDS.join(', ')})`)
   }
   const command = cmd as Command
   const missing = REQUIRED[command].filter((v) => get(v) === '')
@@ -75,7 +75,7 @@ export function parseEnv(env: Readonly<Record<string, string | undefined>>): Cni
     }
     if (netns !== '' && !netns.startsWith('/')) problems.push(`CNI_NETNS "${netns}" must be an absolute path`)
   }
-  if (problems.length > 0) throw new CniError(CniCode.InvalidEnvironment, problems.join('; '))
+  if (problems.length > 0) throw new CniError(CniCode.INVALID_ENVIRONMENT, problems.join('; '))
   return {
     command,
     containerId,
@@ -98,9 +98,9 @@ export function assertNetnsExists(path: string): void {
     type = Number(statfsSync(path).type)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error'
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_NETNS "${path}" does not exist (${code})`, { cause: err })
+    throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_NETNS "${path}" does not exist (${code})`, { cause: err })
   }
   if (type !== NSFS_MAGIC) {
-    throw new CniError(CniCode.InvalidEnvironment, `CNI_NETNS "${path}" is not a network namespace`)
+    throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_NETNS "${path}" is not a network namespace`)
   }
 }

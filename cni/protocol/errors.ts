@@ -1,52 +1,12 @@
 // CNI errors: one class with a stable numeric code, mapped once to the spec's error JSON.
 //
-// Codes 1-99 are the spec's well-known codes (SPEC.md "Error codes"); a plugin must not give them any other
-// meaning. Our own codes start at 100 (../../../shared/DESIGN.md §11). Every error a handler throws ends up
-// as `{cniVersion, code, msg, details}` on stdout with a non-zero exit (see main.ts).
+// The codes themselves are defined once, with their names and gRPC statuses, in pkg/codes.ts (spec codes
+// 1-99, ours from 100). Every error a handler throws ends up as `{cniVersion, code, msg, details}` on
+// stdout with a non-zero exit (see main.ts).
 
-/** The spec's well-known codes (CNI 1.1). */
-export const CniCode = {
-  /** Incompatible CNI version. */
-  IncompatibleVersion: 1,
-  /** Unsupported field in network configuration; the message must name the key and the value. */
-  UnsupportedField: 2,
-  /** Container unknown or does not exist: the runtime need not clean up. */
-  UnknownContainer: 3,
-  /** Invalid necessary environment variables; the message must name them. */
-  InvalidEnvironment: 4,
-  /** I/O failure, e.g. reading the configuration from stdin. */
-  IoFailure: 5,
-  /** Failed to decode content (malformed JSON, bad version string). */
-  DecodingFailure: 6,
-  /** Invalid network configuration. */
-  InvalidConfig: 7,
-  /** Transient condition: try again later. */
-  TryAgainLater: 11,
-  /** STATUS: the plugin cannot service ADD requests. */
-  NotAvailable: 50,
-  /** STATUS: not available, and existing containers may have limited connectivity. */
-  LimitedConnectivity: 51,
-  // --- plugin-specific (>= 100), shared with the agent: DESIGN.md §11 ---
-  AgentUnreachable: 100,
-  NoEndpoint: 101,
-  PoolExhausted: 102,
-  BadNetns: 103,
-  MechanismNotSupported: 104,
-  AnnotationInvalid: 105,
-  // --- nsm-ipam specific ---
-  /** ADD for a (network, container, interface) that already holds a reservation. */
-  AttachmentExists: 106,
-  /** A requested address is reserved by another attachment. */
-  AddressUnavailable: 107,
-  /** The reservation store cannot be read or written (I/O, foreign format version). */
-  StoreFailure: 108,
-  /** CHECK: the reservations do not match the configuration or prevResult. */
-  ReservationMismatch: 109,
-  /** Anything unexpected: a bug. */
-  Internal: 999,
-} as const
+import { CniCode } from '../../pkg/codes'
 
-export type CniCodeValue = (typeof CniCode)[keyof typeof CniCode]
+export { CniCode }
 
 export class CniError extends Error {
   override readonly name = 'CniError'
@@ -60,7 +20,7 @@ export class CniError extends Error {
   }
 
   /** Keeps a CniError as it is; wraps anything else as Internal with the original as `cause`. */
-  static from(err: unknown, code: number = CniCode.Internal): CniError {
+  static from(err: unknown, code: number = CniCode.INTERNAL): CniError {
     if (err instanceof CniError) return err
     const msg = err instanceof Error ? err.message : String(err)
     return new CniError(code, msg, { cause: err })
@@ -79,4 +39,4 @@ export class CniError extends Error {
 }
 
 export const invalidConfig = (msg: string, details?: string): CniError =>
-  new CniError(CniCode.InvalidConfig, msg, details === undefined ? {} : { details })
+  new CniError(CniCode.INVALID_CONFIG, msg, details === undefined ? {} : { details })

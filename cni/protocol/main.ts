@@ -2,16 +2,17 @@
 // the spec's order (environment → stdin → configuration → version → command allowed in that version →
 // CNI_ARGS → netns), calls one handler and prints its result or the error JSON. The io is injectable so
 // tests run handlers in-process exactly as the bundled binary does.
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs'
+import { fstatSync } from 'node:fs'
 import { parseCniArgs, type CniArgs } from './args'
 import { decodeJson, parseNetConf, type NetConf } from './config'
 import { assertNetnsExists, parseEnv, type CniEnv } from './env'
+import { checkStdinSize, MAX_STDIN_BYTES, readFd0, writeFd } from './stdio'
+
+export { MAX_STDIN_BYTES }
 import { CniCode, CniError } from './errors'
 import { encodeResult, type CniResult } from './result'
 import { assertCommandAllowed, NEWEST, parseVersion, SUPPORTED_VERSIONS, type SpecVersion } from './version'
 
-/** The configuration on stdin is refused beyond this size (a runtime bug or abuse, never a real config). */
-export const MAX_STDIN_BYTES = 1 << 20
 
 export interface CallContext {
   env: CniEnv
@@ -54,51 +55,6 @@ function stdinIsTerminal(): boolean {
   }
 }
 
-// Every other command reads stdin as the reference plugins do, without that check: a runtime always
-// gives a pipe, and fstat's first call costs a plugin process ~0.3 ms.
-function readFd0(limit: number): Buffer {
-  const chunks: Buffer[] = []
-  let total = 0
-  const buf = Buffer.allocUnsafe(65536)
-  let fd = 0
-  let opened = false
-  for (;;) {
-    let n: number
-    try {
-      n = readSync(fd, buf, 0, buf.length, null)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'EOF') break
-      if (code === 'EAGAIN' && !opened) {
-        // A non-blocking stdin (inherited O_NONBLOCK pipe): reopen it blocking through /proc.
-        fd = openSync('/dev/stdin', 'r')
-        opened = true
-        continue
-      }
-      if (code === 'EBADF') break
-      throw new CniError(CniCode.IoFailure, `stdin: read failed: ${(err as Error).message}`, { cause: err })
-    }
-    if (n === 0) break
-    chunks.push(Buffer.from(buf.subarray(0, n)))
-    total += n
-    if (total > limit) break
-  }
-  if (opened) closeSync(fd)
-  return chunks.length === 1 && total <= limit ? (chunks[0] as Buffer) : Buffer.concat(chunks, total)
-}
-
-function writeFd(fd: number, text: string): void {
-  const data = Buffer.from(text)
-  let off = 0
-  while (off < data.length) {
-    try {
-      off += writeSync(fd, data, off)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err
-    }
-  }
-}
-
 /** The process's real io. */
 export const processIo: PluginIo = {
   env: process.env,
@@ -110,11 +66,7 @@ export const processIo: PluginIo = {
 }
 
 function readConfig(io: PluginIo): Buffer {
-  const stdin = io.readStdin(MAX_STDIN_BYTES)
-  if (stdin.length > MAX_STDIN_BYTES) {
-    throw new CniError(CniCode.IoFailure, `stdin: network configuration is larger than ${MAX_STDIN_BYTES} bytes`)
-  }
-  return stdin
+  return checkStdinSize(io.readStdin(MAX_STDIN_BYTES))
 }
 
 /** VERSION: echo the caller's cniVersion (when it is a version) and list what we speak. */
@@ -170,7 +122,7 @@ export async function pluginMain(handlers: PluginHandlers, io: PluginIo = proces
   } catch (err) {
     const e = CniError.from(err)
     io.stdout(`${JSON.stringify(e.toJSON(version))}\n`)
-    if (e.code === CniCode.Internal && err instanceof Error && err.stack !== undefined) io.stderr(`${err.stack}\n`)
+    if (e.code === CniCode.INTERNAL && err instanceof Error && err.stack !== undefined) io.stderr(`${err.stack}\n`)
     return 1
   }
 }

@@ -87,7 +87,7 @@ export function encodeResult(result: CniResult, version: SpecVersion): Record<st
 
 // --- parsing prevResult -------------------------------------------------------------------------
 
-const bad = (field: string, what: string): CniError => new CniError(CniCode.DecodingFailure, `${field}: ${what}`)
+const bad = (field: string, what: string): CniError => new CniError(CniCode.DECODING_FAILURE, `${field}: ${what}`)
 
 function str(o: Record<string, unknown>, k: string, field: string, required = false): string | undefined {
   const v = o[k]

@@ -42,13 +42,13 @@ export function negotiateVersion(conf: Record<string, unknown>): SpecVersion {
   const v = conf.cniVersion
   if (v !== undefined) {
     if (typeof v !== 'string') {
-      throw new CniError(CniCode.DecodingFailure, `cniVersion: expected a string, got ${JSON.stringify(v)}`)
+      throw new CniError(CniCode.DECODING_FAILURE, `cniVersion: expected a string, got ${JSON.stringify(v)}`)
     }
     if (parseVersion(v) === undefined) {
-      throw new CniError(CniCode.DecodingFailure, `cniVersion: "${v}" is not a version (x.y.z)`)
+      throw new CniError(CniCode.DECODING_FAILURE, `cniVersion: "${v}" is not a version (x.y.z)`)
     }
     if (!isSupported(v)) {
-      throw new CniError(CniCode.IncompatibleVersion, `incompatible CNI version: cniVersion "${v}" is not supported`, {
+      throw new CniError(CniCode.INCOMPATIBLE_VERSION, `incompatible CNI version: cniVersion "${v}" is not supported`, {
         details: `supported versions: ${SUPPORTED_VERSIONS.join(', ')}`,
       })
     }
@@ -57,20 +57,20 @@ export function negotiateVersion(conf: Record<string, unknown>): SpecVersion {
   const list = conf.cniVersions
   if (list !== undefined) {
     if (!Array.isArray(list) || !list.every((x): x is string => typeof x === 'string')) {
-      throw new CniError(CniCode.DecodingFailure, `cniVersions: expected a list of strings, got ${JSON.stringify(list)}`)
+      throw new CniError(CniCode.DECODING_FAILURE, `cniVersions: expected a list of strings, got ${JSON.stringify(list)}`)
     }
     const bad = list.find((x) => parseVersion(x) === undefined)
-    if (bad !== undefined) throw new CniError(CniCode.DecodingFailure, `cniVersions: "${bad}" is not a version (x.y.z)`)
+    if (bad !== undefined) throw new CniError(CniCode.DECODING_FAILURE, `cniVersions: "${bad}" is not a version (x.y.z)`)
     const common = list.filter(isSupported).sort(compareVersions)
     const best = common[common.length - 1]
     if (best === undefined) {
-      throw new CniError(CniCode.IncompatibleVersion, `incompatible CNI version: none of cniVersions [${list.join(', ')}] is supported`, {
+      throw new CniError(CniCode.INCOMPATIBLE_VERSION, `incompatible CNI version: none of cniVersions [${list.join(', ')}] is supported`, {
         details: `supported versions: ${SUPPORTED_VERSIONS.join(', ')}`,
       })
     }
     return best
   }
-  throw new CniError(CniCode.IncompatibleVersion, 'incompatible CNI version: cniVersion is missing (implies 0.1.0)', {
+  throw new CniError(CniCode.INCOMPATIBLE_VERSION, 'incompatible CNI version: cniVersion is missing (implies 0.1.0)', {
     details: `supported versions: ${SUPPORTED_VERSIONS.join(', ')}`,
   })
 }
@@ -89,6 +89,6 @@ const SINCE: Record<Command, SpecVersion | '0.1.0'> = {
 export function assertCommandAllowed(cmd: Command, version: SpecVersion): void {
   const since = SINCE[cmd]
   if (compareVersions(version, since) < 0) {
-    throw new CniError(CniCode.IncompatibleVersion, `incompatible CNI version: ${cmd} needs cniVersion ${since} or later, got "${version}"`)
+    throw new CniError(CniCode.INCOMPATIBLE_VERSION, `incompatible CNI version: ${cmd} needs cniVersion ${since} or later, got "${version}"`)
   }
 }

@@ -1,4 +1,4 @@
-// ipam/p2p/allocator.ts: point-to-point IPAM (DESIGN §7, as NSM's point2pointipam) as a pure allocator.
+// ipam/p2p/allocator.ts: point-to-point IPAM (ARCHITECTURE §7, as NSM's point2pointipam) as a pure allocator.
 //
 // Needs: the endpoint's pools and offered routes, the request's excluded prefixes; state loaded from (and
 // saved to) the agent's store as the plain JSON `P2PState`. No I/O, no clock.

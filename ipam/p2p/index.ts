@@ -1,4 +1,4 @@
-// ipam/p2p: point-to-point IPAM (DESIGN §7) as a pure allocator over a JSON-persistable state; see
+// ipam/p2p: point-to-point IPAM (ARCHITECTURE §7) as a pure allocator over a JSON-persistable state; see
 // allocator.ts for the contract, ip.ts for the address arithmetic.
 export {
   PointToPointPool,

@@ -1,6 +1,8 @@
-// IP addresses and prefixes <-> the raw bytes rtnetlink carries. Small and strict: anything that
-// does not parse is an INVALID_ARGUMENT naming the input.
-import { formatIp as formatCodecIp, parseIp as parseCodecIp } from '../../ipam/range/ip.js'
+// IP addresses and prefixes <-> the raw bytes rtnetlink carries, and MAC addresses. Parsing, canonical
+// text and the byte conversion are the `ip-address` library's (through ipam/address.ts: toArray /
+// toUnsignedByteArray, fromByteArray / fromUnsignedByteArray); here only the Buffer and the errors. Strict:
+// anything that does not parse is an INVALID_ARGUMENT naming the input.
+import { formatIp as formatAddress, ipFromBytes, ipToBytes, parseCidr, parseIp as parseAddress } from '../../ipam/address.js'
 import { KernelError } from '../errors'
 import { AF_INET, AF_INET6 } from './codec'
 
@@ -10,46 +12,30 @@ export interface Prefix {
   len: number
 }
 
-// Text <-> bigint is the project's one codec (ipam/range/ip.ts); here only bigint <-> bytes.
-function toBytes(value: bigint, len: number): Buffer {
-  const out = Buffer.alloc(len)
-  let v = value
-  for (let i = len - 1; i >= 0; i--) {
-    out[i] = Number(v & 0xffn)
-    v >>= 8n
-  }
-  return out
-}
-
 export function parseIp(s: string): { family: typeof AF_INET | typeof AF_INET6; bytes: Buffer } {
-  const ip = parseCodecIp(s)
+  const ip = parseAddress(s)
   if (ip === undefined) throw new KernelError('INVALID_ARGUMENT', `${JSON.stringify(s)} is not an IP address`)
-  return ip.family === 4 ? { family: AF_INET, bytes: toBytes(ip.value, 4) } : { family: AF_INET6, bytes: toBytes(ip.value, 16) }
+  return { family: ip.family === 4 ? AF_INET : AF_INET6, bytes: Buffer.from(ipToBytes(ip)) }
 }
 
-/** "10.0.0.1/32", "fd00::1/128", or a bare address (host prefix). */
+/** "10.0.0.1/32", "fd00::1/128", or a bare address (host prefix). The length is plain decimal. */
 export function parsePrefix(s: string): Prefix {
   const slash = s.indexOf('/')
   const ip = parseIp(slash < 0 ? s : s.slice(0, slash))
-  const max = ip.family === AF_INET ? 32 : 128
-  let len = max
-  if (slash >= 0) {
-    const lenText = s.slice(slash + 1)
-    len = Number(lenText)
-    if (!/^[0-9]{1,3}$/.test(lenText) || len > max) {
-      throw new KernelError('INVALID_ARGUMENT', `${JSON.stringify(s)}: prefix length must be 0..${max}`)
-    }
-  }
-  return { ...ip, len }
+  if (slash < 0) return { ...ip, len: ip.family === AF_INET ? 32 : 128 }
+  const c = parseCidr(s)
+  if (c === undefined) throw new KernelError('INVALID_ARGUMENT', `${JSON.stringify(s)}: prefix length must be 0..${ip.family === AF_INET ? 32 : 128}`)
+  return { ...ip, len: c.prefix }
 }
 
-export function formatIp(b: Buffer): string {
-  let v = 0n
-  for (const x of b) v = (v << 8n) | BigInt(x)
-  return formatCodecIp({ family: b.length === 4 ? 4 : 6, value: v })
+/** 4 or 16 bytes (network order) -> canonical text. */
+export function formatIp(b: Uint8Array): string {
+  const ip = ipFromBytes(b)
+  if (ip === undefined) throw new KernelError('INVALID_ARGUMENT', `a ${b.length}-byte value is not an IP address (4 or 16 bytes)`)
+  return formatAddress(ip)
 }
 
-export function formatPrefix(p: { bytes: Buffer; len: number }): string {
+export function formatPrefix(p: { bytes: Uint8Array; len: number }): string {
   return `${formatIp(p.bytes)}/${p.len}`
 }
 

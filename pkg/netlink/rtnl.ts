@@ -13,9 +13,10 @@
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
-import { openSync } from 'node:fs'
+import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
-import { NetnsAllowlist, netnsKey, withNetns } from '../netns'
+import { netnsKey, withNetns } from '../netns'
+import { NetnsPolicy, type JudgedNetns } from '../netns-policy'
 import { NLM_F, NLMSG_ERROR } from './codec'
 
 const REQUEST_TIMEOUT_MS = 5000
@@ -66,6 +67,8 @@ export class Rtnl {
   private closed = false
   /** How many dumps were interrupted and run again (observability, tests). */
   dumpRetries = 0
+  /** The dump in flight: the kernel runs one dump per socket at a time (a second one gets EBUSY). */
+  private dumpTail: Promise<unknown> = Promise.resolve()
   /** The socket's netlink port id, read once (the package would ask getsockname(2) for every message). */
   private readonly port: number
   /** Batch messages waiting for their ACK, by sequence number. */
@@ -164,8 +167,21 @@ export class Rtnl {
     })
   }
 
-  /** Runs a dump; retries when the kernel flags it interrupted (the table changed while dumping). */
-  async dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
+  /**
+   * Runs a dump; retries when the kernel flags it interrupted (the table changed while dumping). Dumps on
+   * one socket are queued, one at a time: callers (CHECKs of connections sharing a namespace) may ask
+   * concurrently.
+   */
+  dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
+    const run = this.dumpTail.then(
+      () => this.dumpNow(type, body, what),
+      () => this.dumpNow(type, body, what),
+    )
+    this.dumpTail = run.catch(() => undefined)
+    return run
+  }
+
+  private async dumpNow(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw this.closedError(what)
       const [msgs] = await this.sock.request(type, body, { flags: NLM_F.DUMP, timeout: REQUEST_TIMEOUT_MS, checkError: false, localPort: this.port })
@@ -229,12 +245,15 @@ interface Cached {
   rtnl: Rtnl
 }
 
-/** Hands out one Rtnl per namespace, checks paths against the allowlist, and closes stale sockets. */
+/**
+ * Hands out one Rtnl per namespace, every path judged by the netns policy (../netns-policy.ts: spelling,
+ * and what it opens is not the host's netns), and closes stale sockets.
+ */
 export class NetlinkSessions {
   private readonly byPath = new Map<string, Cached>()
   private hostRtnl: Rtnl | undefined
 
-  constructor(readonly allowlist: NetnsAllowlist = new NetnsAllowlist()) {}
+  constructor(readonly policy: NetnsPolicy = new NetnsPolicy()) {}
 
   /** The agent's own namespace. */
   host(): Rtnl {
@@ -242,10 +261,10 @@ export class NetlinkSessions {
     return this.hostRtnl
   }
 
-  /** The socket for the namespace at `path` (allowlisted), opened on first use. */
+  /** The socket for the namespace at `path` (policy-checked), opened on first use. */
   forNetns(path: string): Rtnl {
-    const checked = this.allowlist.check(path)
-    const key = netnsKey(checked)
+    // A cached socket is reused while the path still names the namespace it was opened in (judged then).
+    const { path: checked, key } = this.policy.identify(path)
     const cached = this.byPath.get(checked)
     if (key === undefined) {
       if (cached !== undefined) this.drop(checked)
@@ -255,9 +274,10 @@ export class NetlinkSessions {
       if (cached.key === key && !cached.rtnl.isClosed) return cached.rtnl
       this.drop(checked)
     }
-    const sock = withNetns(checked, () => openSocket((e) => reportSocketError(e)))
+    // Keyed by what was actually opened and judged (the path may have changed since the stat).
+    const { sock, opened } = this.enter(checked, (ns) => ({ sock: openSocket((e) => reportSocketError(e)), opened: ns.key }))
     const rtnl = new Rtnl(checked, sock)
-    this.byPath.set(checked, { key, rtnl })
+    this.byPath.set(checked, { key: opened, rtnl })
     return rtnl
   }
 
@@ -267,16 +287,24 @@ export class NetlinkSessions {
   }
 
   /**
-   * An fd of the namespace at `path` for IFLA_NET_NS_FD (allowlisted); the caller closes it right after
+   * Runs `fn` synchronously inside the namespace at `path`, opened and judged by the policy (pkg/netns.ts
+   * says what `fn` must never do while switched). Used to open sockets and /proc/sys files there.
+   */
+  enter<T>(path: string, fn: (ns: JudgedNetns) => T): T {
+    const ns = this.policy.open(path)
+    try {
+      return withNetns(ns, () => fn(ns))
+    } finally {
+      closeSync(ns.fd)
+    }
+  }
+
+  /**
+   * An fd of the namespace at `path` for IFLA_NET_NS_FD (policy-checked); the caller closes it right after
    * the request, so that no fd pins a namespace.
    */
   openNetnsFd(path: string): number {
-    const checked = this.allowlist.check(path)
-    try {
-      return openSync(checked, 'r')
-    } catch (err) {
-      throw new KernelError('BAD_NETNS', `netns ${checked} does not exist`, { cause: err })
-    }
+    return this.policy.open(path).fd
   }
 
   /** Closes the socket of one namespace (it went away, or the caller is done with it). */

@@ -1,8 +1,8 @@
 // Network sysctls inside a namespace. /proc/sys/net resolves against the namespace of the thread that
-// opens the file, so the open happens inside withNetns (synchronously) and the write follows at once.
+// opens the file, so the open happens inside the namespace (NetlinkSessions.enter, synchronously) and the
+// write follows at once.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { KernelError } from '../errors'
-import { withNetns } from '../netns'
 import type { NetlinkSessions } from './rtnl'
 
 /** "net.ipv4.ip_forward" or "net/ipv4/conf/eth0/forwarding" -> its /proc/sys path (net.* only). */
@@ -15,7 +15,7 @@ export function sysctlPath(key: string): string {
 }
 
 function inNetns<T>(sessions: NetlinkSessions, netns: string | undefined, fn: () => T): T {
-  return netns === undefined ? fn() : withNetns(sessions.allowlist.check(netns), fn)
+  return netns === undefined ? fn() : sessions.enter(netns, fn)
 }
 
 export function writeSysctl(sessions: NetlinkSessions, netns: string | undefined, key: string, value: string): void {

@@ -47,7 +47,7 @@ export function stdinBytes(stdin: unknown): Buffer {
   return Buffer.isBuffer(stdin) ? stdin : Buffer.from(typeof stdin === 'string' ? stdin : JSON.stringify(stdin))
 }
 
-function parseOut(stdout: string): Record<string, unknown> | undefined {
+export function parseOut(stdout: string): Record<string, unknown> | undefined {
   const s = stdout.trim()
   if (s === '') return undefined
   try {

@@ -9,7 +9,7 @@ import { NetworkServiceDefinition } from '../../proto/gen/networkservice/network
 import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { MonitorConnectionDefinition, State, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
-import type { AgentClient } from '../../agent/client/grpc-http2'
+import type { AgentClient } from '../../agent/client/client'
 import { collect, startAgent } from '../lib/agent'
 import { ip, linkNames, makeNetns, type TestNetns } from '../lib/netns'
 import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'

@@ -53,7 +53,12 @@ t.test('bad flags and config files exit 2 naming the field', async (t) => {
     { name: 'missing config file', args: ['--config', join(dir, 'nope.yaml')], err: /--config: cannot read .*ENOENT/ },
     { name: 'unknown key', args: [], file: 'sockett: /x\n', err: /: sockett: unknown key/ },
     { name: 'bad yaml', args: [], file: 'socket: [\n', err: /not valid YAML/ },
-    { name: 'bad netnsAllow entry', args: [], file: 'netnsAllow:\n  - /run/netns/*\n  - relative/*\n', err: /netnsAllow\[1\]: must be an absolute/ },
+    { name: 'bad netnsAllow entry', args: [], file: 'netnsAllow:\n  - /run/netns/*\n  - relative/*\n', err: /netnsAllow\[1\]: netns pattern "relative\/\*" is not an absolute path; accepted forms: / },
+    // Netns patterns the policy cannot honour (pkg/netns-policy.ts): named, with the forms that are accepted.
+    { name: 'netns pattern inner star', args: ['--netns-allow', '/run/netns/*,/var/run/*/x'], err: /--netns-allow: netns pattern "\/var\/run\/\*\/x" uses \* other than as the whole last component; accepted forms: \/dir\/\* .*, \/proc\/\*\/ns\/net .*, or an exact absolute path/ },
+    { name: 'netns pattern double star', args: [], file: 'netnsAllow:\n  - /a/**\n', err: /netnsAllow\[0\]: netns pattern "\/a\/\*\*" uses \*.*; accepted forms: / },
+    { name: 'netns pattern proc self', args: ['--netns-allow', '/proc/self/ns/net'], err: /--netns-allow: netns pattern "\/proc\/self\/ns\/net" is under \/proc, where only \/proc\/\*\/ns\/net is accepted/ },
+    { name: 'netns pattern not normal', args: [], file: 'netnsAllow:\n  - /var/run/netns/../x/*\n', err: /netnsAllow\[0\]: netns pattern ".*" is not in normal form/ },
     { name: 'kubernetes not bool', args: [], file: 'kubernetes: yes please\n', err: /kubernetes: must be true or false/ },
   ]
   for (const c of cases) {

@@ -7,9 +7,8 @@ import { ConnectionEventType, MonitorConnectionDefinition, State, type Connectio
 import { NetworkServiceDefinition, NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
 import { NetworkService, NetworkServiceRegistryDefinition as NS_REG, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
-import { GrpcCallError } from '../../agent/client/grpc-http2.js'
-import { GrpcStatus } from '../../agent/server/agent-error.js'
-import { ATTACHMENT_METADATA } from '../../agent/server/handler.js'
+import { GrpcCallError } from '../../agent/client/client.js'
+import { GrpcStatus } from '../../pkg/codes.js'
 import { makeNetns, uniqueName } from '../lib/netns.js'
 import { collect, startAgent, type RunningAgent } from '../lib/agent.js'
 
@@ -79,40 +78,4 @@ t.test('bad request: INVALID_ARGUMENT naming the field, nothing changed', async 
   }
   const status = await agent.client.unary(AgentDefinition, AgentDefinition.methods.status, {})
   t.equal(status.connections, 0)
-})
-
-t.test('CHECK and GC of CNI attachments', async (t) => {
-  const { agent, client } = await setup(t)
-  const network = 'nsm-net'
-  const containerId = uniqueName('ctr')
-  const metadata = {
-    [ATTACHMENT_METADATA.network]: network,
-    [ATTACHMENT_METADATA.containerId]: containerId,
-    [ATTACHMENT_METADATA.ifname]: 'nsm-1',
-    [ATTACHMENT_METADATA.netns]: client,
-  }
-  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, request(`${containerId}-nsm-1`, client, 'nsm-1'), { metadata })
-  const attachment = { network, containerId, ifname: 'nsm-1', netns: client }
-
-  const ok = await agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment })
-  t.equal(ok.ok, true, `check passes: ${JSON.stringify(ok.problems)}`)
-  t.same(ok.connections.map((c) => c.id), [`${containerId}-nsm-1`])
-
-  const other = await agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment: { ...attachment, containerId: 'someone-else' } })
-  t.equal(other.ok, false)
-  t.equal(other.problems[0]?.code, 'connection-missing')
-
-  const kept = await agent.client.unary(AgentDefinition, AgentDefinition.methods.gC, { network, validAttachments: [attachment] })
-  t.same(kept.closedConnectionIds, [], 'a valid attachment is kept')
-  const gc = await agent.client.unary(AgentDefinition, AgentDefinition.methods.gC, { network, validAttachments: [] })
-  t.same(gc.closedConnectionIds, [`${containerId}-nsm-1`], 'GC closes attachments no longer valid')
-  const after = await agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment })
-  t.equal(after.ok, false, 'check fails once the attachment is gone')
-
-  try {
-    await agent.client.unary(AgentDefinition, AgentDefinition.methods.gC, { network: '', validAttachments: [] })
-    t.fail('expected INVALID_ARGUMENT')
-  } catch (err) {
-    t.match((err as GrpcCallError).message, /network: is required/)
-  }
 })

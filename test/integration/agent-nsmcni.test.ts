@@ -7,8 +7,8 @@ import { join } from 'node:path'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni.js'
 import { MonitorConnectionDefinition, type ConnectionEvent } from '../../proto/gen/networkservice/connection.js'
 import { NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceEndpoint, type NetworkServiceEndpointResponse } from '../../proto/gen/registry/registry.js'
-import { GrpcCallError } from '../../agent/client/grpc-http2.js'
-import { GrpcStatus } from '../../agent/server/agent-error.js'
+import { GrpcCallError } from '../../agent/client/client.js'
+import { GrpcStatus } from '../../pkg/codes.js'
 import { collect, startAgent, tempDir } from '../lib/agent.js'
 
 async function code(p: Promise<unknown>): Promise<number | string> {

@@ -6,8 +6,8 @@
 import t, { type Test } from 'tap'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG, type NetworkServiceEndpointResponse, type NetworkServiceResponse } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
-import { GrpcCallError } from '../../agent/client/grpc-http2.js'
-import { GrpcStatus } from '../../agent/server/agent-error.js'
+import { GrpcCallError } from '../../agent/client/client.js'
+import { GrpcStatus } from '../../pkg/codes.js'
 import { collect, startAgent, type RunningAgent } from '../lib/agent.js'
 import { makeNetns } from '../lib/netns.js'
 

@@ -2,7 +2,7 @@
 // it, and the failure cases: each raises the typed error and leaves no link or address behind.
 import t from 'tap'
 import { NetlinkSessions, buildCrossConnect, createVeth, moveLink, removeCrossConnect } from '../../pkg/netlink'
-import { NetnsAllowlist } from '../../pkg/netns'
+import { NetnsPolicy } from '../../pkg/netns-policy'
 import { ip, linkAddresses, linkNames, makeNetns, sh } from '../lib/netns'
 
 const sessions = new NetlinkSessions()
@@ -91,15 +91,15 @@ t.test('failure cases raise the typed error and change nothing', async (t) => {
   t.same(linkAddresses(a.name, 'dup0'), [], 'no address was added')
 })
 
-t.test('allowlist', async (t) => {
-  const al = new NetnsAllowlist()
+t.test('netns policy: default patterns, and custom ones', async (t) => {
+  const al = new NetnsPolicy()
   t.equal(al.check('/var/run/netns/cni-1234'), '/var/run/netns/cni-1234')
   t.equal(al.check('/run/netns/x'), '/run/netns/x')
-  t.equal(al.check('/proc/42/ns/net'), '/proc/42/ns/net')
+  t.equal(al.check('/proc/999999999/ns/net'), '/proc/999999999/ns/net', 'a pid (none such exists: pid_max is lower)')
   for (const bad of ['', 'relative/x', '/var/run/netns/', '/var/run/netns/a/b', '/var/run/netns/./x', '/proc/self/ns/net', '/proc/0/ns/net', '/dev/null', '/var/run/netns/a\0b']) {
     t.throws(() => al.check(bad), { name: 'KernelError' }, JSON.stringify(bad))
   }
-  const custom = new NetnsAllowlist({ prefixes: ['/srv/ns'], allowProcPid: false })
+  const custom = new NetnsPolicy(['/srv/ns/*'])
   t.equal(custom.check('/srv/ns/x'), '/srv/ns/x')
   t.throws(() => custom.check('/var/run/netns/x'), { code: 'NETNS_NOT_ALLOWED' })
   t.throws(() => custom.check('/proc/42/ns/net'), { code: 'NETNS_NOT_ALLOWED' })

@@ -80,9 +80,8 @@ t.test('v1 and legacy annotations: eth0 kept, nsm-1 and eth2 appended, both reac
   for (const p of peers) t.ok(ping(pod.name, p), `the pod pings the endpoint at ${p}`)
   t.same(await mesh.connectionIds(), [`${id}-eth2`, `${id}-nsm-1`])
 
-  const { AgentDefinition } = await import('../../proto/gen/nsmcni/nsmcni')
-  const listed = await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment: { network: 'cluster', containerId: id, ifname: 'eth0', netns: pod.path } })
-  const labels = Object.fromEntries(listed.connections.map((c) => [c.mechanism?.parameters.name, c.labels.color]))
+  const listed = (await mesh.connections()).filter((c) => c.id.startsWith(`${id}-`))
+  const labels = Object.fromEntries(listed.map((c) => [c.mechanism?.parameters.name, c.labels.color]))
   t.same(labels, { 'nsm-1': 'blue', eth2: 'red' }, 'each entry\'s query labels go with its request')
 
   const check = await mesh.cni({ command: 'CHECK', containerId: id, netns: pod.path, ifname: 'eth0', args, stdin: nsmConf(res) })

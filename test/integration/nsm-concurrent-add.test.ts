@@ -1,8 +1,8 @@
 // Two ADDs of the same CNI attachment at once, through dist/nsm exec'd as a runtime does (both spawned
 // together, ten rounds, attachment and chained mode): exactly one succeeds, the other is 106 naming the
 // attachment, the winner's interfaces carry its result's addresses, and after DEL nothing is left (no
-// connection in the agent, no link in the pod or the endpoint netns). The agent decides (attach-once):
-// the plugin no longer asks Check before its Requests, so there is no window between a check and a create.
+// connection in the agent, no link in the pod or the endpoint netns). The agent decides: both calls take
+// the attachment's lock (agent/cni/lock.ts), so the second sees the first one's connections.
 import t, { type Test } from 'tap'
 import { linkAddresses, linkNames, makeNetns } from '../lib/netns'
 import { startMesh, WEB } from './nsm-fixture'

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path'
 import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { collect, startAgent, type RunningAgent } from '../lib/agent'
-import { MonitorConnectionDefinition, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
+import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 import { seedServices, serviceMessage } from '../lib/mesh'
 import { execPlugin, type CniCall, type CniOutcome } from '../conformance/exec'
 
@@ -54,7 +54,9 @@ export interface Mesh {
   /** A netconf for this agent (cniVersion 1.1.0 unless given). */
   conf(extra?: Record<string, unknown>): Record<string, unknown>
   cni(call: CniCall): Promise<CniOutcome>
-  /** The agent's connection ids (MonitorConnections' initial state transfer), sorted. */
+  /** The agent's connections (MonitorConnections' initial state transfer), sorted by id. */
+  connections(): Promise<Connection[]>
+  /** The agent's connection ids, sorted. */
   connectionIds(): Promise<string[]>
   endpointNames(): Promise<string[]>
 }
@@ -62,16 +64,22 @@ export interface Mesh {
 export const WEB = 'web-service'
 
 /** A running agent with the seed services and `web-service` (no matches) registered. */
-export async function startMesh(t: Teardown, opts: { network?: string; agentArgs?: string[] } = {}): Promise<Mesh> {
+export async function startMesh(t: Teardown, opts: { network?: string; agentArgs?: string[]; agentBundle?: string } = {}): Promise<Mesh> {
   const binDir = await stageNsm(t)
   const binary = join(binDir, 'nsm')
   const podInfoDir = mkdtempSync(join(tmpdir(), 'nsm-pods-'))
   t.teardown(() => rmSync(podInfoDir, { recursive: true, force: true }))
-  const agent = await startAgent(t, { args: ['--pod-info-dir', podInfoDir, '--node-name', 'node-a', ...(opts.agentArgs ?? [])] })
+  const agent = await startAgent(t, { args: ['--pod-info-dir', podInfoDir, '--node-name', 'node-a', ...(opts.agentArgs ?? [])], ...(opts.agentBundle === undefined ? {} : { bundle: opts.agentBundle }) })
   const reg = (s: Parameters<typeof serviceMessage>[0]) => agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
   for (const s of seedServices()) await reg(s)
   await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: WEB, payload: 'IP', matches: [], pathIds: [] })
   const network = opts.network ?? 'nsm-net'
+  const connections = async (): Promise<Connection[]> => {
+    const monitor = collect<ConnectionEvent>((on, signal) => agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }))
+    const first = await monitor.until(() => true)
+    monitor.cancel()
+    return Object.values(first.connections).sort((a, b) => a.id.localeCompare(b.id))
+  }
   return {
     agent,
     podInfoDir,
@@ -104,11 +112,9 @@ export async function startMesh(t: Teardown, opts: { network?: string; agentArgs
     cni(call) {
       return execPlugin(binary, { path: binDir, ...call })
     },
+    connections,
     async connectionIds() {
-      const monitor = collect<ConnectionEvent>((on, signal) => agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }))
-      const first = await monitor.until(() => true)
-      monitor.cancel()
-      return Object.keys(first.connections).sort()
+      return (await connections()).map((c) => c.id)
     },
     async endpointNames() {
       const res = await agent.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })

@@ -1,25 +1,20 @@
-// An agent served from the test process, for what the agent process cannot be made to do: be an older
-// agent (nsmcni.Agent without Detach, the way an agent built before it answers: grpc-js's own
-// UNIMPLEMENTED) or fail a teardown (an inject-error element in the pipeline that fails the Close of
-// chosen ids). Otherwise it is the real thing: grpc-js on a unix socket, the agent's own service
-// implementations (agent/server), the real pipeline over the kernel (agent/pipeline), an in-memory
-// registry and connection table, pod info from a directory. Everything goes at teardown.
-import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js'
+// An agent served from the test process, for what the agent process cannot be made to do: fail a
+// teardown (an inject-error element in the pipeline that fails the Close of chosen ids). Otherwise it is
+// the real thing: the agent's own server on a unix socket (gRPC and the CNI shim's frames), the real
+// pipeline over the kernel (agent/pipeline), the CNI service (agent/cni), an in-memory registry and
+// connection table, pod info from a directory. Everything goes at teardown.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { CniService } from '../../agent/cni/index'
 import { ConnectionTable } from '../../agent/connections/table'
+import { AgentError } from '../../agent/errors'
 import { createDataplane } from '../../agent/pipeline/index'
 import { injectError } from '../../agent/pipeline/inject-error'
 import { DirectoryPodInfoSource } from '../../agent/podinfo/directory'
 import { Registry } from '../../agent/registry/registry'
 import { MemoryStore } from '../../agent/registry/store'
-import { AgentError } from '../../agent/server/agent-error'
-import { toGrpcService, type GenericService } from '../../agent/server/grpc-adapter'
-import { silentLogger } from '../../agent/server/log'
-import { networkServiceImpl } from '../../agent/server/networkservice-service'
-import { nsmcniImpl } from '../../agent/server/nsmcni-service'
-import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
+import { jsonLogger, silentLogger } from '../../agent/server/log'
+import { AgentServer } from '../../agent/server/server'
 import { tempDir } from '../lib/agent'
 import { registerEndpoint, type EndpointSpec } from '../lib/mesh'
 
@@ -33,6 +28,8 @@ export interface InProcessAgent {
   registry: Registry
   /** Connection ids whose Close fails (INTERNAL "injected close failure") while they are in the set. */
   failClose: Set<string>
+  /** The CNI service the socket serves (for calls in-process, without the shim). */
+  cni: CniService
   pod(namespace: string, name: string, doc: { labels?: Record<string, string>; annotations?: Record<string, string> }): void
   endpoint(e: EndpointSpec): Promise<void>
   /** Sorted ids in the connection table. */
@@ -43,8 +40,8 @@ export interface InProcessAgent {
 
 const NETNS_ALLOW = ['/var/run/netns/*', '/run/netns/*']
 
-/** Starts the agent; `detach: false` serves nsmcni.Agent as an agent built before Detach. */
-export async function startInProcessAgent(t: Teardown, opts: { detach: boolean; services: string[] }): Promise<InProcessAgent> {
+/** Starts the agent in this process. */
+export async function startInProcessAgent(t: Teardown, opts: { services: string[] }): Promise<InProcessAgent> {
   const dir = tempDir(t, 'nsm-inproc-agent-')
   const socket = join(dir, 'agent.sock')
   const podInfoDir = join(dir, 'pods')
@@ -62,39 +59,25 @@ export async function startInProcessAgent(t: Teardown, opts: { detach: boolean; 
     // Right after validate, before anything that tears down: a failed Close changes nothing.
     insertAfter: { after: 'validate', element: injectError({ onRequest: false, onClose: true, when: (id) => failClose.has(id), error: () => new AgentError('INTERNAL', 'injected close failure') }) },
   })
-  const shutdown = new AbortController()
-  const server = new Server()
-  const handler = (): typeof dp.handler => dp.handler
-  server.addService(toGrpcService(NetworkServiceDefinition), networkServiceImpl({ handler, table, shutdown: shutdown.signal, log: silentLogger }))
   const podInfo = new DirectoryPodInfoSource({ dir: podInfoDir, nodeName: 'node-a' })
-  const impl = nsmcniImpl({
-    handler,
+  const server = new AgentServer({ socket, nodeName: 'node-a', version: 'test', table, registry, log: process.env.NSM_TEST_LOG === '1' ? jsonLogger('debug') : silentLogger, handler: dp.handler, podInfo })
+  const cni = new CniService({
+    handler: () => dp.handler,
     table,
     registry,
-    nodeName: 'node-a',
-    startedAt: Date.now(),
-    version: 'test',
-    shutdown: shutdown.signal,
-    log: silentLogger,
     podInfo: () => podInfo,
-    checker: () => ({ check: (entry) => dp.check(entry) }),
+    check: (entry) => dp.check(entry),
+    netns: dp.netnsPolicy,
     readiness: () => ({ ready: true, reason: '' }),
-    roundRobin: () => dp.roundRobin,
+    shutdown: server.stopping,
+    log: silentLogger,
   })
-  if (opts.detach) {
-    server.addService(toGrpcService(AgentDefinition), impl)
-  } else {
-    // What an agent built before Detach serves: the service without the method, so grpc-js answers
-    // UNIMPLEMENTED for its path itself (no nsmcni-error trailer).
-    const { detach: _method, ...methods } = AgentDefinition.methods
-    const { detach: _impl, ...older }: UntypedServiceImplementation = impl
-    server.addService(toGrpcService({ ...AgentDefinition, methods } as GenericService), older)
-  }
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err))))
+  server.setCni((req) => cni.run(req))
+  await server.start()
   t.teardown(async () => {
-    shutdown.abort()
-    server.forceShutdown()
+    await server.stop(100)
     await dp.stop()
+    podInfo.close()
     registry.close()
   })
   return {
@@ -102,6 +85,7 @@ export async function startInProcessAgent(t: Teardown, opts: { detach: boolean; 
     table,
     registry,
     failClose,
+    cni,
     pod(namespace, name, doc) {
       writeFileSync(join(podInfoDir, `${namespace}_${name}.json`), JSON.stringify({ labels: doc.labels ?? {}, annotations: doc.annotations ?? {} }))
     },

@@ -92,7 +92,7 @@ t.test('bad requests get INVALID_ARGUMENT / BAD_NETNS naming the field and chang
   t.same(m.dp.pool.allRecords(), [])
 })
 
-for (const after of ['attach-once', 'validate', 'select', 'ipam', 'mechanism-kernel', 'persist']) {
+for (const after of ['validate', 'select', 'ipam', 'mechanism', 'persist']) {
   t.test(`a failure after ${after} leaves no link, address or reservation`, async (t) => {
     const m = await mesh(t, { insertAfter: { after, element: injectError({ error: () => Object.assign(new Error(`injected after ${after}`), { code: 'INTERNAL' }) }) } })
     const client = makeNetns(t, 'cl')

@@ -50,9 +50,9 @@ const reservations = (): string[] => {
 
 /** The endpoint address of the container's connection on `network`, from the agent. */
 async function peerOf(network: string, containerId: string, ifname: string): Promise<string> {
-  const res = await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.check, { attachment: { network, containerId, ifname, netns: '' } })
-  t.equal(res.connections.length, 1, `one connection for ${containerId.slice(0, 12)} on ${network}`)
-  return (res.connections[0]?.context?.ipContext?.dstIpAddrs[0] ?? '').split('/')[0] ?? ''
+  const conns = (await mesh.connections()).filter((c) => c.id.startsWith(`${containerId}-`))
+  t.equal(conns.length, 1, `one connection for ${containerId.slice(0, 12)} on ${network} (${ifname})`)
+  return (conns[0]?.context?.ipContext?.dstIpAddrs[0] ?? '').split('/')[0] ?? ''
 }
 
 t.test('attachment mode: eth0 is the nsm interface and reaches the endpoint; rm leaves nothing', async (t) => {

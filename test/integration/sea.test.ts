@@ -160,18 +160,18 @@ t.test('nsm-ipam chrooted into a directory holding only it and the libraries ldd
   t.same(reservations(join(root, 'data'), 'chrooted'), [])
 })
 
-const nsmBuilt = existsSync(join(ROOT, 'dist/nsm'))
-t.test('dist/sea/nsm answers as node dist/nsm does', { skip: nsmBuilt ? false : 'dist/nsm is not built yet (cni/plugins/nsm.ts): only nsm-ipam covered' }, async (t) => {
+t.test('dist/sea/nsm answers as node dist/nsm does', async (t) => {
   const exe = ensureSea('nsm')
   const version = cni(exe, { CNI_COMMAND: 'VERSION' }, { cniVersion: '1.1.0' })
   t.equal(version.status, 0, version.stderr)
   t.equal(version.stderr, '')
   t.match(JSON.parse(version.stdout), { cniVersion: '1.1.0', supportedVersions: Array })
   t.same(version, cniBundle('nsm', { CNI_COMMAND: 'VERSION' }, { cniVersion: '1.1.0' }))
-  // A refused call (stdin not JSON) never reaches the agent: same error from both.
+  // An agent that does not run: the same error from both, naming the socket.
   const vars = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'net1' }
-  const bad = cni(exe, vars, '{nope')
-  t.equal(bad.status, 1)
-  t.match(JSON.parse(bad.stdout), { code: 6 })
-  t.same(bad, cniBundle('nsm', vars, '{nope'))
+  const conf = { cniVersion: '1.0.0', name: 'n', type: 'nsm', socket: '/nonexistent/nsm-sea-test.sock' }
+  const down = cni(exe, vars, conf)
+  t.equal(down.status, 1)
+  t.match(JSON.parse(down.stdout), { cniVersion: '1.0.0', code: 100, msg: /\/nonexistent\/nsm-sea-test\.sock/ })
+  t.same(down, cniBundle('nsm', vars, conf))
 })

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { AgentClient } from '../../agent/client/grpc-http2.js'
+import { AgentClient } from '../../agent/client/client.js'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 
@@ -38,6 +38,8 @@ export interface AgentOptions {
   args?: string[]
   /** Reuse a directory (restart tests); otherwise a fresh temp dir removed at teardown. */
   dir?: string
+  /** Another agent bundle to run with node instead of dist/nsm-agent (bench/nsm.ts: an earlier build). */
+  bundle?: string
 }
 
 export function agentCommand(): { cmd: string; args: string[] } {
@@ -76,7 +78,7 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
   const dir = opts.dir ?? tempDir(t)
   const socket = join(dir, 'run', 'agent.sock')
   const stateDir = join(dir, 'state')
-  const { cmd, args } = agentCommand()
+  const { cmd, args } = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [opts.bundle] }
   const child: ChildProcess = spawn(cmd, [...args, '--socket', socket, '--state-dir', stateDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })

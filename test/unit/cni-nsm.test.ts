@@ -1,28 +1,17 @@
 // The nsm plugin's pure parts, in-process: netconf parsing (7 naming the field), service resolution order
-// and modes (plan.ts), results appended to prevResult (result.ts), endpoint names, HPACK against the RFC
-// 7541 examples, and the HTTP/2 + gRPC client against node:http2's server (statuses, trailers-only
-// errors, a reset, GOAWAY, an unreachable socket, a deadline), and STATUS / DEL against a fake agent that is not ready or fails,
-// and DEL's fallback when the agent has no Detach.
-import { createServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+// and modes (agent/cni/plan.ts), results appended to prevResult (result.ts), endpoint names, and the shim's
+// frames (cni/nsm/frame.ts): encoded and decoded both ways, split anywhere, and refused when too large.
 import t from 'tap'
 import { parseCniArgs, parseEnv, parseNetConf, type CallContext, type CniResult } from '../../cni/protocol/index'
-import { KNOWN_CNI_ARGS, parseNsmConfig } from '../../cni/nsm/config'
-import { makePlan } from '../../cni/nsm/plan'
-import { buildResult } from '../../cni/nsm/result'
-import { endpointKey, endpointName, registration } from '../../cni/nsm/endpoint'
-import { isContainerEndpoint } from '../../conf/endpoint-names'
-import { encodeHeaders, HpackDecoder, huffmanDecode } from '../../cni/nsm/hpack'
-import { AgentCallError, GrpcUnaryClient } from '../../cni/nsm/grpc'
-import { toCniError } from '../../cni/nsm/agent'
-import { PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni'
-import { nsmHandlers } from '../../cni/nsm/handlers'
-import { callInProcess } from '../conformance/exec'
-import { methods } from '../../cni/nsm/messages'
+import { KNOWN_CNI_ARGS, parseNsmConfig } from '../../agent/cni/config'
+import { makePlan } from '../../agent/cni/plan'
+import { buildResult } from '../../agent/cni/result'
+import { registration } from '../../agent/cni/endpoint'
+import { endpointKey, endpointName, isContainerEndpoint } from '../../conf/endpoint-names'
+import { agentSocketOf, decodeAnswer, decodeRequest, encodeAnswer, encodeRequest } from '../../cni/nsm/frame'
+import { MAX_STDIN_BYTES } from '../../cni/protocol/stdio'
 import type { Connection } from '../../proto/gen/networkservice/connection'
-import type { PodInfo as PodInfoT } from '../../proto/gen/nsmcni/nsmcni'
+import type { PodInfo as PodInfoT } from '../../agent/podinfo/types'
 
 function ctx(conf: Record<string, unknown>, env: Record<string, string> = {}): CallContext {
   const e = parseEnv({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'net1', ...env })
@@ -42,7 +31,7 @@ const err = (f: () => unknown): { code: number; message: string } => {
 t.test('netconf: defaults and fields', async (t) => {
   const cfg = parseNsmConfig(ctx({ networkService: 'kernel://web/eth5?a=b', labels: { app: 'web' } }, { CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p' }))
   t.equal(cfg.socket, '/run/nsm/agent.sock')
-  t.equal(cfg.timeoutMs, 30_000)
+  t.equal(cfg.timeoutMs, 120_000)
   t.same(cfg.labels, { app: 'web' })
   t.same(cfg.pod, { namespace: 'ns', name: 'p' })
   t.equal(cfg.explicit?.field, 'networkService')
@@ -151,171 +140,32 @@ t.test('endpoint names: from the container id alone, valid DNS names', async (t)
   t.equal(reg.endpoint?.expirationTime?.seconds, 1000 + 10 * 365 * 24 * 3600)
 })
 
-t.test('HPACK: RFC 7541 Appendix C examples', async (t) => {
-  const hex = (s: string) => Buffer.from(s.replace(/\s/g, ''), 'hex')
-  t.equal(huffmanDecode(hex('f1e3 c2e5 f23a 6ba0 ab90 f4ff')), 'www.example.com')
-  t.equal(huffmanDecode(hex('d07a be94 1054 d444 a820 0595 040b 8166 e082 a62d 1bff')), 'Mon, 21 Oct 2013 20:13:21 GMT')
-  t.equal(huffmanDecode(hex('9d29 ad17 1863 c78f 0b97 c8e9 ae82 ae43 d3')), 'https://www.example.com')
-  t.throws(() => huffmanDecode(hex('f1e3 c2e5 f23a 6ba0 ab90 f400')), /padding/)
-  // C.3: three requests on one connection (no Huffman), the dynamic table carried between them.
-  const d = new HpackDecoder()
-  t.same([...d.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'))], [[':method', 'GET'], [':scheme', 'http'], [':path', '/'], [':authority', 'www.example.com']])
-  t.same([...d.decode(hex('8286 84be 5808 6e6f 2d63 6163 6865'))], [[':method', 'GET'], [':scheme', 'http'], [':path', '/'], [':authority', 'www.example.com'], ['cache-control', 'no-cache']])
-  t.same(
-    [...d.decode(hex('8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65'))],
-    [[':method', 'GET'], [':scheme', 'https'], [':path', '/index.html'], [':authority', 'www.example.com'], ['custom-key', 'custom-value']],
-  )
-  // C.6.1: a response with Huffman strings.
-  const r = new HpackDecoder()
-  t.same(
-    Object.fromEntries(r.decode(hex('4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6 2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3'))),
-    { ':status': '302', 'cache-control': 'private', date: 'Mon, 21 Oct 2013 20:13:21 GMT', location: 'https://www.example.com' },
-  )
-  t.same([...new HpackDecoder().decode(encodeHeaders([['grpc-timeout', '5m'], ['x', 'é']]))], [['grpc-timeout', '5m'], ['x', 'é']], 'our encoding round-trips')
+t.test('frames: a request and an answer survive any split; foreign or oversized frames are refused', async (t) => {
+  const req = { env: { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c1', CNI_IFNAME: 'eth0', CNI_NETNS: '/run/netns/x' }, stdin: Buffer.from('{"cniVersion":"1.1.0","name":"ü"}') }
+  const bytes = encodeRequest(req)
+  for (let cut = 0; cut < bytes.length; cut++) t.equal(decodeRequest(bytes.subarray(0, cut)), undefined, `incomplete at ${cut}`)
+  t.same(decodeRequest(bytes), req)
+  const extra = encodeRequest({ env: { ...req.env, PATH: '/bin' } as Record<string, string>, stdin: req.stdin })
+  t.notOk('PATH' in (decodeRequest(extra)?.env ?? {}), 'only CNI_* variables are taken')
+  const answer = { exitCode: 1, stdout: '{"code":7}\n', stderr: 'warn\n' }
+  const ab = encodeAnswer(answer)
+  for (let cut = 0; cut < ab.length; cut++) t.equal(decodeAnswer(ab.subarray(0, cut)), undefined)
+  t.same(decodeAnswer(ab), answer)
+  t.throws(() => decodeRequest(Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')), /not an nsm CNI request/)
+  const big = Buffer.from(bytes)
+  big.writeUInt32BE(MAX_STDIN_BYTES + 2, 12)
+  t.throws(() => decodeRequest(big), /stdin of/)
+  const big2 = Buffer.from(bytes)
+  big2.writeUInt32BE(1 << 30, 8)
+  t.throws(() => decodeRequest(big2), /header of/)
 })
 
-/**
- * A stand-in agent: node:http2 on a unix socket in a temp dir, every stream answered by `onStream`;
- * the server, its sessions and the dir are removed at teardown. Returns the socket path.
- */
-async function fakeAgent(t: { teardown(fn: () => void | Promise<void>): void }, onStream: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'nsm-fake-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const socket = join(dir, 'agent.sock')
-  const server = createServer()
-  const sessions = new Set<import('node:http2').ServerHttp2Session>()
-  server.on('session', (s) => {
-    sessions.add(s)
-    s.on('error', () => undefined)
-  })
-  server.on('stream', onStream)
-  await new Promise<void>((res) => server.listen(socket, res))
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of sessions) s.destroy()
-        server.close(() => res())
-      }),
-  )
-  return socket
-}
-
-t.test('gRPC over the plugin\'s HTTP/2 client, against node:http2', async (t) => {
-  const seen: Array<Record<string, unknown>> = []
-  const reply = (stream: ServerHttp2Stream, name: string): void => {
-    const frame = (msg: Uint8Array) => Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), msg]).fill(0, 0, 1)
-    if (name === 'ok') {
-      const body = PodInfo.encode({ namespace: 'ns', name: 'p', uid: 'u', labels: { a: 'b'.repeat(100_000) }, annotations: {}, nodeName: 'n' }).finish()
-      const f = frame(body)
-      f.writeUInt32BE(body.length, 1)
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
-      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
-      stream.end(f)
-    } else if (name === 'missing') {
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': encodeURIComponent('[NO_ENDPOINT] no endpoint for ünïcode'), 'nsmcni-error': 'NO_ENDPOINT' }, { endStream: true })
-    } else if (name === 'reset') {
-      stream.close(2)
-    } else if (name === 'goaway') {
-      stream.session?.goaway(0)
-    }
-    // 'slow': never answers
-  }
-  const socket = await fakeAgent(t, (stream, headers) => {
-    stream.on('error', () => undefined) // the 'reset' case closes it with an error code on purpose
-    seen.push(headers)
-    const chunks: Buffer[] = []
-    stream.on('data', (d: Buffer) => chunks.push(d))
-    stream.on('end', () => {
-      const req = PodInfoRequest.decode(Buffer.concat(chunks).subarray(5))
-      reply(stream, req.name)
-    })
-  })
-  const dir = dirname(socket)
-  const call = async (name: string, timeoutMs = 5000) => {
-    const c = new GrpcUnaryClient(socket)
-    try {
-      return await c.unary(methods.getPodInfo, { namespace: 'ns', name }, { timeoutMs, metadata: { 'nsmcni-network': 'net' } })
-    } finally {
-      c.close()
-    }
-  }
-  const ok = await call('ok')
-  t.equal(ok.labels.a?.length, 100_000, 'a response larger than one frame and than the default 64 KiB window')
-  t.match(seen[0], { ':path': '/nsmcni.Agent/GetPodInfo', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '5000m', 'nsmcni-network': 'net' })
-  const e = await call('missing').catch((x: unknown) => x as AgentCallError)
-  t.match(e, { code: 5, agentCode: 'NO_ENDPOINT', cniCode: 101, unreachable: false })
-  t.equal(toCniError(e, 'Request', socket).code, 101)
-  t.match(toCniError(e, 'Request', socket).message, /no endpoint for ünïcode/)
-  const reset = await call('reset').catch((x: unknown) => x as AgentCallError)
-  t.match(reset, { agentCode: 'UNAVAILABLE', unreachable: false })
-  const away = await call('goaway').catch((x: unknown) => x as AgentCallError)
-  t.ok(away instanceof AgentCallError, `GOAWAY fails the call: ${String(away)}`)
-  const slow = await call('slow', 200).catch((x: unknown) => x as AgentCallError)
-  t.match(slow, { code: 4, unreachable: false })
-  t.equal(toCniError(slow, 'Request', socket).code, 11, 'a deadline is 11, try again')
-  const gone = await new GrpcUnaryClient(join(dir, 'nothing.sock')).unary(methods.getPodInfo, { namespace: 'a', name: 'b' }, { timeoutMs: 1000, metadata: undefined }).catch((x: unknown) => x as AgentCallError)
-  t.match(gone, { unreachable: true })
-  const ce = toCniError(gone, 'Request', join(dir, 'nothing.sock'))
-  t.equal(ce.code, 100)
-  t.match(ce.message, /nothing\.sock \(ENOENT\)/)
-})
-
-t.test('STATUS and DEL against a fake agent: not ready is 50 with its reason; a failing agent fails DEL (11)', async (t) => {
-  const socket = await fakeAgent(t, (stream, headers) => {
-    stream.on('error', () => undefined)
-    stream.resume()
-    stream.on('end', () => {
-      if (headers[':path'] === '/nsmcni.Agent/Status') {
-        const body = StatusResponse.encode(StatusResponse.fromPartial({ ready: false, reason: 'kernel layer unavailable' })).finish()
-        const f = Buffer.alloc(5 + body.length)
-        f.writeUInt32BE(body.length, 1)
-        f.set(body, 5)
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
-        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
-        stream.end(f)
-      } else {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '13', 'grpc-message': '[INTERNAL] table write failed', 'nsmcni-error': 'INTERNAL' }, { endStream: true })
-      }
-    })
-  })
-  const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
-  const st = await callInProcess(nsmHandlers, { command: 'STATUS', stdin: conf })
-  t.equal(st.json?.code, 50, st.stdout)
-  t.match(String(st.json?.msg), /not ready: kernel layer unavailable/)
-  const del = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
-  t.equal(del.json?.code, 11, `an agent that answers with a failure fails the DEL: ${del.stdout}`)
-  t.match(String(del.json?.msg), /table write failed/)
-})
-
-t.test('DEL against a fake agent: Detach UNIMPLEMENTED without an agent code falls back call by call; with one it is an answer', async (t) => {
-  let detachAnswer: Record<string, string> = {}
-  const seen: string[] = []
-  const socket = await fakeAgent(t, (stream, headers) => {
-    stream.on('error', () => undefined)
-    stream.resume()
-    const path = String(headers[':path'])
-    seen.push(path)
-    stream.on('end', () => {
-      if (path === '/nsmcni.Agent/Detach') {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...detachAnswer }, { endStream: true })
-        return
-      }
-      // Check, Close, ListEndpoints: an empty message (no connections, no endpoints).
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
-      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }))
-      stream.end(Buffer.alloc(5))
-    })
-  })
-  const conf = { cniVersion: '1.1.0', name: 'n', type: 'nsm', socket, networkService: 'web' }
-  // What grpc-js answers for a method an older agent does not serve.
-  detachAnswer = { 'grpc-status': '12', 'grpc-message': 'The server does not implement the method /nsmcni.Agent/Detach' }
-  const old = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
-  t.equal(old.exitCode, 0, old.stdout)
-  t.same(seen, ['/nsmcni.Agent/Detach', '/nsmcni.Agent/Check', '/networkservice.NetworkService/Close', '/nsmcni.Agent/ListEndpoints'], 'the conventional id is closed on the fallback path too')
-  seen.length = 0
-  detachAnswer = { 'grpc-status': '12', 'grpc-message': '[UNIMPLEMENTED] not here', 'nsmcni-error': 'UNIMPLEMENTED' }
-  const refused = await callInProcess(nsmHandlers, { command: 'DEL', containerId: 'c1', ifname: 'net1', stdin: conf })
-  t.equal(refused.json?.code, 11, refused.stdout)
-  t.equal(refused.json?.msg, 'Detach: not here')
-  t.same(seen, ['/nsmcni.Agent/Detach'], 'an agent error is an answer: no fallback')
+t.test('the agent socket a netconf names', async (t) => {
+  t.same(agentSocketOf({}), { socket: '/run/nsm/agent.sock' })
+  t.same(agentSocketOf({ socket: '/a.sock' }), { socket: '/a.sock' })
+  t.same(agentSocketOf({ agentSocket: '/b.sock', socket: null }), { socket: '/b.sock' })
+  t.same(agentSocketOf({ socket: '/a', agentSocket: '/a' }), { socket: '/a' })
+  t.match(agentSocketOf({ socket: '/a', agentSocket: '/b' }), { field: 'agentSocket', problem: /conflicts/ })
+  t.match(agentSocketOf({ socket: 'rel.sock' }), { field: 'socket', problem: /absolute/ })
+  t.match(agentSocketOf({ agentSocket: 7 }), { field: 'agentSocket', problem: /expected a string/ })
 })

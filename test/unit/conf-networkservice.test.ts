@@ -24,7 +24,7 @@ const SEED: NetworkService = {
 
 t.test('the seed example file parses to the seed service', async (t) => {
   const text = readFileSync(seedPath, 'utf8')
-  t.match(text, /- match: {2,}# a leftover wrapper key/, 'example keeps the leftover match: key as in DESIGN §1')
+  t.match(text, /- match: {2,}# a leftover wrapper key/, 'example keeps the leftover match: key as in ARCHITECTURE §1')
   t.strictSame(parseNetworkServiceYaml(text), [SEED])
 })
 

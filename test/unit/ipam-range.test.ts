@@ -79,6 +79,44 @@ t.test('candidates: gateway skipped, round-robin after the last reserved, wrap-a
   t.same([...candidates(g, new Set())].map((c) => formatIp(c.ip)), ['10.0.0.3', '10.0.0.5', '10.0.0.6'])
 })
 
+t.test('ranges at the ends of the address space: /0, the smallest subnets, wrap-around past the last address', async (t) => {
+  const [[all4]] = sets([{ subnet: '0.0.0.0/0' }]) as [[RangeSet[number]]]
+  t.same([all4.subnet.ip, all4.gateway, all4.start, all4.end].map(formatIp), ['0.0.0.0', '0.0.0.1', '0.0.0.1', '255.255.255.254'], '0.0.0.0/0 ends before 255.255.255.255')
+  t.equal(capacity([all4]), 2n ** 32n - 3n, 'network, gateway and broadcast excluded')
+  const [[all6]] = sets([{ subnet: '::/0' }]) as [[RangeSet[number]]]
+  t.same([all6.subnet.ip, all6.start, all6.end].map(formatIp), ['::', '::1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'])
+  t.equal(capacity([all6]), 2n ** 128n - 2n, 'IPv6 keeps its last address; network and gateway excluded')
+  const first = (s: RangeSet, reserved: string[], last?: string, n = 3): string[] => {
+    const out: string[] = []
+    for (const c of candidates(s, new Set(reserved), last === undefined ? undefined : ip(last))) {
+      out.push(formatIp(c.ip))
+      if (out.length === n) break
+    }
+    return out
+  }
+  t.same(first([all6], [], 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe'), ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', '::2', '::3'], 'the last address, then around to the start')
+  t.same(first([all6], [], 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'), ['::2', '::3', '::4'], 'after the very last address: wraps, no overflow')
+  t.same(first([all4], [], '255.255.255.254'), ['0.0.0.2', '0.0.0.3', '0.0.0.4'], 'after rangeEnd: wraps without offering the broadcast')
+  t.same(first([all4], ['255.255.255.253'], '255.255.255.252'), ['255.255.255.254', '0.0.0.2', '0.0.0.3'], 'a reserved one is skipped, rangeEnd offered, then around')
+  // The smallest subnets that have a host after the gateway.
+  const sets30 = sets([{ subnet: '255.255.255.252/30' }])
+  const s30 = sets30[0] as RangeSet
+  t.same(first(s30, [], undefined, 9), ['255.255.255.254'], '/30: .252 network, .253 gateway, .255 broadcast')
+  t.same(first(s30, [], '255.255.255.254', 9), ['255.255.255.254'], 'wraps onto itself')
+  const s126 = sets([{ subnet: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffc/126' }])[0] as RangeSet
+  t.same(first(s126, [], undefined, 9), ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'], '/126: IPv6 hands out its last address')
+  t.throws(() => sets([{ subnet: 'fd00::/127' }]), /fd00::\/127 is too small/)
+  t.throws(() => sets([{ subnet: '10.0.0.0/32' }]), /10.0.0.0\/32 is too small/)
+  t.throws(() => sets([{ subnet: '::ffff:10.0.0.0/128' }]), /::ffff:10.0.0.0\/128 is too small/, 'v4-mapped is IPv6, named as written canonically')
+  const mapped = sets([{ subnet: '::FFFF:10.0.0.0/120' }])[0] as RangeSet
+  t.same(first(mapped, []), ['::ffff:10.0.0.2', '::ffff:10.0.0.3', '::ffff:10.0.0.4'], 'v4-mapped subnets: IPv6 rules, dotted text')
+  const store = new MemoryStore()
+  const full = await allocate(store, sets30, { containerID: 'a', ifname: 'eth0' })
+  t.same(full.map(allocationCidr), ['255.255.255.254/30'])
+  t.equal(await ipamCode(allocate(store, sets30, { containerID: 'b', ifname: 'eth0' })), 'POOL_EXHAUSTED', 'one host, then exhausted')
+  t.equal(await ipamCode(allocate(store, sets30, { containerID: 'b', ifname: 'eth0' }, [ip('255.255.255.255')])), 'ADDRESS_OUTSIDE_RANGES', 'the broadcast cannot be requested')
+})
+
 t.test('allocator: dual-stack, requested addresses, duplicates refused, exhaustion, rollback', async (t) => {
   const store = new MemoryStore()
   const s = sets([{ subnet: '10.0.0.0/29' }], [{ subnet: 'fd00::/125' }])

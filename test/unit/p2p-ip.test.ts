@@ -56,3 +56,51 @@ t.test('prefixes normalise host bits and bound their range', async (t) => {
   t.notOk(prefixContains(parsePrefix('10.0.0.0/8'), parseAddr('11.0.0.0')))
   t.notOk(prefixContains(parsePrefix('::/0'), parseAddr('10.0.0.1')), 'families never mix')
 })
+
+t.test('edges: /0, /32, /128, the broadcast, v4-mapped, compressed forms, strict lengths', async (t) => {
+  const cases: Array<[string, string, string, string]> = [
+    ['255.255.255.255/32', '255.255.255.255/32', '255.255.255.255', '255.255.255.255'],
+    ['10.0.0.255/24', '10.0.0.0/24', '10.0.0.0', '10.0.0.255'], // the broadcast is the last address
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'],
+    ['FD00:0:0:0::1/127', 'fd00::/127', 'fd00::', 'fd00::1'],
+    ['::ffff:10.1.2.3/112', '::ffff:10.1.0.0/112', '::ffff:10.1.0.0', '::ffff:10.1.255.255'],
+    ['2001:db8:0:0:1::/80', '2001:db8:0:0:1::/80', '2001:db8:0:0:1::', '2001:db8::1:ffff:ffff:ffff'], // the longer zero run wins
+  ]
+  for (const [text, canon, first, last] of cases) {
+    const p = parsePrefix(text)
+    t.equal(formatPrefix(p), canon, text)
+    t.equal(formatAddr({ family: p.family, value: p.first }), first, `${text} first`)
+    t.equal(formatAddr({ family: p.family, value: p.last }), last, `${text} last`)
+  }
+  t.equal(parsePrefix('::ffff:10.0.0.0/104').family, 6, 'v4-mapped stays IPv6')
+  t.equal(hostPrefix(parseAddr('::ffff:10.0.0.1')), '::ffff:10.0.0.1/128')
+  const msgs: Array<[string, string]> = [
+    ['10.0.0.0/08', 'p: "10.0.0.0/08" has an invalid prefix length'],
+    ['fd00::/064', 'p: "fd00::/064" has an invalid prefix length'],
+    ['fd00::/128/1', 'p: "fd00::/128/1" has an invalid prefix length'],
+    ['fe80::%eth0/64', 'p: "fe80::%eth0" is not an IP address'],
+    ['fe80::/64%eth0', 'p: "fe80::/64%eth0" has an invalid prefix length'],
+    ['010.0.0.0/8', 'p: "010.0.0.0" is not an IP address'],
+    ['10.0.0.0', 'p: "10.0.0.0" is not a prefix (address/length)'],
+  ]
+  for (const [bad, message] of msgs) t.throws(() => parsePrefix(bad, 'p'), { code: 'INVALID_PREFIX', field: 'p', message }, bad)
+  t.throws(() => formatAddr({ family: 4, value: 1n << 32n }), 'a value past 255.255.255.255 is no address')
+  t.throws(() => formatAddr({ family: 6, value: 1n << 128n }), 'a value past ffff:...:ffff is no address')
+})
+
+t.test('parsed prefixes are cached by text, never shared', async (t) => {
+  const a = parsePrefix('fd00::/64')
+  a.first = 0n
+  a.length = 0
+  const b = parsePrefix('fd00::/64')
+  t.equal(formatPrefix(b), 'fd00::/64', 'a caller changing its result does not change the next one')
+  t.not(a, b)
+  let err: unknown
+  try {
+    parsePrefix('fd00::/64', 'again')
+    parsePrefix('fd00::/640', 'again')
+  } catch (e) {
+    err = e
+  }
+  t.match(err, { field: 'again' }, 'errors are not cached')
+})

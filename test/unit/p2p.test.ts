@@ -1,4 +1,4 @@
-// Unit tests for ipam/p2p/allocator.ts (DESIGN §7): table-driven request/release sequences, exhaustion,
+// Unit tests for ipam/p2p/allocator.ts (ARCHITECTURE §7): table-driven request/release sequences, exhaustion,
 // reuse, healing, undo, and the persisted-state round trip.
 import t from 'tap'
 
@@ -102,6 +102,32 @@ const cases: Array<{ name: string; steps: Step[] }> = [
       { op: 'req', r: req('c1', 'a', { excludedPrefixes: ['172.16.0.0/16'] }), error: { code: 'POOL_EXHAUSTED' } },
       { op: 'req', r: req('c1', 'a', { pools: ['10.0.0.0/24', 'fd00::/127'] }), want: { dstIpAddrs: ['10.0.0.0/32', 'fd00::/128'] } },
       { op: 'req', r: req('c2', 'b', { pools: ['10.0.0.0/24', 'fd00::/127'] }), error: { code: 'POOL_EXHAUSTED', message: /IPv6/ } },
+    ],
+  },
+  {
+    name: 'the ends of the address space: /0 pools, pairs up to the last address, nothing past it',
+    steps: [
+      { op: 'req', r: req('c1', 'a', { pools: ['0.0.0.0/0', '::/0'] }), want: { dstIpAddrs: ['0.0.0.0/32', '::/128'], srcIpAddrs: ['0.0.0.1/32', '::1/128'] } },
+      { op: 'req', r: req('c2', 'b', { pools: ['255.255.255.252/30'] }), want: v4('255.255.255.252', '255.255.255.253') },
+      { op: 'req', r: req('c3', 'c', { pools: ['255.255.255.252/30'] }), want: v4('255.255.255.254', '255.255.255.255') },
+      { op: 'req', r: req('c4', 'd', { pools: ['255.255.255.252/30'] }), error: { code: 'POOL_EXHAUSTED', message: /\(255\.255\.255\.252\/30\)$/ } },
+      { op: 'req', r: req('c4', 'd', { pools: ['255.255.255.254/30'] }), error: { code: 'POOL_EXHAUSTED' } }, // host bits set: the same /30
+      {
+        op: 'req',
+        r: req('c5', 'e', { pools: ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127'] }),
+        want: { dstIpAddrs: ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/128'], srcIpAddrs: ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128'] },
+      },
+      { op: 'req', r: req('c6', 'f', { pools: ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127'] }), error: { code: 'POOL_EXHAUSTED', message: /IPv6/ } },
+      // Excluding the pool's top (or everything) moves the search past the last address: exhausted, not an overflow.
+      { op: 'req', r: req('c6', 'f', { pools: ['::/0'], excludedPrefixes: ['::/0'] }), error: { code: 'POOL_EXHAUSTED' } },
+      { op: 'req', r: req('c6', 'f', { pools: ['0.0.0.0/0'], excludedPrefixes: ['0.0.0.0/1', '128.0.0.0/1'] }), error: { code: 'POOL_EXHAUSTED' } },
+      { op: 'req', r: req('c6', 'f', { pools: ['255.255.255.248/29'], excludedPrefixes: ['255.255.255.248/30', '255.255.255.253/32'] }), error: { code: 'POOL_EXHAUSTED' } },
+    ],
+  },
+  {
+    name: 'IPv4-mapped pools are IPv6: canonical text with a dotted tail',
+    steps: [
+      { op: 'req', r: req('c1', 'a', { pools: ['::FFFF:10.0.0.9/120'], routes: ['::ffff:a00:0/104'] }), want: { dstIpAddrs: ['::ffff:10.0.0.0/128'], srcIpAddrs: ['::ffff:10.0.0.1/128'], srcRoutes: ['::ffff:10.0.0.0/128', '::ffff:10.0.0.0/104'] } },
     ],
   },
   {

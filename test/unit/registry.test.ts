@@ -1,7 +1,7 @@
 // agent/registry in-process: validation stores nothing on failure, default expiry, refresh semantics,
 // event order, expiry on load and by timer, the file store's atomic snapshot (and rollback when a write
 // fails), concurrent registrations; plus the connection table's persistence and events, and the netns
-// allowlist patterns both rely on.
+// policy applied to endpoint urls and netns paths (the policy itself: netns-policy.test.ts).
 import t from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,8 +12,7 @@ import { State } from '../../proto/gen/networkservice/connection.js'
 import { Registry, serviceCodec, storedEndpointCodec, timestampMs, timestampOf, type RegistryEvent, type StoredEndpoint } from '../../agent/registry/registry.js'
 import { FileStore, MemoryStore } from '../../agent/registry/store.js'
 import { ConnectionTable, type ConnectionTableEvent } from '../../agent/connections/table.js'
-import { netnsAllowed } from '../../agent/config/config.js'
-import { AgentError } from '../../agent/server/agent-error.js'
+import { AgentError } from '../../agent/errors.js'
 
 const ALLOW = ['/var/run/netns/*', '/run/netns/*', '/proc/*/ns/net']
 
@@ -36,13 +35,22 @@ async function memoryRegistry(now: () => number, ttl = 60_000) {
   return { registry, services, endpoints, events }
 }
 
-t.test('netns allowlist patterns', async (t) => {
-  t.ok(netnsAllowed('/var/run/netns/cni-1234', ALLOW))
-  t.ok(netnsAllowed('/proc/42/ns/net', ALLOW))
-  t.notOk(netnsAllowed('/var/run/netns/a/b', ALLOW), '* is one segment')
-  t.notOk(netnsAllowed('/var/run/netns/../../etc/passwd', ALLOW), 'not normalized')
-  t.notOk(netnsAllowed('/proc/self/ns/mnt', ALLOW))
-  t.notOk(netnsAllowed('run/netns/x', ALLOW), 'relative')
+t.test('endpoint urls and netns paths go through the netns policy', async (t) => {
+  const { registry } = await memoryRegistry(() => 1_000_000)
+  t.teardown(() => registry.close())
+  const ok = await registry.registerEndpoint(nse('pid', { url: 'file:///proc/999999999/ns/net' }))
+  t.equal(ok.extension.netnsPath, '/proc/999999999/ns/net', 'a /proc/<pid> path is accepted')
+  const refused: Array<[string, Partial<NetworkServiceEndpoint>, EndpointExtension | undefined, string, RegExp]> = [
+    ['self', { url: 'file:///proc/self/ns/net' }, undefined, 'network_service_endpoint.url', /agent's own network namespace/],
+    ['deep', { url: 'file:///var/run/netns/a/b' }, undefined, 'network_service_endpoint.url', /netns \/var\/run\/netns\/a\/b is outside the allowlist/],
+    ['climb', { url: 'file:///var/run/netns/../../etc/x' }, undefined, 'network_service_endpoint.url', /outside|normal form/],
+    ['ext', {}, EndpointExtension.fromPartial({ netnsPath: '/run/netns/a/../b' }), 'extension.netns_path', /normal form/],
+    ['rel', {}, EndpointExtension.fromPartial({ netnsPath: 'run/netns/x' }), 'extension.netns_path', /not absolute/],
+  ]
+  for (const [name, extra, ext, field, message] of refused) {
+    await t.rejects(registry.registerEndpoint(nse(name, extra), ext), { code: 'BAD_NETNS', field, message }, name)
+  }
+  t.same(registry.findEndpoints().map((e) => e.endpoint.name), ['pid'], 'nothing refused was stored')
 })
 
 t.test('register: default expiry, refresh keeps initial time and extension, events in order', async (t) => {

@@ -1,4 +1,4 @@
-// Unit tests for agent/select (DESIGN §6): table-driven selection, the seed's composition among them,
+// Unit tests for agent/select (ARCHITECTURE §6): table-driven selection, the seed's composition among them,
 // round-robin and local-first ordering, and the explain report.
 import t from 'tap'
 import { readFileSync } from 'node:fs'

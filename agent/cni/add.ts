@@ -1,0 +1,109 @@
+// ADD (ARCHITECTURE §4), holding the attachment's lock: refuse a second ADD of the attachment (106), look the
+// pod up (only when CNI_ARGS name it), plan the interfaces (plan.ts), register the pod's endpoint offers
+// (before its own requests: an endpoint that is also a client gets its pools routed back through its
+// client interface), then one pipeline Request per interface, in order.
+//
+// Rollback happens here and only here: if any step fails, every connection this ADD made is closed and
+// every endpoint it registered is unregistered again, newest first, before the error is returned. A failed
+// ADD leaves nothing behind.
+import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection.js'
+import { CniCode, CniError, type CallContext, type CniResult } from '../../cni/protocol/index.js'
+import { alreadyAttachedMessage } from '../errors.js'
+import type { AttachmentInfo } from '../server/handler.js'
+import { parseNsmConfig, type NsmConfig } from './config.js'
+import { toCniError, type CniDeps } from './deps.js'
+import { checkOffers, registerOffers, unregisterNames } from './endpoint.js'
+import { makePlan, type PlannedInterface } from './plan.js'
+import { lookupPod } from './pod.js'
+import { buildResult, type MadeConnection } from './result.js'
+import { callContext } from './context.js'
+
+const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as const
+
+function mechanismFor(p: PlannedInterface, netns: string, cfg: NsmConfig): Mechanism {
+  const parameters: Record<string, string> = { name: p.ifname, inodeURL: `file://${netns}` }
+  if (cfg.deviceId !== undefined) parameters.pciAddress = cfg.deviceId
+  return { cls: 'LOCAL', type: MECHANISM_TYPE[p.request.mechanism], parameters }
+}
+
+function connectionFor(p: PlannedInterface): Connection {
+  const r = p.request
+  return {
+    id: p.id,
+    networkService: r.domain === undefined ? r.service : `${r.service}@${r.domain}`,
+    mechanism: undefined,
+    context: undefined,
+    labels: p.labels,
+    path: undefined,
+    networkServiceEndpointName: '',
+    payload: '',
+    state: 0,
+  }
+}
+
+/** Refuses the ADD when the attachment, or any connection id it would make, exists already. */
+function refuseExisting(deps: CniDeps, att: AttachmentInfo, planned: readonly PlannedInterface[]): void {
+  const existing = deps.table.byAttachment(att.network, att.containerId, att.ifname)
+  if (existing.length > 0) throw new CniError(CniCode.ALREADY_ATTACHED, alreadyAttachedMessage(att, existing.map((e) => e.connection.id)))
+  for (const p of planned) {
+    const entry = deps.table.get(p.id)
+    if (entry === undefined) continue
+    const owner = entry.attachment
+    const by = owner === undefined ? 'made by an NSM client' : `held by container ${owner.containerId} interface ${owner.ifname} of network ${owner.network}`
+    throw new CniError(CniCode.ALREADY_ATTACHED, `container ${att.containerId} interface ${att.ifname} cannot be attached to network ${att.network}: connection ${p.id} already exists, ${by}`)
+  }
+}
+
+export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
+  const cfg = parseNsmConfig(ctx)
+  const att: AttachmentInfo = { network: cfg.network, containerId: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns }
+  const prev = ctx.conf.prevResult
+  try {
+    deps.netns.check(att.netns)
+  } catch (err) {
+    throw toCniError(err, 'CNI_NETNS')
+  }
+  const pod = await lookupPod(deps, cfg)
+  const plan = makePlan({ cfg, containerId: att.containerId, ifname: att.ifname, prevResult: prev, pod })
+  checkOffers(plan.offers)
+  refuseExisting(deps, att, plan.interfaces)
+  if (plan.interfaces.length === 0 && plan.offers.length === 0) return prev ?? {}
+
+  const call = callContext(deps, att)
+  const endpoints: string[] = []
+  const made: MadeConnection[] = []
+  let step = ''
+  try {
+    if (plan.offers.length > 0) {
+      step = `register endpoint ${plan.offers.map((o) => o.service).join(', ')}`
+      endpoints.push(...(await registerOffers(deps.registry, plan.offers, { containerId: att.containerId, netns: att.netns, labels: pod?.labels ?? {}, nodeName: pod?.nodeName ?? '' })))
+    }
+    for (const p of plan.interfaces) {
+      step = `request ${p.request.service} for ${p.ifname}`
+      const connection = await deps.handler().request({ connection: connectionFor(p), mechanismPreferences: [mechanismFor(p, att.netns, cfg)] }, call)
+      made.push({ ifname: p.ifname, connection })
+    }
+  } catch (err) {
+    const e = toCniError(err, step)
+    const problems = await rollback(deps, att, made.map((m) => m.connection), endpoints)
+    if (problems.length > 0) throw new CniError(e.code, `${e.message}; undoing this ADD also failed: ${problems.join('; ')}`, { cause: err })
+    throw e
+  }
+  return buildResult(made, att.netns, prev)
+}
+
+/** Closes what this ADD made, newest first; failures are collected, not thrown (the first error wins). */
+async function rollback(deps: CniDeps, att: AttachmentInfo, made: readonly Connection[], endpoints: readonly string[]): Promise<string[]> {
+  const problems: string[] = []
+  const call = callContext(deps, att)
+  for (const c of [...made].reverse()) {
+    await deps.handler().close(c, call).catch((err: unknown) => {
+      problems.push(`close ${c.id}: ${(err as Error).message}`)
+    })
+  }
+  await unregisterNames(deps.registry, endpoints).catch((err: unknown) => {
+    problems.push(`unregister ${endpoints.join(', ')}: ${(err as Error).message}`)
+  })
+  if (problems.length > 0) deps.log.error('ADD rollback incomplete', { containerId: att.containerId, ifname: att.ifname, problems })
+  return problems
+}

@@ -1,0 +1,87 @@
+// Endpoint pods (ARCHITECTURE §5): a pod annotated `endpoint.networkservicemesh.io` is
+// registered at ADD as one endpoint per offered service (its netns = CNI_NETNS, labels = pod labels +
+// the entry's labels, pools = the entry's `cidr`s, offered routes = its `route`s) and unregistered at DEL.
+//
+// Names: `<service>.cni-<container id>` (lower-cased; a hash is appended when the id had to be changed to
+// fit a DNS name; conf/endpoint-names.ts), so DEL finds them from CNI_CONTAINERID alone, even when the pod
+// is gone from the API.
+// Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
+// to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
+// which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
+import type { EndpointOffer } from '../../conf/annotations.js'
+import { endpointName, isContainerEndpoint } from '../../conf/endpoint-names.js'
+import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
+import { CniCode, CniError } from '../../cni/protocol/index.js'
+import type { Registry } from '../registry/registry.js'
+
+/** Ten years: CNI-registered endpoints live until DEL (see above). */
+export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600
+
+export interface EndpointPod {
+  containerId: string
+  netns: string
+  labels: Record<string, string>
+  nodeName: string
+}
+
+export function registration(offer: EndpointOffer, pod: EndpointPod, nowMs: number): EndpointRegistration {
+  const name = endpointName(offer.service, pod.containerId)
+  const expires = Math.floor(nowMs / 1000) + CNI_ENDPOINT_LIFETIME_S
+  return {
+    endpoint: {
+      name,
+      networkServiceNames: [offer.service],
+      networkServiceLabels: { [offer.service]: { labels: { ...pod.labels, ...offer.labels } } },
+      url: `file://${pod.netns}`,
+      expirationTime: { seconds: expires, nanos: 0 },
+      initialRegistrationTime: undefined,
+      pathIds: [],
+    },
+    extension: {
+      endpointName: name,
+      netnsPath: pod.netns,
+      cidrPools: offer.cidrs,
+      routes: offer.routes.map((prefix) => ({ prefix, nextHop: '' })),
+      excludedPrefixes: [],
+      nodeName: pod.nodeName,
+    },
+  }
+}
+
+/** Checks what the agent cannot: an endpoint without a pool could never serve a client. */
+export function checkOffers(offers: readonly EndpointOffer[]): void {
+  offers.forEach((o, i) => {
+    if (o.cidrs.length === 0) {
+      throw new CniError(CniCode.ANNOTATION_INVALID, `pod annotation endpoint.networkservicemesh.io[${i}]: ${JSON.stringify(o.entry)}: an endpoint needs an address pool (cidr=...)`)
+    }
+  })
+}
+
+/** Registers every offer; on failure unregisters the ones already made and rethrows. */
+export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
+  const done: string[] = []
+  try {
+    for (const o of offers) {
+      const reg = registration(o, pod, Date.now())
+      if (reg.endpoint === undefined) continue
+      await registry.registerEndpoint(reg.endpoint, reg.extension)
+      done.push(reg.endpoint.name)
+    }
+    return done
+  } catch (err) {
+    await unregisterNames(registry, done)
+    throw err
+  }
+}
+
+/** Unregisters `names`; one already gone is what the caller wants. */
+export async function unregisterNames(registry: Registry, names: readonly string[]): Promise<void> {
+  for (const n of names) await registry.unregisterEndpoint(n)
+}
+
+/** Unregisters every endpoint a CNI ADD registered for this container (found by name: no pod lookup). */
+export async function unregisterContainer(registry: Registry, containerId: string): Promise<string[]> {
+  const names = registry.findEndpoints().map((s) => s.endpoint.name).filter((n) => isContainerEndpoint(n, containerId))
+  await unregisterNames(registry, names)
+  return names
+}

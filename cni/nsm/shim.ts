@@ -1,0 +1,104 @@
+// dist/nsm: the CNI plugin the runtime execs is a shim. It answers VERSION itself and sends every other
+// call, whole (the CNI_* variables and the configuration bytes on stdin), to the node agent over its
+// root-only unix socket; the agent runs the CNI logic (agent/cni/) and answers with what to print and how
+// to exit. Framing: ./frame.ts. Public Node APIs only: node:fs and node:net.
+//
+// The agent not reachable (no socket, nobody listening, no permission):
+//   DEL     exit 0, with a warning on stderr naming the socket: a failing DEL keeps a pod Terminating
+//           while the agent is down; the kernel state goes with the pod's netns, and the agent, once it
+//           runs again, closes connections whose netns is gone (heal) and CNI GC closes the rest.
+//   STATUS  code 50 naming the socket.
+//   others  code 100 naming the socket.
+// The agent reachable but not answering within `timeoutMs` (netconf, default 120000): code 11.
+import { fstatSync } from 'node:fs'
+import { createConnection } from 'node:net'
+import { CniCode, CniError } from '../protocol/errors'
+import { decodeJson } from '../protocol/config'
+import { parseEnv } from '../protocol/env'
+import { checkStdinSize, MAX_STDIN_BYTES, readFd0, writeFd } from '../protocol/stdio'
+import { NEWEST, parseVersion, SUPPORTED_VERSIONS } from '../protocol/version'
+import { agentSocketOf, decodeAnswer, DEFAULT_TIMEOUT_MS, encodeRequest, type ShimAnswer } from './frame'
+
+function finish(a: ShimAnswer): void {
+  if (a.stdout !== '') writeFd(1, a.stdout)
+  if (a.stderr !== '') writeFd(2, a.stderr)
+  process.exitCode = a.exitCode
+}
+
+const errorAnswer = (version: string, e: CniError): ShimAnswer => ({ exitCode: 1, stdout: `${JSON.stringify(e.toJSON(version))}\n`, stderr: '' })
+
+function unreachable(command: string, version: string, socket: string, why: string): ShimAnswer {
+  const what = `nsm agent unreachable at ${socket} (${why}): is nsm-agent running?`
+  if (command === 'DEL') return { exitCode: 0, stdout: '', stderr: `nsm: DEL: ${what} Its connections are closed when it runs again (heal, GC).\n` }
+  return errorAnswer(version, new CniError(command === 'STATUS' ? CniCode.NOT_AVAILABLE : CniCode.AGENT_UNREACHABLE, what))
+}
+
+function call(socket: string, request: Buffer, timeoutMs: number, command: string, version: string): Promise<ShimAnswer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let connected = false
+    const s = createConnection(socket)
+    s.setTimeout(timeoutMs, () => {
+      s.destroy()
+      resolve(errorAnswer(version, new CniError(CniCode.TRY_AGAIN_LATER, `nsm agent at ${socket} did not answer within ${timeoutMs} ms`)))
+    })
+    s.on('connect', () => {
+      connected = true
+      s.end(request)
+    })
+    s.on('data', (c: Buffer) => chunks.push(c))
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      resolve(connected ? errorAnswer(version, new CniError(CniCode.TRY_AGAIN_LATER, `nsm agent at ${socket}: ${err.message}`)) : unreachable(command, version, socket, err.code ?? err.message))
+    })
+    s.on('close', () => {
+      let a: ShimAnswer | undefined
+      try {
+        a = decodeAnswer(Buffer.concat(chunks))
+      } catch (err) {
+        return resolve(errorAnswer(version, new CniError(CniCode.INTERNAL, `nsm agent at ${socket}: ${(err as Error).message}`)))
+      }
+      resolve(a ?? errorAnswer(version, new CniError(CniCode.TRY_AGAIN_LATER, `nsm agent at ${socket} closed the connection without an answer`)))
+    })
+  })
+}
+
+function stdinIsTerminal(): boolean {
+  try {
+    return fstatSync(0).isCharacterDevice()
+  } catch {
+    return true // no stdin at all
+  }
+}
+
+export async function shim(): Promise<ShimAnswer> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (k.startsWith('CNI_') && v !== undefined) env[k] = v
+  const command = env.CNI_COMMAND ?? ''
+  // VERSION needs no configuration: read none when stdin is a terminal (someone typing the command).
+  const stdin = command === 'VERSION' && stdinIsTerminal() ? Buffer.alloc(0) : readFd0(MAX_STDIN_BYTES)
+  let conf: Record<string, unknown> | undefined
+  try {
+    conf = decodeJson(stdin)
+  } catch {
+    // Handled below: VERSION needs none, anything else cannot even find the agent.
+  }
+  const version = typeof conf?.cniVersion === 'string' && parseVersion(conf.cniVersion) !== undefined ? conf.cniVersion : NEWEST
+  if (command === 'VERSION') return { exitCode: 0, stdout: `${JSON.stringify({ cniVersion: version, supportedVersions: SUPPORTED_VERSIONS })}\n`, stderr: '' }
+  if (conf === undefined) {
+    // The agent's socket is named in the configuration: without one, answer here, in the spec's order
+    // (environment, then stdin), as the agent would.
+    parseEnv(process.env)
+    decodeJson(checkStdinSize(stdin))
+  }
+  const where = agentSocketOf(conf ?? {})
+  if (!('socket' in where)) return errorAnswer(version, new CniError(CniCode.INVALID_CONFIG, `${where.field}: ${where.problem}`))
+  const t = conf?.timeoutMs
+  const timeoutMs = typeof t === 'number' && Number.isInteger(t) && t > 0 ? t : DEFAULT_TIMEOUT_MS
+  return call(where.socket, encodeRequest({ env, stdin }), timeoutMs, command, version)
+}
+
+export function runShim(): void {
+  shim().then(finish, (err: unknown) => {
+    finish(errorAnswer(NEWEST, CniError.from(err)))
+  })
+}
