@@ -5,10 +5,10 @@
 //   node scripts/sea.mjs --from=DIR --out=DIR [--no-code-cache] ...  other bundle and output dirs / no V8
 //                                        code cache in the blob (experiments: bench/sea.ts compares the two)
 //
-// For each bundle that exists (dist/nsm may not yet): `node --experimental-sea-config` makes the blob
-// (a small loader as main script, the plugin's SOURCE and its trained V8 code cache from dist/<name> as
-// the assets `source` and `cache`: scripts/code-cache.mjs; no "experimental" warning: stdout/stderr carry
-// the CNI protocol), a copy of
+// For each bundle that exists: `node --experimental-sea-config` makes the blob (nsm-ipam: a small loader
+// as main script, the plugin's SOURCE and its trained V8 code cache from dist/nsm-ipam as the assets
+// `source` and `cache`, scripts/code-cache.mjs; the nsm shim: its bundle as the main script; no
+// "experimental" warning: stdout/stderr carry the CNI protocol), a copy of
 // the running `node` gets the blob injected by postject and its fuse flipped, and the result must answer
 // CNI VERSION with an empty environment before it is renamed into dist/sea/<name>. A bundle is pure
 // CommonJS with built-ins only, so the SEA's `require` (built-ins only) is enough.
@@ -26,7 +26,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSyn
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { composeSeaMain, extract, wrapSource } from './code-cache.mjs'
+import { composeSeaMain, extract } from './code-cache.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 let DIST = join(ROOT, 'dist')
@@ -118,18 +118,25 @@ async function buildOne(name, bundle, key, exe, keyFile) {
   mkdirSync(work)
   try {
     // The plugin and its code cache are assets; the main script is a loader (scripts/code-cache.mjs).
-    // nsm-ipam is a loader with SOURCE and CACHE (code-cache.mjs); the nsm shim is the plain bundle.
+    // nsm-ipam is a loader with SOURCE and CACHE (code-cache.mjs): they become assets, with a loader as
+    // the main script. The nsm shim is the plain bundle: it is the main script itself (it requires only
+    // built-in modules), compiled from the SEA's own code cache.
     const text = bundle.toString('utf8')
-    const { source, cache, node } = text.includes('\nconst SOURCE = ') ? extract(text) : { source: wrapSource(text), cache: Buffer.alloc(0), node: process.version }
-    const assets = { source: join(work, 'source.js') }
-    writeFileSync(assets.source, source)
-    if (cache.length > 0 && node === process.version) {
-      assets.cache = join(work, 'cache.bin')
-      writeFileSync(assets.cache, cache)
-    } else if (cache.length > 0) {
-      say(`${name}: the code cache in ${DIST}/${name} is from Node ${node}, this is ${process.version}: built without it`)
+    const assets = {}
+    if (text.includes('\nconst SOURCE = ')) {
+      const { source, cache, node } = extract(text)
+      assets.source = join(work, 'source.js')
+      writeFileSync(assets.source, source)
+      if (cache.length > 0 && node === process.version) {
+        assets.cache = join(work, 'cache.bin')
+        writeFileSync(assets.cache, cache)
+      } else if (cache.length > 0) {
+        say(`${name}: the code cache in ${DIST}/${name} is from Node ${node}, this is ${process.version}: built without it`)
+      }
+      writeFileSync(join(work, 'main.js'), composeSeaMain(name))
+    } else {
+      writeFileSync(join(work, 'main.js'), text.startsWith('#!') ? text.slice(text.indexOf('\n') + 1) : text)
     }
-    writeFileSync(join(work, 'main.js'), composeSeaMain(name))
     writeFileSync(join(work, 'sea-config.json'), JSON.stringify({ main: join(work, 'main.js'), output: join(work, 'blob'), assets, ...SEA_OPTIONS }))
     const blob = spawnSync(process.execPath, ['--experimental-sea-config', join(work, 'sea-config.json')], { encoding: 'utf8' })
     if (blob.status !== 0) throw new Error(`${name}: node --experimental-sea-config failed: ${blob.stderr}`)

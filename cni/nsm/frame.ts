@@ -3,7 +3,7 @@
 // (a gRPC client starts with the HTTP/2 preface `PRI * HTTP/2.0`, the shim with MAGIC).
 //
 //   request:  MAGIC (8 bytes) | u32 BE header length | u32 BE stdin length | header | stdin
-//             header = JSON { env: { CNI_COMMAND, CNI_CONTAINERID, ... } }: the CNI_* variables as the
+//             header = JSON { env: { CNI_COMMAND, CNI_CONTAINERID, ... } }: the spec's CNI_* variables as the
 //             runtime set them; stdin = the network configuration bytes, as read (at most
 //             MAX_STDIN_BYTES + 1 bytes: code 5 beyond MAX_STDIN_BYTES).
 //   answer:   u32 BE length | JSON { exitCode, stdout, stderr }: what the plugin process prints and

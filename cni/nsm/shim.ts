@@ -1,7 +1,7 @@
 // dist/nsm: the CNI plugin the runtime execs is a shim. It answers VERSION itself and sends every other
 // call, whole (the CNI_* variables and the configuration bytes on stdin), to the node agent over its
 // root-only unix socket; the agent runs the CNI logic (agent/cni/) and answers with what to print and how
-// to exit. Framing: ./frame.ts. Public Node APIs only: node:fs and node:net.
+// to exit. Framing: ./frame.ts. Public Node APIs only: node:fs, and node:net once there is a call to send.
 //
 // The agent not reachable (no socket, nobody listening, no permission):
 //   DEL     exit 0, with a warning on stderr naming the socket: a failing DEL keeps a pod Terminating
@@ -11,7 +11,6 @@
 //   others  code 100 naming the socket.
 // The agent reachable but not answering within `timeoutMs` (netconf, default 120000): code 11.
 import { fstatSync } from 'node:fs'
-import { createConnection } from 'node:net'
 import { CniCode, CniError } from '../protocol/errors'
 import { decodeJson } from '../protocol/config'
 import { parseEnv } from '../protocol/env'
@@ -34,6 +33,10 @@ function unreachable(command: string, version: string, socket: string, why: stri
 }
 
 function call(socket: string, request: Buffer, timeoutMs: number, command: string, version: string): Promise<ShimAnswer> {
+  // Loaded here, not at start-up: node:net and the stream modules under it are ~4 ms of a call that VERSION
+  // and a refused configuration do without. require, not import(): the bundle is CommonJS, and a dynamic
+  // import would start Node's ESM loader (more milliseconds).
+  const { createConnection } = require('node:net') as typeof import('node:net')
   return new Promise((resolve) => {
     const chunks: Buffer[] = []
     let connected = false
@@ -62,6 +65,8 @@ function call(socket: string, request: Buffer, timeoutMs: number, command: strin
   })
 }
 
+const CNI_VARIABLES = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'] as const
+
 function stdinIsTerminal(): boolean {
   try {
     return fstatSync(0).isCharacterDevice()
@@ -71,8 +76,12 @@ function stdinIsTerminal(): boolean {
 }
 
 export async function shim(): Promise<ShimAnswer> {
+  // The spec's six variables, read one by one (enumerating process.env costs ~1 ms in a big environment).
   const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (k.startsWith('CNI_') && v !== undefined) env[k] = v
+  for (const k of CNI_VARIABLES) {
+    const v = process.env[k]
+    if (v !== undefined) env[k] = v
+  }
   const command = env.CNI_COMMAND ?? ''
   // VERSION needs no configuration: read none when stdin is a terminal (someone typing the command).
   const stdin = command === 'VERSION' && stdinIsTerminal() ? Buffer.alloc(0) : readFd0(MAX_STDIN_BYTES)
