@@ -208,7 +208,7 @@ async function main(): Promise<void> {
   const md = `## Node agent: Request, Close, RSS, heal, throughput (issue 4)
 
 ${new Date().toISOString().slice(0, 10)}, ${machine()}. Command: \`npx tsx bench/agent.ts\` (root; \`BENCH_N\`=${N}).
-\`dist/nsm-agent\` as a real process; calls through its unix socket with the plugin's http2 client; local
+\`dist/nsm-agent\` as a real process; calls through its unix socket with agent/client (@grpc/grpc-js), as nsmctl makes them; local
 endpoint, KERNEL mechanism (veth, /32 pair, routes), each Request durable in the table before the reply.
 
 | measure | p50 ms | p99 ms | target |
