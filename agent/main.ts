@@ -1,12 +1,14 @@
 // dist/nsm-agent: the node agent's entry and composition root. Loads the config (YAML + flags), opens the
 // state (connection table, registry stores) under the state dir, builds the server with its hooks and the
 // CNI service, serves on the unix socket (gRPC and the CNI shim's calls), prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
-// the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start.
+// the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start (the
+// state dir locked by another agent, or state that cannot be written: the message names the file).
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import pkg from '../package.json'
 import { ConfigError, loadConfig, USAGE, type AgentConfig } from './config/config.js'
 import { ConnectionTable } from './connections/table.js'
+import { lockStateDir, StateDirLockedError } from './connections/state-lock.js'
 import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry.js'
 import { FileStore } from './registry/store.js'
 import { DirectoryPodInfoSource } from './podinfo/directory.js'
@@ -31,6 +33,30 @@ async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSou
   return undefined
 }
 
+/**
+ * Loads the connection table and the registry from the state dir. Damaged files do not stop the start:
+ * they are quarantined and logged (level error) naming the file, and every readable record is kept.
+ * Throws (naming the file) when the state cannot be written, e.g. no room to preallocate the journal.
+ */
+async function openState(config: AgentConfig, netns: NetnsPolicy, log: Logger, onListenerError: (err: unknown) => void): Promise<{ table: ConnectionTable; registry: Registry }> {
+  const onDamage = (d: { file: string; reason: string; quarantined: string | undefined }): void =>
+    log.error('damaged state file', { file: d.file, reason: d.reason, ...(d.quarantined === undefined ? {} : { quarantined: d.quarantined }) })
+  // NSM_AGENT_JOURNAL_BYTES: the journal's preallocated size (tests fill a small disk with it).
+  const journalBytes = Number.parseInt(process.env.NSM_AGENT_JOURNAL_BYTES ?? '', 10)
+  const table = await ConnectionTable.open(join(config.stateDir, 'connections.json'), onListenerError, {
+    onDamage,
+    ...(Number.isInteger(journalBytes) && journalBytes > 0 ? { journalBytes } : {}),
+  })
+  const registry = await Registry.open({
+    services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec, { onDamage }),
+    endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec, { onDamage }),
+    netnsAllow: netns,
+    defaultTtlMs: config.endpointTtlMs,
+    onListenerError,
+  })
+  return { table, registry }
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   let config: AgentConfig
   try {
@@ -53,14 +79,24 @@ async function main(argv: readonly string[]): Promise<number> {
   // One netns policy for the registry, the pipeline and the CNI calls (its patterns were checked by loadConfig).
   const netns = new NetnsPolicy(config.netnsAllow)
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 })
-  const table = await ConnectionTable.open(join(config.stateDir, 'connections.json'), reportListenerError)
-  const registry = await Registry.open({
-    services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec),
-    endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec),
-    netnsAllow: netns,
-    defaultTtlMs: config.endpointTtlMs,
-    onListenerError: reportListenerError,
-  })
+  // One agent per state dir, before any state is read (held until the process exits: the kernel drops it).
+  try {
+    lockStateDir(config.stateDir)
+  } catch (err) {
+    log.error(err instanceof StateDirLockedError ? 'state dir in use' : 'cannot lock the state dir', { stateDir: config.stateDir, err })
+    process.stderr.write(`nsm-agent: ${(err as Error).message}\n`)
+    return 1
+  }
+  let state: { table: ConnectionTable; registry: Registry }
+  try {
+    state = await openState(config, netns, log, reportListenerError)
+  } catch (err) {
+    // A state dir that cannot be written (no room for the journal, an I/O error): the message names the file.
+    log.error('cannot open the state', { stateDir: config.stateDir, err })
+    process.stderr.write(`nsm-agent: ${(err as Error).message}\n`)
+    return 1
+  }
+  const { table, registry } = state
   registry.subscribe((ev) => {
     if (ev.kind === 'endpoint') log.info(`endpoint ${ev.reason}`, { endpoint: ev.endpoint.name })
     else log.info(`service ${ev.type}`, { service: ev.service.name })

@@ -2,25 +2,27 @@
 // `endpoint.networkservicemesh.io`): registered at ADD (agent/cni/endpoint.ts) and found again from the
 // container id alone at DEL (agent/cni/del.ts).
 //
-// Needs: nothing (dependency-free).
-// Contract: `<service>.cni-<key>`, the key a valid DNS label made from CNI_CONTAINERID (lower-cased; a
-// hash appended when the id had to be changed, so ids that sanitize alike stay apart). The key has no
-// dot, so `isContainerEndpoint` compares the name's whole last dot-separated part with this container's
-// key: another container's endpoints (`.cni-abc-1` against `.cni-abc`) do not match.
+// Needs: node:crypto only.
+// Contract: `<service>.<key>`, the key a DNS label made from CNI_CONTAINERID, one per id (injective):
+//   - an id that is already a plain DNS label part (lower-case letters, digits, '-'; no trailing '-'; at
+//     most 100 characters) keeps it: `cni-<id>` (runtimes' 64-hex ids);
+//   - any other id is lower-cased, '_' and '.' become '-', and a 64-bit hash of the exact id follows under
+//     another prefix: `cnh-<clean>-<hash>`. No unchanged id can spell it (their keys start `cni-`), and two
+//     changed ids share a key only if they share the hash. (Before, `relUPPER` became
+//     `cni-relupper-f8c91628`, exactly the key of the id `relupper-f8c91628`: one ADD overwrote the
+//     other's registration.)
+// The key has no dot, so `isContainerEndpoint` compares the name's whole last dot-separated part with this
+// container's key: another container's endpoints (`.cni-abc-1` against `.cni-abc`) do not match.
+import { createHash } from 'node:crypto'
 
-function fnv1a(s: string): string {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h.toString(16).padStart(8, '0')
-}
+const PLAIN = /^[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?$/
 
-/** The suffix that marks this container's endpoints: `cni-<id>`, a valid DNS label. */
+/** The suffix that marks this container's endpoints, a valid DNS label. */
 export function endpointKey(containerId: string): string {
+  if (PLAIN.test(containerId)) return `cni-${containerId}`
   const clean = containerId.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 100).replace(/-+$/, '')
-  return clean === containerId ? `cni-${clean}` : `cni-${clean}-${fnv1a(containerId)}`
+  const hash = createHash('sha256').update(containerId, 'utf8').digest('hex').slice(0, 16)
+  return clean === '' ? `cnh-${hash}` : `cnh-${clean}-${hash}`
 }
 
 /** The name of the endpoint a CNI ADD registers for `service` offered by container `containerId`. */

@@ -17,12 +17,12 @@ import { makePlan, type PlannedInterface } from './plan.js'
 import { lookupPod } from './pod.js'
 import { buildResult, type MadeConnection } from './result.js'
 import { callContext } from './context.js'
+import { netnsFileUrl } from './netns-url.js'
 
 const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as const
 
-function mechanismFor(p: PlannedInterface, netns: string, cfg: NsmConfig): Mechanism {
-  const parameters: Record<string, string> = { name: p.ifname, inodeURL: `file://${netns}` }
-  if (cfg.deviceId !== undefined) parameters.pciAddress = cfg.deviceId
+function mechanismFor(p: PlannedInterface, netns: string): Mechanism {
+  const parameters: Record<string, string> = { name: p.ifname, inodeURL: netnsFileUrl(netns) }
   return { cls: 'LOCAL', type: MECHANISM_TYPE[p.request.mechanism], parameters }
 }
 
@@ -41,6 +41,15 @@ function connectionFor(p: PlannedInterface): Connection {
   }
 }
 
+/**
+ * A Multus `deviceID` asks for an SR-IOV device in the pod. No mechanism moves one yet: refuse (104) rather
+ * than silently giving the pod a veth where it asked for a VF.
+ */
+function refuseDevice(cfg: NsmConfig): void {
+  if (cfg.device === undefined) return
+  throw new CniError(CniCode.MECHANISM_NOT_SUPPORTED, `${cfg.device.field}: device ${cfg.device.id} needs an SR-IOV mechanism, which this agent does not have; remove ${cfg.device.field} or use a network without it`)
+}
+
 /** Refuses the ADD when the attachment, or any connection id it would make, exists already. */
 function refuseExisting(deps: CniDeps, att: AttachmentInfo, planned: readonly PlannedInterface[]): void {
   const existing = deps.table.byAttachment(att.network, att.containerId, att.ifname)
@@ -56,6 +65,7 @@ function refuseExisting(deps: CniDeps, att: AttachmentInfo, planned: readonly Pl
 
 export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   const cfg = parseNsmConfig(ctx)
+  refuseDevice(cfg)
   const att: AttachmentInfo = { network: cfg.network, containerId: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns }
   const prev = ctx.conf.prevResult
   try {
@@ -80,7 +90,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
     }
     for (const p of plan.interfaces) {
       step = `request ${p.request.service} for ${p.ifname}`
-      const connection = await deps.handler().request({ connection: connectionFor(p), mechanismPreferences: [mechanismFor(p, att.netns, cfg)] }, call)
+      const connection = await deps.handler().request({ connection: connectionFor(p), mechanismPreferences: [mechanismFor(p, att.netns)] }, call)
       made.push({ ifname: p.ifname, connection })
     }
   } catch (err) {

@@ -9,8 +9,9 @@
 // Per call: `args.cni.networkServices` (list or comma string) and CNI_ARGS `NSM_NETWORK_SERVICES`, and the
 // pod reference from CNI_ARGS `K8S_POD_NAMESPACE` / `K8S_POD_NAME` (args.cni `podNamespace`/`podName` win;
 // a name alone, as podman passes it, is in namespace `default`).
-// Multus adds `deviceID` and `runtimeConfig`: `deviceID` is passed to the agent as the KERNEL mechanism's
-// `pciAddress`; unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
+// Multus adds `deviceID` (or `runtimeConfig.deviceID`): an SR-IOV device for the interface. No mechanism
+// serves one yet, so ADD refuses it (104, add.ts) rather than silently making a veth; other commands accept
+// it. Unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
 import { ConfError } from '../../conf/errors.js'
 import { parseV1Annotation, type ServiceRequest } from '../../conf/annotations.js'
 import { isValidLabelKey, isValidLabelValue } from '../../conf/names.js'
@@ -40,8 +41,8 @@ export interface NsmConfig {
   /** The first non-empty of: netconf networkService(s), args.cni.networkServices, CNI_ARGS NSM_NETWORK_SERVICES. */
   explicit: ExplicitServices | undefined
   pod: PodRef | undefined
-  /** Multus `deviceID` (an SR-IOV VF's PCI address), handed to the agent as `pciAddress`. */
-  deviceId: string | undefined
+  /** Multus `deviceID` (an SR-IOV VF's PCI address) and the field it came from; ADD refuses it (104). */
+  device: { field: string; id: string } | undefined
 }
 
 const bad = (field: string, msg: string): CniError => new CniError(CniCode.INVALID_CONFIG, `${field}: ${msg}`)
@@ -138,9 +139,18 @@ function parsePod(ctx: CallContext): PodRef | undefined {
   return { namespace: (ns ?? '') === '' ? 'default' : (ns as string), name: name as string }
 }
 
+/** Multus' device: netconf `deviceID`, else `runtimeConfig.deviceID` (the "deviceID" capability). */
+function parseDevice(ctx: CallContext): NsmConfig['device'] {
+  const top = optionalString(ctx.conf.raw, 'deviceID')
+  if (top !== undefined && top !== '') return { field: 'deviceID', id: top }
+  const rc = ctx.conf.runtimeConfig?.deviceID
+  if (rc === undefined || rc === null || rc === '') return undefined
+  if (typeof rc !== 'string') throw bad('runtimeConfig.deviceID', `expected a string, got ${JSON.stringify(rc)}`)
+  return { field: 'runtimeConfig.deviceID', id: rc }
+}
+
 export function parseNsmConfig(ctx: CallContext): NsmConfig {
   const raw = ctx.conf.raw
-  const deviceId = optionalString(raw, 'deviceID')
   return {
     network: ctx.conf.name,
     socket: parseSocket(raw),
@@ -148,6 +158,6 @@ export function parseNsmConfig(ctx: CallContext): NsmConfig {
     labels: parseLabels(raw.labels, 'labels'),
     explicit: parseExplicit(ctx),
     pod: parsePod(ctx),
-    deviceId: deviceId === '' ? undefined : deviceId,
+    device: parseDevice(ctx),
   }
 }

@@ -2,9 +2,10 @@
 // registered at ADD as one endpoint per offered service (its netns = CNI_NETNS, labels = pod labels +
 // the entry's labels, pools = the entry's `cidr`s, offered routes = its `route`s) and unregistered at DEL.
 //
-// Names: `<service>.cni-<container id>` (lower-cased; a hash is appended when the id had to be changed to
-// fit a DNS name; conf/endpoint-names.ts), so DEL finds them from CNI_CONTAINERID alone, even when the pod
-// is gone from the API.
+// Names: `<service>.cni-<container id>` (an id that had to be changed to fit a DNS name gets
+// `cnh-<clean>-<hash>`; one name per id, conf/endpoint-names.ts), so DEL finds them from CNI_CONTAINERID
+// alone, even when the pod is gone from the API. A live endpoint of that name in another netns is never
+// replaced (106).
 // Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
 // to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
 // which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
@@ -13,6 +14,7 @@ import { endpointName, isContainerEndpoint } from '../../conf/endpoint-names.js'
 import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
 import { CniCode, CniError } from '../../cni/protocol/index.js'
 import type { Registry } from '../registry/registry.js'
+import { netnsFileUrl } from './netns-url.js'
 
 /** Ten years: CNI-registered endpoints live until DEL (see above). */
 export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600
@@ -32,7 +34,7 @@ export function registration(offer: EndpointOffer, pod: EndpointPod, nowMs: numb
       name,
       networkServiceNames: [offer.service],
       networkServiceLabels: { [offer.service]: { labels: { ...pod.labels, ...offer.labels } } },
-      url: `file://${pod.netns}`,
+      url: netnsFileUrl(pod.netns),
       expirationTime: { seconds: expires, nanos: 0 },
       initialRegistrationTime: undefined,
       pathIds: [],
@@ -57,6 +59,16 @@ export function checkOffers(offers: readonly EndpointOffer[]): void {
   })
 }
 
+/**
+ * Names are injective per container id (conf/endpoint-names.ts); this is the backstop: a live endpoint of
+ * that name in another netns (someone else's: registered by hand, or a hash collision) is never replaced.
+ */
+function refuseForeign(registry: Registry, name: string, pod: EndpointPod): void {
+  const existing = registry.endpoint(name)
+  if (existing === undefined || existing.extension.netnsPath === pod.netns) return
+  throw new CniError(CniCode.ALREADY_ATTACHED, `endpoint ${name} (container ${pod.containerId}): the name is registered already for netns ${existing.extension.netnsPath || existing.endpoint.url}, not this container's ${pod.netns}; it is left as it is`)
+}
+
 /** Registers every offer; on failure unregisters the ones already made and rethrows. */
 export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
   const done: string[] = []
@@ -64,6 +76,7 @@ export async function registerOffers(registry: Registry, offers: readonly Endpoi
     for (const o of offers) {
       const reg = registration(o, pod, Date.now())
       if (reg.endpoint === undefined) continue
+      refuseForeign(registry, reg.endpoint.name, pod)
       await registry.registerEndpoint(reg.endpoint, reg.extension)
       done.push(reg.endpoint.name)
     }

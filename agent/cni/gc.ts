@@ -1,7 +1,8 @@
 // GC: the runtime lists the attachments of this network it still uses (cni.dev/valid-attachments); every
-// other connection made for this network is closed, each under its attachment's lock. Refused without the
-// list (7) rather than wiping the network. Endpoint registrations are per container, not per network:
-// the healer unregisters those whose netns has gone.
+// other connection made for this network is closed, each under its attachment's lock. A null list
+// (libcni's nil: CRI-O's GC of a network without pods) or an absent one (libcni v1.2.0's `cnitool gc`) is
+// the empty list, as the reference plugins read it: every connection of the network is closed. Endpoint
+// registrations are per container, not per network: the healer unregisters those whose netns has gone.
 //
 // STATUS: whether ADD can be served: 50 when the agent is not ready (its reason). 51 is never answered:
 // the datapaths are kernel state in the pods' namespaces and keep forwarding whatever the agent does.
@@ -13,7 +14,6 @@ import { attachmentKey, type AttachmentLocks } from './lock.js'
 
 export async function gc(deps: CniDeps, locks: AttachmentLocks, ctx: CallContext): Promise<void> {
   const valid = ctx.conf.validAttachments
-  if (valid === undefined) throw new CniError(CniCode.INVALID_CONFIG, 'cni.dev/valid-attachments: missing (GC needs the list of attachments to keep)')
   const cfg = parseNsmConfig(ctx)
   const keep = new Set(valid.map((a) => attachmentKey(a.containerID, a.ifname)))
   const closed: string[] = []

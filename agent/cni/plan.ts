@@ -37,6 +37,9 @@ export interface Plan {
   source: string
 }
 
+/** The loopback interface: in every netns already, never one nsm can make. */
+const LOOPBACK = 'lo'
+
 export function connectionId(containerId: string, ifname: string): string {
   return `${containerId}-${ifname}`
 }
@@ -93,7 +96,9 @@ export function makePlan(input: PlanInput): Plan {
   const labelsOf = (r: ServiceRequest): Record<string, string> => ({ ...before, ...r.labels, ...after })
 
   if (prevResult === undefined) {
-    // Attachment mode: one service on CNI_IFNAME.
+    // Attachment mode: one service on CNI_IFNAME. Every netns has `lo`: asking for it can never succeed,
+    // so it is the runtime's bad input (4), not "try again".
+    if (input.ifname === LOOPBACK) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_IFNAME "${LOOPBACK}" is the loopback interface every network namespace has: nsm cannot create it`)
     if (requests.length === 0) {
       if (offers.length > 0) return { mode: 'attachment', interfaces: [], offers, source }
       throw new CniError(
@@ -116,6 +121,11 @@ export function makePlan(input: PlanInput): Plan {
   // Chained mode: one interface per service, beside what the previous plugins made.
   const taken = new Set((prevResult.interfaces ?? []).filter((i) => i.sandbox !== undefined && i.sandbox !== '').map((i) => i.name))
   taken.add(input.ifname)
+  const loop = requests.find((r) => r.ifname === LOOPBACK)
+  if (loop !== undefined) {
+    const code = cfg.explicit === undefined ? CniCode.ANNOTATION_INVALID : CniCode.INVALID_CONFIG
+    throw new CniError(code, `${source}: ${JSON.stringify(loop.entry)}: interface ${LOOPBACK} is the loopback interface every network namespace has: name another`)
+  }
   const clash = requests.find((r) => r.ifname !== undefined && taken.has(r.ifname))
   if (clash !== undefined) {
     const code = cfg.explicit === undefined ? CniCode.ANNOTATION_INVALID : CniCode.INVALID_CONFIG

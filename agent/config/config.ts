@@ -5,6 +5,7 @@ import { hostname } from 'node:os'
 import { isAbsolute, normalize } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { DEFAULT_NETNS_PATTERNS, NETNS_PATTERN_FORMS, NetnsPatternError, parseNetnsPattern } from '../../pkg/netns-policy.js'
+import { storeDirProblem } from '../../ipam/store/pseudo-fs.js'
 
 export interface AgentConfig {
   /** Unix socket the agent serves on (mode 0600). */
@@ -105,7 +106,7 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
         overrides.socket = checkAbsolute(flag, value())
         break
       case '--state-dir':
-        overrides.stateDir = checkAbsolute(flag, value())
+        overrides.stateDir = checkStateDir(flag, value())
         break
       case '--node-name':
         overrides.nodeName = checkNodeName(flag, value())
@@ -155,7 +156,7 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
         out.socket = checkAbsolute(where, str(where, v))
         break
       case 'stateDir':
-        out.stateDir = checkAbsolute(where, str(where, v))
+        out.stateDir = checkStateDir(where, str(where, v))
         break
       case 'nodeName':
         out.nodeName = checkNodeName(where, str(where, v))
@@ -214,6 +215,14 @@ function checkAbsolute(where: string, v: string): string {
 }
 
 /** A netns pattern the policy can honour (the agent refuses to start on any other: exit 2). */
+/** The state dir: absolute, and not under /proc or /sys (nothing persists there; mkdir spins on /proc). */
+function checkStateDir(where: string, v: string): string {
+  const path = checkAbsolute(where, v)
+  const problem = storeDirProblem(path)
+  if (problem !== undefined) throw new ConfigError(where, problem)
+  return path
+}
+
 function checkPattern(where: string, v: string): string {
   try {
     parseNetnsPattern(v)

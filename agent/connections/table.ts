@@ -3,11 +3,18 @@
 //
 // Contract: mutations update memory, notify subscribers synchronously (in mutation order), then resolve
 // once the table is durable (when a file is configured): one journal line per mutation (journal.ts).
+// A mutation whose write fails (a full disk) rejects with STORE_FAILURE naming the file and is undone in
+// memory (subscribers see the undo as one more event), so the table never holds what is not on disk.
 // Connections are stored as the NSM Connection message plus the CNI attachment the connection serves,
 // if any, and the pipeline's datapath record.
+//
+// Loading keeps every record that can still be read: a damaged snapshot or journal is quarantined
+// (renamed aside, journal.ts) and reported through onDamage, never a reason not to start.
+import { rename } from 'node:fs/promises'
 import { Connection, State } from '../../proto/gen/networkservice/connection.js'
 import type { AttachmentInfo } from '../server/handler.js'
-import { Journal } from './journal.js'
+import { AgentError } from '../errors.js'
+import { Journal, type JournalOp } from './journal.js'
 
 export interface ConnectionEntry {
   readonly connection: Connection
@@ -33,13 +40,40 @@ interface PersistedTable {
   connections: PersistedEntry[]
 }
 
+/** A damaged state file found at open: which, why, and where it was moved. */
+export interface TableDamage {
+  readonly file: string
+  readonly reason: string
+  /** The damaged file's new name (undefined when nothing was renamed, e.g. a truncated journal). */
+  readonly quarantined: string | undefined
+}
+
+export interface TableOptions {
+  /** Told about each damaged file found at open (the agent logs it at level error). */
+  onDamage?: (damage: TableDamage) => void
+  /** The journal file's preallocated size (journal.ts JOURNAL_BYTES by default). */
+  journalBytes?: number
+}
+
+/** A mutation not yet durable: undone in memory if its write fails. */
+interface Inflight {
+  readonly after: ConnectionEntry | undefined
+  /** What undoing restores; handed on to the next in-flight mutation of the id when this one fails first. */
+  before: ConnectionEntry | undefined
+}
+
 export class ConnectionTable {
   private readonly entries = new Map<string, ConnectionEntry>()
   private readonly listeners = new Set<ConnectionTableListener>()
+  private readonly inflight = new Map<string, Inflight[]>()
   private readonly file: Journal<PersistedEntry> | undefined
 
-  private constructor(path: string | undefined, private readonly onListenerError: (err: unknown) => void) {
-    this.file = path === undefined ? undefined : new Journal<PersistedEntry>(path, () => this.toPersisted())
+  private constructor(
+    path: string | undefined,
+    private readonly onListenerError: (err: unknown) => void,
+    journalBytes?: number,
+  ) {
+    this.file = path === undefined ? undefined : new Journal<PersistedEntry>(path, () => this.toPersisted(), journalBytes === undefined ? {} : { segmentBytes: journalBytes })
   }
 
   /** An in-memory table (unit tests, or an agent without a state dir). */
@@ -47,29 +81,81 @@ export class ConnectionTable {
     return new ConnectionTable(undefined, onListenerError)
   }
 
-  /** Opens the table persisted at `path` (created on first write), loading what a previous run left. */
-  static async open(path: string, onListenerError: (err: unknown) => void = () => undefined): Promise<ConnectionTable> {
-    const table = new ConnectionTable(path, onListenerError)
-    const loaded = await table.file?.load()
-    const stored = loaded?.snapshot as PersistedTable | undefined
+  /**
+   * Opens the table persisted at `path`, loading what a previous run left: every record that can still
+   * be read; damaged files are quarantined and reported. Then writes a fresh snapshot and preallocates
+   * the journal: throws (naming the file) only when that cannot be done, e.g. a full disk.
+   */
+  static async open(path: string, onListenerError: (err: unknown) => void = () => undefined, opts: TableOptions = {}): Promise<ConnectionTable> {
+    const table = new ConnectionTable(path, onListenerError, opts.journalBytes)
+    const file = table.file as Journal<PersistedEntry>
+    const report = opts.onDamage ?? (() => undefined)
+    const loaded = await file.load()
+
+    let snapshotDamage = loaded.snapshotDamage
+    const stored = loaded.snapshot as Partial<PersistedTable> | null | undefined
     if (stored !== undefined) {
-      if (stored.version !== 1 || !Array.isArray(stored.connections)) {
-        throw new Error(`${path}: not a connection table (version ${String(stored.version)})`)
+      if (stored === null || typeof stored !== 'object' || stored.version !== 1 || !Array.isArray(stored.connections)) {
+        snapshotDamage ??= `not a connection table of a known format (version ${String((stored as { version?: unknown } | null)?.version)})`
+      } else {
+        const bad = stored.connections.flatMap((c, i) => {
+          const why = table.load(c)
+          return why === undefined ? [] : [`connections[${i}]: ${why}`]
+        })
+        if (bad.length > 0) snapshotDamage = [snapshotDamage, `${bad.length} unreadable record(s) dropped (${bad.slice(0, 3).join('; ')})`].filter(Boolean).join('; ')
       }
-      for (const c of stored.connections) table.load(c)
     }
-    for (const op of loaded?.ops ?? []) {
-      if (op.op === 'put') table.load(op.entry)
-      else table.entries.delete(op.id)
+    const journalDamage = loaded.damaged.map((d) => `line ${d.line}: ${d.reason}`)
+    for (const op of loaded.ops) {
+      if (op.op === 'del') {
+        table.entries.delete(op.id)
+        continue
+      }
+      const why = table.load(op.entry, op.id)
+      if (why !== undefined) journalDamage.push(`a put of ${JSON.stringify(op.id)}: ${why}`)
     }
-    // Start from a fresh snapshot and an empty journal.
-    await table.file?.compact()
+
+    // The damaged snapshot goes aside before the fresh one replaces it (back again if that fails).
+    const snapshotAside = snapshotDamage === undefined ? undefined : await file.quarantineSnapshot()
+    try {
+      await file.compact()
+    } catch (err) {
+      if (snapshotAside !== undefined) await restoreAside(snapshotAside, path)
+      throw err
+    }
+    if (snapshotDamage !== undefined) report({ file: path, reason: snapshotDamage, quarantined: snapshotAside })
+    if (journalDamage.length > 0) {
+      // What could be read is now in the fresh snapshot: the damaged journal goes aside, a fresh one is made.
+      const aside = await file.quarantineJournal()
+      await file.compact()
+      report({ file: file.journalPath, reason: `${journalDamage.length} damaged line(s) dropped, the others kept (${journalDamage.slice(0, 3).join('; ')})`, quarantined: aside })
+    }
+    if (loaded.truncatedTo !== undefined) {
+      report({
+        file: file.journalPath,
+        reason: `truncated to ${loaded.truncatedTo} bytes (a journal is ${file.segment}): connections acknowledged since the last snapshot may be missing from the table, their links left to the kernel-side sweep`,
+        quarantined: undefined,
+      })
+    }
     return table
   }
 
-  private load(c: PersistedEntry): void {
-    const connection = Connection.fromJSON(c.connection)
-    this.entries.set(connection.id, { connection, attachment: c.attachment, ...(c.datapath === undefined ? {} : { datapath: c.datapath }) })
+  /** Loads one stored record; returns why it cannot be read, or undefined. */
+  private load(c: unknown, id?: string): string | undefined {
+    if (c === null || typeof c !== 'object') return 'not an object'
+    const p = c as PersistedEntry
+    if (p.connection === null || typeof p.connection !== 'object') return 'no connection'
+    let connection: Connection
+    try {
+      connection = Connection.fromJSON(p.connection)
+    } catch (err) {
+      return `not a connection (${(err as Error).message})`
+    }
+    if (connection.id === '') return 'a connection without an id'
+    if (id !== undefined && id !== connection.id) return `keyed ${JSON.stringify(id)} but its id is ${JSON.stringify(connection.id)}`
+    if (p.attachment !== undefined && (p.attachment === null || typeof p.attachment !== 'object')) return 'an attachment that is not an object'
+    this.entries.set(connection.id, { connection, attachment: p.attachment, ...(p.datapath === undefined ? {} : { datapath: p.datapath }) })
+    return undefined
   }
 
   get size(): number {
@@ -103,7 +189,7 @@ export class ConnectionTable {
     const entry: ConnectionEntry = { connection, attachment: attachment ?? previous?.attachment, ...(keep === undefined ? {} : { datapath: keep }) }
     this.entries.set(connection.id, entry)
     this.emit({ type: 'update', entry })
-    await this.file?.append({ op: 'put', id: connection.id, entry: persisted(entry) })
+    await this.commit(connection.id, previous, entry, { op: 'put', id: connection.id, entry: persisted(entry) })
     return entry
   }
 
@@ -120,7 +206,7 @@ export class ConnectionTable {
     if (entry === undefined) return undefined
     this.entries.delete(id)
     this.emit({ type: 'delete', entry })
-    await this.file?.append({ op: 'del', id })
+    await this.commit(id, entry, undefined, { op: 'del', id })
     return entry
   }
 
@@ -133,6 +219,50 @@ export class ConnectionTable {
   /** Resolves once everything mutated so far is on disk, as a fresh snapshot (shutdown). */
   async flush(): Promise<void> {
     await this.file?.compact()
+  }
+
+  /** Makes one mutation durable; if that fails, undoes it in memory and throws STORE_FAILURE. */
+  private async commit(id: string, before: ConnectionEntry | undefined, after: ConnectionEntry | undefined, op: JournalOp<PersistedEntry>): Promise<void> {
+    if (this.file === undefined) return
+    const mine: Inflight = { before, after }
+    const list = this.inflight.get(id) ?? []
+    list.push(mine)
+    this.inflight.set(id, list)
+    try {
+      await this.file.append(op)
+    } catch (err) {
+      this.undo(id, mine)
+      throw new AgentError('STORE_FAILURE', err instanceof Error ? err.message : String(err), { cause: err })
+    } finally {
+      const i = list.indexOf(mine)
+      if (i >= 0) list.splice(i, 1)
+      if (list.length === 0 && this.inflight.get(id) === list) this.inflight.delete(id)
+    }
+  }
+
+  /**
+   * Undoes a failed mutation. When a later mutation of the same id is still in flight, the current value
+   * is that one's: it inherits what to restore (failures arrive oldest first, so a failed batch unwinds
+   * to the value before its first mutation). Otherwise the value before this mutation is restored.
+   */
+  private undo(id: string, failed: Inflight): void {
+    const list = this.inflight.get(id) ?? []
+    const i = list.indexOf(failed)
+    if (i < 0) return
+    list.splice(i, 1)
+    if (list.length === 0) this.inflight.delete(id)
+    const next = list[i]
+    if (next !== undefined) {
+      next.before = failed.before
+      return
+    }
+    if (failed.before === undefined) {
+      this.entries.delete(id)
+      if (failed.after !== undefined) this.emit({ type: 'delete', entry: failed.after })
+    } else {
+      this.entries.set(id, failed.before)
+      this.emit({ type: 'update', entry: failed.before })
+    }
   }
 
   private emit(event: ConnectionTableEvent): void {
@@ -159,4 +289,8 @@ function persisted(e: ConnectionEntry): PersistedEntry {
     ...(e.attachment === undefined ? {} : { attachment: e.attachment }),
     ...(e.datapath === undefined ? {} : { datapath: e.datapath }),
   }
+}
+
+async function restoreAside(aside: string, path: string): Promise<void> {
+  await rename(aside, path).catch(() => undefined)
 }

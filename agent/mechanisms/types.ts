@@ -64,6 +64,20 @@ export interface PlanInput {
   endpoint: { name: string; netns: string; local: boolean }
 }
 
+/** What an orphan sweep is given: where to look, and which connections are live (read after the look). */
+export interface SweepInput {
+  namespaces: Iterable<string>
+  /** Ids of the connections journaled or being built right now (their links are never swept). */
+  live(): ReadonlySet<string>
+}
+
+/** A link an orphan sweep deleted. */
+export interface SweptLink {
+  netns: string
+  ifname: string
+  tag: string
+}
+
 /** After a restart: keep it, rebuild it (through the pipeline), or close it (its client is gone). */
 export type ReconcileVerdict = { state: 'intact' } | { state: 'broken'; problems: CheckProblem[] } | { state: 'client-gone' }
 
@@ -88,6 +102,14 @@ export interface Mechanism {
   check(rec: DatapathRecord): Promise<CheckProblem[]>
   /** After a restart: the verdict on a stored datapath (its own intactness test, the one `check` runs). */
   reconcile(rec: DatapathRecord): Promise<ReconcileVerdict>
+  /** The namespaces `rec`'s datapath has parts in (client first). */
+  namespaces(rec: DatapathRecord): string[]
+  /**
+   * Deletes the links this mechanism tagged in `input.namespaces` whose connection is not live (left by a
+   * crash between building and journaling, or by a failed undo). Namespaces that are gone or refused are
+   * skipped. Resolves with what it deleted.
+   */
+  sweep(input: SweepInput): Promise<SweptLink[]>
   /** The IP context it applies (addresses and routes of both sides). */
   ipContext(rec: DatapathRecord): IPContext
   /** The mechanism to answer with, and to request again to rebuild `rec` (healing). */

@@ -25,6 +25,11 @@ export class KeyedMutex {
     })
     return result
   }
+
+  /** Keys with work queued or running (for an orphan sweep: connections being built right now). */
+  keys(): string[] {
+    return [...this.tails.keys()]
+  }
 }
 
 export interface PipelineHandler extends NetworkServiceHandler {

@@ -4,10 +4,19 @@
 //   every connection it served go DOWN and be re-requested through the same pipeline with that endpoint
 //   excluded: the client keeps its interface name and, where the new endpoint's pools allow, its
 //   addresses; the mechanism element replaces the old datapath. MonitorConnections sees DOWN, then UP.
+// - A DOWN connection (its heal found no replacement) is retried: at once when an endpoint of its service
+//   is registered (registry event), and from the poll with exponential backoff (RETRY_BASE_MS doubling up
+//   to RETRY_MAX_MS) while it keeps failing; a refresh of an endpoint retries those that are due.
+// - Every connection's own datapath namespaces (from its record, not the registry) are watched: when its
+//   endpoint side's namespace vanished or was replaced under the same path (its identity, remembered when
+//   the connection went UP, changed), or its endpoint was re-registered under the same name in another
+//   netns, the connection goes DOWN and is rebuilt where its endpoint now is (or another is selected).
 // - A connection whose client netns disappeared (a pod removed without DEL) is closed, so nothing leaks.
 // - After a restart: each stored datapath is judged by its own mechanism (agent/mechanisms/: the same
 //   intactness test as CHECK): intact ones are left alone (the datapath keeps flowing), broken ones are
 //   rebuilt through the pipeline, those whose client vanished are cleaned up.
+// - Links tagged by us that no connection owns (a crash between build and journal) are swept (./sweep.ts):
+//   at restart, before the records are judged, and periodically from the poll, rate-limited.
 // Healing takes the same per-id lock as Request and Close.
 import { State, type Connection } from '../../proto/gen/networkservice/connection.js'
 import type { NetlinkSessions } from '../../pkg/netlink/index.js'
@@ -21,6 +30,8 @@ import type { PipelineHandler } from './handler.js'
 import type { TableRecords } from './records.js'
 import { endpointInfo } from './endpoints.js'
 import type { DatapathRecord } from './types.js'
+import type { OrphanSweeper } from './sweep.js'
+import type { SweptLink } from '../mechanisms/types.js'
 import type { ReconcileVerdict, RequestedMechanism } from '../mechanisms/types.js'
 
 export interface HealerOptions {
@@ -33,29 +44,64 @@ export interface HealerOptions {
   log: Logger
   /** How often endpoint and client namespaces are checked for disappearance. */
   pollMs: number
+  now?: () => number
+  /** The orphan sweep (restart, and rate-limited from the poll). */
+  sweeper?: OrphanSweeper
 }
 
 const neverAborted = new AbortController().signal
+const RETRY_BASE_MS = 500
+const RETRY_MAX_MS = 30_000
+
+interface Backoff {
+  failures: number
+  dueAt: number
+}
 
 export class Healer {
   /** Endpoints to avoid per connection id while it is being healed away from them. */
   readonly avoid = new Map<string, Set<string>>()
   private timer: NodeJS.Timeout | undefined
   private unsubscribe: (() => void) | undefined
+  private unsubscribeTable: (() => void) | undefined
+  /** Per connection id: the identity (dev:inode) of each of its datapath namespaces when it went UP. */
+  private readonly keys = new Map<string, Map<string, string | undefined>>()
   private running: Promise<void> = Promise.resolve()
+  /** DOWN connections whose last heal failed: when to try again. */
+  private readonly backoff = new Map<string, Backoff>()
+  private readonly now: () => number
 
-  constructor(private readonly opts: HealerOptions) {}
+  constructor(private readonly opts: HealerOptions) {
+    this.now = opts.now ?? Date.now
+  }
 
   start(): void {
     this.unsubscribe = this.opts.registry.subscribe((ev) => {
-      if (ev.kind === 'endpoint' && ev.type === 'delete') this.schedule(() => this.healEndpoint(ev.endpoint.name, ev.reason))
+      if (ev.kind !== 'endpoint') return
+      if (ev.type === 'delete') this.schedule(() => this.healEndpoint(ev.endpoint.name, ev.reason))
+      // A new endpoint is a new chance for every DOWN connection of its services; a refresh, for those due.
+      // A re-registration may have moved it: its connections follow it.
+      else
+        this.schedule(async () => {
+          await this.checkDatapaths()
+          await this.retryDown(new Set(ev.endpoint.networkServiceNames), ev.reason === 'registered')
+        })
     })
+    this.unsubscribeTable = this.opts.table.subscribe((ev) => {
+      const id = ev.entry.connection.id
+      if (ev.type === 'delete') {
+        this.keys.delete(id)
+        this.backoff.delete(id)
+      } else if (ev.entry.connection.state === State.UP) this.remember(id)
+    })
+    for (const rec of this.opts.records.all()) this.remember(rec.connectionId)
     this.timer = setInterval(() => this.schedule(() => this.poll()), this.opts.pollMs)
     this.timer.unref()
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
+    this.unsubscribeTable?.()
     if (this.timer !== undefined) clearInterval(this.timer)
     await this.running
   }
@@ -70,13 +116,22 @@ export class Healer {
     return this.running
   }
 
+  /** Sweeps orphan links now (restart reconciliation; tests). */
+  async sweepOrphans(): Promise<SweptLink[]> {
+    return (await this.opts.sweeper?.sweep()) ?? []
+  }
+
   private async poll(): Promise<void> {
     this.opts.sessions.sweep()
+    await this.opts.sweeper?.maybeSweep()
     for (const s of this.opts.registry.findEndpoints()) {
       // The same netns the pipeline uses: the extension's path, else the `file://` url.
       const netns = endpointInfo(s, '')?.netns
-      if (netns !== undefined && netnsKey(netns) === undefined) {
-        this.opts.log.warn('endpoint netns is gone: unregistering it', { endpoint: s.endpoint.name, netns })
+      if (netns === undefined) continue
+      // Judged again by the policy: a path accepted at registration may open the host's netns now.
+      const why = this.endpointNetnsProblem(netns)
+      if (why !== undefined) {
+        this.opts.log.warn(`endpoint netns ${why}: unregistering it`, { endpoint: s.endpoint.name, netns })
         // The registry's delete event schedules healEndpoint.
         await this.opts.registry.unregisterEndpoint(s.endpoint.name)
       }
@@ -84,6 +139,63 @@ export class Healer {
     for (const rec of this.opts.records.all()) {
       if (netnsKey(rec.clientNetns) === undefined) await this.closeVanishedClient(rec)
     }
+    await this.checkDatapaths()
+    await this.retryDown(undefined, false)
+  }
+
+  /** Why an endpoint's netns path cannot serve any more (gone, or refused by the netns policy), if so. */
+  private endpointNetnsProblem(netns: string): string | undefined {
+    try {
+      return this.opts.sessions.policy.identify(netns).key === undefined ? 'is gone' : undefined
+    } catch (err) {
+      return `is refused (${err instanceof Error ? err.message : String(err)})`
+    }
+  }
+
+  private remember(id: string): void {
+    const rec = this.opts.records.record(id)
+    if (rec === undefined) return
+    const m = this.opts.mechanisms.get(rec.mechanism.type)
+    this.keys.set(id, new Map((m?.namespaces(rec) ?? []).map((ns) => [ns, netnsKey(ns)])))
+  }
+
+  /**
+   * UP connections whose endpoint side lost its namespace (gone, or another one now at that path) or whose
+   * endpoint now lives in another netns (re-registered): rebuilt through the pipeline, DOWN meanwhile.
+   */
+  private async checkDatapaths(): Promise<void> {
+    const stale: Array<{ rec: DatapathRecord; why: string }> = []
+    for (const rec of this.opts.records.all()) {
+      if (this.opts.table.get(rec.connectionId)?.connection.state !== State.UP) continue
+      const epNetns = this.opts.mechanisms.get(rec.mechanism.type)?.namespaces(rec)[1]
+      if (epNetns === undefined || netnsKey(rec.clientNetns) === undefined) continue
+      const stored = this.opts.registry.endpoint(rec.endpointName)
+      const registered = stored === undefined ? undefined : endpointInfo(stored, '')?.netns
+      const was = this.keys.get(rec.connectionId)?.get(epNetns)
+      const now = netnsKey(epNetns)
+      if (registered !== undefined && registered !== epNetns) stale.push({ rec, why: `endpoint ${rec.endpointName} moved to ${registered}` })
+      else if (now === undefined) stale.push({ rec, why: `endpoint netns ${epNetns} is gone` })
+      else if (was !== undefined && was !== now) stale.push({ rec, why: `endpoint netns ${epNetns} is another namespace now` })
+    }
+    if (stale.length === 0) return
+    for (const { rec, why } of stale) this.opts.log.info('connection lost its datapath: rebuilding', { connection: rec.connectionId, why })
+    await Promise.all(stale.map(({ rec }) => this.reselect(rec, undefined)))
+  }
+
+  /**
+   * Re-requests the DOWN connections (of `services`, when given) whose backoff is due, or all of them with
+   * `now`: each one's failure doubles its wait, a success forgets it.
+   */
+  private async retryDown(services: ReadonlySet<string> | undefined, now: boolean): Promise<void> {
+    const t = this.now()
+    const due = this.opts.records.all().filter((rec) => {
+      if (this.opts.table.get(rec.connectionId)?.connection.state !== State.DOWN) return false
+      if (services !== undefined && !services.has(rec.service)) return false
+      return now || (this.backoff.get(rec.connectionId)?.dueAt ?? 0) <= t
+    })
+    if (due.length === 0) return
+    this.opts.log.info('retrying DOWN connections', { connections: due.length })
+    await Promise.all(due.map((rec) => this.reselect(rec, undefined)))
   }
 
   async healEndpoint(name: string, reason: string): Promise<void> {
@@ -97,15 +209,22 @@ export class Healer {
     const id = rec.connectionId
     await this.opts.handler.locks.run(id, async () => {
       const entry = this.opts.table.get(id)
-      if (entry === undefined || this.opts.records.record(id) === undefined) return // closed meanwhile
+      if (entry === undefined || this.opts.records.record(id) === undefined) {
+        this.backoff.delete(id)
+        return // closed meanwhile
+      }
       await this.opts.table.setState(id, State.DOWN)
       if (avoid !== undefined) this.avoid.set(id, new Set([avoid]))
       try {
         const connection = requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec))
         await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
+        this.backoff.delete(id)
         this.opts.log.info('healed', { connection: id })
       } catch (err) {
-        this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, err })
+        const failures = (this.backoff.get(id)?.failures ?? 0) + 1
+        const waitMs = Math.min(RETRY_BASE_MS * 2 ** (failures - 1), RETRY_MAX_MS)
+        this.backoff.set(id, { failures, dueAt: this.now() + waitMs })
+        this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, retryInMs: waitMs, err })
       } finally {
         this.avoid.delete(id)
       }
@@ -120,8 +239,8 @@ export class Healer {
   }
 
   /** After a restart: keep intact datapaths, rebuild broken ones, clean up vanished clients. */
-  async reconcile(): Promise<{ kept: number; rebuilt: number; closed: number }> {
-    const out = { kept: 0, rebuilt: 0, closed: 0 }
+  async reconcile(): Promise<{ kept: number; rebuilt: number; closed: number; swept: number }> {
+    const out = { kept: 0, rebuilt: 0, closed: 0, swept: (await this.sweepOrphans()).length }
     for (const rec of this.opts.records.all()) {
       let verdict: ReconcileVerdict
       try {

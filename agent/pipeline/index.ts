@@ -28,6 +28,7 @@ import { persist } from './persist.js'
 import { TableRecords } from './records.js'
 import { select } from './select.js'
 import { validate } from './validate.js'
+import { OrphanSweeper } from './sweep.js'
 import type { EndpointInfo } from './types.js'
 
 export interface DataplaneOptions {
@@ -39,6 +40,13 @@ export interface DataplaneOptions {
   log: Logger
   defaultMtu?: number
   healPollMs?: number
+  /** The periodic orphan sweep runs at most this often (default 30 s; restart reconciliation always sweeps). */
+  sweepMs?: number
+  /**
+   * Also sweep every namespace under the netns policy's directories (agent/pipeline/sweep.ts: only when
+   * this agent is the only one on the host tagging links). Default false.
+   */
+  sweepAllowlistDirs?: boolean
   now?: () => number
   /** Test hook: extra elements inserted after the named element (fault injection). */
   insertAfter?: { after: string; element: Element }
@@ -62,7 +70,7 @@ export interface Dataplane {
 export function createDataplane(o: DataplaneOptions): Dataplane {
   const netnsPolicy = NetnsPolicy.from(o.netnsAllow)
   const sessions = new NetlinkSessions(netnsPolicy)
-  const mechanisms = new MechanismRegistry([kernelMechanism({ sessions, reaper: new LinkReaper(sessions) })])
+  const mechanisms = new MechanismRegistry([kernelMechanism({ sessions, reaper: new LinkReaper(sessions), log: o.log })])
   const records = new TableRecords(o.table)
   const pool = P2PPool.fromRecords(records.all().map((r) => r.p2p))
   const roundRobin = new RoundRobin()
@@ -85,6 +93,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
       endpointExcluded: (name) => o.registry.endpoint(name)?.extension.excludedPrefixes ?? [],
       composedPools: (netns) => endpoints().find((e) => e.netns === netns)?.pools ?? [],
       onUndoError,
+      onAddressInUse: (connection, addresses) => o.log.warn('addresses in use in the kernel: blocked until the next orphan sweep, trying the next pair', { connection, addresses }),
     }),
     mechanismElement({ mechanisms, defaultMtu: o.defaultMtu ?? 1500, onUndoError }),
     persist(records),
@@ -95,7 +104,18 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     elements.splice(i + 1, 0, o.insertAfter.element)
   }
   const handler = pipelineHandler(buildChain(elements), records)
-  healer = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200 })
+  const sweeper = new OrphanSweeper({
+    records,
+    mechanisms,
+    endpointNamespaces: () => endpoints().map((e) => e.netns),
+    locks: handler.locks,
+    pool,
+    policy: netnsPolicy,
+    log: o.log,
+    scanDirs: o.sweepAllowlistDirs ?? false,
+    minIntervalMs: o.sweepMs ?? 30_000,
+  })
+  healer = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper })
 
   return {
     handler,

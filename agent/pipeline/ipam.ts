@@ -5,11 +5,16 @@
 // sides are computed here, once, with the addresses (./ip-context.ts: the allocator's routes, plus the
 // composition routes when the client is itself an endpoint): `addresses` is the whole IP context the
 // mechanism installs.
+// A pair the kernel shows in use (the mechanism reports ADDRESS_UNAVAILABLE: an address or route of it is
+// already in one of the namespaces, e.g. held by a leftover datapath nobody journaled) is blocked for both
+// parties until the next orphan sweep (heal.ts) and the next free pair is tried, a few times: a failure
+// never hands out the same pair again.
 // Needs: endpoint, clientNetns. Provides: addresses.
 // Undoes: puts the allocator state back as it was before this request when a later element fails.
 import { P2PError, PointToPointPool, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
 import { AgentError } from '../errors.js'
-import { withUndo, type Element } from './chain.js'
+import type { Connection } from '../../proto/gen/networkservice/connection.js'
+import { withUndo, type Element, type Handler, type PipelineRequest } from './chain.js'
 import { ipContextOf } from './ip-context.js'
 
 /**
@@ -36,7 +41,12 @@ export interface IpamOptions {
   /** For a client netns that is itself an endpoint's netns (composition): that endpoint's pools. */
   composedPools(clientNetns: string): readonly string[]
   onUndoError(err: unknown): void
+  /** A pair the kernel showed in use was blocked (logged by the caller). */
+  onAddressInUse?(connectionId: string, addresses: readonly string[]): void
 }
+
+/** Pairs tried per request when the kernel shows the previous one in use. */
+const ADDRESS_ATTEMPTS = 4
 
 export function pointToPointIpam(opts: IpamOptions): Element {
   return {
@@ -45,38 +55,20 @@ export function pointToPointIpam(opts: IpamOptions): Element {
     provides: ['addresses'],
     wrap: (next) => ({
       async request(r) {
-        const { endpoint, clientNetns } = r.state
-        if (endpoint === undefined || clientNetns === undefined) throw new AgentError('INTERNAL', 'ipam: no endpoint chosen')
-        let result: ReturnType<P2PPool['allocate']>
-        try {
-          result = opts.pool.allocate({
-            connectionId: r.connection.id,
-            // Parties are namespaces: a composed endpoint that is also a client is one party in both roles.
-            clientId: clientNetns,
-            endpointId: endpoint.netns,
-            pools: endpoint.pools,
-            routes: endpoint.routes,
-            excludedPrefixes: [...(r.connection.context?.ipContext?.excludedPrefixes ?? []), ...opts.endpointExcluded(endpoint.name)],
-          })
-        } catch (err) {
-          if (err instanceof P2PError) {
-            const code = err.code === 'POOL_EXHAUSTED' || err.code === 'NO_POOL' ? 'POOL_EXHAUSTED' : 'INVALID_ARGUMENT'
-            throw new AgentError(code, err.message, { cause: err, ...(code === 'INVALID_ARGUMENT' ? { field: 'connection.context.ip_context.excluded_prefixes' } : {}) })
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await allocateAndContinue(opts, next, r)
+          } catch (err) {
+            const taken = AgentError.is(err, 'ADDRESS_UNAVAILABLE') ? r.state.addresses : undefined
+            if (taken === undefined || attempt >= ADDRESS_ATTEMPTS) throw err
+            // Blocked for both parties until the next orphan sweep; then the next free pair is tried.
+            const addrs = [...taken.src, ...taken.dst]
+            const { endpoint, clientNetns } = r.state
+            if (endpoint !== undefined) opts.pool.block(endpoint.netns, addrs)
+            if (clientNetns !== undefined) opts.pool.block(clientNetns, addrs)
+            opts.onAddressInUse?.(r.connection.id, addrs)
           }
-          throw err
         }
-        try {
-          r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns)), record: result.record }
-        } catch (err) {
-          result.undo()
-          throw err
-        }
-        return withUndo(
-          () => next.request(r),
-          // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.
-          async () => result.undo(),
-          opts.onUndoError,
-        )
       },
       async close(c) {
         await next.close(c)
@@ -84,4 +76,40 @@ export function pointToPointIpam(opts: IpamOptions): Element {
       },
     }),
   }
+}
+
+/** One allocation and the rest of the chain over it; the allocation is undone when the rest fails. */
+async function allocateAndContinue(opts: IpamOptions, next: Handler, r: PipelineRequest): Promise<Connection> {
+  const { endpoint, clientNetns } = r.state
+  if (endpoint === undefined || clientNetns === undefined) throw new AgentError('INTERNAL', 'ipam: no endpoint chosen')
+  let result: ReturnType<P2PPool['allocate']>
+  try {
+    result = opts.pool.allocate({
+      connectionId: r.connection.id,
+      // Parties are namespaces: a composed endpoint that is also a client is one party in both roles.
+      clientId: clientNetns,
+      endpointId: endpoint.netns,
+      pools: endpoint.pools,
+      routes: endpoint.routes,
+      excludedPrefixes: [...(r.connection.context?.ipContext?.excludedPrefixes ?? []), ...opts.endpointExcluded(endpoint.name)],
+    })
+  } catch (err) {
+    if (err instanceof P2PError) {
+      const code = err.code === 'POOL_EXHAUSTED' || err.code === 'NO_POOL' ? 'POOL_EXHAUSTED' : 'INVALID_ARGUMENT'
+      throw new AgentError(code, err.message, { cause: err, ...(code === 'INVALID_ARGUMENT' ? { field: 'connection.context.ip_context.excluded_prefixes' } : {}) })
+    }
+    throw err
+  }
+  try {
+    r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns)), record: result.record }
+  } catch (err) {
+    result.undo()
+    throw err
+  }
+  return withUndo(
+    () => next.request(r),
+    // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.
+    async () => result.undo(),
+    opts.onUndoError,
+  )
 }

@@ -2,14 +2,51 @@
 // file, fsync, rename over the target, fsync the directory, so a crash leaves the old or the new file and
 // never a torn one. Writes are coalesced: callers that arrive while a write is in flight share the next
 // one, so N concurrent mutations cost at most two writes, and each caller's promise resolves only once a
-// snapshot taken after its mutation is on disk.
+// snapshot taken after its mutation is on disk. Every error names the file it is about. Also owns the
+// quarantine of a damaged state file: renamed aside with a timestamp suffix, kept for a human to read.
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 
 let tmpCounter = 0
 
-/** Writes `data` to `path` atomically and durably (file mode `mode`). */
+/** Writes `data` to `path` atomically and durably (file mode `mode`); an error names `path`. */
 export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  try {
+    await writeAtomic(path, data, mode)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw Object.assign(new Error(`${path}: cannot write (${describeError(err)})`, { cause: err }), code === undefined ? {} : { code })
+  }
+}
+
+/** An error's message with its errno code leading when the message lacks it. */
+export function describeError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err)
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return typeof code === 'string' && !message.includes(code) ? `${code}: ${message}` : message
+}
+
+/**
+ * Renames a damaged state file aside as `<path>.damaged-<ISO time>` (durably: the directory is synced)
+ * and returns the new path. The file keeps its content, for a human to read.
+ */
+export async function quarantineFile(path: string): Promise<string> {
+  const target = `${path}.damaged-${new Date().toISOString()}`
+  await rename(path, target)
+  await syncDir(dirname(path))
+  return target
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   tmpCounter += 1
   const tmp = `${path}.tmp-${process.pid}-${tmpCounter}`
@@ -29,12 +66,7 @@ export async function writeFileAtomic(path: string, data: string, mode = 0o600):
     await unlink(tmp).catch(() => undefined)
     throw err
   }
-  const dir = await open(dirname(path), 'r')
-  try {
-    await dir.sync()
-  } finally {
-    await dir.close()
-  }
+  await syncDir(dirname(path))
 }
 
 interface Waiter {
@@ -77,6 +109,50 @@ export class CoalescedWrites {
     } finally {
       this.writing = false
     }
+  }
+}
+
+/**
+ * What can still be read of a snapshot cut short (a `{"...": [ or { records ] }` document truncated): the
+ * document up to the last record that ends before the cut, closed again. Undefined when no record is
+ * whole. Records are the values two levels deep, as in both stores' snapshots.
+ */
+export function salvageCutJson(text: string): unknown {
+  const closers: string[] = []
+  let inString = false
+  let escaped = false
+  let best: string | undefined
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]
+    if (inString) {
+      if (escaped) escaped = false
+      else if (ch === '\\') escaped = true
+      else if (ch === '"') inString = false
+      continue
+    }
+    if (ch === '"') inString = true
+    else if (ch === '{') closers.push('}')
+    else if (ch === '[') closers.push(']')
+    else if (ch === '}' || ch === ']') {
+      if (closers.pop() !== ch) return undefined
+      if (closers.length === 2) best = text.slice(0, i + 1) + [...closers].reverse().join('')
+    }
+  }
+  if (best === undefined) return undefined
+  try {
+    return JSON.parse(best) as unknown
+  } catch {
+    return undefined
+  }
+}
+
+/** A file's text, or undefined when it does not exist; other read errors name the file. */
+export async function readJsonText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new Error(`${path}: cannot read (${describeError(err)})`, { cause: err })
   }
 }
 

@@ -14,7 +14,7 @@ import { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { Timestamp } from '../../proto/gen/google/protobuf/timestamp.js'
 import type { NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import type { Store } from './store.js'
-import { netnsFromUrl, validateEndpoint, validateExtension, validateService } from './validate.js'
+import { checkName, netnsFromUrl, validateEndpoint, validateExtension, validateService } from './validate.js'
 import { AgentError } from '../errors.js'
 import { NetnsPolicy } from '../../pkg/netns-policy.js'
 
@@ -85,11 +85,23 @@ export class Registry {
     this.netns = NetnsPolicy.from(opts.netnsAllow)
   }
 
-  /** Loads both stores; entries that expired while the agent was down are dropped (and deleted). */
+  /**
+   * Loads both stores; entries that expired while the agent was down are dropped (and deleted). A stored
+   * record that is not valid (a name the API would refuse, a key that is not its name) is dropped by
+   * its store, which reports the damage (store.ts).
+   */
   static async open(opts: RegistryOptions): Promise<Registry> {
     const r = new Registry(opts)
-    for (const [name, message] of await opts.services.load()) r.services.set(name, { message, parsed: validateService(message) })
-    for (const [name, stored] of await opts.endpoints.load()) r.endpoints.set(name, stored)
+    const services = await opts.services.load((key, ns) => {
+      keyedByName(key, ns.name)
+      validateService(ns)
+    })
+    for (const [name, message] of services) r.services.set(name, { message, parsed: validateService(message) })
+    const endpoints = await opts.endpoints.load((key, e) => {
+      keyedByName(key, e.endpoint.name)
+      checkName('network_service_endpoint.name', e.endpoint.name)
+    })
+    for (const [name, stored] of endpoints) r.endpoints.set(name, stored)
     await r.sweep()
     return r
   }
@@ -262,6 +274,10 @@ export class Registry {
     }
     this.schedule()
   }
+}
+
+function keyedByName(key: string, name: string): void {
+  if (key !== name) throw new Error(`stored under ${JSON.stringify(key)} but named ${JSON.stringify(name)}`)
 }
 
 function isExpired(e: StoredEndpoint, now: number): boolean {

@@ -2,19 +2,40 @@
 // file backend (one JSON snapshot per store, written atomically through atomic-file.ts). etcd and
 // Kubernetes CRD backends implement the same interface later.
 //
-// Contract: `load` returns everything stored; `put`/`delete` resolve once durable. A failed `put`/`delete`
-// leaves the store as it was (the in-memory view is rolled back), so a failed Register changes nothing.
-import { AtomicJsonFile } from './atomic-file.js'
+// Contract: `load` returns everything stored that can be read; `put`/`delete` resolve once durable. A
+// failed `put`/`delete` leaves the store as it was (the in-memory view is rolled back), so a failed
+// Register changes nothing.
+//
+// Damage never stops a load: a file that is empty, cut, of an unknown format or holding records that do
+// not decode or that `accept` refuses (e.g. an invalid name) is renamed aside (<file>.damaged-<time>),
+// reported through onDamage, and rewritten with every record that could still be read.
+import { rename } from 'node:fs/promises'
+import { AtomicJsonFile, quarantineFile, readJsonText, salvageCutJson } from './atomic-file.js'
+
+/** A damaged store file found at load: which, why, and where it was moved. */
+export interface StoreDamage {
+  readonly file: string
+  readonly reason: string
+  readonly quarantined: string | undefined
+}
 
 export interface Store<T> {
-  load(): Promise<Map<string, T>>
+  /** Everything stored. `accept` judges each record (throws to refuse): a refused record is dropped. */
+  load(accept?: (key: string, value: T) => void): Promise<Map<string, T>>
   put(key: string, value: T): Promise<void>
   delete(key: string): Promise<boolean>
 }
 
 export class MemoryStore<T> implements Store<T> {
   readonly data = new Map<string, T>()
-  async load(): Promise<Map<string, T>> {
+  async load(accept?: (key: string, value: T) => void): Promise<Map<string, T>> {
+    for (const [k, v] of [...this.data]) {
+      try {
+        accept?.(k, v)
+      } catch {
+        this.data.delete(k)
+      }
+    }
     return new Map(this.data)
   }
   async put(key: string, value: T): Promise<void> {
@@ -42,6 +63,7 @@ export class FileStore<T> implements Store<T> {
   constructor(
     readonly path: string,
     private readonly codec: JsonCodec<T>,
+    private readonly opts: { onDamage?: (damage: StoreDamage) => void } = {},
   ) {
     this.file = new AtomicJsonFile(path, () => ({
       version: 1,
@@ -49,15 +71,38 @@ export class FileStore<T> implements Store<T> {
     }))
   }
 
-  async load(): Promise<Map<string, T>> {
-    const stored = (await this.file.read()) as Snapshot | undefined
+  async load(accept?: (key: string, value: T) => void): Promise<Map<string, T>> {
     this.data.clear()
-    if (stored !== undefined) {
-      if (stored.version !== 1 || typeof stored.items !== 'object' || stored.items === null) {
-        throw new Error(`${this.path}: not a registry store (version ${String(stored.version)})`)
-      }
-      for (const [k, v] of Object.entries(stored.items)) this.data.set(k, this.codec.fromJSON(v))
+    const text = await readJsonText(this.path)
+    if (text === undefined) return new Map()
+    const damage: string[] = []
+    let stored: unknown
+    try {
+      stored = JSON.parse(text) as unknown
+    } catch (err) {
+      // A cut file still gives the records before the cut.
+      stored = salvageCutJson(text)
+      damage.push(text === '' ? 'empty file' : `not valid JSON (${(err as Error).message})${stored === undefined ? '' : ', the records before the damage kept'}`)
     }
+    const snap = stored as Partial<Snapshot> | null | undefined
+    if (snap !== undefined) {
+      if (snap === null || typeof snap !== 'object' || snap.version !== 1 || typeof snap.items !== 'object' || snap.items === null) {
+        damage.push(`not a registry store of a known format (version ${String((snap as { version?: unknown } | null)?.version)})`)
+      } else {
+        const bad: string[] = []
+        for (const [k, v] of Object.entries(snap.items)) {
+          try {
+            const value = this.codec.fromJSON(v)
+            accept?.(k, value)
+            this.data.set(k, value)
+          } catch (err) {
+            bad.push(`${JSON.stringify(k)}: ${(err as Error).message}`)
+          }
+        }
+        if (bad.length > 0) damage.push(`${bad.length} unreadable record(s) dropped (${bad.slice(0, 3).join('; ')})`)
+      }
+    }
+    if (damage.length > 0) await this.replaceDamaged(damage.join('; '))
     return new Map(this.data)
   }
 
@@ -85,5 +130,17 @@ export class FileStore<T> implements Store<T> {
       throw err
     }
     return true
+  }
+
+  /** Moves the damaged file aside and writes what was read in its place (puts it back if that fails). */
+  private async replaceDamaged(reason: string): Promise<void> {
+    const aside = await quarantineFile(this.path)
+    try {
+      await this.file.save()
+    } catch (err) {
+      await rename(aside, this.path).catch(() => undefined)
+      throw err
+    }
+    this.opts.onDamage?.({ file: this.path, reason, quarantined: aside })
   }
 }

@@ -9,11 +9,12 @@
 // spec's CONVENTIONS.md deprecates CNI_ARGS), `runtimeConfig.ips` (the "ips" capability), CNI_ARGS `IP`.
 // `runtimeConfig.ipRanges` (capability) range sets come before the configured ones, as in host-local.
 // Every problem is a CniError naming the field; nothing is read from or written to the store here.
-import { readFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs'
 import { CniCode, CniError, type CniDns, type CniRoute, type CallContext } from '../protocol/index'
 import { IpamError } from '../../ipam/range/errors'
 import { parseCidr, parseIp, type Ip } from '../../ipam/range/ip'
 import { canonicalizeRangeSets, type RangeSet, type RangeSetInput } from '../../ipam/range/range'
+import { storeDirProblem } from '../../ipam/store/pseudo-fs'
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/nsm-ipam'
 
@@ -57,16 +58,57 @@ function parseRoutes(v: unknown): CniRoute[] {
   })
 }
 
-/** Reads nameserver/domain/search/options from a resolv.conf-format file. */
+/** resolv.conf is a few lines; a bigger file is not one. */
+export const MAX_RESOLV_CONF_BYTES = 64 * 1024
+
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return 'a directory'
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isCharacterDevice()) return 'a character device'
+  if (st.isBlockDevice()) return 'a block device'
+  if (st.isSocket()) return 'a socket'
+  return 'not a file'
+}
+
+/**
+ * The bytes of a regular file of at most MAX_RESOLV_CONF_BYTES. Opened non-blocking (a FIFO without a
+ * writer would block the open), then fstat: anything but a regular file (/dev/zero, a FIFO) is refused
+ * before a byte is read, and reading stops past the cap (a /proc file says size 0).
+ */
+function readSmallRegularFile(path: string, field: string): string {
+  let fd: number
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
+  } catch (err) {
+    throw bad(`${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw bad(`${field}: ${path} is not a regular file (${fileKind(st)})`)
+    const tooBig = (): CniError => bad(`${field}: ${path} is larger than ${MAX_RESOLV_CONF_BYTES} bytes: not a resolv.conf`)
+    if (st.size > MAX_RESOLV_CONF_BYTES) throw tooBig()
+    const buf = Buffer.alloc(MAX_RESOLV_CONF_BYTES + 1)
+    let len = 0
+    for (;;) {
+      const n = readSync(fd, buf, len, buf.length - len, null)
+      if (n === 0) break
+      len += n
+      if (len > MAX_RESOLV_CONF_BYTES) throw tooBig()
+    }
+    return buf.subarray(0, len).toString('utf8')
+  } catch (err) {
+    if (err instanceof CniError) throw err
+    throw bad(`${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Reads nameserver/domain/search/options from a resolv.conf-format file (a regular file, 64 KiB at most). */
 function readResolvConf(path: unknown): CniDns | undefined {
   if (path === undefined || path === '') return undefined
   if (typeof path !== 'string') throw bad(`ipam.resolvConf: expected a path, got ${JSON.stringify(path)}`)
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch (err) {
-    throw bad(`ipam.resolvConf: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-  }
+  const text = readSmallRegularFile(path, 'ipam.resolvConf')
   const dns: CniDns = {}
   for (const line of text.split('\n')) {
     const [key, ...rest] = line.trim().split(/\s+/)
@@ -114,6 +156,8 @@ export function parseIpamConfig(ctx: CallContext): IpamConfig {
   }
   const dataDir = ipam.dataDir ?? DEFAULT_DATA_DIR
   if (typeof dataDir !== 'string' || !dataDir.startsWith('/')) throw bad(`ipam.dataDir: expected an absolute path, got ${JSON.stringify(dataDir)}`)
+  const dirProblem = storeDirProblem(dataDir)
+  if (dirProblem !== undefined) throw bad(`ipam.dataDir: ${dirProblem}`)
 
   const sets: RangeSetInput[] = []
   const runtimeRanges = ctx.conf.runtimeConfig?.ipRanges

@@ -3,7 +3,8 @@
 // ADD    one address per range set (requested ones honoured), fails if the attachment already holds any.
 // DEL    releases what (container, ifname) holds; succeeds when there is nothing (idempotent).
 // CHECK  the attachment still holds one address per range set, and prevResult lists them.
-// GC     releases every reservation whose (containerID, ifname) is not in cni.dev/valid-attachments.
+// GC     releases every reservation whose (containerID, ifname) is not in cni.dev/valid-attachments
+//        (null or absent: the empty list, as the reference plugins read it, so everything is released).
 // STATUS 50 when the store is unusable or a range set has no free address.
 // Configuration is validated before the store is opened, so bad input changes nothing on disk.
 import { CniCode, CniError, type CallContext, type CniResult, type PluginHandlers } from '../protocol/index'
@@ -104,10 +105,6 @@ async function check(ctx: CallContext): Promise<void> {
 
 async function gcCmd(ctx: CallContext): Promise<void> {
   const valid = ctx.conf.validAttachments
-  if (valid === undefined) {
-    // Without the list every reservation would look stale: refuse rather than wipe the network.
-    throw new CniError(CniCode.INVALID_CONFIG, 'cni.dev/valid-attachments: missing (GC needs the list of attachments to keep)')
-  }
   const cfg = parseIpamConfig(ctx)
   await withExistingStore(cfg, undefined, async (s) => {
     await gc(s, valid)

@@ -14,7 +14,12 @@
 import { MAX_STDIN_BYTES } from '../protocol/stdio'
 
 export const MAGIC = Buffer.from('NSMCNI1\n')
-export const MAX_HEADER = 64 << 10
+/**
+ * The header carries the six CNI_* variables. Linux caps each at 128 KiB (MAX_ARG_STRLEN), so 1 MiB holds
+ * any environment a runtime can pass: a request is never refused for its variables' size by the agent (the
+ * shim checks the same limit before sending and answers 4 itself, rather than a reset connection).
+ */
+export const MAX_HEADER = 1 << 20
 export const MAX_ANSWER = 16 << 20
 
 export interface ShimRequest {
@@ -28,8 +33,17 @@ export interface ShimAnswer {
   stderr: string
 }
 
+/** Thrown by encodeRequest when the variables exceed MAX_HEADER; names the largest one. */
+export class RequestTooLarge extends Error {
+  override readonly name = 'RequestTooLarge'
+}
+
 export function encodeRequest(r: ShimRequest): Buffer {
   const header = Buffer.from(JSON.stringify({ env: r.env }))
+  if (header.length > MAX_HEADER) {
+    const [name, value] = Object.entries(r.env).sort((a, b) => b[1].length - a[1].length)[0] ?? ['?', '']
+    throw new RequestTooLarge(`the CNI_* variables are ${header.length} bytes (at most ${MAX_HEADER}); ${name} alone is ${Buffer.byteLength(value)}`)
+  }
   const lengths = Buffer.allocUnsafe(8)
   lengths.writeUInt32BE(header.length, 0)
   lengths.writeUInt32BE(r.stdin.length, 4)

@@ -1,6 +1,8 @@
 // CNI_ARGS: "K1=V1;K2=V2" (deprecated by the spec's CONVENTIONS.md in favour of `args` in the config, which
 // therefore wins when both carry the same key). A key the plugin does not know is an error unless
 // IgnoreUnknown is true ("1", "true", any case): that is how kubelet passes K8S_POD_* to every plugin.
+// A key given more than once is accepted and the last value wins, as the Go reference plugins do
+// (types.LoadArgs): Multus sends each delegate the keys of its runtime conf followed by the ones it got.
 import { CniCode, CniError } from './errors'
 
 export type CniArgs = ReadonlyMap<string, string>
@@ -17,7 +19,7 @@ export function parseCniArgs(raw: string, known: readonly string[]): CniArgs {
     if (eq <= 0) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: "${item}" is not a KEY=VALUE pair`)
     const key = item.slice(0, eq)
     const value = item.slice(eq + 1)
-    if (out.has(key)) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: key ${key} is given twice`)
+    out.delete(key) // a repeat: the last value wins
     out.set(key, value)
   }
   const ignore = out.get('IgnoreUnknown')

@@ -19,8 +19,12 @@ export interface NetConf {
   cniArgs: Record<string, unknown> | undefined
   runtimeConfig: Record<string, unknown> | undefined
   prevResult: CniResult | undefined
-  /** GC only: `cni.dev/valid-attachments` (or the spec's earlier misspelling `cni.dev/attachments`). */
-  validAttachments: Attachment[] | undefined
+  /**
+   * GC only: `cni.dev/valid-attachments` (or the spec's earlier misspelling `cni.dev/attachments`). Null
+   * (libcni's nil list: CRI-O's GC of a network without pods) and absent (libcni v1.2.0's `cnitool gc`)
+   * are the empty list, as the reference plugins read them.
+   */
+  validAttachments: Attachment[]
 }
 
 /** Spec: network names start with an alphanumeric, then alphanumerics, '_', '.', '-'. */
@@ -76,8 +80,9 @@ export function parseNetConf(raw: Record<string, unknown>): NetConf {
   }
   const runtimeConfig = optionalObject(raw, 'runtimeConfig')
   const prevResult = raw.prevResult === undefined || raw.prevResult === null ? undefined : parseResult(raw.prevResult)
-  let validAttachments: Attachment[] | undefined
-  if (raw['cni.dev/valid-attachments'] !== undefined) validAttachments = parseAttachments(raw['cni.dev/valid-attachments'], 'cni.dev/valid-attachments')
-  else if (raw['cni.dev/attachments'] !== undefined) validAttachments = parseAttachments(raw['cni.dev/attachments'], 'cni.dev/attachments')
+  const given = (k: string): boolean => raw[k] !== undefined && raw[k] !== null
+  let validAttachments: Attachment[] = []
+  if (given('cni.dev/valid-attachments')) validAttachments = parseAttachments(raw['cni.dev/valid-attachments'], 'cni.dev/valid-attachments')
+  else if (given('cni.dev/attachments')) validAttachments = parseAttachments(raw['cni.dev/attachments'], 'cni.dev/attachments')
   return { raw, version, name, type, cniArgs, runtimeConfig, prevResult, validAttachments }
 }

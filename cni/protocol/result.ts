@@ -9,6 +9,7 @@
 // An IPAM plugin returns the same object without `interfaces` (the main plugin fills `ips[].interface`).
 import { CniCode, CniError } from './errors'
 import { compareVersions, type SpecVersion } from './version'
+import { parseCidr, parseIp } from '../../ipam/range/ip'
 
 export interface CniInterface {
   name: string
@@ -89,6 +90,16 @@ export function encodeResult(result: CniResult, version: SpecVersion): Record<st
 
 const bad = (field: string, what: string): CniError => new CniError(CniCode.DECODING_FAILURE, `${field}: ${what}`)
 
+/** A result's address fields are passed on into the next result: they must be what they say they are. */
+function cidr(v: string, field: string): string {
+  if (parseCidr(v) === undefined) throw bad(field, `${JSON.stringify(v)} is not an address/prefix-length`)
+  return v
+}
+function address(v: string | undefined, field: string): string | undefined {
+  if (v !== undefined && parseIp(v) === undefined) throw bad(field, `${JSON.stringify(v)} is not an IP address`)
+  return v
+}
+
 function str(o: Record<string, unknown>, k: string, field: string, required = false): string | undefined {
   const v = o[k]
   if (v === undefined || (v === '' && !required)) {
@@ -147,8 +158,8 @@ export function parseResult(value: unknown, field = 'prevResult'): CniResult {
     result.ips = ips.map((raw, n) => {
       const f = `${field}.ips[${n}]`
       const i = obj(raw, f)
-      const ip: CniIpConfig = { address: str(i, 'address', f, true) as string }
-      set(ip, 'gateway', str(i, 'gateway', f))
+      const ip: CniIpConfig = { address: cidr(str(i, 'address', f, true) as string, `${f}.address`) }
+      set(ip, 'gateway', address(str(i, 'gateway', f), `${f}.gateway`))
       const idx = int(i, 'interface', f)
       if (idx !== undefined && (result.interfaces === undefined || idx >= result.interfaces.length)) {
         throw bad(`${f}.interface`, `index ${idx} does not name an entry of interfaces`)
@@ -162,8 +173,8 @@ export function parseResult(value: unknown, field = 'prevResult'): CniResult {
     result.routes = routes.map((raw, n) => {
       const f = `${field}.routes[${n}]`
       const r = obj(raw, f)
-      const route: CniRoute = { dst: str(r, 'dst', f, true) as string }
-      set(route, 'gw', str(r, 'gw', f))
+      const route: CniRoute = { dst: cidr(str(r, 'dst', f, true) as string, `${f}.dst`) }
+      set(route, 'gw', address(str(r, 'gw', f), `${f}.gw`))
       for (const k of ROUTE_11) set(route, k, int(r, k, f))
       return route
     })

@@ -13,6 +13,9 @@
 //   - re-requesting a connection id returns the same addresses while they stay valid (in a pool of the
 //     endpoint now serving it, not excluded, not taken): healing to another endpoint keeps them where that
 //     endpoint's pools allow;
+//   - `block(party, addresses)` makes addresses unusable for a party without a connection holding them (the
+//     kernel showed them in use: a leftover datapath nobody journaled); `unblock()` lifts every block (after
+//     the agent swept such leftovers). Blocks are not part of the persisted state;
 //   - `allocate` is atomic: it throws P2PError (POOL_EXHAUSTED, NO_POOL, INVALID_PREFIX) having changed
 //     nothing, or returns the allocation with an `undo()` that restores exactly the previous state (for a
 //     pipeline whose later step fails). `snapshot()` is what to persist; `new PointToPointPool(snapshot)`
@@ -93,6 +96,8 @@ export class PointToPointPool {
   private readonly records = new Map<string, Indexed>()
   /** party id → the addresses its connections hold, per family, sorted ascending (duplicates kept, one per holder). */
   private readonly held = new Map<string, Held>()
+  /** Blocked addresses (`block`), indexed in `held` like a connection's, by a pseudo record each. */
+  private readonly blocks: Indexed[] = []
 
   /** Loads a persisted state (validated: throws P2PError INVALID_STATE). */
   constructor(state: unknown = emptyP2PState()) {
@@ -198,6 +203,35 @@ export class PointToPointPool {
     return x.record
   }
 
+  /**
+   * Makes `addresses` (plain or CIDR text) unusable for `party` until `unblock`: a free check treats them as
+   * held. Invalid text is ignored. Returns how many addresses were blocked.
+   */
+  block(party: string, addresses: readonly string[]): number {
+    const addrs = addresses.flatMap((a) => {
+      try {
+        return [parseAddr(a.includes('/') ? a.slice(0, a.indexOf('/')) : a)]
+      } catch {
+        return []
+      }
+    })
+    if (addrs.length === 0) return 0
+    const x: Indexed = { record: { connectionId: '', clientId: party, endpointId: party, pairs: [] }, addrs }
+    this.blocks.push(x)
+    this.addHeld(x)
+    return addrs.length
+  }
+
+  /** Lifts every block. */
+  unblock(): void {
+    for (const x of this.blocks.splice(0)) this.removeHeld(x)
+  }
+
+  /** How many blocks are in place (observability, tests). */
+  get blocked(): number {
+    return this.blocks.length
+  }
+
   /** Keeps only the connections whose ids are in `live` (reconcile after a restart, CNI GC); returns the rest. */
   retain(live: ReadonlySet<string>): P2PRecord[] {
     const released: P2PRecord[] = []
@@ -219,6 +253,10 @@ export class PointToPointPool {
 
   private reindex(x: Indexed): void {
     this.records.set(x.record.connectionId, x)
+    this.addHeld(x)
+  }
+
+  private addHeld(x: Indexed): void {
     for (const party of parties(x.record)) {
       let h = this.held.get(party)
       if (h === undefined) this.held.set(party, (h = { 4: [], 6: [] }))
@@ -231,6 +269,10 @@ export class PointToPointPool {
 
   private unindex(x: Indexed): void {
     this.records.delete(x.record.connectionId)
+    this.removeHeld(x)
+  }
+
+  private removeHeld(x: Indexed): void {
     for (const party of parties(x.record)) {
       const h = this.held.get(party)
       if (h === undefined) continue

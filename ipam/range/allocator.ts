@@ -77,7 +77,9 @@ export async function allocate(store: Store, sets: readonly RangeSet[], owner: O
     await store.release(owner, done.map((a) => formatIp(a.ip))).catch(() => undefined)
     throw err
   }
-  for (const a of done) await store.setLastReserved(a.rangeSet, formatIp(a.ip))
+  // The round-robin hint: losing it only changes which address comes next, so a failure to write it (a
+  // full disk) neither fails the allocation nor leaves it half done.
+  for (const a of done) await store.setLastReserved(a.rangeSet, formatIp(a.ip)).catch(() => undefined)
   return done
 }
 

@@ -21,6 +21,7 @@
 import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { IpamError } from '../range/errors'
+import { storeDirProblem } from './pseudo-fs'
 import { formatIp, parseIp } from '../range/ip'
 import { sameOwner, type Owner, type Reservation, type Store } from './store'
 
@@ -76,6 +77,8 @@ export class FileStore implements Store {
 
   /** Opens (creating when needed) the store of one network. Throws IpamError STORE. */
   static open(dataDir: string, network: string): FileStore {
+    const refused = storeDirProblem(dataDir)
+    if (refused !== undefined) throw new IpamError('STORE', `store ${join(dataDir, network)}: ${refused}`)
     let dir: string
     try {
       mkdirSync(join(dataDir, network, 'reservations'), { recursive: true, mode: 0o700 })
@@ -94,13 +97,19 @@ export class FileStore implements Store {
     return join(this.tmpDir, `${process.pid}.${tmpCounter}.${randomToken()}`)
   }
 
+  /** Writes a new file and fsyncs it; on failure (ENOSPC) the file is removed again: nothing half-made stays. */
   private writeFileDurably(path: string, content: string): void {
     const fd = openSync(path, 'wx', 0o600)
     try {
-      writeSync(fd, content)
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
+      try {
+        writeSync(fd, content)
+        fsyncSync(fd)
+      } finally {
+        closeSync(fd)
+      }
+    } catch (err) {
+      rmSync(path, { force: true })
+      throw err
     }
   }
 
@@ -144,13 +153,19 @@ export class FileStore implements Store {
     try {
       let claim = this.pending.get(key)
       if (claim === undefined) {
-        claim = this.tmpName()
-        mkdirSync(claim, { mode: 0o700 })
-        // The record's data is fsynced before the rename; its entry in the claim directory is not
-        // (one fsync less per address): if a crash loses that entry, reservations/<ip> is an empty
-        // directory, which counts as free. Whole or absent either way.
-        this.writeFileDurably(join(claim, `o.${randomToken()}`), `${JSON.stringify({ v: FORMAT_VERSION, containerID: r.containerID, ifname: r.ifname, rangeSet: r.rangeSet })}\n`)
-        this.pending.set(key, claim)
+        const made = this.tmpName()
+        mkdirSync(made, { mode: 0o700 })
+        try {
+          // The record's data is fsynced before the rename; its entry in the claim directory is not
+          // (one fsync less per address): if a crash loses that entry, reservations/<ip> is an empty
+          // directory, which counts as free. Whole or absent either way.
+          this.writeFileDurably(join(made, `o.${randomToken()}`), `${JSON.stringify({ v: FORMAT_VERSION, containerID: r.containerID, ifname: r.ifname, rangeSet: r.rangeSet })}\n`)
+        } catch (err) {
+          rmSync(made, { recursive: true, force: true }) // a claim that could not be written is no claim
+          throw err
+        }
+        this.pending.set(key, made)
+        claim = made
       }
       try {
         renameSync(claim, join(this.resDir, r.ip))
@@ -261,8 +276,8 @@ export class FileStore implements Store {
 
   async setLastReserved(rangeSet: number, ip: string): Promise<void> {
     // A hint: tmp + rename keeps it whole, no fsync (losing it only changes which address comes next).
+    const tmp = this.tmpName()
     try {
-      const tmp = this.tmpName()
       const fd = openSync(tmp, 'wx', 0o600)
       try {
         writeSync(fd, `${ip}\n`)
@@ -271,6 +286,7 @@ export class FileStore implements Store {
       }
       renameSync(tmp, join(this.dir, `last-reserved.${rangeSet}`))
     } catch (err) {
+      rmSync(tmp, { force: true })
       throw storeError('last-reserved', err)
     }
   }

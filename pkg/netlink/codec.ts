@@ -40,6 +40,7 @@ export const IFLA = {
   OPERSTATE: 16,
   LINKINFO: 18,
   NET_NS_PID: 19,
+  IFALIAS: 20,
   NET_NS_FD: 28,
   GROUP: 27,
   NUM_TX_QUEUES: 31,

@@ -1,6 +1,7 @@
-// Links: look up, list, create (veth, vxlan), delete, move to a namespace, rename, set up/down, MTU
-// and MAC. Link names are validated here the way the kernel does (dev_valid_name) so the error names
-// the field instead of coming back as a bare EINVAL.
+// Links: look up, list, create (veth, vxlan), delete (by name or index), move to a namespace, rename,
+// set up/down, MTU, MAC and alias (IFLA_IFALIAS: the agent's ownership tag, see `ownedLink`). Link names
+// are validated here the way the kernel does (dev_valid_name) so the error names the field instead of
+// coming back as a bare EINVAL.
 import { closeSync } from 'node:fs'
 import { KernelError } from '../errors'
 import {
@@ -40,6 +41,8 @@ export interface LinkInfo {
   /** IFLA_LINK_NETNSID: set when the peer lives in another namespace. */
   linkNetnsId: number | undefined
   operstate: number | undefined
+  /** IFLA_IFALIAS: the agent writes its ownership tag here (undefined when the link has none). */
+  alias: string | undefined
 }
 
 /** A link as a message needs it: its index, and its name for the error text. */
@@ -72,8 +75,11 @@ export function parseLink(data: Buffer): LinkInfo {
     peerIndex: u32(attrs.get(IFLA.LINK)),
     linkNetnsId: s32(attrs.get(IFLA.LINK_NETNSID)),
     operstate: attrs.get(IFLA.OPERSTATE)?.readUInt8(0),
+    alias: nonEmpty(cstr(attrs.get(IFLA.IFALIAS))),
   }
 }
+
+const nonEmpty = (s: string | undefined): string | undefined => (s === undefined || s === '' ? undefined : s)
 
 /** The link named `name`, or undefined when there is none. */
 export async function getLink(h: Rtnl, name: string): Promise<LinkInfo | undefined> {
@@ -140,6 +146,13 @@ export interface VethSpec extends LinkSettings {
    * rtnl lock is held for everyone else; only a later `ethtool -L` to more channels is then refused.
    */
   queues?: number
+  /**
+   * An alias (IFLA_IFALIAS) for `name`, set by a SETLINK by name in the same batch as the creation (the
+   * kernel ignores the alias in a NEWLINK that creates). Only for `name` in the socket's own namespace
+   * (`netns` unset). The kernel runs the SETLINK even when the creation failed, so `name` must be one
+   * nobody else uses (a temporary name, renamed afterwards: ./crossconnect.ts).
+   */
+  alias?: string
 }
 
 /** The ifindex of each end of a new veth pair, each in its own namespace. */
@@ -168,6 +181,7 @@ export async function createVeth(sessions: NetlinkSessions, spec: VethSpec, via?
   const queues = spec.queues === undefined ? [] : [attrU32(IFLA.NUM_TX_QUEUES, spec.queues), attrU32(IFLA.NUM_RX_QUEUES, spec.queues)]
   const own = [...settingsAttrs(spec, 'veth'), ...queues]
   const peerOwn = [...settingsAttrs(spec.peer, 'peer'), ...queues]
+  if (spec.alias !== undefined && spec.netns !== undefined) throw new KernelError('INVALID_ARGUMENT', 'veth.alias: only for an end created in the namespace of the socket')
   const h = sessions.at(via)
   const echo = spec.netns === undefined
   const replies = await withNetnsFd(sessions, spec.netns, (fd) =>
@@ -191,6 +205,7 @@ export async function createVeth(sessions: NetlinkSessions, spec: VethSpec, via?
           flags: NLM_F.CREATE | NLM_F.EXCL | (echo ? NLM_F.ECHO : 0),
           what: `create veth ${spec.name}/${spec.peer.name}`,
         },
+        ...(spec.alias === undefined ? [] : [setLinkMessage({ name: spec.name }, { alias: spec.alias })]),
       ])
       return answer ?? []
     }),
@@ -272,6 +287,27 @@ export async function deleteLink(h: Rtnl, name: string, opts: { missingOk?: bool
   }
 }
 
+/** Deletes the link with this index (a veth takes its peer). With `missingOk`, a missing link is not an error. */
+export async function deleteLinkIndex(h: Rtnl, link: LinkRef, opts: { missingOk?: boolean } = {}): Promise<boolean> {
+  try {
+    await h.request(RTM.DELLINK, [ifinfomsg({ index: link.index })], 0, `delete link ${link.name}`)
+    return true
+  } catch (err) {
+    if (opts.missingOk === true && KernelError.is(err, 'NO_SUCH_DEVICE')) return false
+    throw err
+  }
+}
+
+/** What a name holds for an owner: nothing, a link with another (or no) tag, or the owner's link. */
+export type Owned = { state: 'missing' } | { state: 'foreign'; link: LinkInfo } | { state: 'ours'; link: LinkInfo }
+
+/** The link `name` judged by its tag: ours only when its alias is exactly `tag`. */
+export async function ownedLink(h: Rtnl, name: string, tag: string): Promise<Owned> {
+  const link = await getLink(h, name)
+  if (link === undefined) return { state: 'missing' }
+  return link.alias === tag ? { state: 'ours', link } : { state: 'foreign', link }
+}
+
 /** Moves a link into the namespace at `netns`, optionally renaming it in the same request. */
 export async function moveLink(sessions: NetlinkSessions, name: string, netns: string, opts: { via?: string; newName?: string } = {}): Promise<void> {
   validateLinkName(name)
@@ -300,23 +336,38 @@ export async function renameLink(h: Rtnl, name: string, newName: string): Promis
 }
 
 /** Sets up/down, MTU and MAC of a link (by name, no lookup), in one request. */
-export async function setLink(h: Rtnl, name: string, change: LinkSettings & { up?: boolean }): Promise<void> {
+export async function setLink(h: Rtnl, name: string, change: Omit<LinkChange, 'rename'>): Promise<void> {
   validateLinkName(name)
   await h.batch([setLinkMessage({ name }, change)])
 }
 
+export interface LinkChange extends LinkSettings {
+  up?: boolean
+  /** IFLA_IFALIAS ('' removes it). */
+  alias?: string
+  /** A new name (only with the link given by index; the kernel wants it down). */
+  rename?: string
+}
+
 /** The message of `setLink`: the link by its index when known (for a batch, Rtnl.batch), else by name. */
-export function setLinkMessage(link: LinkRef | { name: string }, change: LinkSettings & { up?: boolean }): RtnlMessage {
+export function setLinkMessage(link: LinkRef | { name: string }, change: LinkChange): RtnlMessage {
   const index = 'index' in link ? link.index : 0
+  if (change.rename !== undefined) {
+    if (index === 0) throw new KernelError('INVALID_ARGUMENT', `rename ${link.name}: needs the link's index`)
+    validateLinkName(change.rename, 'rename')
+  }
+  if (change.alias !== undefined && Buffer.byteLength(change.alias) > 255) throw new KernelError('INVALID_ARGUMENT', `alias: longer than 255 bytes`)
   return {
     type: RTM.SETLINK,
     body: [
       ifinfomsg({ index, ...(change.up === undefined ? {} : { flags: change.up ? IFF_UP : 0, change: IFF_UP }) }),
       ...(index === 0 ? [attrStr(IFLA.IFNAME, link.name)] : []),
+      ...(change.rename === undefined ? [] : [attrStr(IFLA.IFNAME, change.rename)]),
       ...settingsAttrs(change, 'link'),
+      ...(change.alias === undefined ? [] : [attr(IFLA.IFALIAS, Buffer.from(change.alias, 'utf8'))]),
     ],
     flags: 0,
-    what: `set link ${link.name}`,
+    what: change.rename === undefined ? `set link ${link.name}` : `rename link ${link.name} to ${change.rename}`,
   }
 }
 

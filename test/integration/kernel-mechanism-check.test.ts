@@ -146,7 +146,7 @@ t.test('restart: reconciliation rebuilds a broken datapath and keeps an intact o
   await f.dp.stop()
   ip(f.fw.name, 'route', 'del', '172.16.1.1/32', 'dev', f.epIf) // c1 breaks while the agent is down
   const restarted = dataplane(t, f.registry, f.table)
-  t.same(await restarted.healer.reconcile(), { kept: 1, rebuilt: 1, closed: 0 })
+  t.same(await restarted.healer.reconcile(), { kept: 1, rebuilt: 1, closed: 0, swept: 0 })
   for (const id of ['c1', 'c2']) {
     const entry = f.table.get(id)
     t.ok(entry !== undefined && (await restarted.check(entry)).length === 0, `${id} is intact after reconciliation`)
@@ -180,7 +180,7 @@ t.test('restart: a record journaled in the version-1 format is read, kept, check
   await journal.upsert(entry.connection, entry.attachment, v1)
   const restarted = dataplane(t, f.registry, journal)
   t.same(restarted.records.record('c1'), rec, 'migrated to the current version')
-  t.same(await restarted.healer.reconcile(), { kept: 1, rebuilt: 0, closed: 0 })
+  t.same(await restarted.healer.reconcile(), { kept: 1, rebuilt: 0, closed: 0, swept: 0 })
   const reread = journal.get('c1')
   t.ok(reread !== undefined)
   if (reread !== undefined) t.same(await restarted.check(reread), [])

@@ -3,7 +3,8 @@
 // reaches the endpoint; CHECK passes, and fails once the interface is gone; DEL removes everything and is
 // idempotent (twice, without CNI_NETNS, after the netns is gone); a second ADD is 106 (the agent's answer
 // to the first Request) and leaves the first attachment as it was; results in 0.3.1, 0.4.0, 1.0.0, 1.1.0;
-// Multus-style CNI_ARGS with deviceID/runtimeConfig; services from args.cni and CNI_ARGS.
+// Multus-style CNI_ARGS with runtimeConfig (a deviceID is refused: test/integration/hardening-cni-agent.test.ts);
+// services from args.cni and CNI_ARGS.
 import t from 'tap'
 import { ip, linkAddresses as allAddresses, linkNames, makeNetns, removeNetns, sh } from '../lib/netns'
 import { resultOf, startMesh, WEB } from './nsm-fixture'
@@ -110,10 +111,10 @@ t.test('DEL without CNI_NETNS, and after the netns is gone, succeeds and cleans 
   t.equal(unknown.exitCode, 0, 'DEL of an unknown container succeeds')
 })
 
-t.test('Multus delegate: IgnoreUnknown K8S_* CNI_ARGS, deviceID and runtimeConfig; pod labels reach the agent', async (t) => {
+t.test('Multus delegate: IgnoreUnknown K8S_* CNI_ARGS and runtimeConfig; pod labels reach the agent', async (t) => {
   const pod = makeNetns(t, 'p')
   mesh.pod('team-a', 'web-7', { labels: { tier: 'front' } })
-  const conf = mesh.conf({ cniVersion: '1.0.0', networkService: WEB, labels: { app: 'web' }, deviceID: '0000:03:02.1', runtimeConfig: { mac: '02:00:00:00:00:01' } })
+  const conf = mesh.conf({ cniVersion: '1.0.0', networkService: WEB, labels: { app: 'web' }, runtimeConfig: { mac: '02:00:00:00:00:01' } })
   const args = `IgnoreUnknown=true;K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=web-7;K8S_POD_INFRA_CONTAINER_ID=mc-${pod.name};K8S_POD_UID=1234-5678`
   const res = resultOf(await mesh.cni({ command: 'ADD', containerId: `mc-${pod.name}`, netns: pod.path, ifname: 'net1', args, stdin: conf }))
   t.equal((res.interfaces as Array<{ name: string }>)[0]?.name, 'net1')

@@ -35,7 +35,7 @@ t.test('an endpoint pod is registered at ADD, serves a client, and is unregister
   t.equal(regs.endpoints.length, 1)
   const reg = regs.endpoints[0]
   const name = reg?.endpoint?.name ?? ''
-  t.match(name, new RegExp(`^${WEB}\\.cni-eppod-${epPod.name.toLowerCase()}-[0-9a-f]{8}$`), 'named <service>.cni-<container id> (hashed: the id had upper case and _)')
+  t.match(name, new RegExp(`^${WEB}\\.cnh-eppod-${epPod.name.toLowerCase()}-[0-9a-f]{16}$`), 'named <service>.cnh-<clean id>-<hash> (the id had upper case and _)')
   t.same(reg?.endpoint?.networkServiceNames, [WEB])
   t.same(reg?.endpoint?.networkServiceLabels[WEB]?.labels, { app: 'db', role: 'primary' }, 'pod labels + entry labels')
   t.equal(reg?.endpoint?.url, `file://${epPod.path}`)

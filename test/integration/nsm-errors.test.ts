@@ -122,16 +122,13 @@ t.test('bad configuration: 7 naming the field, nothing changed', async (t) => {
   })
 })
 
-t.test('GC closes the attachments the runtime no longer lists; refused without the list', async (t) => {
+t.test('GC closes the attachments the runtime no longer lists', async (t) => {
   const conf = mesh.conf({ networkService: WEB })
   const pods = [makeNetns(t, 'p'), makeNetns(t, 'p')]
   for (const [i, p] of pods.entries()) resultOf(await mesh.cni({ command: 'ADD', containerId: `gc-${i}`, netns: p.path, ifname: 'net1', stdin: conf }))
   t.teardown(async () => {
     for (const [i, p] of pods.entries()) await mesh.cni({ command: 'DEL', containerId: `gc-${i}`, netns: p.path, ifname: 'net1', stdin: conf })
   })
-  const refused = await mesh.cni({ command: 'GC', stdin: conf })
-  t.equal(refused.json?.code, 7)
-  t.match(String(refused.json?.msg), /cni\.dev\/valid-attachments/)
   const other = await mesh.cni({ command: 'GC', stdin: { ...conf, name: 'other-net', 'cni.dev/valid-attachments': [] } })
   t.equal(other.exitCode, 0, 'GC of another network')
   t.same(await mesh.connectionIds(), ['gc-0-net1', 'gc-1-net1'], 'touches nothing of this network')

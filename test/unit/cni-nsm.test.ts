@@ -123,7 +123,7 @@ t.test('result: appended to prevResult with shifted interface indexes', async (t
 
 t.test('endpoint names: from the container id alone, valid DNS names', async (t) => {
   t.equal(endpointKey('abc123'), 'cni-abc123')
-  t.match(endpointKey('Abc_1.x'), /^cni-abc-1-x-[0-9a-f]{8}$/)
+  t.match(endpointKey('Abc_1.x'), /^cnh-abc-1-x-[0-9a-f]{16}$/)
   t.not(endpointKey('a_b'), endpointKey('a.b'), 'ids that sanitize alike stay apart')
   t.equal(endpointName('web', 'abc'), 'web.cni-abc')
   t.ok(isContainerEndpoint('web.cni-abc', 'abc'))

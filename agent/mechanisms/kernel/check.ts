@@ -1,5 +1,5 @@
-// The KERNEL datapath's intactness test, one end at a time: the namespace is there, the interface exists
-// and is a veth, it is up, it holds its addresses, and the routes through it are in the main table. The
+// The KERNEL datapath's intactness test, one end at a time: the namespace is there, the interface exists,
+// carries the connection's tag (else it is someone else's: 'link-foreign') and is a veth, it is up, it holds its addresses, and the routes through it are in the main table. The
 // one definition CHECK, the request path (refresh: rebuild only what is broken) and restart
 // reconciliation all use.
 import { formatAddr, formatPrefix, parseAddr, parsePrefix } from '../../../ipam/p2p/index.js'
@@ -11,6 +11,10 @@ export interface EndSpec {
   side: 'client' | 'endpoint'
   netns: string
   ifname: string
+  /** The connection's tag (./names.ts linkTag): the link's alias must be exactly this. */
+  tag: string
+  /** Accept a link without any tag (a datapath built before links were tagged: restart adoption). */
+  untaggedOk?: boolean
   addresses: readonly string[]
   routes: readonly Route[]
 }
@@ -32,6 +36,10 @@ export async function checkEnd(sessions: NetlinkSessions, connectionId: string, 
     const link = await getLink(h, end.ifname)
     if (link === undefined) {
       add('link-missing', `${where} is missing`)
+      return problems
+    }
+    if (link.alias !== end.tag && !(end.untaggedOk === true && link.alias === undefined)) {
+      add('link-foreign', `${where} is not this connection's (its tag is ${link.alias === undefined ? 'missing' : JSON.stringify(link.alias)})`)
       return problems
     }
     if (link.kind !== 'veth') add('link-mismatch', `${where} is a ${link.kind ?? 'plain device'}, not the connection's veth`)

@@ -9,23 +9,32 @@
 // Owns, for this datapath: the request's parameters (`name`, `inodeURL` through the netns policy), build
 // (all or nothing), remove, close (batched deletions), CHECK (./check.ts, both ends), the restart verdict,
 // and the context it answers with.
+//
+// Ownership: both ends carry the connection's tag (IFLA_IFALIAS, ./names.ts linkTag) from the batch that
+// creates them on. Remove and close delete only links with that tag; a link of the same name without it
+// (an administrator's bridge named like the client interface, someone's veth) is left alone and logged,
+// and CHECK reports it as 'link-foreign'.
 import { KernelError } from '../../../pkg/errors.js'
-import { buildCrossConnect, removeCrossConnect, validateLinkName, writeSysctl, type LinkReaper, type NetlinkSessions, type Rtnl } from '../../../pkg/netlink/index.js'
+import { AddressConflictError, buildCrossConnect, getLink, removeCrossConnect, setLinkMessage, validateLinkName, writeSysctl, type LinkReaper, type NetlinkSessions, type ReapResult, type Rtnl } from '../../../pkg/netlink/index.js'
 import { netnsKey } from '../../../pkg/netns.js'
 import type { ConnectionContext, IPContext } from '../../../proto/gen/networkservice/connectioncontext.js'
 import { AgentError } from '../../errors.js'
+import type { Logger } from '../../server/log.js'
 import type { ClientSide, DatapathRecord, Mechanism, PlanInput, RequestedMechanism, Route } from '../types.js'
 import { checkEnd } from './check.js'
-import { clientMac, endpointIfname } from './names.js'
+import { clientMac, endpointIfname, linkTag } from './names.js'
+import { sweepTaggedLinks } from './sweep.js'
 import type { KernelRecord } from './record.js'
 
-export { clientMac, endpointIfname } from './names.js'
+export { clientMac, endpointIfname, linkTag, LINK_TAG_PREFIX } from './names.js'
 export type { KernelRecord } from './record.js'
 
 export interface KernelMechanismOptions {
   sessions: NetlinkSessions
   /** Batches the deletions of Close (one kernel grace period for many veths). */
   reaper: LinkReaper
+  /** Where a link left alone (not this connection's) is reported. */
+  log?: Logger
 }
 
 const KERNEL = 'KERNEL'
@@ -63,17 +72,38 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     extraPrefixes: [],
     policies: [],
   })
-  const check = async (rec: DatapathRecord) => {
+  const check = async (rec: DatapathRecord, untaggedOk = false) => {
     const k = kernel(rec)
     const { src, dst, srcRoutes, dstRoutes } = rec.ipContext
+    const tag = linkTag(rec.connectionId)
     const [client, endpoint] = await Promise.all([
-      checkEnd(sessions, rec.connectionId, { side: 'client', netns: rec.clientNetns, ifname: rec.clientIfname, addresses: src, routes: srcRoutes }),
-      checkEnd(sessions, rec.connectionId, { side: 'endpoint', netns: k.endpointNetns, ifname: k.endpointIfname, addresses: dst, routes: dstRoutes }),
+      checkEnd(sessions, rec.connectionId, { side: 'client', netns: rec.clientNetns, ifname: rec.clientIfname, tag, untaggedOk, addresses: src, routes: srcRoutes }),
+      checkEnd(sessions, rec.connectionId, { side: 'endpoint', netns: k.endpointNetns, ifname: k.endpointIfname, tag, untaggedOk, addresses: dst, routes: dstRoutes }),
     ])
     return [...client, ...endpoint]
   }
+  /**
+   * After a restart, a datapath built before links were tagged: untagged ends that pass the whole
+   * intactness test otherwise (veth, up, every address and route of the record) are the record's own; they
+   * get the tag. Anything less (a bridge, a veth without the addresses) stays someone else's.
+   */
+  const adoptUntagged = async (rec: DatapathRecord): Promise<boolean> => {
+    if ((await check(rec, true)).length > 0) return false
+    const tag = linkTag(rec.connectionId)
+    for (const end of Object.values(ends(rec))) {
+      const h = sessions.forNetns(end.netns)
+      const link = await getLink(h, end.ifname)
+      if (link === undefined || link.alias !== undefined) continue
+      await h.batch([setLinkMessage(link, { alias: tag })])
+      opts.log?.info('adopted an untagged link of a journaled datapath (built before links were tagged)', { connection: rec.connectionId, netns: end.netns, ifname: end.ifname })
+    }
+    return true
+  }
+  const foreign = (rec: DatapathRecord, end: { netns: string; ifname: string }, alias: string | undefined): void => {
+    opts.log?.warn('link is not ours (not this connection\'s tag): left alone', { connection: rec.connectionId, netns: end.netns, ifname: end.ifname, alias: alias ?? null })
+  }
   const remove = async (rec: DatapathRecord): Promise<void> => {
-    await removeCrossConnect(sessions, ends(rec))
+    await removeCrossConnect(sessions, { ...ends(rec), tag: linkTag(rec.connectionId), onForeign: (end, link) => foreign(rec, end, link.alias) })
   }
 
   return {
@@ -113,10 +143,20 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
       try {
         await buildCrossConnect(sessions, {
           mtu: rec.mtu,
+          tag: linkTag(rec.connectionId),
           client: { ...client, mac: clientMac(rec.connectionId), addresses: rec.ipContext.src, routes: kernelRoutes(rec.ipContext.srcRoutes) },
           endpoint: { ...endpoint, addresses: rec.ipContext.dst, routes: kernelRoutes(rec.ipContext.dstRoutes) },
         })
       } catch (err) {
+        if (err instanceof AddressConflictError) {
+          const pair = [...rec.ipContext.src, ...rec.ipContext.dst].join(', ')
+          throw new AgentError('ADDRESS_UNAVAILABLE', `addresses ${pair}: an address or route of them is already in use in ${err.netns} (${err.side} side)`, { cause: err })
+        }
+        if (KernelError.is(err, 'BAD_NETNS') || KernelError.is(err, 'NETNS_NOT_ALLOWED')) {
+          // Every build judges both paths again (pkg/netns-policy.ts): one may have been re-pointed since it
+          // was accepted (a bind mount replaced by the host's netns). BAD_NETNS lets selection try another.
+          throw new AgentError('BAD_NETNS', err.message, { cause: err })
+        }
         if (KernelError.is(err, 'EXISTS')) {
           throw new AgentError('ALREADY_EXISTS', `interface ${client.ifname} already exists in ${client.netns} (or ${endpoint.ifname} in ${endpoint.netns})`, { cause: err })
         }
@@ -137,7 +177,13 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     async close(rec) {
       // The endpoint side first: many connections share an endpoint's netns, so its deletions batch.
       const { client, endpoint } = ends(rec)
-      if (!(await opts.reaper.delete(endpoint.netns, endpoint.ifname))) await opts.reaper.delete(client.netns, client.ifname)
+      const tag = linkTag(rec.connectionId)
+      const reap = async (end: { netns: string; ifname: string }): Promise<ReapResult> => {
+        const r = await opts.reaper.reap(end.netns, end.ifname, tag)
+        if (r === 'foreign') foreign(rec, end, undefined)
+        return r
+      }
+      if ((await reap(endpoint)) !== 'deleted') await reap(client)
     },
 
     check,
@@ -145,13 +191,23 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     async reconcile(rec) {
       if (netnsKey(rec.clientNetns) === undefined) return { state: 'client-gone' }
       const problems = await check(rec)
-      return problems.length === 0 ? { state: 'intact' } : { state: 'broken', problems }
+      if (problems.length === 0) return { state: 'intact' }
+      if (problems.some((p) => p.code === 'link-foreign') && (await adoptUntagged(rec))) return { state: 'intact' }
+      return { state: 'broken', problems }
     },
+
+    namespaces(rec) {
+      const { client, endpoint } = ends(rec)
+      return [client.netns, endpoint.netns]
+    },
+
+    sweep: (input) => sweepTaggedLinks(sessions, input),
 
     ipContext,
 
     connectionMechanism(rec) {
-      return { cls: 'LOCAL', type: KERNEL, parameters: { name: rec.clientIfname, inodeURL: `file://${rec.clientNetns}` } }
+      // Percent-encoded per component, as parseRequest decodes it (a `%` in a netns name must survive healing).
+      return { cls: 'LOCAL', type: KERNEL, parameters: { name: rec.clientIfname, inodeURL: `file://${rec.clientNetns.split('/').map(encodeURIComponent).join('/')}` } }
     },
 
     context(rec, requested): ConnectionContext {

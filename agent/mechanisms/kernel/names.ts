@@ -17,3 +17,19 @@ export function clientMac(connectionId: string): string {
 export function endpointIfname(connectionId: string): string {
   return `nsm-${createHash('sha256').update(connectionId).digest('hex').slice(0, 10)}`
 }
+
+/** Every link tag the agent writes starts with this (IFLA_IFALIAS): what the orphan sweep looks for. */
+export const LINK_TAG_PREFIX = 'nsm-cni:'
+/** IFALIASZ is 256 with the NUL: a tag is at most 255 bytes. */
+const MAX_TAG = 255
+
+/**
+ * The tag (IFLA_IFALIAS) on both ends of a connection's links: `nsm-cni:<id>`, or for an id too long for
+ * an alias, `nsm-cni:#<sha256 of the id>` (`#` is never in a connection id). Close, removal, CHECK and
+ * the sweep compare it: a link without the connection's tag is not the connection's.
+ */
+export function linkTag(connectionId: string): string {
+  const plain = `${LINK_TAG_PREFIX}${connectionId}`
+  if (Buffer.byteLength(plain) <= MAX_TAG) return plain
+  return `${LINK_TAG_PREFIX}#${createHash('sha256').update(connectionId).digest('hex')}`
+}
