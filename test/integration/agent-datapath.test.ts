@@ -6,29 +6,15 @@ import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { MonitorConnectionDefinition, State, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 import type { AgentClient } from '../../agent/client/client'
 import { collect, startAgent } from '../lib/agent'
 import { ip, linkNames, makeNetns, type TestNetns } from '../lib/netns'
-import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
+import { kernelRequest, seedAgent } from '../lib/mesh'
 
 async function setup(client: AgentClient, fw: TestNetns, pools: string[], name = 'firewall-1'): Promise<void> {
-  for (const s of seedServices()) await client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
-  const expires = Math.floor(Date.now() / 1000) + 3600
-  await client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, {
-    endpoint: {
-      name,
-      networkServiceNames: ['secure-intranet-connectivity'],
-      networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: 'firewall' } } },
-      url: `file://${fw.path}`,
-      expirationTime: { seconds: expires, nanos: 0 },
-      initialRegistrationTime: undefined,
-      pathIds: [],
-    },
-    extension: { endpointName: name, netnsPath: fw.path, cidrPools: pools, routes: [], excludedPrefixes: [], nodeName: '' },
-  })
+  await seedAgent(client, fw.path, pools, name)
 }
 
 t.test('Request and Close through the socket; SIGKILL and restart keep the datapath flowing', async (t) => {

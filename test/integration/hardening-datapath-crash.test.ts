@@ -6,29 +6,15 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
-import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { State } from '../../proto/gen/networkservice/connection'
 import type { AgentClient } from '../../agent/client/client'
 import { linkTag } from '../../agent/mechanisms/index'
 import { startAgent } from '../lib/agent'
 import { ip, linkNames, makeNetns, type TestNetns } from '../lib/netns'
-import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
+import { kernelRequest, seedAgent } from '../lib/mesh'
 
 async function setup(client: AgentClient, fw: TestNetns): Promise<void> {
-  for (const s of seedServices()) await client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
-  await client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, {
-    endpoint: {
-      name: 'firewall-1',
-      networkServiceNames: ['secure-intranet-connectivity'],
-      networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: 'firewall' } } },
-      url: `file://${fw.path}`,
-      expirationTime: { seconds: Math.floor(Date.now() / 1000) + 3600, nanos: 0 },
-      initialRegistrationTime: undefined,
-      pathIds: [],
-    },
-    extension: { endpointName: 'firewall-1', netnsPath: fw.path, cidrPools: ['172.16.0.0/24'], routes: [], excludedPrefixes: [], nodeName: '' },
-  })
+  await seedAgent(client, fw.path, ['172.16.0.0/24'])
 }
 
 /** Tags (ifalias) of the links of a namespace that carry one of ours. */

@@ -10,7 +10,7 @@ import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { collect, startAgent, tempDir, type RunningAgent } from '../lib/agent'
 import { ConnectionEventType, MonitorConnectionDefinition, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 import { makeNetns, type TestNetns } from '../lib/netns'
-import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
+import { endpointRegistration, kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -18,18 +18,7 @@ interface Teardown {
 
 
 async function registerEndpoint(agent: RunningAgent, name: string, fw: TestNetns): Promise<void> {
-  await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, {
-    endpoint: {
-      name,
-      networkServiceNames: ['secure-intranet-connectivity'],
-      networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: 'firewall' } } },
-      url: `file://${fw.path}`,
-      expirationTime: { seconds: Math.floor(Date.now() / 1000) + 3600, nanos: 0 },
-      initialRegistrationTime: undefined,
-      pathIds: [],
-    },
-    extension: { endpointName: name, netnsPath: fw.path, cidrPools: ['172.16.1.0/24'], routes: [], excludedPrefixes: [], nodeName: '' },
-  })
+  await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name, netns: fw.path, labels: { app: 'firewall' }, pools: ['172.16.1.0/24'] }))
 }
 
 async function connectionIds(agent: RunningAgent): Promise<string[]> {

@@ -8,11 +8,10 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from '
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { runAgentToExit, startAgent, type AgentExit } from '../lib/agent'
 import { linkNames, makeNetns } from '../lib/netns'
-import { kernelRequest, seedServices, serviceMessage } from '../lib/mesh'
+import { kernelRequest, seedAgent } from '../lib/mesh'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -70,19 +69,7 @@ t.test('ENOSPC fails the request cleanly; acknowledged connections survive a res
   const fw = makeNetns(t, 'fw')
   const client = makeNetns(t, 'cl')
   const agent = await startAgent(t, { dir: disk })
-  for (const s of seedServices()) await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
-  await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, {
-    endpoint: {
-      name: 'firewall-1',
-      networkServiceNames: ['secure-intranet-connectivity'],
-      networkServiceLabels: { 'secure-intranet-connectivity': { labels: { app: 'firewall' } } },
-      url: `file://${fw.path}`,
-      expirationTime: { seconds: Math.floor(Date.now() / 1000) + 3600, nanos: 0 },
-      initialRegistrationTime: undefined,
-      pathIds: [],
-    },
-    extension: { endpointName: 'firewall-1', netnsPath: fw.path, cidrPools: ['172.16.1.0/24'], routes: [], excludedPrefixes: [], nodeName: '' },
-  })
+  await seedAgent(agent.client, fw.path, ['172.16.1.0/24'])
   const request = (i: number) => agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`disk-${i}`, client.path, `nsm${i}`))
   await request(0)
   fill(join(disk, 'filler'))

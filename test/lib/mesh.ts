@@ -2,7 +2,9 @@
 // namespaces, and requests as the CNI plugin makes them.
 import { readFileSync } from 'node:fs'
 import { parseNetworkServiceYaml, type NetworkService as ConfService } from '../../conf/networkservice'
-import type { NetworkService } from '../../proto/gen/registry/registry'
+import { NetworkServiceRegistryDefinition, type NetworkService, type NetworkServiceEndpoint } from '../../proto/gen/registry/registry'
+import { AgentDefinition, type EndpointExtension } from '../../proto/gen/nsmcni/nsmcni'
+import type { AgentClient } from '../../agent/client/client'
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice'
 import type { Registry } from '../../agent/registry/registry'
 import type { CallContext } from '../../agent/server/handler'
@@ -39,11 +41,12 @@ export interface EndpointSpec {
   urlOnly?: boolean
 }
 
-export async function registerEndpoint(registry: Registry, e: EndpointSpec): Promise<void> {
+/** The endpoint and our extension for `e`, as the registry and the nsmcni.Agent API take them. */
+export function endpointRegistration(e: EndpointSpec): { endpoint: NetworkServiceEndpoint; extension: EndpointExtension } {
   const service = e.service ?? SEED
   const expires = Date.now() + (e.ttlMs ?? 3_600_000)
-  await registry.registerEndpoint(
-    {
+  return {
+    endpoint: {
       name: e.name,
       networkServiceNames: [service],
       networkServiceLabels: { [service]: { labels: e.labels } },
@@ -52,7 +55,7 @@ export async function registerEndpoint(registry: Registry, e: EndpointSpec): Pro
       initialRegistrationTime: undefined,
       pathIds: [],
     },
-    {
+    extension: {
       endpointName: e.name,
       netnsPath: e.urlOnly === true ? '' : e.netns,
       cidrPools: e.pools,
@@ -60,7 +63,21 @@ export async function registerEndpoint(registry: Registry, e: EndpointSpec): Pro
       excludedPrefixes: [],
       nodeName: '',
     },
-  )
+  }
+}
+
+export async function registerEndpoint(registry: Registry, e: EndpointSpec): Promise<void> {
+  const r = endpointRegistration(e)
+  await registry.registerEndpoint(r.endpoint, r.extension)
+}
+
+/**
+ * Over a running agent's API: the seed services and a firewall endpoint (`app=firewall`) in `netns` with
+ * `pools` (what the agent-process tests start from).
+ */
+export async function seedAgent(client: AgentClient, netns: string, pools: string[], name = 'firewall-1'): Promise<void> {
+  for (const s of seedServices()) await client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
+  await client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name, netns, labels: { app: 'firewall' }, pools }))
 }
 
 export function kernelRequest(id: string, netns: string, ifname: string, labels: Record<string, string> = {}, service = SEED): NetworkServiceRequest {
