@@ -17,7 +17,7 @@ import { makePlan, type PlannedInterface } from './plan.js'
 import { lookupPod } from './pod.js'
 import { buildResult, type MadeConnection } from './result.js'
 import { callContext } from './context.js'
-import { netnsFileUrl } from './netns-url.js'
+import { netnsFileUrl } from '../../pkg/netns-url.js'
 
 const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as const
 

@@ -14,7 +14,7 @@ import { endpointName, isContainerEndpoint } from '../../conf/endpoint-names.js'
 import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
 import { CniCode, CniError } from '../../cni/protocol/index.js'
 import type { Registry } from '../registry/registry.js'
-import { netnsFileUrl } from './netns-url.js'
+import { netnsFileUrl } from '../../pkg/netns-url.js'
 
 /** Ten years: CNI-registered endpoints live until DEL (see above). */
 export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600

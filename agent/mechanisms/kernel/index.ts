@@ -14,6 +14,7 @@
 // creates them on. Remove and close delete only links with that tag; a link of the same name without it
 // (an administrator's bridge named like the client interface, someone's veth) is left alone and logged,
 // and CHECK reports it as 'link-foreign'.
+import { netnsFileUrl } from '../../../pkg/netns-url.js'
 import { KernelError } from '../../../pkg/errors.js'
 import { AddressConflictError, buildCrossConnect, getLink, removeCrossConnect, setLinkMessage, validateLinkName, writeSysctl, type LinkReaper, type NetlinkSessions, type ReapResult, type Rtnl } from '../../../pkg/netlink/index.js'
 import { netnsKey } from '../../../pkg/netns.js'
@@ -207,7 +208,7 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
 
     connectionMechanism(rec) {
       // Percent-encoded per component, as parseRequest decodes it (a `%` in a netns name must survive healing).
-      return { cls: 'LOCAL', type: KERNEL, parameters: { name: rec.clientIfname, inodeURL: `file://${rec.clientNetns.split('/').map(encodeURIComponent).join('/')}` } }
+      return { cls: 'LOCAL', type: KERNEL, parameters: { name: rec.clientIfname, inodeURL: netnsFileUrl(rec.clientNetns) } }
     },
 
     context(rec, requested): ConnectionContext {
