@@ -5,32 +5,19 @@
 // connection whose own datapath namespace vanishes is healed even while the registry still lists the
 // endpoint elsewhere.
 import t from 'tap'
-import { Registry } from '../../agent/registry/registry'
-import { MemoryStore } from '../../agent/registry/store'
-import { ConnectionTable } from '../../agent/connections/table'
-import { createDataplane, type Dataplane } from '../../agent/pipeline/index'
-import { silentLogger } from '../../agent/server/log'
 import { State } from '../../proto/gen/networkservice/connection'
 import { ip, linkNames, makeNetns } from '../lib/netns'
-import { kernelRequest, registerEndpoint, seedServices, serviceMessage, testContext } from '../lib/mesh'
+import { inProcessDataplane, kernelRequest, registerEndpoint, testContext } from '../lib/mesh'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
 }
 
-const ALLOW = ['/var/run/netns/*']
 
-async function mesh(t: Teardown): Promise<{ registry: Registry; table: ConnectionTable; dp: Dataplane }> {
-  const registry = await Registry.open({ services: new MemoryStore(), endpoints: new MemoryStore(), netnsAllow: ALLOW, defaultTtlMs: 60_000 })
-  for (const s of seedServices()) await registry.registerService(serviceMessage(s))
-  const table = ConnectionTable.inMemory()
-  const dp = createDataplane({ registry, table, nodeName: 'node-1', netnsAllow: ALLOW, log: silentLogger, healPollMs: 100 })
-  t.teardown(async () => {
-    await dp.stop()
-    registry.close()
-  })
-  dp.healer.start()
-  return { registry, table, dp }
+async function mesh(t: Teardown): ReturnType<typeof inProcessDataplane> {
+  const m = await inProcessDataplane(t)
+  m.dp.healer.start()
+  return m
 }
 
 async function until(pred: () => boolean, ms: number): Promise<boolean> {

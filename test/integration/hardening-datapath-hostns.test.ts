@@ -6,15 +6,12 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { Registry } from '../../agent/registry/registry'
-import { MemoryStore } from '../../agent/registry/store'
-import { ConnectionTable } from '../../agent/connections/table'
-import { createDataplane, type Dataplane } from '../../agent/pipeline/index'
+import { createDataplane } from '../../agent/pipeline/index'
 import { linkTag } from '../../agent/mechanisms/index'
 import { silentLogger } from '../../agent/server/log'
 import { State } from '../../proto/gen/networkservice/connection'
 import { ip, linkNames, makeNetns, sh, type TestNetns } from '../lib/netns'
-import { kernelRequest, registerEndpoint, seedServices, serviceMessage, testContext } from '../lib/mesh'
+import { inProcessDataplane, kernelRequest, registerEndpoint, testContext } from '../lib/mesh'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -59,16 +56,9 @@ function cleanHost(t: Teardown, ids: string[]): void {
   })
 }
 
-async function mesh(t: Teardown): Promise<{ registry: Registry; table: ConnectionTable; dp: Dataplane }> {
-  const registry = await Registry.open({ services: new MemoryStore(), endpoints: new MemoryStore(), netnsAllow: ALLOW, defaultTtlMs: 60_000 })
-  for (const s of seedServices()) await registry.registerService(serviceMessage(s))
-  const table = ConnectionTable.inMemory()
-  const dp = createDataplane({ registry, table, nodeName: 'node-1', netnsAllow: ALLOW, log: silentLogger, healPollMs: 100 })
-  t.teardown(async () => {
-    await dp.stop()
-    registry.close()
-  })
-  return { registry, table, dp }
+async function mesh(t: Teardown): ReturnType<typeof inProcessDataplane> {
+  const m = await inProcessDataplane(t)
+  return m
 }
 
 t.test('a request to an endpoint whose path now opens the host netns is refused; the host is untouched', async (t) => {

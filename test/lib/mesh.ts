@@ -6,7 +6,11 @@ import { NetworkServiceRegistryDefinition, type NetworkService, type NetworkServ
 import { AgentDefinition, type EndpointExtension } from '../../proto/gen/nsmcni/nsmcni'
 import type { AgentClient } from '../../agent/client/client'
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice'
-import type { Registry } from '../../agent/registry/registry'
+import { Registry } from '../../agent/registry/registry'
+import { MemoryStore } from '../../agent/registry/store'
+import { ConnectionTable } from '../../agent/connections/table'
+import { createDataplane, type Dataplane } from '../../agent/pipeline/index'
+import { silentLogger } from '../../agent/server/log'
 import type { CallContext } from '../../agent/server/handler'
 
 export const SEED = 'secure-intranet-connectivity'
@@ -99,4 +103,21 @@ export function kernelRequest(id: string, netns: string, ifname: string, labels:
 
 export function testContext(): CallContext {
   return { signal: new AbortController().signal, metadata: new Map(), attachment: undefined }
+}
+
+/**
+ * An in-process dataplane over a memory registry holding the seed services and a memory table, the
+ * netns allowlist `/var/run/netns/*`, healing polled every 100 ms (not started); gone at teardown.
+ */
+export async function inProcessDataplane(t: { teardown(fn: () => void | Promise<void>): void }): Promise<{ registry: Registry; table: ConnectionTable; dp: Dataplane }> {
+  const allow = ['/var/run/netns/*']
+  const registry = await Registry.open({ services: new MemoryStore(), endpoints: new MemoryStore(), netnsAllow: allow, defaultTtlMs: 60_000 })
+  for (const s of seedServices()) await registry.registerService(serviceMessage(s))
+  const table = ConnectionTable.inMemory()
+  const dp = createDataplane({ registry, table, nodeName: 'node-1', netnsAllow: allow, log: silentLogger, healPollMs: 100 })
+  t.teardown(async () => {
+    await dp.stop()
+    registry.close()
+  })
+  return { registry, table, dp }
 }
