@@ -123,6 +123,7 @@ async function main(argv: readonly string[]): Promise<number> {
     podInfo: () => podInfo,
     check: (entry) => dataplane.check(entry),
     netns,
+    endpointPolicy: config.endpointPolicy,
     readiness: () => ({ ready: true, reason: '' }),
     shutdown: server.stopping,
     log,

@@ -1,7 +1,8 @@
 // conf/networkservice.ts: NetworkService documents (what `nsmctl apply -f` and the registry accept), parsed and
 // validated into one domain type.
 //
-// Needs: the `yaml` package (agent and nsmctl only: never import this from the CNI plugin), conf/template.ts.
+// Needs: the `yaml` package (agent and nsmctl only: never import this from the CNI plugin), conf/template.ts,
+// conf/endpoint-policy.ts (a manifest's registration policy).
 // Contract: `parseNetworkServiceYaml` reads every document of a file and returns one NetworkService each
 // (empty documents are skipped), or throws a ConfError naming the document and the field path. Accepted forms:
 //   - the 2019 v1alpha1 manifest (ARCHITECTURE §1): camelCase `sourceSelector`/`destinationSelector`, `route`,
@@ -16,6 +17,7 @@ import { parseAllDocuments } from 'yaml'
 import { ConfError, type ConfErrorOptions } from './errors.js'
 import { isValidLabelKey, isValidServiceName } from './names.js'
 import { parseTemplate } from './template.js'
+import { policyFromMetadata, type ServicePolicy } from './endpoint-policy.js'
 
 export { isValidLabelKey, isValidServiceName } from './names.js'
 
@@ -38,6 +40,8 @@ export interface NetworkService {
   name: string
   payload: Payload
   matches: Match[]
+  /** Who may offer it as an endpoint pod (manifest form only: metadata.namespace, nsm-cni.io/ annotations). */
+  policy?: ServicePolicy
 }
 
 export const API_GROUP = 'networkservicemesh.io'
@@ -103,7 +107,8 @@ export function networkServiceFromObject(value: unknown, document?: number): Net
     const name = v.name(metadata.name, 'metadata.name')
     const spec = root.spec === null || root.spec === undefined ? {} : v.map(root.spec, 'spec')
     v.only(spec, 'spec', ['payload', 'matches'])
-    return { name, payload: v.payload(spec.payload, 'spec.payload'), matches: v.matches(spec.matches, 'spec.matches') }
+    const policy = policyFromMetadata(metadata, 'metadata', document)
+    return { name, payload: v.payload(spec.payload, 'spec.payload'), matches: v.matches(spec.matches, 'spec.matches'), ...(policy === undefined ? {} : { policy }) }
   }
   v.only(root, '', ['name', 'payload', 'matches'])
   return { name: v.name(root.name, 'name'), payload: v.payload(root.payload, 'payload'), matches: v.matches(root.matches, 'matches') }

@@ -50,6 +50,7 @@ export const ERRORS = {
   RESERVATION_MISMATCH: def(109, G.FAILED_PRECONDITION, 'CHECK: the reservations do not match the configuration or prevResult'),
   DATAPATH_MISMATCH: def(110, G.FAILED_PRECONDITION, 'CHECK: the datapath or prevResult does not match the attachment'),
   INTERNAL: def(111, G.INTERNAL, 'an internal failure (a bug): the message says where'),
+  ENDPOINT_NOT_ALLOWED: def(112, G.PERMISSION_DENIED, 'the registration policy does not let this pod offer the service, or not that route or pool'),
   // Agent API errors without a code of their own: the CNI code a runtime sees for them.
   INVALID_ARGUMENT: def(7, G.INVALID_ARGUMENT, 'a request field is missing or malformed (the message names the field)'),
   NOT_FOUND: def(11, G.NOT_FOUND, 'the connection, endpoint, service or pod does not exist (yet)'),

@@ -40,12 +40,12 @@ interface CniResult {
 const pods: Pod[] = [
   {
     name: 'vpn-gateway',
-    labels: { app: 'vpn-gateway' },
+    labels: { app: 'vpn-gateway', role: 'endpoint' },
     annotations: { 'endpoint.networkservicemesh.io': `${SERVICE}?app=vpn-gateway&cidr=172.16.2.0/24&route=10.60.0.0/16` },
   },
   {
     name: 'firewall',
-    labels: { app: 'firewall' },
+    labels: { app: 'firewall', role: 'endpoint' },
     annotations: {
       'endpoint.networkservicemesh.io': `${SERVICE}?app=firewall&cidr=172.16.1.0/24&route=10.60.0.0/16`,
       'ns.networkservicemesh.io': `${SERVICE}/nsm0?app=firewall`,
@@ -129,7 +129,14 @@ try {
   for (const bin of ['dist/nsm', 'dist/nsm-agent', 'dist/nsmctl']) if (!existsSync(join(ROOT, bin))) throw new Error(`${bin} is missing: run npm run build`)
   mkdirSync(podInfo)
   for (const p of pods) writeFileSync(join(podInfo, `demo_${p.name}.json`), JSON.stringify({ labels: p.labels, annotations: p.annotations }))
-  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn'], {
+  // The registration policy: the seed's service declares no namespace, so the agent's config says which
+  // pods may offer it (the firewall and the VPN gateway of namespace demo) and the routes they may offer.
+  const config = join(dir, 'agent.yaml')
+  writeFileSync(
+    config,
+    `endpointPolicy:\n  - services: [${SERVICE}]\n    namespaces: [demo]\n    podSelector: { role: endpoint }\n    routes: [10.60.0.0/16]\n`,
+  )
+  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--config', config, '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   await new Promise<void>((res, rej) => {

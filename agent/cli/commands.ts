@@ -6,7 +6,7 @@ import { parseNetworkServiceYaml, type NetworkService as ConfNetworkService } fr
 import { ConfError } from '../../conf/errors.js'
 import { Connection, ConnectionEventType, MonitorConnectionDefinition, State } from '../../proto/gen/networkservice/connection.js'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG } from '../../proto/gen/registry/registry.js'
-import { AgentDefinition, EndpointExtension, EndpointRegistration, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
+import { AgentDefinition, EndpointExtension, EndpointRegistration, ServiceRegistration, StatusResponse, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import { AgentClient } from '../client/client.js'
 import { parseDuration } from '../config/config.js'
 import { timestampOf } from '../registry/registry.js'
@@ -184,6 +184,17 @@ async function unregister(ctx: Ctx): Promise<number> {
   return 0
 }
 
+/** Who may offer the service, in one line. */
+function policySummary(p: ServicePolicy): string {
+  const namespaces = p.endpointNamespaces.length > 0 ? p.endpointNamespaces : p.namespace !== '' ? [p.namespace] : []
+  const parts = [namespaces.length === 0 ? 'none' : `namespaces ${namespaces.join(',')}`]
+  const selector = Object.entries(p.endpointSelector).map(([k, v]) => `${k}=${v}`)
+  if (selector.length > 0) parts.push(`labels ${selector.join(',')}`)
+  if (p.endpointRoutes.length > 0) parts.push(`routes within ${p.endpointRoutes.join(',')}`)
+  if (p.endpointPools.length > 0) parts.push(`pools within ${p.endpointPools.join(',')}`)
+  return parts.join('; ')
+}
+
 /** conf's NetworkService → the registry message. */
 export function toRegistryService(s: ConfNetworkService): NetworkService {
   return NetworkService.fromPartial({
@@ -216,10 +227,14 @@ async function apply(ctx: Ctx): Promise<number> {
     throw err
   }
   if (services.length === 0) throw new UsageError(`${file}: no NetworkService document`)
-  const stored: NetworkService[] = []
-  for (const s of services) stored.push(await ctx.client.unary(NS_REG, NS_REG.methods.register, toRegistryService(s)))
-  if (ctx.json) ctx.io.out(`${JSON.stringify(stored.map((s) => NetworkService.toJSON(s)), null, 2)}\n`)
-  else for (const s of stored) ctx.io.out(`networkservice/${s.name} applied\n`)
+  // Through the agent's RegisterService: a manifest is declarative, so its registration policy (or its
+  // absence) replaces the stored one.
+  const stored: ServiceRegistration[] = []
+  for (const s of services) {
+    stored.push(await ctx.client.unary(AgentDefinition, AgentDefinition.methods.registerService, { service: toRegistryService(s), policy: s.policy }))
+  }
+  if (ctx.json) ctx.io.out(`${JSON.stringify(stored.map((s) => ServiceRegistration.toJSON(s)), null, 2)}\n`)
+  else for (const s of stored) ctx.io.out(`networkservice/${s.service?.name ?? ''} applied${s.policy === undefined ? '' : ` (endpoint pods: ${policySummary(s.policy)})`}\n`)
   return 0
 }
 

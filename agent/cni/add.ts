@@ -12,7 +12,7 @@ import { alreadyAttachedMessage } from '../errors.js'
 import type { AttachmentInfo } from '../server/handler.js'
 import { parseNsmConfig, type NsmConfig } from './config.js'
 import { toCniError, type CniDeps } from './deps.js'
-import { checkOffers, registerOffers, unregisterNames } from './endpoint.js'
+import { checkOffers, refuseUnauthorized, registerOffers, unregisterNames } from './endpoint.js'
 import { makePlan, type PlannedInterface } from './plan.js'
 import { lookupPod } from './pod.js'
 import { buildResult, type MadeConnection } from './result.js'
@@ -76,6 +76,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   const pod = await lookupPod(deps, cfg)
   const plan = makePlan({ cfg, containerId: att.containerId, ifname: att.ifname, prevResult: prev, pod })
   checkOffers(plan.offers)
+  if (plan.offers.length > 0 && pod !== undefined) refuseUnauthorized(deps, plan.offers, { namespace: pod.namespace, name: pod.name, labels: pod.labels, containerId: att.containerId })
   refuseExisting(deps, att, plan.interfaces)
   if (plan.interfaces.length === 0 && plan.offers.length === 0) return prev ?? {}
 

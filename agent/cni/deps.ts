@@ -10,6 +10,7 @@ import type { Logger } from '../server/log.js'
 import { CniError } from '../../cni/protocol/index.js'
 import { AgentError } from '../errors.js'
 import type { NetnsPolicy } from '../../pkg/netns-policy.js'
+import type { OfferRule } from '../../conf/endpoint-policy.js'
 
 export interface Readiness {
   ready: boolean
@@ -25,6 +26,8 @@ export interface CniDeps {
   check(entry: ConnectionEntry): Promise<CheckProblem[]>
   /** The agent's one netns policy: CNI_NETNS is judged by it before anything is made. */
   netns: NetnsPolicy
+  /** The agent config's registration policy rules (conf/endpoint-policy.ts), besides each service's own. */
+  endpointPolicy: readonly OfferRule[]
   readiness(): Readiness
   /** Aborted when the agent shuts down: work in flight is cancelled. */
   shutdown: AbortSignal

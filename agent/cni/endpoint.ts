@@ -6,6 +6,9 @@
 // `cnh-<clean>-<hash>`; one name per id, conf/endpoint-names.ts), so DEL finds them from CNI_CONTAINERID
 // alone, even when the pod is gone from the API. A live endpoint of that name in another netns is never
 // replaced (106).
+// Policy: before anything is registered, every offer must be admitted by the registration policy (the
+// service's own, or the agent config's rules: conf/endpoint-policy.ts); a refusal is 112 and logged.
+// All offers of a pod are registered as one registry write, and unregistered as one.
 // Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
 // to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
 // which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
@@ -15,6 +18,8 @@ import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
 import { CniCode, CniError } from '../../cni/protocol/index.js'
 import type { Registry } from '../registry/registry.js'
 import { netnsFileUrl } from '../../pkg/netns-url.js'
+import { judgeOffer, serviceRule, type OfferingPod } from '../../conf/endpoint-policy.js'
+import type { CniDeps } from './deps.js'
 
 /** Ten years: CNI-registered endpoints live until DEL (see above). */
 export const CNI_ENDPOINT_LIFETIME_S = 10 * 365 * 24 * 3600
@@ -69,27 +74,33 @@ function refuseForeign(registry: Registry, name: string, pod: EndpointPod): void
   throw new CniError(CniCode.ALREADY_ATTACHED, `endpoint ${name} (container ${pod.containerId}): the name is registered already for netns ${existing.extension.netnsPath || existing.endpoint.url}, not this container's ${pod.netns}; it is left as it is`)
 }
 
-/** Registers every offer; on failure unregisters the ones already made and rethrows. */
-export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
-  const done: string[] = []
-  try {
-    for (const o of offers) {
-      const reg = registration(o, pod, Date.now())
-      if (reg.endpoint === undefined) continue
-      refuseForeign(registry, reg.endpoint.name, pod)
-      await registry.registerEndpoint(reg.endpoint, reg.extension)
-      done.push(reg.endpoint.name)
-    }
-    return done
-  } catch (err) {
-    await unregisterNames(registry, done)
-    throw err
-  }
+/**
+ * The registration policy (conf/endpoint-policy.ts): every offer must be admitted, by its service's own
+ * policy or a rule of the agent's config, before anything is registered. A refusal is logged and answered
+ * 112 naming the entry and what the rules wanted.
+ */
+export function refuseUnauthorized(deps: Pick<CniDeps, 'registry' | 'endpointPolicy' | 'log'>, offers: readonly EndpointOffer[], pod: OfferingPod & { containerId: string }): void {
+  offers.forEach((o, i) => {
+    const own = serviceRule(o.service, deps.registry.servicePolicy(o.service))
+    const why = judgeOffer(o, pod, own === undefined ? deps.endpointPolicy : [...deps.endpointPolicy, own])
+    if (why === undefined) return
+    deps.log.warn('endpoint offer refused by the registration policy', { pod: `${pod.namespace}/${pod.name}`, containerId: pod.containerId, service: o.service, entry: o.entry, reason: why })
+    throw new CniError(CniCode.ENDPOINT_NOT_ALLOWED, `pod annotation endpoint.networkservicemesh.io[${i}]: ${JSON.stringify(o.entry)}: ${why}`)
+  })
 }
 
-/** Unregisters `names`; one already gone is what the caller wants. */
+/** Registers every offer as one registry write (all or none). */
+export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
+  const now = Date.now()
+  const regs = offers.map((o) => registration(o, pod, now))
+  for (const reg of regs) if (reg.endpoint !== undefined) refuseForeign(registry, reg.endpoint.name, pod)
+  const stored = await registry.registerEndpoints(regs.flatMap((r) => (r.endpoint === undefined ? [] : [{ endpoint: r.endpoint, extension: r.extension }])))
+  return stored.map((s) => s.endpoint.name)
+}
+
+/** Unregisters `names` as one registry write; one already gone is what the caller wants. */
 export async function unregisterNames(registry: Registry, names: readonly string[]): Promise<void> {
-  for (const n of names) await registry.unregisterEndpoint(n)
+  await registry.unregisterEndpoints(names)
 }
 
 /** Unregisters every endpoint a CNI ADD registered for this container (found by name: no pod lookup). */

@@ -6,6 +6,9 @@ import { isAbsolute, normalize } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { DEFAULT_NETNS_PATTERNS, NETNS_PATTERN_FORMS, NetnsPatternError, parseNetnsPattern } from '../../pkg/netns-policy.js'
 import { storeDirProblem } from '../../ipam/store/pseudo-fs.js'
+import { checkNamespaces, checkPrefixes, checkSelector, type OfferRule } from '../../conf/endpoint-policy.js'
+import { ConfError } from '../../conf/errors.js'
+import { isValidServiceName } from '../../conf/names.js'
 
 export interface AgentConfig {
   /** Unix socket the agent serves on (mode 0600). */
@@ -27,6 +30,11 @@ export interface AgentConfig {
   /** Watch this node's pods through the Kubernetes API (in-cluster, or `kubeconfig`). */
   kubernetes: boolean
   kubeconfig: string | undefined
+  /**
+   * Registration policy rules (conf/endpoint-policy.ts) besides what each NetworkService declares: which
+   * pods may offer which services through the endpoint annotation. Config file only.
+   */
+  endpointPolicy: OfferRule[]
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
@@ -42,6 +50,7 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   podInfoDir: undefined,
   kubernetes: false,
   kubeconfig: undefined,
+  endpointPolicy: [],
 }
 
 export class ConfigError extends Error {
@@ -60,7 +69,7 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
                  [--pod-info-dir DIR | --kubernetes [--kubeconfig FILE]]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
-endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig). --netns-allow may repeat or take a comma list; it replaces the default list
+endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.`
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
@@ -75,7 +84,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -181,6 +190,9 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
       case 'kubeconfig':
         out.kubeconfig = checkAbsolute(where, str(where, v))
         break
+      case 'endpointPolicy':
+        out.endpointPolicy = parseEndpointPolicy(where, v)
+        break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
@@ -249,4 +261,45 @@ function checkDuration(where: string, v: string): number {
 function checkLogLevel(where: string, v: string): LogLevel {
   if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(where, `must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`)
   return v as LogLevel
+}
+
+const RULE_KEYS = ['services', 'namespaces', 'podSelector', 'routes', 'pools']
+
+/**
+ * `endpointPolicy`: a list of rules, each `{services: [name|"*"], namespaces: [ns|"*"], podSelector?: {k: v},
+ * routes?: [prefix], pools?: [prefix]}` (conf/endpoint-policy.ts).
+ */
+function parseEndpointPolicy(where: string, v: unknown): OfferRule[] {
+  if (!Array.isArray(v)) throw new ConfigError(where, 'must be a list of rules {services, namespaces, podSelector?, routes?, pools?}')
+  return v.map((item: unknown, i): OfferRule => {
+    const at = `${where}[${i}]`
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new ConfigError(at, 'must be a mapping')
+    const rule = item as Record<string, unknown>
+    for (const k of Object.keys(rule)) if (!RULE_KEYS.includes(k)) throw new ConfigError(`${at}.${k}`, `unknown key (known: ${RULE_KEYS.join(', ')})`)
+    const list = (key: string, required: boolean): string[] => {
+      const x = rule[key]
+      if (x === undefined && !required) return []
+      if (!Array.isArray(x) || x.length === 0 || !x.every((e) => typeof e === 'string')) throw new ConfigError(`${at}.${key}`, 'must be a non-empty list of strings')
+      return x as string[]
+    }
+    const services = list('services', true)
+    services.forEach((s, j) => {
+      if (s !== '*' && !isValidServiceName(s)) throw new ConfigError(`${at}.services[${j}]`, `${JSON.stringify(s)} is not a service name nor "*"`)
+    })
+    const selector = rule.podSelector ?? {}
+    if (selector === null || typeof selector !== 'object' || Array.isArray(selector)) throw new ConfigError(`${at}.podSelector`, 'must be a mapping of labels')
+    try {
+      return {
+        source: `agent config endpointPolicy[${i}]`,
+        services,
+        namespaces: checkNamespaces(list('namespaces', true), 'namespaces'),
+        selector: checkSelector(selector as Record<string, unknown>, 'podSelector'),
+        routes: checkPrefixes(list('routes', false), 'routes'),
+        pools: checkPrefixes(list('pools', false), 'pools'),
+      }
+    } catch (err) {
+      if (err instanceof ConfError) throw new ConfigError(`${at}.${err.path}`, err.message.slice(err.path.length + 2))
+      throw err
+    }
+  })
 }

@@ -10,11 +10,11 @@
 //   Healing subscribes here: an endpoint `delete` event (reason 'unregistered' | 'expired') means its
 //   connections must be reselected.
 import { NetworkService, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
-import { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
+import { EndpointExtension, ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { Timestamp } from '../../proto/gen/google/protobuf/timestamp.js'
 import type { NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import type { Store } from './store.js'
-import { checkName, netnsFromUrl, validateEndpoint, validateExtension, validateService } from './validate.js'
+import { checkName, netnsFromUrl, validateEndpoint, validateExtension, validatePolicy, validateService } from './validate.js'
 import { AgentError } from '../errors.js'
 import { NetnsPolicy } from '../../pkg/netns-policy.js'
 
@@ -22,6 +22,13 @@ export interface StoredEndpoint {
   readonly endpoint: NetworkServiceEndpoint
   /** Always present; empty lists when the endpoint registered through plain NSM Register. */
   readonly extension: EndpointExtension
+}
+
+/** A network service and who may offer it as an endpoint pod (conf/endpoint-policy.ts). */
+export interface StoredService {
+  readonly service: NetworkService
+  /** Undefined: none declared. */
+  readonly policy: ServicePolicy | undefined
 }
 
 export type EndpointChangeReason = 'registered' | 'refreshed' | 'unregistered' | 'expired'
@@ -39,7 +46,7 @@ export type RegistryEvent =
 export type RegistryListener = (event: RegistryEvent) => void
 
 export interface RegistryOptions {
-  services: Store<NetworkService>
+  services: Store<StoredService>
   endpoints: Store<StoredEndpoint>
   /** The netns policy endpoint urls and netns paths must pass (or its patterns: pkg/netns-policy.ts). */
   netnsAllow: NetnsPolicy | readonly string[]
@@ -60,7 +67,17 @@ export const storedEndpointCodec = {
   },
 }
 
-export const serviceCodec = { toJSON: (s: NetworkService): unknown => NetworkService.toJSON(s), fromJSON: (j: unknown) => NetworkService.fromJSON(j) }
+/**
+ * A service is stored as NSM's NetworkService JSON, with its policy (when it has one) under `nsmcniPolicy`:
+ * files written before policies existed read as services without one.
+ */
+export const serviceCodec = {
+  toJSON: (s: StoredService): unknown => ({ ...(NetworkService.toJSON(s.service) as object), ...(s.policy === undefined ? {} : { nsmcniPolicy: ServicePolicy.toJSON(s.policy) }) }),
+  fromJSON: (j: unknown): StoredService => {
+    const policy = (j as { nsmcniPolicy?: unknown } | null)?.nsmcniPolicy
+    return { service: NetworkService.fromJSON(j), policy: policy === undefined || policy === null ? undefined : ServicePolicy.fromJSON(policy) }
+  },
+}
 
 export function timestampMs(t: Timestamp | undefined): number | undefined {
   return t === undefined ? undefined : t.seconds * 1000 + Math.floor(t.nanos / 1e6)
@@ -71,7 +88,7 @@ export function timestampOf(ms: number): Timestamp {
 }
 
 export class Registry {
-  private readonly services = new Map<string, { message: NetworkService; parsed: ConfNetworkService }>()
+  private readonly services = new Map<string, { message: NetworkService; parsed: ConfNetworkService; policy: ServicePolicy | undefined }>()
   private readonly endpoints = new Map<string, StoredEndpoint>()
   private readonly listeners = new Set<RegistryListener>()
   private readonly now: () => number
@@ -92,11 +109,12 @@ export class Registry {
    */
   static async open(opts: RegistryOptions): Promise<Registry> {
     const r = new Registry(opts)
-    const services = await opts.services.load((key, ns) => {
-      keyedByName(key, ns.name)
-      validateService(ns)
+    const services = await opts.services.load((key, s) => {
+      keyedByName(key, s.service.name)
+      validateService(s.service)
+      if (s.policy !== undefined) validatePolicy(s.policy)
     })
-    for (const [name, message] of services) r.services.set(name, { message, parsed: validateService(message) })
+    for (const [name, s] of services) r.services.set(name, { message: s.service, parsed: validateService(s.service), policy: s.policy })
     const endpoints = await opts.endpoints.load((key, e) => {
       keyedByName(key, e.endpoint.name)
       checkName('network_service_endpoint.name', e.endpoint.name)
@@ -119,12 +137,18 @@ export class Registry {
 
   // ---- services ----
 
-  async registerService(ns: NetworkService): Promise<NetworkService> {
+  /**
+   * Registers or replaces a service. `policy` undefined keeps the stored one (plain NSM Register), null
+   * drops it, a value replaces it.
+   */
+  async registerService(ns: NetworkService, policy?: ServicePolicy | null): Promise<NetworkService> {
     const parsed = validateService(ns)
+    const checked = policy === undefined || policy === null ? policy : validatePolicy(policy)
     const message: NetworkService = { ...ns, payload: parsed.payload }
     return this.serialize(async () => {
-      await this.opts.services.put(message.name, message)
-      this.services.set(message.name, { message, parsed })
+      const kept = checked === undefined ? this.services.get(message.name)?.policy : (checked ?? undefined)
+      await this.opts.services.put(message.name, { service: message, policy: kept })
+      this.services.set(message.name, { message, parsed, policy: kept })
       this.emit({ kind: 'service', type: 'update', service: message })
       return message
     })
@@ -148,6 +172,11 @@ export class Registry {
     return [...this.services.values()].map((s) => s.message).filter((s) => serviceMatches(s, query)).sort(byName)
   }
 
+  /** A registered service's registration policy; undefined when it has none or is not registered. */
+  servicePolicy(name: string): ServicePolicy | undefined {
+    return this.services.get(name)?.policy
+  }
+
   /** A service in the selection layer's form (agent/select), or undefined. */
   service(name: string): ConfNetworkService | undefined {
     return this.services.get(name)?.parsed
@@ -160,39 +189,76 @@ export class Registry {
    * given, it replaces it. An endpoint url `file:///netns` fills extension.netns_path when that is empty.
    */
   async registerEndpoint(nse: NetworkServiceEndpoint, extension?: EndpointExtension): Promise<StoredEndpoint> {
+    const [stored] = await this.registerEndpoints([{ endpoint: nse, extension }])
+    return stored as StoredEndpoint
+  }
+
+  /**
+   * Registers or refreshes several endpoints as one store write (a pod offering many services): each is
+   * validated first, and nothing is stored when any is invalid or the write fails.
+   */
+  async registerEndpoints(regs: ReadonlyArray<{ endpoint: NetworkServiceEndpoint; extension: EndpointExtension | undefined }>): Promise<StoredEndpoint[]> {
+    if (regs.length === 0) return []
     const now = this.now()
     const rules = { netns: this.netns, now }
-    validateEndpoint(nse, rules)
-    if (extension !== undefined) validateExtension(extension, nse.name, rules)
+    const names = new Set<string>()
+    for (const { endpoint, extension } of regs) {
+      validateEndpoint(endpoint, rules)
+      if (extension !== undefined) validateExtension(extension, endpoint.name, rules)
+      if (names.has(endpoint.name)) throw AgentError.invalid('network_service_endpoint.name', `"${endpoint.name}" is registered twice in one call`)
+      names.add(endpoint.name)
+    }
     return this.serialize(async () => {
-      const previous = this.live(nse.name)
-      const base = extension ?? previous?.extension ?? EndpointExtension.fromPartial({})
-      const netnsPath = base.netnsPath !== '' ? base.netnsPath : (netnsFromUrl(nse.url) ?? '')
-      const stored: StoredEndpoint = {
-        endpoint: {
-          ...nse,
-          expirationTime: nse.expirationTime ?? timestampOf(now + this.opts.defaultTtlMs),
-          initialRegistrationTime: previous?.endpoint.initialRegistrationTime ?? nse.initialRegistrationTime ?? timestampOf(now),
-        },
-        extension: { ...base, endpointName: nse.name, netnsPath },
+      const batch = regs.map(({ endpoint: nse, extension }) => {
+        const previous = this.live(nse.name)
+        const base = extension ?? previous?.extension ?? EndpointExtension.fromPartial({})
+        const netnsPath = base.netnsPath !== '' ? base.netnsPath : (netnsFromUrl(nse.url) ?? '')
+        const stored: StoredEndpoint = {
+          endpoint: {
+            ...nse,
+            expirationTime: nse.expirationTime ?? timestampOf(now + this.opts.defaultTtlMs),
+            initialRegistrationTime: previous?.endpoint.initialRegistrationTime ?? nse.initialRegistrationTime ?? timestampOf(now),
+          },
+          extension: { ...base, endpointName: nse.name, netnsPath },
+        }
+        return { stored, reason: previous === undefined ? ('registered' as const) : ('refreshed' as const) }
+      })
+      await this.opts.endpoints.apply(
+        batch.map(({ stored }) => [stored.endpoint.name, stored] as const),
+        [],
+      )
+      for (const { stored, reason } of batch) {
+        this.endpoints.set(stored.endpoint.name, stored)
+        this.emit({ kind: 'endpoint', type: 'update', ...stored, reason })
       }
-      await this.opts.endpoints.put(nse.name, stored)
-      this.endpoints.set(nse.name, stored)
-      this.emit({ kind: 'endpoint', type: 'update', ...stored, reason: previous === undefined ? 'registered' : 'refreshed' })
       this.schedule()
-      return stored
+      return batch.map(({ stored }) => stored)
     })
   }
 
   /** Resolves with what was removed, or undefined when no such (live) endpoint exists. */
   async unregisterEndpoint(name: string): Promise<StoredEndpoint | undefined> {
     if (name === '') throw AgentError.invalid('name', 'is required')
+    const [removed] = await this.unregisterEndpoints([name])
+    return removed
+  }
+
+  /** Unregisters several endpoints as one store write; resolves with those that existed. */
+  async unregisterEndpoints(names: readonly string[]): Promise<StoredEndpoint[]> {
     return this.serialize(async () => {
-      const existing = this.endpoints.get(name)
-      if (existing === undefined) return undefined
-      await this.opts.endpoints.delete(name)
-      this.endpoints.delete(name)
-      this.emit({ kind: 'endpoint', type: 'delete', ...existing, reason: 'unregistered' })
+      const existing = [...new Set(names)].flatMap((n) => {
+        const e = this.endpoints.get(n)
+        return e === undefined ? [] : [e]
+      })
+      if (existing.length === 0) return []
+      await this.opts.endpoints.apply(
+        [],
+        existing.map((e) => e.endpoint.name),
+      )
+      for (const e of existing) {
+        this.endpoints.delete(e.endpoint.name)
+        this.emit({ kind: 'endpoint', type: 'delete', ...e, reason: 'unregistered' })
+      }
       this.schedule()
       return existing
     })

@@ -24,6 +24,8 @@ export interface Store<T> {
   load(accept?: (key: string, value: T) => void): Promise<Map<string, T>>
   put(key: string, value: T): Promise<void>
   delete(key: string): Promise<boolean>
+  /** Several puts and deletes as one durable change (one file write): all of them, or none on failure. */
+  apply(puts: ReadonlyArray<readonly [string, T]>, deletes: readonly string[]): Promise<void>
 }
 
 export class MemoryStore<T> implements Store<T> {
@@ -43,6 +45,10 @@ export class MemoryStore<T> implements Store<T> {
   }
   async delete(key: string): Promise<boolean> {
     return this.data.delete(key)
+  }
+  async apply(puts: ReadonlyArray<readonly [string, T]>, deletes: readonly string[]): Promise<void> {
+    for (const [k, v] of puts) this.data.set(k, v)
+    for (const k of deletes) this.data.delete(k)
   }
 }
 
@@ -107,29 +113,38 @@ export class FileStore<T> implements Store<T> {
   }
 
   async put(key: string, value: T): Promise<void> {
-    const had = this.data.has(key)
-    const previous = this.data.get(key)
-    this.data.set(key, value)
-    try {
-      await this.file.save()
-    } catch (err) {
-      if (had) this.data.set(key, previous as T)
-      else this.data.delete(key)
-      throw err
-    }
+    await this.apply([[key, value]], [])
   }
 
   async delete(key: string): Promise<boolean> {
     if (!this.data.has(key)) return false
-    const previous = this.data.get(key) as T
-    this.data.delete(key)
+    await this.apply([], [key])
+    return true
+  }
+
+  /** One snapshot write for the whole change; the in-memory view is put back when it fails. */
+  async apply(puts: ReadonlyArray<readonly [string, T]>, deletes: readonly string[]): Promise<void> {
+    const before = new Map<string, T | undefined>()
+    const remember = (k: string): void => {
+      if (!before.has(k)) before.set(k, this.data.get(k))
+    }
+    for (const [k, v] of puts) {
+      remember(k)
+      this.data.set(k, v)
+    }
+    for (const k of deletes) {
+      remember(k)
+      this.data.delete(k)
+    }
     try {
       await this.file.save()
     } catch (err) {
-      this.data.set(key, previous)
+      for (const [k, v] of before) {
+        if (v === undefined) this.data.delete(k)
+        else this.data.set(k, v)
+      }
       throw err
     }
-    return true
   }
 
   /** Moves the damaged file aside and writes what was read in its place (puts it back if that fails). */

@@ -5,7 +5,8 @@ import { parseCidr, parseIp } from '../../ipam/address.js'
 import { networkServiceFromObject, type NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import { ConfError } from '../../conf/errors.js'
 import { NetworkService, type NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
-import type { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { EndpointExtension, ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
+import { checkNamespaces, checkPrefixes, checkSelector } from '../../conf/endpoint-policy.js'
 import { AgentError } from '../errors.js'
 import type { NetnsPolicy } from '../../pkg/netns-policy.js'
 
@@ -120,4 +121,24 @@ export function checkCidr(field: string, cidr: string, pool: boolean): void {
 
 function snake(path: string): string {
   return path.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+}
+
+/** Validates a service's registration policy (proto/nsmcni ServicePolicy); returns it in canonical form. */
+export function validatePolicy(policy: ServicePolicy, field = 'policy'): ServicePolicy {
+  try {
+    if (policy.namespace !== '' && checkNamespaces([policy.namespace], 'namespace')[0] === '*') {
+      throw AgentError.invalid(`${field}.namespace`, 'must be a namespace, not "*"')
+    }
+    return {
+      namespace: policy.namespace,
+      endpointNamespaces: checkNamespaces(policy.endpointNamespaces, 'endpointNamespaces'),
+      endpointSelector: checkSelector(policy.endpointSelector, 'endpointSelector'),
+      endpointRoutes: checkPrefixes(policy.endpointRoutes, 'endpointRoutes'),
+      endpointPools: checkPrefixes(policy.endpointPools, 'endpointPools'),
+    }
+  } catch (err) {
+    if (!(err instanceof ConfError)) throw err
+    const path = err.path.replace(/^namespace\[0\]$/, 'namespace')
+    throw AgentError.invalid(`${field}.${snake(path)}`, err.message.slice(err.path.length + 2))
+  }
 }

@@ -4,7 +4,7 @@
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
-import type { EndpointQuery, EndpointRegistration, EndpointRegistrations, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { EndpointQuery, EndpointRegistration, EndpointRegistrations, ServiceRegistration, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
 import { explain, type RoundRobin } from '../select/index.js'
 import type { ConnectionTable } from '../connections/table.js'
 import { endpointCandidates } from '../registry/candidates.js'
@@ -98,6 +98,19 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
         throw err
       })
       return { endpoint: stored.endpoint, extension: stored.extension }
+    }),
+
+    registerService: unary(deps, async (req: ServiceRegistration): Promise<ServiceRegistration> => {
+      if (req.service === undefined) throw AgentError.invalid('service', 'is required')
+      const service = await deps.registry.registerService(req.service, req.policy ?? null).catch((err: unknown) => {
+        // Field names from the registry are relative to the service message; say where they sit here.
+        if (AgentError.is(err) && err.field?.startsWith('network_service.') === true) {
+          const field = err.field.replace(/^network_service/, 'service')
+          throw new AgentError(err.code, err.message.replace(/^network_service/, 'service'), { field, cause: err })
+        }
+        throw err
+      })
+      return { service, policy: deps.registry.servicePolicy(service.name) }
     }),
 
     unregisterEndpoint: unary(deps, async (req: EndpointQuery): Promise<Empty> => {

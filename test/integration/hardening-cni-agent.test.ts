@@ -117,7 +117,7 @@ t.test('an endpoint pod whose netns name has a space, # and %: registered with t
   const epPod = netnsNamed(t, 'e p#%2d')
   const client = netnsNamed(t, 'c l%41')
   const svc = `pct-ep-${RUN}`
-  await mesh.agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
+  await mesh.admit(svc, { namespace: 'pct' })
   mesh.pod('pct', 'ep', { annotations: { 'endpoint.networkservicemesh.io': `${svc}?cidr=172.30.77.0/24` } })
   const conf = mesh.conf({ labels: {} })
   const epId = `pctep-${RUN}`
@@ -168,7 +168,7 @@ t.test('healing a client whose netns name has a % rebuilds it in that netns, not
 
 t.test('endpoint pods relUPPER and relupper-f8c91628: two registrations, each DEL removes only its own', async (t) => {
   const svc = `names-${RUN}`
-  await mesh.agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
+  await mesh.admit(svc, { namespace: 'names' })
   const conf = mesh.conf({ labels: {} })
   const ids = ['relUPPER', 'relupper-f8c91628']
   const pods = ids.map((id, i) => {
@@ -192,7 +192,7 @@ t.test('endpoint pods relUPPER and relupper-f8c91628: two registrations, each DE
 
 t.test('an endpoint pod whose endpoint name is taken by another netns is refused (106), the other kept', async (t) => {
   const svc = `taken-${RUN}`
-  await mesh.agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
+  await mesh.admit(svc, { namespace: 'names' })
   const other = makeNetns(t, 'o')
   const pod = makeNetns(t, 'n')
   const id = `taken-${RUN}`

@@ -127,6 +127,7 @@ t.test('chained mode, two interfaces: one DEL closes both', async (t) => {
 t.test('an endpoint pod that is also a client: one DEL closes its connection and ends its registration, and no other', async (t) => {
   const pod = makeNetns(t, 'e')
   const id = `EpDel_${pod.name}`
+  await mesh.admit(OFFER, { namespace: 'db' })
   mesh.pod('db', 'del-ep', { labels: { app: 'db' }, annotations: { 'endpoint.networkservicemesh.io': `${OFFER}?cidr=172.31.9.0/24`, 'networkservicemesh.io': `kernel://${WEB}` } })
   // Endpoints that must survive: one named for a container whose id starts with this one's, one by nsmctl.
   const other = makeNetns(t, 'o')
@@ -160,7 +161,7 @@ t.test('an endpoint pod that is also a client: one DEL closes its connection and
 
 t.test('a Close that fails: DEL is 11, stops there and keeps it; the retried DEL finishes', async (t) => {
   const binDir = await stageNsm(t)
-  const agent = await startInProcessAgent(t, { services: [WEB, OFFER] })
+  const agent = await startInProcessAgent(t, { services: [WEB, OFFER], endpointPolicy: [{ source: 'test', services: [OFFER], namespaces: ['db'], selector: {}, routes: [], pools: [] }] })
   const agentEp = makeNetns(t, 'ep')
   await agent.endpoint({ name: 'fail-web-ep', service: WEB, netns: agentEp.path, labels: {}, pools: ['172.30.13.0/24'] })
   const cni = (call: CniCall) => execPlugin(`${binDir}/nsm`, { path: binDir, ...call })

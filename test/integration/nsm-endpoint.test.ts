@@ -25,6 +25,7 @@ t.test('an endpoint pod is registered at ADD, serves a client, and is unregister
   const epPod = makeNetns(t, 'e')
   const epId = `EpPod_${epPod.name}`
   ip(epPod.name, 'addr', 'add', '10.50.0.1/32', 'dev', 'lo')
+  await mesh.admit(WEB, { endpointNamespaces: ['db'] })
   mesh.pod('db', 'db-0', { labels: { app: 'db' }, annotations: { 'endpoint.networkservicemesh.io': `${WEB}?role=primary&cidr=172.31.5.0/24&route=10.50.0.0/16` } })
   const epArgs = `IgnoreUnknown=1;K8S_POD_NAMESPACE=db;K8S_POD_NAME=db-0`
   const conf = mesh.conf()
@@ -69,6 +70,7 @@ t.test('an endpoint that is also a client (the seed\'s firewall): registered bef
   })
   ip(gw.name, 'addr', 'add', '10.60.0.1/32', 'dev', 'lo')
   const fw = makeNetns(t, 'f')
+  await mesh.admit('secure-intranet-connectivity', { namespace: 'sec' })
   mesh.pod('sec', 'firewall', {
     labels: { app: 'firewall' },
     annotations: {
@@ -103,6 +105,7 @@ t.test('an endpoint pod\'s second ADD is 106 before registering: the first ADD\'
     await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'vpn-gw-twice' }).catch(() => undefined)
   })
   const fw = makeNetns(t, 'f')
+  await mesh.admit('secure-intranet-connectivity', { namespace: 'sec' })
   mesh.pod('sec', 'fw-twice', {
     labels: { app: 'firewall' },
     annotations: {

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
-import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
+import { AgentDefinition, ServicePolicy } from '../../proto/gen/nsmcni/nsmcni'
 import { collect, startAgent, type RunningAgent } from '../lib/agent'
 import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 import { seedServices, serviceMessage } from '../lib/mesh'
@@ -49,6 +49,11 @@ export interface Mesh {
   socket: string
   /** Registers a local endpoint (netns path) for a service, through the agent's API. */
   endpoint(e: { name: string; netns: string; service?: string; labels?: Record<string, string>; pools: string[]; routes?: string[] }): Promise<void>
+  /**
+   * Registers `service` (a seed service, `web-service`, or a bare IP service of that name) with a
+   * registration policy through the agent's RegisterService: who may offer it as an endpoint pod.
+   */
+  admit(service: string, policy: Partial<ServicePolicy>): Promise<void>
   /** Writes `<podInfoDir>/<namespace>_<name>.json`. */
   pod(namespace: string, name: string, doc: { labels?: Record<string, string>; annotations?: Record<string, string> }): void
   /** A netconf for this agent (cniVersion 1.1.0 unless given). */
@@ -101,6 +106,11 @@ export async function startMesh(t: Teardown, opts: { network?: string; agentArgs
         },
         extension: { endpointName: e.name, netnsPath: e.netns, cidrPools: e.pools, routes: (e.routes ?? []).map((prefix) => ({ prefix, nextHop: '' })), excludedPrefixes: [], nodeName: '' },
       })
+    },
+    async admit(service, policy) {
+      const seed = seedServices().find((s) => s.name === service)
+      const message = seed === undefined ? { name: service, payload: 'IP', matches: [], pathIds: [] } : serviceMessage(seed)
+      await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerService, { service: message, policy: ServicePolicy.fromPartial(policy) })
     },
     pod(namespace, name, doc) {
       mkdirSync(podInfoDir, { recursive: true })

@@ -3,6 +3,7 @@
 // the real thing: the agent's own server on a unix socket (gRPC and the CNI shim's frames), the real
 // pipeline over the kernel (agent/pipeline), the CNI service (agent/cni), an in-memory registry and
 // connection table, pod info from a directory. Everything goes at teardown.
+import type { OfferRule } from '../../conf/endpoint-policy'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CniService } from '../../agent/cni/index'
@@ -41,7 +42,7 @@ export interface InProcessAgent {
 const NETNS_ALLOW = ['/var/run/netns/*', '/run/netns/*']
 
 /** Starts the agent in this process. */
-export async function startInProcessAgent(t: Teardown, opts: { services: string[] }): Promise<InProcessAgent> {
+export async function startInProcessAgent(t: Teardown, opts: { services: string[]; endpointPolicy?: OfferRule[] }): Promise<InProcessAgent> {
   const dir = tempDir(t, 'nsm-inproc-agent-')
   const socket = join(dir, 'agent.sock')
   const podInfoDir = join(dir, 'pods')
@@ -68,6 +69,7 @@ export async function startInProcessAgent(t: Teardown, opts: { services: string[
     podInfo: () => podInfo,
     check: (entry) => dp.check(entry),
     netns: dp.netnsPolicy,
+    endpointPolicy: opts.endpointPolicy ?? [],
     readiness: () => ({ ready: true, reason: '' }),
     shutdown: server.stopping,
     log: silentLogger,

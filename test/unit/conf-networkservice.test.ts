@@ -49,7 +49,11 @@ spec:
 `
 
 const valid: Array<{ name: string; yaml: string; want: NetworkService[] }> = [
-  { name: 'v1 manifest, snake_case as in the proto', yaml: V1, want: [SEED] },
+  {
+    name: 'v1 manifest, snake_case as in the proto; its namespace is where the service lives',
+    yaml: V1,
+    want: [{ ...SEED, policy: { namespace: 'nsm-system', endpointNamespaces: [], endpointSelector: {}, endpointRoutes: [], endpointPools: [] } }],
+  },
   {
     name: 'bare registry object, snake_case, fallthrough, weight, metadata',
     yaml: `

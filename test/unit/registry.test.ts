@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { NetworkService, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
 import { State } from '../../proto/gen/networkservice/connection.js'
-import { Registry, serviceCodec, storedEndpointCodec, timestampMs, timestampOf, type RegistryEvent, type StoredEndpoint } from '../../agent/registry/registry.js'
+import { Registry, serviceCodec, storedEndpointCodec, timestampMs, timestampOf, type RegistryEvent, type StoredEndpoint, type StoredService } from '../../agent/registry/registry.js'
 import { FileStore, MemoryStore } from '../../agent/registry/store.js'
 import { ConnectionTable, type ConnectionTableEvent } from '../../agent/connections/table.js'
 import { AgentError } from '../../agent/errors.js'
@@ -27,7 +27,7 @@ function nse(name: string, extra: Partial<NetworkServiceEndpoint> = {}): Network
 }
 
 async function memoryRegistry(now: () => number, ttl = 60_000) {
-  const services = new MemoryStore<NetworkService>()
+  const services = new MemoryStore<StoredService>()
   const endpoints = new MemoryStore<StoredEndpoint>()
   const registry = await Registry.open({ services, endpoints, netnsAllow: ALLOW, defaultTtlMs: ttl, now })
   const events: RegistryEvent[] = []

@@ -10,7 +10,7 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Empty } from "../google/protobuf/empty";
 import { Timestamp } from "../google/protobuf/timestamp";
 import { Route } from "../networkservice/connectioncontext";
-import { NetworkServiceEndpoint } from "../registry/registry";
+import { NetworkService, NetworkServiceEndpoint } from "../registry/registry";
 
 /**
  * nsm-cni's own service (package nsmcni) for what the NSM v1 API has no method or field for: the
@@ -41,6 +41,40 @@ export interface EndpointExtension {
 export interface EndpointRegistration {
   endpoint: NetworkServiceEndpoint | undefined;
   extension: EndpointExtension | undefined;
+}
+
+/**
+ * Who may offer a network service as an endpoint pod (annotation `endpoint.networkservicemesh.io`) and
+ * what such an endpoint may offer (ARCHITECTURE §5). Declared on the NetworkService (its manifest's
+ * metadata.namespace and nsm-cni.io/endpoint-* annotations, `nsmctl apply`); the agent config's
+ * endpointPolicy rules add to it. Endpoints registered through the API (root on the agent's socket) are
+ * not judged by it.
+ */
+export interface ServicePolicy {
+  /** The namespace the service lives in; empty: none (then only the agent's rules admit endpoint pods). */
+  namespace: string;
+  /** Namespaces whose pods may offer the service ("*": any); empty: the service's own namespace. */
+  endpointNamespaces: string[];
+  /** Labels an offering pod must carry, all of them; empty: any pod of those namespaces. */
+  endpointSelector: { [key: string]: string };
+  /** Prefixes every offered route must lie within; empty: routes are not bounded. */
+  endpointRoutes: string[];
+  /** Prefixes every offered address pool must lie within; empty: pools are not bounded. */
+  endpointPools: string[];
+}
+
+export interface ServicePolicy_EndpointSelectorEntry {
+  key: string;
+  value: string;
+}
+
+/** Registers (or replaces) a network service and its policy atomically. */
+export interface ServiceRegistration {
+  service:
+    | NetworkService
+    | undefined;
+  /** Absent: no policy (only the agent's rules admit endpoint pods). */
+  policy: ServicePolicy | undefined;
 }
 
 export interface EndpointQuery {
@@ -371,6 +405,372 @@ export const EndpointRegistration: MessageFns<EndpointRegistration> = {
       : undefined;
     message.extension = (object.extension !== undefined && object.extension !== null)
       ? EndpointExtension.fromPartial(object.extension)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServicePolicy(): ServicePolicy {
+  return { namespace: "", endpointNamespaces: [], endpointSelector: {}, endpointRoutes: [], endpointPools: [] };
+}
+
+export const ServicePolicy: MessageFns<ServicePolicy> = {
+  encode(message: ServicePolicy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.namespace !== "") {
+      writer.uint32(10).string(message.namespace);
+    }
+    for (const v of message.endpointNamespaces) {
+      writer.uint32(18).string(v!);
+    }
+    globalThis.Object.entries(message.endpointSelector).forEach(([key, value]: [string, string]) => {
+      ServicePolicy_EndpointSelectorEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    for (const v of message.endpointRoutes) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.endpointPools) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServicePolicy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServicePolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.namespace = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.endpointNamespaces.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = ServicePolicy_EndpointSelectorEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.endpointSelector[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.endpointRoutes.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.endpointPools.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServicePolicy {
+    return {
+      namespace: isSet(object.namespace) ? globalThis.String(object.namespace) : "",
+      endpointNamespaces: globalThis.Array.isArray(object?.endpointNamespaces)
+        ? object.endpointNamespaces.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.endpoint_namespaces)
+        ? object.endpoint_namespaces.map((e: any) => globalThis.String(e))
+        : [],
+      endpointSelector: isObject(object.endpointSelector)
+        ? (globalThis.Object.entries(object.endpointSelector) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.endpoint_selector)
+        ? (globalThis.Object.entries(object.endpoint_selector) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      endpointRoutes: globalThis.Array.isArray(object?.endpointRoutes)
+        ? object.endpointRoutes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.endpoint_routes)
+        ? object.endpoint_routes.map((e: any) => globalThis.String(e))
+        : [],
+      endpointPools: globalThis.Array.isArray(object?.endpointPools)
+        ? object.endpointPools.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.endpoint_pools)
+        ? object.endpoint_pools.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ServicePolicy): unknown {
+    const obj: any = {};
+    if (message.namespace !== "") {
+      obj.namespace = message.namespace;
+    }
+    if (message.endpointNamespaces?.length) {
+      obj.endpointNamespaces = message.endpointNamespaces;
+    }
+    if (message.endpointSelector) {
+      const entries = globalThis.Object.entries(message.endpointSelector) as [string, string][];
+      if (entries.length > 0) {
+        obj.endpointSelector = {};
+        entries.forEach(([k, v]) => {
+          obj.endpointSelector[k] = v;
+        });
+      }
+    }
+    if (message.endpointRoutes?.length) {
+      obj.endpointRoutes = message.endpointRoutes;
+    }
+    if (message.endpointPools?.length) {
+      obj.endpointPools = message.endpointPools;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServicePolicy>, I>>(base?: I): ServicePolicy {
+    return ServicePolicy.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServicePolicy>, I>>(object: I): ServicePolicy {
+    const message = createBaseServicePolicy();
+    message.namespace = object.namespace ?? "";
+    message.endpointNamespaces = object.endpointNamespaces?.map((e) => e) || [];
+    message.endpointSelector = (globalThis.Object.entries(object.endpointSelector ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.endpointRoutes = object.endpointRoutes?.map((e) => e) || [];
+    message.endpointPools = object.endpointPools?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseServicePolicy_EndpointSelectorEntry(): ServicePolicy_EndpointSelectorEntry {
+  return { key: "", value: "" };
+}
+
+export const ServicePolicy_EndpointSelectorEntry: MessageFns<ServicePolicy_EndpointSelectorEntry> = {
+  encode(message: ServicePolicy_EndpointSelectorEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServicePolicy_EndpointSelectorEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServicePolicy_EndpointSelectorEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServicePolicy_EndpointSelectorEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ServicePolicy_EndpointSelectorEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServicePolicy_EndpointSelectorEntry>, I>>(
+    base?: I,
+  ): ServicePolicy_EndpointSelectorEntry {
+    return ServicePolicy_EndpointSelectorEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServicePolicy_EndpointSelectorEntry>, I>>(
+    object: I,
+  ): ServicePolicy_EndpointSelectorEntry {
+    const message = createBaseServicePolicy_EndpointSelectorEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceRegistration(): ServiceRegistration {
+  return { service: undefined, policy: undefined };
+}
+
+export const ServiceRegistration: MessageFns<ServiceRegistration> = {
+  encode(message: ServiceRegistration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.service !== undefined) {
+      NetworkService.encode(message.service, writer.uint32(10).fork()).join();
+    }
+    if (message.policy !== undefined) {
+      ServicePolicy.encode(message.policy, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceRegistration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceRegistration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.service = NetworkService.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.policy = ServicePolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceRegistration {
+    return {
+      service: isSet(object.service) ? NetworkService.fromJSON(object.service) : undefined,
+      policy: isSet(object.policy) ? ServicePolicy.fromJSON(object.policy) : undefined,
+    };
+  },
+
+  toJSON(message: ServiceRegistration): unknown {
+    const obj: any = {};
+    if (message.service !== undefined) {
+      obj.service = NetworkService.toJSON(message.service);
+    }
+    if (message.policy !== undefined) {
+      obj.policy = ServicePolicy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServiceRegistration>, I>>(base?: I): ServiceRegistration {
+    return ServiceRegistration.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServiceRegistration>, I>>(object: I): ServiceRegistration {
+    const message = createBaseServiceRegistration();
+    message.service = (object.service !== undefined && object.service !== null)
+      ? NetworkService.fromPartial(object.service)
+      : undefined;
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? ServicePolicy.fromPartial(object.policy)
       : undefined;
     return message;
   },
@@ -1627,6 +2027,14 @@ export const AgentDefinition = {
       requestType: EndpointQuery as typeof EndpointQuery,
       requestStream: false,
       responseType: Empty as typeof Empty,
+      responseStream: false,
+      options: {},
+    },
+    registerService: {
+      name: "RegisterService",
+      requestType: ServiceRegistration as typeof ServiceRegistration,
+      requestStream: false,
+      responseType: ServiceRegistration as typeof ServiceRegistration,
       responseStream: false,
       options: {},
     },
