@@ -76,7 +76,8 @@ for (const b of binaries) {
     ...BUNDLE_OPTIONS,
     entryPoints: [b.entry],
     // The Kubernetes client (~5 MB of source) stays in node_modules too: loaded only with --kubernetes.
-    external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node'],
+    // So does etcd3: it reads its .proto files from its own directory at run time, which no bundle has.
+    external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node', 'etcd3'],
     plugins: b.lean ? [forbidNative] : [],
   })
   const bundle = result.outputFiles[0].text

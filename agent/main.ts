@@ -9,7 +9,7 @@ import pkg from '../package.json'
 import { ConfigError, loadConfig, USAGE, type AgentConfig } from './config/config.js'
 import { ConnectionTable } from './connections/table.js'
 import { lockStateDir, StateDirLockedError } from './connections/state-lock.js'
-import { Registry, serviceCodec, storedEndpointCodec } from './registry/registry.js'
+import { checkStoredEndpoint, checkStoredService, Registry, serviceCodec, storedEndpointCodec, timestampMs, type StoredEndpoint } from './registry/registry.js'
 import { FileStore } from './registry/store.js'
 import { DirectoryPodInfoSource } from './podinfo/directory.js'
 import type { PodInfoSource } from './podinfo/types.js'
@@ -17,7 +17,12 @@ import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane } from './pipeline/index.js'
 import { CniService } from './cni/index.js'
+import { refreshCniEndpoints } from './cni/endpoint.js'
 import { NetnsPolicy } from '../pkg/netns-policy.js'
+import type { Kv } from './store/kv.js'
+import { KvStore } from './store/kv-store.js'
+import { NodeRecords } from './store/nodes.js'
+import { openSharedStore } from './store/open.js'
 
 async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
@@ -38,7 +43,7 @@ async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSou
  * they are quarantined and logged (level error) naming the file, and every readable record is kept.
  * Throws (naming the file) when the state cannot be written, e.g. no room to preallocate the journal.
  */
-async function openState(config: AgentConfig, netns: NetnsPolicy, log: Logger, onListenerError: (err: unknown) => void): Promise<{ table: ConnectionTable; registry: Registry }> {
+async function openState(config: AgentConfig, netns: NetnsPolicy, log: Logger, onListenerError: (err: unknown) => void, shared: Kv | undefined): Promise<{ table: ConnectionTable; registry: Registry }> {
   const onDamage = (d: { file: string; reason: string; quarantined: string | undefined }): void =>
     log.error('damaged state file', { file: d.file, reason: d.reason, ...(d.quarantined === undefined ? {} : { quarantined: d.quarantined }) })
   // NSM_AGENT_JOURNAL_BYTES: the journal's preallocated size (tests fill a small disk with it).
@@ -47,13 +52,32 @@ async function openState(config: AgentConfig, netns: NetnsPolicy, log: Logger, o
     onDamage,
     ...(Number.isInteger(journalBytes) && journalBytes > 0 ? { journalBytes } : {}),
   })
-  const registry = await Registry.open({
-    services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec, { onDamage }),
-    endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec, { onDamage }),
-    netnsAllow: netns,
-    defaultTtlMs: config.endpointTtlMs,
-    onListenerError,
-  })
+  // The registry in the state dir (one node), or in the shared engine (every agent sees every endpoint,
+  // each stamped with its node; an endpoint's engine entry lives as long as its registration).
+  const stores =
+    shared === undefined
+      ? {
+          services: new FileStore(join(config.stateDir, 'registry', 'services.json'), serviceCodec, { onDamage }),
+          endpoints: new FileStore(join(config.stateDir, 'registry', 'endpoints.json'), storedEndpointCodec, { onDamage }),
+        }
+      : {
+          services: new KvStore(shared, 'services', serviceCodec, { onDamage, check: checkStoredService }),
+          endpoints: new KvStore(shared, 'endpoints', storedEndpointCodec, {
+            onDamage,
+            check: checkStoredEndpoint,
+            ttlOf: (e: StoredEndpoint) => {
+              const at = timestampMs(e.endpoint.expirationTime)
+              return at === undefined ? undefined : at - Date.now()
+            },
+          }),
+          nodeName: config.nodeName,
+          onStoreState: (store: string, state: string, reason?: string) => {
+            const fields = { backend: shared.backend, store, ...(reason === undefined ? {} : { reason }) }
+            if (state === 'down') log.error('store down', fields)
+            else log.info('store up', fields)
+          },
+        }
+  const registry = await Registry.open({ ...stores, netnsAllow: netns, defaultTtlMs: config.endpointTtlMs, onListenerError })
   return { table, registry }
 }
 
@@ -88,9 +112,16 @@ async function main(argv: readonly string[]): Promise<number> {
     return 1
   }
   let state: { table: ConnectionTable; registry: Registry }
+  let shared: Kv | undefined
+  let nodes: NodeRecords | undefined
   try {
-    state = await openState(config, netns, log, reportListenerError)
+    shared = await openSharedStore(config, (msg, fields) => log.warn(msg, fields))
+    state = await openState(config, netns, log, reportListenerError, shared)
+    if (shared !== undefined) {
+      nodes = await NodeRecords.start(shared, { name: config.nodeName, underlayAddress: config.underlayAddress, peerUrl: config.peerUrl }, { ttlMs: config.nodeTtlMs, onError: (msg, fields) => log.warn(msg, fields) })
+    }
   } catch (err) {
+    await shared?.close().catch(() => undefined)
     // A state dir that cannot be written (no room for the journal, an I/O error): the message names the file.
     log.error('cannot open the state', { stateDir: config.stateDir, err })
     process.stderr.write(`nsm-agent: ${(err as Error).message}\n`)
@@ -111,6 +142,7 @@ async function main(argv: readonly string[]): Promise<number> {
     registry,
     log,
     ...(podInfo === undefined ? {} : { podInfo }),
+    ...(nodes === undefined || shared === undefined ? {} : { nodes: { store: shared.backend, list: () => nodes.list() } }),
   })
   // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
   const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log })
@@ -124,6 +156,7 @@ async function main(argv: readonly string[]): Promise<number> {
     check: (entry) => dataplane.check(entry),
     netns,
     endpointPolicy: config.endpointPolicy,
+    ...(shared === undefined ? {} : { endpointLifetimeMs: config.endpointTtlMs }),
     readiness: () => ({ ready: true, reason: '' }),
     shutdown: server.stopping,
     log,
@@ -133,15 +166,26 @@ async function main(argv: readonly string[]): Promise<number> {
   const reconciled = await dataplane.healer.reconcile()
   log.info('reconciled connections with the kernel', reconciled)
   dataplane.healer.start()
+  // Shared stores: this node's endpoint pods are rewritten every third of their lifetime.
+  const refresher =
+    shared === undefined
+      ? undefined
+      : setInterval(() => {
+          refreshCniEndpoints(registry, config.nodeName, config.endpointTtlMs).catch((err: unknown) => log.warn('endpoint pods: refresh failed, retrying', { err }))
+        }, config.endpointTtlMs / 3)
+  refresher?.unref()
 
   let stopping: Promise<void> | undefined
   const stop = (signal: string): Promise<void> => {
     stopping ??= (async () => {
       log.info('stopping', { signal })
+      if (refresher !== undefined) clearInterval(refresher)
       await server.stop()
       await dataplane.stop()
       registry.close()
       podInfo?.close()
+      await nodes?.stop()
+      await shared?.close()
       await table.flush()
       log.info('stopped', {})
     })()
@@ -167,9 +211,11 @@ async function main(argv: readonly string[]): Promise<number> {
     log.error('cannot serve', { socket: config.socket, err })
     registry.close()
     podInfo?.close()
+    await nodes?.stop()
+    await shared?.close()
     return 1
   }
-  log.info('ready', { socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, version: pkg.version, pid: process.pid })
+  log.info('ready', { socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
   return done
 }
 

@@ -35,3 +35,8 @@ export function isContainerEndpoint(name: string, containerId: string): boolean 
   const suffix = `.${endpointKey(containerId)}`
   return name.length > suffix.length && name.endsWith(suffix)
 }
+
+/** True when `name` has the form of an endpoint a CNI ADD registers (for any container). */
+export function isCniEndpointName(name: string): boolean {
+  return /\.cn[ih]-[a-z0-9-]+$/.test(name)
+}

@@ -6,13 +6,14 @@ import { parseNetworkServiceYaml, type NetworkService as ConfNetworkService } fr
 import { ConfError } from '../../conf/errors.js'
 import { Connection, ConnectionEventType, MonitorConnectionDefinition, State } from '../../proto/gen/networkservice/connection.js'
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG } from '../../proto/gen/registry/registry.js'
-import { AgentDefinition, EndpointExtension, EndpointRegistration, ServiceRegistration, StatusResponse, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
+import { AgentDefinition, EndpointExtension, EndpointRegistration, NodeList, ServiceRegistration, StatusResponse, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import { AgentClient } from '../client/client.js'
 import { parseDuration } from '../config/config.js'
 import { timestampOf } from '../registry/registry.js'
 import type { Explanation } from '../select/index.js'
 import { all, labelPairs, one, parseArgs, UsageError, type FlagSpec, type Parsed } from './args.js'
-import { connectionsTable, endpointsTable, explanationText, servicesTable, table } from './format.js'
+import { exportStore, importStore, STORE_FLAGS } from './store.js'
+import { connectionsTable, endpointsTable, explanationText, nodesTable, servicesTable, table } from './format.js'
 
 export interface Io {
   out(s: string): void
@@ -31,9 +32,12 @@ commands:
   unregister NAME   remove an endpoint
   apply -f FILE     register the NetworkService(s) in a YAML file (- for stdin; v1alpha1 or v1 form)
   delete service NAME
-  get services|endpoints|connections [-w]   (also: list ...; -w/--watch streams changes until interrupted)
+  get services|endpoints|connections|nodes [-w]   (also: list ...; -w/--watch streams changes until interrupted)
   explain SERVICE [--labels k=v,...]   which match applies, which endpoints qualify, which is chosen
   status            the agent's readiness
+  store export|import --store file --state-dir DIR | --store etcd --etcd-endpoints URL[,...] [--etcd-prefix P]
+                [--etcd-ca F --etcd-cert F --etcd-key F] | --store kubernetes [--kubeconfig F] [--store-namespace NS]
+                    move services, endpoints and claims between stores as JSON (import: -f FILE); no agent needed
 
 --socket defaults to $NSM_AGENT_SOCKET or /run/nsm/agent.sock.
 exit codes: 0 ok, 1 refused by the agent, 2 bad usage or input, 3 agent unreachable`
@@ -53,6 +57,7 @@ const SPEC: FlagSpec = {
   '--ttl': 'value',
   '--filename': 'value',
   '--watch': 'bool',
+  ...Object.fromEntries(STORE_FLAGS.map((f) => [f, 'value'])),
 }
 const GLOBAL = ['--socket', '--output', '--help']
 const ALLOWED: Readonly<Record<string, readonly string[]>> = {
@@ -64,6 +69,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   list: ['--watch'],
   explain: ['--labels'],
   status: [],
+  store: [...STORE_FLAGS, '--filename'],
 }
 
 interface Ctx {
@@ -105,6 +111,11 @@ export async function runCommand(argv: readonly string[], io: Io): Promise<numbe
         return await get(ctx)
       case 'explain':
         return await explainCmd(ctx)
+      case 'store': {
+        const [, sub = '', ...rest] = p.positional
+        if (rest.length > 0 || (sub !== 'export' && sub !== 'import')) throw new UsageError('store: expects export or import')
+        return sub === 'export' ? await exportStore(p.flags, io) : await importStore(p.flags, io)
+      }
       default:
         return await status(ctx)
     }
@@ -309,7 +320,7 @@ async function watch(ctx: Ctx, kind: 'connections' | 'endpoints'): Promise<numbe
 }
 
 async function get(ctx: Ctx): Promise<number> {
-  const [kind = ''] = args(ctx, 1, 'one of services, endpoints, connections')
+  const [kind = ''] = args(ctx, 1, 'one of services, endpoints, connections, nodes')
   if (ctx.p.flags.has('--watch')) {
     if (['connections', 'connection', 'conn'].includes(kind)) return watch(ctx, 'connections')
     if (['endpoints', 'endpoint', 'nse'].includes(kind)) return watch(ctx, 'endpoints')
@@ -338,8 +349,13 @@ async function get(ctx: Ctx): Promise<number> {
       const conns = await listConnections(ctx)
       return out(conns.map((c) => Connection.toJSON(c)), connectionsTable(conns))
     }
+    case 'nodes':
+    case 'node': {
+      const list = await ctx.client.unary(AgentDefinition, AgentDefinition.methods.listNodes, {})
+      return out(NodeList.toJSON(list), nodesTable(list.nodes, ctx.io.now()))
+    }
     default:
-      throw new UsageError(`get: unknown kind "${kind}" (services, endpoints, connections)`)
+      throw new UsageError(`get: unknown kind "${kind}" (services, endpoints, connections, nodes)`)
   }
 }
 

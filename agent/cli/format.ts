@@ -3,7 +3,7 @@
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { State } from '../../proto/gen/networkservice/connection.js'
 import type { NetworkService } from '../../proto/gen/registry/registry.js'
-import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { EndpointRegistration, NodeRecord } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { Explanation } from '../select/index.js'
 import { timestampMs } from '../registry/registry.js'
 
@@ -114,4 +114,13 @@ export function explanationText(x: Explanation): string {
   out.push(`chosen:    ${x.chosen ?? '-'}`)
   out.push(`why:       ${x.summary}`)
   return out.join('\n') + '\n'
+}
+
+/** Nodes of the shared store: where each agent is, and how long since it last wrote its record. */
+export function nodesTable(nodes: readonly NodeRecord[], now: number): string {
+  const rows = nodes.map((n) => {
+    const seen = timestampMs(n.lastSeen)
+    return [n.name, n.underlayAddress || '-', n.peerUrl || '-', seen === undefined ? '-' : `${Math.max(0, Math.round((now - seen) / 1000))}s ago`]
+  })
+  return table(['NAME', 'UNDERLAY', 'PEER', 'LAST SEEN'], rows)
 }

@@ -87,7 +87,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   try {
     if (plan.offers.length > 0) {
       step = `register endpoint ${plan.offers.map((o) => o.service).join(', ')}`
-      endpoints.push(...(await registerOffers(deps.registry, plan.offers, { containerId: att.containerId, netns: att.netns, labels: pod?.labels ?? {}, nodeName: pod?.nodeName ?? '' })))
+      endpoints.push(...(await registerOffers(deps.registry, plan.offers, { containerId: att.containerId, netns: att.netns, labels: pod?.labels ?? {}, nodeName: pod?.nodeName ?? '' }, deps.endpointLifetimeMs)))
     }
     for (const p of plan.interfaces) {
       step = `request ${p.request.service} for ${p.ifname}`

@@ -28,6 +28,8 @@ export interface CniDeps {
   netns: NetnsPolicy
   /** The agent config's registration policy rules (conf/endpoint-policy.ts), besides each service's own. */
   endpointPolicy: readonly OfferRule[]
+  /** Lifetime of endpoint pods' registrations; undefined: ten years (the file store: no refresh needed). */
+  endpointLifetimeMs?: number
   readiness(): Readiness
   /** Aborted when the agent shuts down: work in flight is cancelled. */
   shutdown: AbortSignal

@@ -9,11 +9,13 @@
 // Policy: before anything is registered, every offer must be admitted by the registration policy (the
 // service's own, or the agent config's rules: conf/endpoint-policy.ts); a refusal is 112 and logged.
 // All offers of a pod are registered as one registry write, and unregistered as one.
-// Lifetime: registrations made here never need a refresh (the plugin runs once per ADD, there is no one
-// to refresh them): they carry an expiration ten years out, and end by DEL, or by the agent's healer,
-// which unregisters an endpoint whose netns has disappeared (a pod removed without DEL).
+// Lifetime: on the file store (one node) registrations made here never need a refresh (the plugin runs
+// once per ADD, there is no one to refresh them): they carry an expiration ten years out, and end by DEL,
+// or by the agent's healer, which unregisters an endpoint whose netns has disappeared (a pod removed
+// without DEL). On a shared store they live the agent's endpoint TTL and the agent rewrites them
+// (refreshCniEndpoints): a node that dies takes its endpoint pods out of the cluster's registry.
 import type { EndpointOffer } from '../../conf/annotations.js'
-import { endpointName, isContainerEndpoint } from '../../conf/endpoint-names.js'
+import { endpointName, isCniEndpointName, isContainerEndpoint } from '../../conf/endpoint-names.js'
 import type { EndpointRegistration } from '../../proto/gen/nsmcni/nsmcni.js'
 import { CniCode, CniError } from '../../cni/protocol/index.js'
 import type { Registry } from '../registry/registry.js'
@@ -31,9 +33,9 @@ export interface EndpointPod {
   nodeName: string
 }
 
-export function registration(offer: EndpointOffer, pod: EndpointPod, nowMs: number): EndpointRegistration {
+export function registration(offer: EndpointOffer, pod: EndpointPod, nowMs: number, lifetimeMs = CNI_ENDPOINT_LIFETIME_S * 1000): EndpointRegistration {
   const name = endpointName(offer.service, pod.containerId)
-  const expires = Math.floor(nowMs / 1000) + CNI_ENDPOINT_LIFETIME_S
+  const expires = Math.floor((nowMs + lifetimeMs) / 1000)
   return {
     endpoint: {
       name,
@@ -90,9 +92,9 @@ export function refuseUnauthorized(deps: Pick<CniDeps, 'registry' | 'endpointPol
 }
 
 /** Registers every offer as one registry write (all or none). */
-export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod): Promise<string[]> {
+export async function registerOffers(registry: Registry, offers: readonly EndpointOffer[], pod: EndpointPod, lifetimeMs?: number): Promise<string[]> {
   const now = Date.now()
-  const regs = offers.map((o) => registration(o, pod, now))
+  const regs = offers.map((o) => registration(o, pod, now, lifetimeMs))
   for (const reg of regs) if (reg.endpoint !== undefined) refuseForeign(registry, reg.endpoint.name, pod)
   const stored = await registry.registerEndpoints(regs.flatMap((r) => (r.endpoint === undefined ? [] : [{ endpoint: r.endpoint, extension: r.extension }])))
   return stored.map((s) => s.endpoint.name)
@@ -101,6 +103,27 @@ export async function registerOffers(registry: Registry, offers: readonly Endpoi
 /** Unregisters `names` as one registry write; one already gone is what the caller wants. */
 export async function unregisterNames(registry: Registry, names: readonly string[]): Promise<void> {
   await registry.unregisterEndpoints(names)
+}
+
+/**
+ * Shared stores: the CNI endpoints of this node live `lifetimeMs` and are rewritten here (one batch) well
+ * before that, so they outlive no dead agent. Resolves with how many were refreshed.
+ */
+export async function refreshCniEndpoints(registry: Registry, nodeName: string, lifetimeMs: number, now = Date.now()): Promise<number> {
+  const expirationTime = { seconds: Math.floor((now + lifetimeMs) / 1000), nanos: 0 }
+  const mine = registry.findEndpoints().filter((e) => e.extension.nodeName === nodeName && isCniEndpointName(e.endpoint.name))
+  const regs = mine.map((e) => ({ endpoint: { ...e.endpoint, expirationTime }, extension: e.extension }))
+  try {
+    await registry.registerEndpoints(regs)
+    return regs.length
+  } catch (err) {
+    // One that no longer validates (its netns is gone: the healer unregisters it) must not hold back the
+    // others: one by one, and the first failure is reported after.
+    let refreshed = 0
+    for (const r of regs) await registry.registerEndpoints([r]).then(() => refreshed++, () => undefined)
+    if (refreshed < regs.length) throw err
+    return refreshed
+  }
 }
 
 /** Unregisters every endpoint a CNI ADD registered for this container (found by name: no pod lookup). */

@@ -2,6 +2,7 @@
 // validated into one typed AgentConfig with errors that name the file, flag and field at fault.
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
+import { isIP } from 'node:net'
 import { isAbsolute, normalize } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { DEFAULT_NETNS_PATTERNS, NETNS_PATTERN_FORMS, NetnsPatternError, parseNetnsPattern } from '../../pkg/netns-policy.js'
@@ -35,7 +36,30 @@ export interface AgentConfig {
    * pods may offer which services through the endpoint annotation. Config file only.
    */
   endpointPolicy: OfferRule[]
+  /**
+   * Where the registry (and, with a shared engine, endpoint address claims and node records) lives:
+   * `file` (the state dir; one node), `etcd`, or `kubernetes` (custom resources; ARCHITECTURE §12).
+   */
+  store: StoreBackend
+  /** etcd client URLs (`--etcd-endpoints`), required with `store: etcd`. */
+  etcdEndpoints: string[]
+  etcdPrefix: string
+  /** PEM files for etcd over TLS: its CA, and our client certificate and key. */
+  etcdCa: string | undefined
+  etcdCert: string | undefined
+  etcdKey: string | undefined
+  /** The namespace of the Kubernetes store's objects. */
+  storeNamespace: string
+  /** This node's address other nodes reach it on (the VXLAN underlay), written in its node record. */
+  underlayAddress: string
+  /** The URL other agents reach this one's NSM API on, written in its node record. */
+  peerUrl: string
+  /** Lifetime of this node's record in a shared store; rewritten every third of it. */
+  nodeTtlMs: number
 }
+
+export type StoreBackend = 'file' | 'etcd' | 'kubernetes'
+const STORE_BACKENDS: readonly StoreBackend[] = ['file', 'etcd', 'kubernetes']
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error']
@@ -51,6 +75,16 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   kubernetes: false,
   kubeconfig: undefined,
   endpointPolicy: [],
+  store: 'file',
+  etcdEndpoints: [],
+  etcdPrefix: '/nsm',
+  etcdCa: undefined,
+  etcdCert: undefined,
+  etcdKey: undefined,
+  storeNamespace: 'nsm-system',
+  underlayAddress: '',
+  peerUrl: '',
+  nodeTtlMs: 30_000,
 }
 
 export class ConfigError extends Error {
@@ -67,9 +101,13 @@ export class ConfigError extends Error {
 export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-dir DIR] [--node-name NAME]
                  [--netns-allow PATTERN]... [--endpoint-ttl DURATION] [--log-level debug|info|warn|error]
                  [--pod-info-dir DIR | --kubernetes [--kubeconfig FILE]]
+                 [--store file | --store etcd --etcd-endpoints URL[,URL...] [--etcd-prefix P]
+                  [--etcd-ca F [--etcd-cert F --etcd-key F]] | --store kubernetes [--store-namespace NS]]
+                 [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
-endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy). --netns-allow may repeat or take a comma list; it replaces the default list
+endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.`
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
@@ -84,7 +122,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -138,6 +176,40 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
       case '--kubeconfig':
         overrides.kubeconfig = checkAbsolute(flag, value())
         overrides.kubernetes = true
+        break
+      case '--store':
+        overrides.store = checkStore(flag, value())
+        break
+      case '--etcd-endpoints':
+        overrides.etcdEndpoints = value()
+          .split(',')
+          .map((u) => u.trim())
+          .filter((u) => u !== '')
+          .map((u, i) => checkEtcdUrl(`${flag}[${i}]`, u))
+        break
+      case '--etcd-prefix':
+        overrides.etcdPrefix = checkPrefix(flag, value())
+        break
+      case '--etcd-ca':
+        overrides.etcdCa = checkAbsolute(flag, value())
+        break
+      case '--etcd-cert':
+        overrides.etcdCert = checkAbsolute(flag, value())
+        break
+      case '--etcd-key':
+        overrides.etcdKey = checkAbsolute(flag, value())
+        break
+      case '--store-namespace':
+        overrides.storeNamespace = checkNamespace(flag, value())
+        break
+      case '--underlay-address':
+        overrides.underlayAddress = checkAddress(flag, value())
+        break
+      case '--peer-url':
+        overrides.peerUrl = checkPeerUrl(flag, value())
+        break
+      case '--node-ttl':
+        overrides.nodeTtlMs = checkDuration(flag, value())
         break
       default:
         throw new ConfigError(arg, 'unknown flag (see --help)')
@@ -193,6 +265,37 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
       case 'endpointPolicy':
         out.endpointPolicy = parseEndpointPolicy(where, v)
         break
+      case 'store':
+        out.store = checkStore(where, str(where, v))
+        break
+      case 'etcdEndpoints':
+        if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty list of URLs')
+        out.etcdEndpoints = v.map((u, i) => checkEtcdUrl(`${where}[${i}]`, str(`${where}[${i}]`, u)))
+        break
+      case 'etcdPrefix':
+        out.etcdPrefix = checkPrefix(where, str(where, v))
+        break
+      case 'etcdCa':
+        out.etcdCa = checkAbsolute(where, str(where, v))
+        break
+      case 'etcdCert':
+        out.etcdCert = checkAbsolute(where, str(where, v))
+        break
+      case 'etcdKey':
+        out.etcdKey = checkAbsolute(where, str(where, v))
+        break
+      case 'storeNamespace':
+        out.storeNamespace = checkNamespace(where, str(where, v))
+        break
+      case 'underlayAddress':
+        out.underlayAddress = checkAddress(where, str(where, v))
+        break
+      case 'peerUrl':
+        out.peerUrl = checkPeerUrl(where, str(where, v))
+        break
+      case 'nodeTtl':
+        out.nodeTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
+        break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
@@ -213,7 +316,61 @@ export function loadConfig(argv: readonly string[]): { config: AgentConfig; help
     }
     fromFile = parseConfigFile(configFile, text)
   }
-  return { config: { ...DEFAULT_CONFIG, ...fromFile, ...overrides }, help }
+  const config = { ...DEFAULT_CONFIG, ...fromFile, ...overrides }
+  checkStoreConfig(config)
+  return { config, help }
+}
+
+/** What one backend needs of the others' settings. */
+export function checkStoreConfig(c: AgentConfig): void {
+  if (c.store === 'etcd' && c.etcdEndpoints.length === 0) throw new ConfigError('--store etcd', 'needs --etcd-endpoints URL[,URL...] (or etcdEndpoints in the config file)')
+  if (c.store !== 'etcd' && c.etcdEndpoints.length > 0) throw new ConfigError('--etcd-endpoints', `is for --store etcd (the store is ${c.store})`)
+  if ((c.etcdCert === undefined) !== (c.etcdKey === undefined)) throw new ConfigError('--etcd-cert', 'and --etcd-key go together')
+  if (c.etcdCert !== undefined && c.etcdCa === undefined) throw new ConfigError('--etcd-cert', 'needs --etcd-ca (the CA that signed etcd\'s certificate)')
+  const tls = c.etcdCa !== undefined
+  for (const [i, u] of c.etcdEndpoints.entries()) {
+    if (tls !== u.startsWith('https://')) throw new ConfigError(`--etcd-endpoints[${i}]`, tls ? `${u}: with --etcd-ca the URLs are https://` : `${u}: an https:// URL needs --etcd-ca`)
+  }
+}
+
+function checkStore(where: string, v: string): StoreBackend {
+  const b = STORE_BACKENDS.find((x) => x === v)
+  if (b === undefined) throw new ConfigError(where, `must be one of ${STORE_BACKENDS.join(', ')}, got "${v}"`)
+  return b
+}
+
+function checkEtcdUrl(where: string, v: string): string {
+  let u: URL
+  try {
+    u = new URL(v)
+  } catch {
+    throw new ConfigError(where, `"${v}" is not a URL (http://host:port or https://host:port)`)
+  }
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '' || u.port === '' || (u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.username !== '') {
+    throw new ConfigError(where, `"${v}" must be http://host:port or https://host:port`)
+  }
+  return `${u.protocol}//${u.host}`
+}
+
+function checkPrefix(where: string, v: string): string {
+  if (!/^\/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$/.test(v) || v.includes('//')) throw new ConfigError(where, `"${v}" must be an absolute key prefix like /nsm (no trailing /)`)
+  return v
+}
+
+function checkNamespace(where: string, v: string): string {
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) throw new ConfigError(where, `"${v}" is not a Kubernetes namespace (a DNS-1123 label)`)
+  return v
+}
+
+function checkAddress(where: string, v: string): string {
+  if (isIP(v) === 0) throw new ConfigError(where, `"${v}" is not an IP address`)
+  return v
+}
+
+function checkPeerUrl(where: string, v: string): string {
+  const m = /^(tcp|unix):\/\/(.+)$/.exec(v)
+  if (m === null) throw new ConfigError(where, `"${v}" must be tcp://host:port or unix:///path`)
+  return v
 }
 
 function str(where: string, v: unknown): string {

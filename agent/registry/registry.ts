@@ -54,6 +54,13 @@ export interface RegistryOptions {
   defaultTtlMs: number
   now?: () => number
   onListenerError?: (err: unknown) => void
+  /**
+   * Shared stores (agent/store/): this agent's node, written into every endpoint registered here without
+   * one (extension.node_name), so every agent knows where it lives.
+   */
+  nodeName?: string
+  /** A shared store's watch lost the engine or got it back. */
+  onStoreState?: (store: 'services' | 'endpoints', state: 'down' | 'up', reason?: string) => void
 }
 
 export const storedEndpointCodec = {
@@ -95,6 +102,7 @@ export class Registry {
   private queue: Promise<unknown> = Promise.resolve()
   private timer: NodeJS.Timeout | undefined
   private closed = false
+  private readonly unwatch: Array<() => void> = []
   private readonly netns: NetnsPolicy
 
   private constructor(private readonly opts: RegistryOptions) {
@@ -109,19 +117,83 @@ export class Registry {
    */
   static async open(opts: RegistryOptions): Promise<Registry> {
     const r = new Registry(opts)
-    const services = await opts.services.load((key, s) => {
-      keyedByName(key, s.service.name)
-      validateService(s.service)
-      if (s.policy !== undefined) validatePolicy(s.policy)
-    })
+    const services = await opts.services.load(checkStoredService)
     for (const [name, s] of services) r.services.set(name, { message: s.service, parsed: validateService(s.service), policy: s.policy })
-    const endpoints = await opts.endpoints.load((key, e) => {
-      keyedByName(key, e.endpoint.name)
-      checkName('network_service_endpoint.name', e.endpoint.name)
-    })
+    const endpoints = await opts.endpoints.load(checkStoredEndpoint)
     for (const [name, stored] of endpoints) r.endpoints.set(name, stored)
+    r.watchStores()
     await r.sweep()
     return r
+  }
+
+  /**
+   * Shared stores: others' registrations (and the engine's expiries) come in here and are announced like
+   * local ones. Each change is applied in the mutation queue, after any local write in flight, and only
+   * when it differs from the view: the echo of the agent's own write changes nothing.
+   */
+  private watchStores(): void {
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b)
+    const { services, endpoints } = this.opts
+    if (endpoints.watch !== undefined) {
+      const putEndpoint = (name: string, e: StoredEndpoint): void => {
+        const previous = this.endpoints.get(name)
+        if (previous !== undefined && same(storedEndpointCodec.toJSON(previous), storedEndpointCodec.toJSON(e))) return
+        this.endpoints.set(name, e)
+        this.emit({ kind: 'endpoint', type: 'update', ...e, reason: previous === undefined ? 'registered' : 'refreshed' })
+      }
+      const dropEndpoint = (name: string): void => {
+        const existing = this.endpoints.get(name)
+        if (existing === undefined) return
+        this.endpoints.delete(name)
+        this.emit({ kind: 'endpoint', type: 'delete', ...existing, reason: isExpired(existing, this.now()) ? 'expired' : 'unregistered' })
+      }
+      this.unwatch.push(
+        endpoints.watch({
+          onPut: (name, e) => void this.serialize(async () => (putEndpoint(name, e), this.schedule())),
+          onDelete: (name) => void this.serialize(async () => (dropEndpoint(name), this.schedule())),
+          onReset: (all) =>
+            void this.serialize(async () => {
+              for (const name of [...this.endpoints.keys()]) if (!all.has(name)) dropEndpoint(name)
+              for (const [name, e] of all) putEndpoint(name, e)
+              this.schedule()
+            }),
+          onState: (state, reason) => this.opts.onStoreState?.('endpoints', state, reason),
+        }),
+      )
+    }
+    if (services.watch !== undefined) {
+      const putService = (name: string, s: StoredService): void => {
+        const previous = this.services.get(name)
+        if (previous !== undefined && same(serviceCodec.toJSON({ service: previous.message, policy: previous.policy }), serviceCodec.toJSON(s))) return
+        let parsed: ConfNetworkService
+        try {
+          parsed = validateService(s.service)
+        } catch (err) {
+          this.opts.onListenerError?.(err)
+          return
+        }
+        this.services.set(name, { message: s.service, parsed, policy: s.policy })
+        this.emit({ kind: 'service', type: 'update', service: s.service })
+      }
+      const dropService = (name: string): void => {
+        const existing = this.services.get(name)
+        if (existing === undefined) return
+        this.services.delete(name)
+        this.emit({ kind: 'service', type: 'delete', service: existing.message })
+      }
+      this.unwatch.push(
+        services.watch({
+          onPut: (name, s) => void this.serialize(async () => putService(name, s)),
+          onDelete: (name) => void this.serialize(async () => dropService(name)),
+          onReset: (all) =>
+            void this.serialize(async () => {
+              for (const name of [...this.services.keys()]) if (!all.has(name)) dropService(name)
+              for (const [name, s] of all) putService(name, s)
+            }),
+          onState: (state, reason) => this.opts.onStoreState?.('services', state, reason),
+        }),
+      )
+    }
   }
 
   subscribe(listener: RegistryListener): () => void {
@@ -131,6 +203,7 @@ export class Registry {
 
   close(): void {
     this.closed = true
+    for (const stop of this.unwatch.splice(0)) stop()
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
   }
@@ -219,7 +292,7 @@ export class Registry {
             expirationTime: nse.expirationTime ?? timestampOf(now + this.opts.defaultTtlMs),
             initialRegistrationTime: previous?.endpoint.initialRegistrationTime ?? nse.initialRegistrationTime ?? timestampOf(now),
           },
-          extension: { ...base, endpointName: nse.name, netnsPath },
+          extension: { ...base, endpointName: nse.name, netnsPath, nodeName: base.nodeName !== '' ? base.nodeName : (this.opts.nodeName ?? '') },
         }
         return { stored, reason: previous === undefined ? ('registered' as const) : ('refreshed' as const) }
       })
@@ -340,6 +413,19 @@ export class Registry {
     }
     this.schedule()
   }
+}
+
+/** What a stored service must be to load: keyed by its name, and valid. */
+export function checkStoredService(key: string, s: StoredService): void {
+  keyedByName(key, s.service.name)
+  validateService(s.service)
+  if (s.policy !== undefined) validatePolicy(s.policy)
+}
+
+/** What a stored endpoint must be to load: keyed by its name, a valid name. */
+export function checkStoredEndpoint(key: string, e: StoredEndpoint): void {
+  keyedByName(key, e.endpoint.name)
+  checkName('network_service_endpoint.name', e.endpoint.name)
 }
 
 function keyedByName(key: string, name: string): void {

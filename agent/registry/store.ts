@@ -19,6 +19,15 @@ export interface StoreDamage {
   readonly quarantined: string | undefined
 }
 
+/** Changes made by others to a shared store (agent/store/kv-store.ts), and echoes of one's own. */
+export interface StoreWatch<T> {
+  onPut(key: string, value: T): void
+  onDelete(key: string): void
+  /** The watch could not resume: everything the store holds now. */
+  onReset(all: Map<string, T>): void
+  onState?(state: 'down' | 'up', reason?: string): void
+}
+
 export interface Store<T> {
   /** Everything stored. `accept` judges each record (throws to refuse): a refused record is dropped. */
   load(accept?: (key: string, value: T) => void): Promise<Map<string, T>>
@@ -26,6 +35,8 @@ export interface Store<T> {
   delete(key: string): Promise<boolean>
   /** Several puts and deletes as one durable change (one file write): all of them, or none on failure. */
   apply(puts: ReadonlyArray<readonly [string, T]>, deletes: readonly string[]): Promise<void>
+  /** Shared stores only: others' changes after `load`. Returns the stop function. */
+  watch?(handlers: StoreWatch<T>): () => void
 }
 
 export class MemoryStore<T> implements Store<T> {

@@ -4,12 +4,13 @@
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
-import type { EndpointQuery, EndpointRegistration, EndpointRegistrations, ServiceRegistration, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { EndpointQuery, EndpointRegistration, EndpointRegistrations, NodeList, ServiceRegistration, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
 import { explain, type RoundRobin } from '../select/index.js'
 import type { ConnectionTable } from '../connections/table.js'
 import { endpointCandidates } from '../registry/candidates.js'
 import { timestampOf, type Registry } from '../registry/registry.js'
 import { AgentError } from '../errors.js'
+import type { NodeRecord } from '../store/nodes.js'
 import { withCallContext } from './call-context.js'
 import type { CallContext, NetworkServiceHandler } from './handler.js'
 import { toServiceError } from './grpc-status.js'
@@ -40,6 +41,8 @@ export interface NsmcniDeps {
   /** Extra readiness conditions (e.g. the kernel layer); the server adds its own (not shutting down). */
   readiness: () => Readiness
   roundRobin: () => RoundRobin | undefined
+  /** The shared store's node records; undefined on the file store (then only this node is known). */
+  nodes: () => { store: string; list(): NodeRecord[] } | undefined
 }
 
 type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void
@@ -98,6 +101,17 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
         throw err
       })
       return { endpoint: stored.endpoint, extension: stored.extension }
+    }),
+
+    listNodes: unary(deps, async (): Promise<NodeList> => {
+      const shared = deps.nodes()
+      if (shared === undefined) {
+        return { store: 'file', nodes: [{ name: deps.nodeName, underlayAddress: '', peerUrl: '', lastSeen: timestampOf(Date.now()) }] }
+      }
+      return {
+        store: shared.store,
+        nodes: shared.list().map((n) => ({ name: n.name, underlayAddress: n.underlayAddress, peerUrl: n.peerUrl, lastSeen: n.lastSeen === '' ? undefined : timestampOf(Date.parse(n.lastSeen)) })),
+      }
     }),
 
     registerService: unary(deps, async (req: ServiceRegistration): Promise<ServiceRegistration> => {

@@ -29,6 +29,7 @@ import { dualProtocolServer } from './socket.js'
 import type { ShimAnswer, ShimRequest } from '../../cni/nsm/frame.js'
 import { CniCode, CniError, NEWEST } from '../../cni/protocol/index.js'
 import { endpointRegistryImpl, serviceRegistryImpl } from './registry-service.js'
+import type { NodeRecord } from '../store/nodes.js'
 
 export interface AgentServerOptions {
   socket: string
@@ -44,6 +45,8 @@ export interface AgentServerOptions {
   cni?: (req: ShimRequest) => Promise<ShimAnswer>
   readiness?: () => Readiness
   roundRobin?: RoundRobin
+  /** The shared store's node records (agent/store/nodes.ts); absent on the file store. */
+  nodes?: { store: string; list(): NodeRecord[] }
 }
 
 export class AgentServer {
@@ -80,6 +83,7 @@ export class AgentServer {
         podInfo: () => this.podInfo,
         readiness: () => (this.listening ? this.readiness() : { ready: false, reason: 'not serving yet' }),
         roundRobin: () => this.roundRobin,
+        nodes: () => opts.nodes,
       }),
     )
   }

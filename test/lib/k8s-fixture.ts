@@ -1,18 +1,28 @@
 // A Kubernetes API fixture: the one stand-in the project allows (no API server installs here).
 //
-// It speaks the real API's JSON over HTTPS (or HTTP) on 127.0.0.1, for pods (core v1) and the NSM custom resources
-// NetworkService / NetworkServiceEndpoint (networkservicemesh.io/v1), all namespaced:
+// It speaks the real API's JSON over HTTPS (or HTTP) on 127.0.0.1, for pods (core v1), the NSM custom resources
+// NetworkService / NetworkServiceEndpoint (networkservicemesh.io/v1) and the project's own NsmAddressClaim /
+// NsmNode (nsm-cni.io/v1, deploy/crds), all namespaced:
 //   GET    /api/v1/pods, /api/v1/namespaces/{ns}/pods[/{name}]                        list / get
 //   GET    /apis/networkservicemesh.io/v1/[namespaces/{ns}/]{networkservices|networkserviceendpoints}[/{name}]
-//   GET    ...?watch=1|true[&resourceVersion=N][&timeoutSeconds=S]   newline-delimited JSON watch events
+//   GET    /apis/nsm-cni.io/v1/[namespaces/{ns}/]{nsmaddressclaims|nsmnodes}[/{name}]
+//   GET    ...?watch=1|true[&resourceVersion=N][&timeoutSeconds=S][&allowWatchBookmarks=true]
+//          newline-delimited JSON watch events
 //   POST   collection (create, 409 AlreadyExists), PUT item (replace, 409 Conflict on a stale
-//          metadata.resourceVersion), PATCH item (merge patch), DELETE item: for a registry store.
+//          metadata.resourceVersion), PATCH item (merge patch), DELETE item (with a DeleteOptions body whose
+//          preconditions.resourceVersion / .uid must match, else 409 Conflict): for a registry store.
+// A watch with allowWatchBookmarks=true gets a BOOKMARK (an object of the watched kind with only
+// metadata.resourceVersion, the current version) once its replay is sent, then every `bookmarkIntervalMs`
+// (default 1000, 0 = never) and on `sendBookmarks()`.
 // Lists carry metadata.resourceVersion; a watch from N replays history after N, then streams live
 // ADDED/MODIFIED/DELETED; an object that starts or stops matching the selectors is ADDED/DELETED as the
 // real API does. A watch from a version older than `compact()` gets 410 Gone (an ERROR event with a
 // Status, or an HTTP 410 with `goneAs: 'status'`). fieldSelector (metadata.name, metadata.namespace, and
 // for pods spec.nodeName, status.phase; =, ==, !=) and equality-based labelSelector filter lists and
 // watches; other fields answer 400 as the real API does. Requests need `Authorization: Bearer <token>`.
+// Outages: `stop()` closes the listener and every connection (clients get ECONNREFUSED/ECONNRESET) and
+// `start()` listens again on the same port with the same state; `stall()` leaves every new request
+// unanswered (a black-holed server: clients must time out) until `unstall()`, which destroys them.
 // Everything it makes (server, streams, kubeconfig dir) is removed in t.teardown.
 import { EventEmitter } from 'node:events'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -44,19 +54,22 @@ ruQ+8/UM+QRDRKjmWBuQyBUXfAyhRANCAASDQxKAsoA2wjviuzm9aOaWMYsqzqQN
 -----END PRIVATE KEY-----
 `
 
-export type Resource = 'pods' | 'networkservices' | 'networkserviceendpoints'
+export type Resource = 'pods' | 'networkservices' | 'networkserviceendpoints' | 'nsmaddressclaims' | 'nsmnodes'
 const RESOURCES: Record<Resource, { prefix: string; apiVersion: string; kind: string; fields: string[] }> = {
   pods: { prefix: 'api/v1', apiVersion: 'v1', kind: 'Pod', fields: ['spec.nodeName', 'status.phase'] },
   networkservices: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkService', fields: [] },
   networkserviceendpoints: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkServiceEndpoint', fields: [] },
+  nsmaddressclaims: { prefix: 'apis/nsm-cni.io/v1', apiVersion: 'nsm-cni.io/v1', kind: 'NsmAddressClaim', fields: [] },
+  nsmnodes: { prefix: 'apis/nsm-cni.io/v1', apiVersion: 'nsm-cni.io/v1', kind: 'NsmNode', fields: [] },
 }
+const PREFIXES = new Set(Object.values(RESOURCES).map((r) => r.prefix))
 
 /** A Kubernetes object as JSON; `metadata` is always present once stored. */
 export type KObject = { metadata: { namespace: string; name: string; [k: string]: unknown }; [k: string]: unknown }
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED'
 interface Change { rv: number; resource: Resource; type: EventType; old: KObject | undefined; obj: KObject }
 interface Filter { match(o: KObject): boolean }
-interface OpenWatch { resource: Resource; namespace: string | undefined; filter: Filter; res: ServerResponse; end(): void }
+interface OpenWatch { resource: Resource; namespace: string | undefined; filter: Filter; res: ServerResponse; bookmarks: boolean; end(): void }
 
 export interface FixtureOptions {
   /** HTTPS with FIXTURE_CA (default, as real clusters); false serves plain HTTP, and the kubeconfig then
@@ -64,6 +77,8 @@ export interface FixtureOptions {
   tls?: boolean
   /** How a watch from a compacted version is refused: an ERROR event in a 200 stream (default) or HTTP 410. */
   goneAs?: 'event' | 'status'
+  /** How often a watch that allows bookmarks gets one (ms); 0 = only after the replay and on sendBookmarks(). Default 1000. */
+  bookmarkIntervalMs?: number
 }
 export interface RequestRecord { method: string; path: string; query: URLSearchParams }
 interface Teardown { teardown(fn: () => void | Promise<void>): void }
@@ -83,6 +98,9 @@ export class K8sFixture {
   private failures: number[] = []
   private holding = false
   private readonly held: Array<() => void> = []
+  private stalling = false
+  private readonly stalled = new Set<ServerResponse>()
+  private listenPort = 0
   private readonly server
   private readonly opts: FixtureOptions
 
@@ -96,15 +114,52 @@ export class K8sFixture {
 
   async listen(): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(0, '127.0.0.1', () => resolve())
+      const fail = (err: Error): void => reject(err)
+      this.server.once('error', fail)
+      this.server.listen(this.listenPort, '127.0.0.1', () => {
+        this.server.off('error', fail)
+        resolve()
+      })
     })
-    const { port } = this.server.address() as AddressInfo
-    this.url = `${this.opts.tls !== false ? 'https' : 'http'}://127.0.0.1:${port}`
+    this.listenPort = (this.server.address() as AddressInfo).port
+    this.url = `${this.opts.tls !== false ? 'https' : 'http'}://127.0.0.1:${this.listenPort}`
   }
 
   get port(): number {
-    return (this.server.address() as AddressInfo).port
+    return this.listenPort
+  }
+
+  /** An API server outage: ends every watch, closes every connection and stops listening (state is kept). */
+  async stop(): Promise<void> {
+    this.held.length = 0
+    this.dropWatches()
+    this.unstall()
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeAllConnections()
+    await closed
+  }
+
+  /** Back after `stop()`: listens again on the same port, with the objects and history it had. */
+  async start(): Promise<void> {
+    if (this.server.listening) return
+    await this.listen()
+  }
+
+  /** While on, every new request is accepted and never answered (a black hole: clients must time out). */
+  stall(): void {
+    this.stalling = true
+  }
+
+  /** Ends stall(): the requests held so far are dropped (their connections destroyed), new ones are served. */
+  unstall(): void {
+    this.stalling = false
+    for (const res of this.stalled) res.destroy()
+    this.stalled.clear()
+  }
+
+  /** Sends a BOOKMARK with the current version to every open watch that allows bookmarks. */
+  sendBookmarks(): void {
+    for (const w of this.watches) if (w.bookmarks) writeBookmark(w.res, w.resource, this.rv)
   }
 
   /** Writes a kubeconfig (token user, CA data when TLS) and returns its path. */
@@ -214,8 +269,10 @@ export class K8sFixture {
   async close(): Promise<void> {
     this.held.length = 0
     this.dropWatches()
+    this.unstall()
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     this.server.closeAllConnections()
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+    await closed
     rmSync(this.dir, { recursive: true, force: true })
   }
 
@@ -233,11 +290,16 @@ export class K8sFixture {
     const rec: RequestRecord = { method: req.method ?? 'GET', path: u.pathname, query: u.searchParams }
     this.requests.push(rec)
     this.events.emit('request', rec)
+    if (this.stalling) {
+      this.stalled.add(res)
+      res.on('close', () => this.stalled.delete(res))
+      return
+    }
     if (req.headers.authorization !== `Bearer ${this.token}`) return status(res, 401, 'Unauthorized', 'Unauthorized')
     const failure = this.failures.shift()
     if (failure !== undefined) return status(res, failure, 'InternalError', `fixture: injected failure ${failure}`)
-    const discovery = /^\/(api\/v1|apis\/networkservicemesh\.io\/v1)$/.exec(u.pathname)?.[1]
-    if (discovery !== undefined && req.method === 'GET') {
+    const discovery = u.pathname.slice(1)
+    if (PREFIXES.has(discovery) && req.method === 'GET') {
       // Resource discovery, which generic clients (KubernetesObjectApi) use to map a kind to its plural.
       const resources = (Object.keys(RESOURCES) as Resource[]).filter((r) => RESOURCES[r].prefix === discovery).map((r) => ({
         name: r, singularName: RESOURCES[r].kind.toLowerCase(), namespaced: true, kind: RESOURCES[r].kind,
@@ -245,7 +307,7 @@ export class K8sFixture {
       }))
       return json(res, 200, { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: discovery.replace(/^apis?\//, ''), resources })
     }
-    const m = /^\/(api\/v1|apis\/networkservicemesh\.io\/v1)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?$/.exec(u.pathname)
+    const m = /^\/(api\/v1|apis\/[^/]+\/v1)(?:\/namespaces\/([^/]+))?\/([^/]+)(?:\/([^/]+))?$/.exec(u.pathname)
     const resource = m?.[3] as Resource | undefined
     if (m === null || resource === undefined || !(resource in RESOURCES) || RESOURCES[resource].prefix !== m[1]) {
       return status(res, 404, 'NotFound', `the server could not find the requested resource (${u.pathname})`)
@@ -276,8 +338,23 @@ export class K8sFixture {
     }
     if (namespace === undefined) return status(res, 405, 'MethodNotAllowed', `${method} needs a namespaced path`)
     if (method === 'DELETE' && name !== undefined) {
+      const text = await readBody(req)
+      let options: { preconditions?: { resourceVersion?: unknown; uid?: unknown } } = {}
+      try {
+        if (text.trim() !== '') options = JSON.parse(text) as typeof options
+      } catch (err) {
+        return status(res, 400, 'BadRequest', `request body is not JSON: ${(err as Error).message}`)
+      }
       const old = this.get(resource, namespace, name)
-      if (old === undefined || !this.remove(resource, namespace, name)) return notFound(res, resource, name)
+      if (old === undefined) return notFound(res, resource, name)
+      for (const field of ['resourceVersion', 'uid'] as const) {
+        const want = options.preconditions?.[field]
+        if (want !== undefined && want !== null && want !== old.metadata[field]) {
+          const label = field === 'uid' ? 'UID' : 'ResourceVersion'
+          return status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": Precondition failed: ${label} in precondition: ${String(want)}, ${label} in object meta: ${String(old.metadata[field])}`)
+        }
+      }
+      this.remove(resource, namespace, name)
       return json(res, 200, old)
     }
     if (!['POST', 'PUT', 'PATCH'].includes(method) || (method === 'POST') !== (name === undefined)) {
@@ -331,10 +408,13 @@ export class K8sFixture {
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' })
     res.flushHeaders() // the real API answers the headers at once, before any event
     let timer: NodeJS.Timeout | undefined
+    let ticker: NodeJS.Timeout | undefined
+    const bookmarks = q.get('allowWatchBookmarks') === 'true'
     const w: OpenWatch = {
-      resource, namespace, filter, res,
+      resource, namespace, filter, res, bookmarks,
       end: () => {
         if (timer !== undefined) clearTimeout(timer)
+        if (ticker !== undefined) clearInterval(ticker)
         if (this.watches.delete(w)) res.end()
       },
     }
@@ -354,6 +434,13 @@ export class K8sFixture {
       }
     }
     this.watches.add(w)
+    if (bookmarks) {
+      // As the real API: a bookmark once the replay is out, then now and then, so that a client resumes from a
+      // recent version even when its own objects did not change.
+      writeBookmark(res, resource, this.rv)
+      const every = this.opts.bookmarkIntervalMs ?? 1000
+      if (every > 0) ticker = setInterval(() => writeBookmark(res, resource, this.rv), every)
+    }
     const timeout = Number(q.get('timeoutSeconds') ?? '0')
     if (timeout > 0) timer = setTimeout(() => w.end(), timeout * 1000)
     this.events.emit('watch', { method: 'GET', path: `/${RESOURCES[resource].prefix}/${resource}`, query: q })
@@ -383,6 +470,11 @@ function eventFor(c: Change, namespace: string | undefined, filter: Filter): { t
   if (is) return { type: 'ADDED', object: c.obj }
   if (was) return { type: 'DELETED', object: c.obj }
   return undefined
+}
+
+function writeBookmark(res: ServerResponse, resource: Resource, rv: number): void {
+  const object = { apiVersion: RESOURCES[resource].apiVersion, kind: RESOURCES[resource].kind, metadata: { resourceVersion: String(rv) } }
+  res.write(`${JSON.stringify({ type: 'BOOKMARK', object })}\n`)
 }
 
 function fieldValue(o: KObject, path: string): string {

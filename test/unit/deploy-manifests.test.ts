@@ -68,12 +68,12 @@ t.test('kustomizations list existing files, and every manifest is listed', async
 
 t.test('CRDs: name is plural.group, v1 served and stored, structural schema', async (t) => {
   const crds = ofKind('CustomResourceDefinition')
-  t.same(crds.map((c) => c.obj['metadata'].name).sort(), ['networkserviceendpoints.networkservicemesh.io', 'networkservices.networkservicemesh.io'])
+  t.same(crds.map((c) => c.obj['metadata'].name).sort(), ['networkserviceendpoints.networkservicemesh.io', 'networkservices.networkservicemesh.io', 'nsmaddressclaims.nsm-cni.io', 'nsmnodes.nsm-cni.io'])
   for (const { file, obj } of crds) {
     const spec = obj['spec']
     t.equal(obj['apiVersion'], 'apiextensions.k8s.io/v1', file)
     t.equal(obj['metadata'].name, `${spec.names.plural}.${spec.group}`, `${file}: metadata.name = plural.group`)
-    t.equal(spec.group, 'networkservicemesh.io')
+    t.ok(['networkservicemesh.io', 'nsm-cni.io'].includes(spec.group), `${file}: NSM's group or ours`)
     t.equal(spec.scope, 'Namespaced')
     t.equal(spec.names.listKind, `${spec.names.kind}List`)
     t.same(spec.versions.map((v: Obj) => [v['name'], v['served'], v['storage']]), [['v1', true, true]], `${file}: one version, v1`)

@@ -118,6 +118,22 @@ export interface CheckProblem {
   connectionId: string;
 }
 
+/** A node's record in the shared store (ARCHITECTURE §12). */
+export interface NodeRecord {
+  name: string;
+  /** The address other nodes reach it on (VXLAN underlay); empty when not configured. */
+  underlayAddress: string;
+  /** Where other agents reach its NSM API; empty when not configured. */
+  peerUrl: string;
+  lastSeen: Timestamp | undefined;
+}
+
+export interface NodeList {
+  /** Which store the records come from: "file" (one node: only this one), "etcd", "kubernetes". */
+  store: string;
+  nodes: NodeRecord[];
+}
+
 export interface StatusRequest {
 }
 
@@ -1493,6 +1509,222 @@ export const CheckProblem: MessageFns<CheckProblem> = {
   },
 };
 
+function createBaseNodeRecord(): NodeRecord {
+  return { name: "", underlayAddress: "", peerUrl: "", lastSeen: undefined };
+}
+
+export const NodeRecord: MessageFns<NodeRecord> = {
+  encode(message: NodeRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.underlayAddress !== "") {
+      writer.uint32(18).string(message.underlayAddress);
+    }
+    if (message.peerUrl !== "") {
+      writer.uint32(26).string(message.peerUrl);
+    }
+    if (message.lastSeen !== undefined) {
+      Timestamp.encode(message.lastSeen, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.underlayAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.peerUrl = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.lastSeen = Timestamp.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeRecord {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      underlayAddress: isSet(object.underlayAddress)
+        ? globalThis.String(object.underlayAddress)
+        : isSet(object.underlay_address)
+        ? globalThis.String(object.underlay_address)
+        : "",
+      peerUrl: isSet(object.peerUrl)
+        ? globalThis.String(object.peerUrl)
+        : isSet(object.peer_url)
+        ? globalThis.String(object.peer_url)
+        : "",
+      lastSeen: isSet(object.lastSeen)
+        ? fromJsonTimestamp(object.lastSeen)
+        : isSet(object.last_seen)
+        ? fromJsonTimestamp(object.last_seen)
+        : undefined,
+    };
+  },
+
+  toJSON(message: NodeRecord): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.underlayAddress !== "") {
+      obj.underlayAddress = message.underlayAddress;
+    }
+    if (message.peerUrl !== "") {
+      obj.peerUrl = message.peerUrl;
+    }
+    if (message.lastSeen !== undefined) {
+      obj.lastSeen = fromTimestamp(message.lastSeen).toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeRecord>, I>>(base?: I): NodeRecord {
+    return NodeRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeRecord>, I>>(object: I): NodeRecord {
+    const message = createBaseNodeRecord();
+    message.name = object.name ?? "";
+    message.underlayAddress = object.underlayAddress ?? "";
+    message.peerUrl = object.peerUrl ?? "";
+    message.lastSeen = (object.lastSeen !== undefined && object.lastSeen !== null)
+      ? Timestamp.fromPartial(object.lastSeen)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseNodeList(): NodeList {
+  return { store: "", nodes: [] };
+}
+
+export const NodeList: MessageFns<NodeList> = {
+  encode(message: NodeList, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.store !== "") {
+      writer.uint32(10).string(message.store);
+    }
+    for (const v of message.nodes) {
+      NodeRecord.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeList {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeList();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.store = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodes.push(NodeRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeList {
+    return {
+      store: isSet(object.store) ? globalThis.String(object.store) : "",
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeRecord.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: NodeList): unknown {
+    const obj: any = {};
+    if (message.store !== "") {
+      obj.store = message.store;
+    }
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeRecord.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeList>, I>>(base?: I): NodeList {
+    return NodeList.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeList>, I>>(object: I): NodeList {
+    const message = createBaseNodeList();
+    message.store = object.store ?? "";
+    message.nodes = object.nodes?.map((e) => NodeRecord.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseStatusRequest(): StatusRequest {
   return {};
 }
@@ -2035,6 +2267,14 @@ export const AgentDefinition = {
       requestType: ServiceRegistration as typeof ServiceRegistration,
       requestStream: false,
       responseType: ServiceRegistration as typeof ServiceRegistration,
+      responseStream: false,
+      options: {},
+    },
+    listNodes: {
+      name: "ListNodes",
+      requestType: StatusRequest as typeof StatusRequest,
+      requestStream: false,
+      responseType: NodeList as typeof NodeList,
       responseStream: false,
       options: {},
     },
