@@ -1,6 +1,7 @@
 // dist/nsm-agent: the node agent's entry and composition root. Loads the config (YAML + flags), opens the
 // state (connection table, registry stores) under the state dir, builds the server with its hooks and the
-// CNI service, serves on the unix socket (gRPC and the CNI shim's calls), prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
+// CNI service, serves on the unix socket (gRPC and the CNI shim's calls) and, with --listen, the NSM API to
+// other agents (agent/peer/), prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
 // the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start (the
 // state dir locked by another agent, or state that cannot be written: the message names the file).
 import { mkdirSync } from 'node:fs'
@@ -22,7 +23,11 @@ import { NetnsPolicy } from '../pkg/netns-policy.js'
 import type { Kv } from './store/kv.js'
 import { KvStore } from './store/kv-store.js'
 import { NodeRecords } from './store/nodes.js'
+import { AddressClaims } from './store/claims.js'
+import type { P2PRecord } from '../ipam/p2p/index.js'
 import { openSharedStore } from './store/open.js'
+import { PeerTls, PeerTlsError } from './peer/tls.js'
+import { peerUrlFor, startPeerListener, type PeerListener } from './peer/server.js'
 
 async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
@@ -81,6 +86,27 @@ async function openState(config: AgentConfig, netns: NetnsPolicy, log: Logger, o
   return { table, registry }
 }
 
+/** At start on a shared store: the claims of the connections kept are asserted again, the others released. */
+async function reassertClaims(claims: AddressClaims, records: readonly P2PRecord[], log: Logger): Promise<void> {
+  const released = await claims.retain(new Set(records.map((r) => r.connectionId)))
+  let lost = 0
+  for (const r of records) {
+    await claims.claim(r.connectionId, r.pairs).catch((err: unknown) => {
+      lost++
+      log.error('a kept connection\'s addresses are claimed by another node', { connection: r.connectionId, err })
+    })
+  }
+  log.info('address claims reconciled', { kept: records.length - lost, released, lost })
+}
+
+/** Claims of nodes without a live record: collected, only while this node's own record is seen (a sane view). */
+async function collectClaims(claims: AddressClaims, nodes: NodeRecords, self: string, log: Logger): Promise<void> {
+  const live = new Set(nodes.list().map((n) => n.name))
+  if (!live.has(self)) return
+  const collected = await claims.collect(live).catch(() => 0)
+  if (collected > 0) log.info('collected the address claims of nodes that are gone', { collected })
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   let config: AgentConfig
   try {
@@ -99,6 +125,19 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const log = jsonLogger(config.logLevel)
   const reportListenerError = (err: unknown): void => log.error('event listener failed', { err })
+  // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
+  // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).
+  let peerTls: PeerTls | undefined
+  if (config.listen !== undefined && config.tlsCert !== undefined && config.tlsKey !== undefined && config.tlsCa !== undefined) {
+    try {
+      peerTls = PeerTls.open({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, { log })
+    } catch (err) {
+      if (!(err instanceof PeerTlsError)) throw err
+      process.stderr.write(`nsm-agent: peer TLS: ${err.message}\n`)
+      return 2
+    }
+  }
+  let peer: PeerListener | undefined
 
   // One netns policy for the registry, the pipeline and the CNI calls (its patterns were checked by loadConfig).
   const netns = new NetnsPolicy(config.netnsAllow)
@@ -114,11 +153,13 @@ async function main(argv: readonly string[]): Promise<number> {
   let state: { table: ConnectionTable; registry: Registry }
   let shared: Kv | undefined
   let nodes: NodeRecords | undefined
+  let claims: AddressClaims | undefined
   try {
     shared = await openSharedStore(config, (msg, fields) => log.warn(msg, fields))
     state = await openState(config, netns, log, reportListenerError, shared)
     if (shared !== undefined) {
       nodes = await NodeRecords.start(shared, { name: config.nodeName, underlayAddress: config.underlayAddress, peerUrl: config.peerUrl }, { ttlMs: config.nodeTtlMs, onError: (msg, fields) => log.warn(msg, fields) })
+      claims = await AddressClaims.start(shared, config.nodeName)
     }
   } catch (err) {
     await shared?.close().catch(() => undefined)
@@ -145,7 +186,7 @@ async function main(argv: readonly string[]): Promise<number> {
     ...(nodes === undefined || shared === undefined ? {} : { nodes: { store: shared.backend, list: () => nodes.list() } }),
   })
   // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log })
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cni = new CniService({
@@ -165,8 +206,10 @@ async function main(argv: readonly string[]): Promise<number> {
   server.setRoundRobin(dataplane.roundRobin)
   const reconciled = await dataplane.healer.reconcile()
   log.info('reconciled connections with the kernel', reconciled)
+  if (claims !== undefined) await reassertClaims(claims, dataplane.pool.allRecords(), log)
   dataplane.healer.start()
-  // Shared stores: this node's endpoint pods are rewritten every third of their lifetime.
+  // Shared stores: this node's endpoint pods are rewritten every third of their lifetime; the address
+  // claims of nodes whose records expired are collected.
   const refresher =
     shared === undefined
       ? undefined
@@ -174,13 +217,22 @@ async function main(argv: readonly string[]): Promise<number> {
           refreshCniEndpoints(registry, config.nodeName, config.endpointTtlMs).catch((err: unknown) => log.warn('endpoint pods: refresh failed, retrying', { err }))
         }, config.endpointTtlMs / 3)
   refresher?.unref()
+  const collector =
+    claims === undefined || nodes === undefined
+      ? undefined
+      : setInterval(() => void collectClaims(claims, nodes, config.nodeName, log), config.nodeTtlMs)
+  collector?.unref()
 
   let stopping: Promise<void> | undefined
   const stop = (signal: string): Promise<void> => {
     stopping ??= (async () => {
       log.info('stopping', { signal })
       if (refresher !== undefined) clearInterval(refresher)
-      await server.stop()
+      if (collector !== undefined) clearInterval(collector)
+      claims?.stop()
+      // server.stop() first: its shutdown signal also ends the peer listener's monitor streams.
+      await Promise.all([server.stop(), peer?.close()])
+      peerTls?.close()
       await dataplane.stop()
       registry.close()
       podInfo?.close()
@@ -215,7 +267,27 @@ async function main(argv: readonly string[]): Promise<number> {
     await shared?.close()
     return 1
   }
-  log.info('ready', { socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
+  // Other agents call this one's NSM API here; the node record says where (ARCHITECTURE §12).
+  if (config.listen !== undefined) {
+    try {
+      peer = await startPeerListener({
+        listen: config.listen,
+        ...(peerTls === undefined ? { insecure: true as const } : { tls: peerTls }),
+        services: server.nsmServices(),
+        nodes: nodes === undefined ? undefined : { list: () => nodes.list() },
+        log,
+      })
+    } catch (err) {
+      log.error('cannot serve the peer listener', { listen: config.listen, err })
+      process.stderr.write(`nsm-agent: --listen ${config.listen}: ${(err as Error).message}\n`)
+      await stop('peer listener failed')
+      return 1
+    }
+    const peerUrl = config.peerUrl !== '' ? config.peerUrl : peerUrlFor(peer.address, config.underlayAddress)
+    await nodes?.setPeerUrl(peerUrl).catch((err: unknown) => log.warn('node record: the peer URL is not written yet, the next rewrite writes it', { peerUrl, err }))
+    log.info('peer listener ready', { address: peer.address, peerUrl, tls: peer.secure, ...(peerTls === undefined ? {} : { serialNumber: peerTls.current.serialNumber, fingerprint256: peerTls.current.fingerprint256 }) })
+  }
+  log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
   return done
 }
 

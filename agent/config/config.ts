@@ -56,6 +56,17 @@ export interface AgentConfig {
   peerUrl: string
   /** Lifetime of this node's record in a shared store; rewritten every third of it. */
   nodeTtlMs: number
+  /**
+   * HOST:PORT of the peer listener, the NSM API served to other agents over TCP (agent/peer/); none when
+   * undefined. Needs mutual TLS (tlsCert, tlsKey, tlsCa) or, explicitly, `insecure`.
+   */
+  listen: string | undefined
+  /** PEM files for the peer listener and peer calls: this node's certificate and key, and the CA peers chain to. */
+  tlsCert: string | undefined
+  tlsKey: string | undefined
+  tlsCa: string | undefined
+  /** The peer listener on plain TCP, peers unauthenticated (their node name is their word). */
+  insecure: boolean
 }
 
 export type StoreBackend = 'file' | 'etcd' | 'kubernetes'
@@ -85,6 +96,11 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   underlayAddress: '',
   peerUrl: '',
   nodeTtlMs: 30_000,
+  listen: undefined,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsCa: undefined,
+  insecure: false,
 }
 
 export class ConfigError extends Error {
@@ -104,11 +120,14 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
                  [--store file | --store etcd --etcd-endpoints URL[,URL...] [--etcd-prefix P]
                   [--etcd-ca F [--etcd-cert F --etcd-key F]] | --store kubernetes [--store-namespace NS]]
                  [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION]
+                 [--listen HOST:PORT (--tls-cert F --tls-key F --tls-ca F | --insecure)]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
 endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
-etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl). --netns-allow may repeat or take a comma list; it replaces the default list
-(${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.`
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, listen, tlsCert, tlsKey, tlsCa, insecure). --netns-allow may repeat or take a comma list; it replaces the default list
+(${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
+--listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
+DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.`
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
 export function parseDuration(text: string): number | undefined {
@@ -122,7 +141,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -211,6 +230,22 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
       case '--node-ttl':
         overrides.nodeTtlMs = checkDuration(flag, value())
         break
+      case '--listen':
+        overrides.listen = checkListen(flag, value())
+        break
+      case '--tls-cert':
+        overrides.tlsCert = checkAbsolute(flag, value())
+        break
+      case '--tls-key':
+        overrides.tlsKey = checkAbsolute(flag, value())
+        break
+      case '--tls-ca':
+        overrides.tlsCa = checkAbsolute(flag, value())
+        break
+      case '--insecure':
+        if (eq > 0) throw new ConfigError(flag, 'takes no value')
+        overrides.insecure = true
+        break
       default:
         throw new ConfigError(arg, 'unknown flag (see --help)')
     }
@@ -296,6 +331,22 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
       case 'nodeTtl':
         out.nodeTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
         break
+      case 'listen':
+        out.listen = checkListen(where, str(where, v))
+        break
+      case 'tlsCert':
+        out.tlsCert = checkAbsolute(where, str(where, v))
+        break
+      case 'tlsKey':
+        out.tlsKey = checkAbsolute(where, str(where, v))
+        break
+      case 'tlsCa':
+        out.tlsCa = checkAbsolute(where, str(where, v))
+        break
+      case 'insecure':
+        if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
+        out.insecure = v
+        break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
@@ -318,6 +369,7 @@ export function loadConfig(argv: readonly string[]): { config: AgentConfig; help
   }
   const config = { ...DEFAULT_CONFIG, ...fromFile, ...overrides }
   checkStoreConfig(config)
+  checkPeerConfig(config)
   return { config, help }
 }
 
@@ -331,6 +383,40 @@ export function checkStoreConfig(c: AgentConfig): void {
   for (const [i, u] of c.etcdEndpoints.entries()) {
     if (tls !== u.startsWith('https://')) throw new ConfigError(`--etcd-endpoints[${i}]`, tls ? `${u}: with --etcd-ca the URLs are https://` : `${u}: an https:// URL needs --etcd-ca`)
   }
+}
+
+/**
+ * The peer listener's security: --listen needs all three TLS files or an explicit --insecure (plain TCP is
+ * refused otherwise), the TLS files and --insecure exclude each other, and neither means anything without
+ * --listen.
+ */
+export function checkPeerConfig(c: AgentConfig): void {
+  const tls: Array<[string, string | undefined]> = [
+    ['--tls-cert', c.tlsCert],
+    ['--tls-key', c.tlsKey],
+    ['--tls-ca', c.tlsCa],
+  ]
+  const given = tls.filter(([, v]) => v !== undefined).map(([f]) => f)
+  const missing = tls.filter(([, v]) => v === undefined).map(([f]) => f)
+  if (c.insecure && given.length > 0) throw new ConfigError('--insecure', `excludes ${given.join(', ')}: the peer listener is plain TCP or mutual TLS, not both`)
+  if (c.listen === undefined) {
+    if (given[0] !== undefined) throw new ConfigError(given[0], 'is for the peer listener: needs --listen HOST:PORT')
+    if (c.insecure) throw new ConfigError('--insecure', 'is for the peer listener: needs --listen HOST:PORT')
+    return
+  }
+  if (c.insecure) return
+  if (given.length === 0) throw new ConfigError('--listen', 'needs mutual TLS (--tls-cert F --tls-key F --tls-ca F), or --insecure to serve plain TCP without authentication')
+  if (missing.length > 0) throw new ConfigError('--listen', `mutual TLS needs ${missing.join(' and ')} too (--tls-cert, --tls-key and --tls-ca go together)`)
+}
+
+/** HOST:PORT, `[v6]:PORT` for IPv6; port 0 takes a free one. */
+function checkListen(where: string, v: string): string {
+  const m = /^(\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v)
+  const host = m?.[2] ?? m?.[3]
+  const port = Number(m?.[4] ?? 'x')
+  const hostOk = host !== undefined && (m?.[2] !== undefined ? isIP(host) === 6 : isIP(host) === 4 || /^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/.test(host))
+  if (!hostOk || !Number.isInteger(port) || port > 65535) throw new ConfigError(where, `"${v}" must be HOST:PORT (an IPv6 address in brackets: [::1]:PORT)`)
+  return v
 }
 
 function checkStore(where: string, v: string): StoreBackend {

@@ -11,6 +11,7 @@ import type { ConnectionContext, IPContext, Route } from '../../proto/gen/networ
 import type { CheckProblem } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { P2PRecord } from '../../ipam/p2p/index.js'
 import type { KernelRecord } from './kernel/record.js'
+import type { VxlanRecord } from './vxlan/record.js'
 
 export type { CheckProblem, RequestedMechanism, Route }
 
@@ -29,8 +30,8 @@ export interface AppliedIpContext {
   dstRoutes: Route[]
 }
 
-/** The mechanism's own part of a record, one shape per mechanism type (VXLAN, MEMIF, ... add theirs). */
-export type MechanismRecord = KernelRecord
+/** The mechanism's own part of a record, one shape per mechanism type (MEMIF, ... add theirs). */
+export type MechanismRecord = KernelRecord | VxlanRecord
 
 /** What a request built, persisted with the connection: enough to answer, verify, heal and close it. */
 export interface DatapathRecord {

@@ -47,6 +47,8 @@ export interface HealerOptions {
   now?: () => number
   /** The orphan sweep (restart, and rate-limited from the poll). */
   sweeper?: OrphanSweeper
+  /** This node: only its own endpoints' namespaces are judged here (a shared store lists every node's). */
+  nodeName?: string
 }
 
 const neverAborted = new AbortController().signal
@@ -125,9 +127,11 @@ export class Healer {
     this.opts.sessions.sweep()
     await this.opts.sweeper?.maybeSweep()
     for (const s of this.opts.registry.findEndpoints()) {
-      // The same netns the pipeline uses: the extension's path, else the `file://` url.
-      const netns = endpointInfo(s, '')?.netns
-      if (netns === undefined) continue
+      // The same netns the pipeline uses: the extension's path, else the `file://` url. Another node's
+      // endpoint names a netns of that node: not ours to judge.
+      const info = endpointInfo(s, this.opts.nodeName ?? '')
+      if (info === undefined || !info.local) continue
+      const netns = info.netns
       // Judged again by the policy: a path accepted at registration may open the host's netns now.
       const why = this.endpointNetnsProblem(netns)
       if (why !== undefined) {

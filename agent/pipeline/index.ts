@@ -22,7 +22,7 @@ import { buildChain, type Element } from './chain.js'
 import { endpointInfo } from './endpoints.js'
 import { pipelineHandler, type PipelineHandler } from './handler.js'
 import { Healer } from './heal.js'
-import { P2PPool, pointToPointIpam } from './ipam.js'
+import { P2PPool, pointToPointIpam, type IpamClaims } from './ipam.js'
 import { mechanismElement } from './mechanism.js'
 import { persist } from './persist.js'
 import { TableRecords } from './records.js'
@@ -38,6 +38,8 @@ export interface DataplaneOptions {
   /** The netns policy (or the agent config's patterns to build it from: pkg/netns-policy.ts). */
   netnsAllow: NetnsPolicy | readonly string[]
   log: Logger
+  /** A shared store's address claims (agent/store/claims.ts): pairs are claimed cluster-wide. */
+  claims?: IpamClaims
   defaultMtu?: number
   healPollMs?: number
   /** The periodic orphan sweep runs at most this often (default 30 s; restart reconciliation always sweeps). */
@@ -76,7 +78,9 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
   const roundRobin = new RoundRobin()
   const now = o.now ?? Date.now
   const onUndoError = (err: unknown): void => o.log.error('undo failed', { err })
-  const endpoints = (): EndpointInfo[] => o.registry.findEndpoints().flatMap((s) => endpointInfo(s, o.nodeName) ?? [])
+  // Endpoints this node can reach: its own (a shared store lists every node's; reaching another node's
+  // needs the mesh across nodes).
+  const endpoints = (): EndpointInfo[] => o.registry.findEndpoints().flatMap((s) => endpointInfo(s, o.nodeName) ?? []).filter((e) => e.local)
   let healer: Healer | undefined
 
   const elements: Element[] = [
@@ -90,6 +94,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     }),
     pointToPointIpam({
       pool,
+      ...(o.claims === undefined ? {} : { claims: o.claims }),
       endpointExcluded: (name) => o.registry.endpoint(name)?.extension.excludedPrefixes ?? [],
       composedPools: (netns) => endpoints().find((e) => e.netns === netns)?.pools ?? [],
       onUndoError,
@@ -115,7 +120,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     scanDirs: o.sweepAllowlistDirs ?? false,
     minIntervalMs: o.sweepMs ?? 30_000,
   })
-  healer = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper })
+  healer = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper, nodeName: o.nodeName })
 
   return {
     handler,

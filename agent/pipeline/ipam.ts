@@ -11,7 +11,7 @@
 // never hands out the same pair again.
 // Needs: endpoint, clientNetns. Provides: addresses.
 // Undoes: puts the allocator state back as it was before this request when a later element fails.
-import { P2PError, PointToPointPool, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
+import { P2PError, PointToPointPool, type P2PPair, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
 import { AgentError } from '../errors.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { withUndo, type Element, type Handler, type PipelineRequest } from './chain.js'
@@ -34,8 +34,17 @@ export class P2PPool extends PointToPointPool {
   }
 }
 
+/** Cluster-wide address claims (agent/store/claims.ts) when the agent runs on a shared store. */
+export interface IpamClaims {
+  heldElsewhere(pools: readonly string[]): Record<4 | 6, bigint[]>
+  /** Rejects with an error named ClaimConflict (its `addresses` taken) when another holds one. */
+  claim(connectionId: string, pairs: readonly P2PPair[]): Promise<void>
+  release(connectionId: string, pairs: readonly P2PPair[]): Promise<void>
+}
+
 export interface IpamOptions {
   pool: P2PPool
+  claims?: IpamClaims
   /** Extra excluded prefixes of an endpoint (from its registration). */
   endpointExcluded(endpoint: string): readonly string[]
   /** For a client netns that is itself an endpoint's netns (composition): that endpoint's pools. */
@@ -47,6 +56,8 @@ export interface IpamOptions {
 
 /** Pairs tried per request when the kernel shows the previous one in use. */
 const ADDRESS_ATTEMPTS = 4
+/** Pairs tried per request when another agent's claim won the race for the previous one. */
+const CLAIM_ATTEMPTS = 64
 
 export function pointToPointIpam(opts: IpamOptions): Element {
   return {
@@ -55,24 +66,32 @@ export function pointToPointIpam(opts: IpamOptions): Element {
     provides: ['addresses'],
     wrap: (next) => ({
       async request(r) {
-        for (let attempt = 1; ; attempt++) {
+        const { endpoint, clientNetns } = r.state
+        // Blocked for both parties until the next orphan sweep; then the next free pair is tried.
+        const block = (addrs: readonly string[]): void => {
+          if (endpoint !== undefined) opts.pool.block(endpoint.netns, addrs)
+          if (clientNetns !== undefined) opts.pool.block(clientNetns, addrs)
+        }
+        for (let attempt = 1, lost = 0; ; ) {
           try {
             return await allocateAndContinue(opts, next, r)
           } catch (err) {
+            if (isClaimConflict(err) && ++lost < CLAIM_ATTEMPTS) {
+              block(err.addresses)
+              continue
+            }
             const taken = AgentError.is(err, 'ADDRESS_UNAVAILABLE') ? r.state.addresses : undefined
-            if (taken === undefined || attempt >= ADDRESS_ATTEMPTS) throw err
-            // Blocked for both parties until the next orphan sweep; then the next free pair is tried.
+            if (taken === undefined || ++attempt > ADDRESS_ATTEMPTS) throw isClaimConflict(err) ? new AgentError('POOL_EXHAUSTED', `${err.message} (and ${CLAIM_ATTEMPTS} other pairs were taken by other agents first)`, { cause: err }) : err
             const addrs = [...taken.src, ...taken.dst]
-            const { endpoint, clientNetns } = r.state
-            if (endpoint !== undefined) opts.pool.block(endpoint.netns, addrs)
-            if (clientNetns !== undefined) opts.pool.block(clientNetns, addrs)
+            block(addrs)
             opts.onAddressInUse?.(r.connection.id, addrs)
           }
         }
       },
       async close(c) {
         await next.close(c)
-        opts.pool.release(c.connection.id)
+        const released = opts.pool.release(c.connection.id)
+        if (released !== undefined) await opts.claims?.release(c.connection.id, released.pairs).catch(opts.onUndoError)
       },
     }),
   }
@@ -83,8 +102,10 @@ async function allocateAndContinue(opts: IpamOptions, next: Handler, r: Pipeline
   const { endpoint, clientNetns } = r.state
   if (endpoint === undefined || clientNetns === undefined) throw new AgentError('INTERNAL', 'ipam: no endpoint chosen')
   let result: ReturnType<P2PPool['allocate']>
+  const before = opts.pool.get(r.connection.id)
   try {
     result = opts.pool.allocate({
+      ...(opts.claims === undefined ? {} : { heldElsewhere: opts.claims.heldElsewhere(endpoint.pools) }),
       connectionId: r.connection.id,
       // Parties are namespaces: a composed endpoint that is also a client is one party in both roles.
       clientId: clientNetns,
@@ -102,14 +123,31 @@ async function allocateAndContinue(opts: IpamOptions, next: Handler, r: Pipeline
   }
   try {
     r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns)), record: result.record }
+    // On a shared store the pair is claimed cluster-wide before anything is built with it.
+    await opts.claims?.claim(r.connection.id, result.record.pairs)
   } catch (err) {
     result.undo()
     throw err
   }
-  return withUndo(
+  // Claims of pairs this request took and the state before it did not hold: dropped on undo; the pairs
+  // the connection held before and no longer does: dropped after success.
+  const added = result.record.pairs.filter((p) => !(before?.pairs ?? []).some((q) => samePair(p, q)))
+  const dropped = (before?.pairs ?? []).filter((q) => !result.record.pairs.some((p) => samePair(p, q)))
+  const connection = await withUndo(
     () => next.request(r),
     // Back to the state before this request: a fresh reservation is dropped, a re-request's old pair stays.
-    async () => result.undo(),
+    async () => {
+      result.undo()
+      if (added.length > 0) await opts.claims?.release(r.connection.id, added)
+    },
     opts.onUndoError,
   )
+  if (dropped.length > 0) await opts.claims?.release(r.connection.id, dropped).catch(opts.onUndoError)
+  return connection
+}
+
+const samePair = (a: P2PPair, b: P2PPair): boolean => a.pool === b.pool && a.src === b.src && a.dst === b.dst
+
+function isClaimConflict(err: unknown): err is Error & { addresses: readonly string[] } {
+  return err instanceof Error && err.name === 'ClaimConflict' && Array.isArray((err as { addresses?: unknown }).addresses)
 }

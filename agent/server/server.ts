@@ -7,7 +7,7 @@
 // The socket is created with mode 0600 in a 0700-or-tighter directory (root only). A stale socket left by
 // a killed agent is replaced; a socket another live agent answers on is an error. stop() ends watch and
 // monitor streams, waits for in-flight unary calls (bounded), and removes the socket.
-import { Server, ServerCredentials } from '@grpc/grpc-js'
+import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js'
 import type { Server as NetServer } from 'node:net'
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs'
 import { connect } from 'node:net'
@@ -57,6 +57,7 @@ export class AgentServer {
   private readiness: () => Readiness
   private roundRobin: RoundRobin | undefined
   private readonly grpc = new Server()
+  private readonly nsm: ReadonlyArray<{ definition: ServiceDefinition; implementation: UntypedServiceImplementation }>
   private readonly shutdown = new AbortController()
   private listening = false
 
@@ -67,8 +68,11 @@ export class AgentServer {
     this.readiness = opts.readiness ?? (() => ({ ready: true, reason: '' }))
     this.roundRobin = opts.roundRobin
     const common = { table: opts.table, shutdown: this.shutdown.signal, log: opts.log, handler: () => this.handler }
-    this.grpc.addService(toGrpcService(NetworkServiceDefinition), networkServiceImpl(common))
-    this.grpc.addService(toGrpcService(MonitorConnectionDefinition), monitorImpl(common))
+    this.nsm = [
+      { definition: toGrpcService(NetworkServiceDefinition), implementation: networkServiceImpl(common) },
+      { definition: toGrpcService(MonitorConnectionDefinition), implementation: monitorImpl(common) },
+    ]
+    for (const s of this.nsm) this.grpc.addService(s.definition, s.implementation)
     const reg = { registry: opts.registry, shutdown: this.shutdown.signal, log: opts.log }
     this.grpc.addService(toGrpcService(NetworkServiceRegistryDefinition), serviceRegistryImpl(reg))
     this.grpc.addService(toGrpcService(NetworkServiceEndpointRegistryDefinition), endpointRegistryImpl(reg))
@@ -86,6 +90,15 @@ export class AgentServer {
         nodes: () => opts.nodes,
       }),
     )
+  }
+
+  /**
+   * The NSM v1 services (NetworkService, MonitorConnection) on this server's handler, table and shutdown
+   * signal, for the peer listener (agent/peer/) to serve to other agents too. The registries and
+   * nsmcni.Agent are not among them: they are for local root clients.
+   */
+  nsmServices(): ReadonlyArray<{ definition: ServiceDefinition; implementation: UntypedServiceImplementation }> {
+    return this.nsm
   }
 
   /** Installs the request pipeline (calls in flight finish on the old one). */

@@ -34,6 +34,7 @@
 // stream the server ends resumes from the last version seen (event or BOOKMARK); 410 Gone (an ERROR
 // event or HTTP 410) re-lists and hands the list to onReset; a failure reports onState('down') once and
 // retries with backoff; the first success after it reports onState('up').
+import { POLICY_ANNOTATIONS, policyFromMetadata } from '../../conf/endpoint-policy.js'
 import { CustomObjectsApi, Observable, Watch, type KubeConfig, type RequestContext, type ResponseContext } from '@kubernetes/client-node'
 import { isDeepStrictEqual } from 'node:util'
 import { loadKubeConfig } from '../podinfo/kubernetes.js'
@@ -222,15 +223,36 @@ function encodeValue(kind: KvKind, value: Json): { spec: Json; annotations: Reco
   }
 }
 
-function decodeValue(kind: KvKind, spec: Json | undefined, annotations: Record<string, string>): Json {
+function decodeValue(kind: KvKind, spec: Json | undefined, annotations: Record<string, string>, objectName?: string): Json {
   const whole = parseJson(annotations[OPAQUE_VALUE])
   if (whole !== undefined) return whole
   if (kind === 'claims' || kind === 'nodes') return spec ?? {}
   const restJson = parseJson(annotations[EXTENSION])
   const rest = isObject(restJson) ? restJson : {}
-  const fields = isObject(spec) ? spec : {}
-  if (kind === 'services') return { ...fieldsFromCrd(SERVICE_FIELDS, fields), ...rest }
+  // NSM's own objects (kubectl-applied) may leave the name to metadata.name.
+  const fields = isObject(spec) ? (spec['name'] === undefined && objectName !== undefined ? { ...spec, name: objectName } : spec) : objectName === undefined ? {} : { name: objectName }
+  if (kind === 'services') {
+    const service: JsonObject = { ...fieldsFromCrd(SERVICE_FIELDS, fields), ...rest }
+    // A NetworkService applied with kubectl declares its registration policy in nsm-cni.io/endpoint-*
+    // annotations (ARCHITECTURE §5): read as the policy the agents would have stored.
+    if (service['nsmcniPolicy'] === undefined) {
+      const policy = annotatedPolicy(annotations)
+      if (policy !== undefined) service['nsmcniPolicy'] = policy
+    }
+    return service
+  }
   return { endpoint: fieldsFromCrd(ENDPOINT_FIELDS, fields), ...rest }
+}
+
+/** The policy of nsm-cni.io/endpoint-* annotations; undefined when there are none or they are invalid. */
+function annotatedPolicy(annotations: Record<string, string>): JsonObject | undefined {
+  if (!Object.values(POLICY_ANNOTATIONS).some((k) => annotations[k] !== undefined)) return undefined
+  try {
+    const p = policyFromMetadata({ annotations })
+    return p === undefined ? undefined : { ...p }
+  } catch {
+    return undefined
+  }
 }
 
 function parseJson(text: string | undefined): Json | undefined {
@@ -626,7 +648,7 @@ export class KubernetesKv implements Kv {
   }
 
   private entryOf(kind: KvKind, obj: KObject): KvEntry {
-    return { kind, name: obj.metadata.name, value: decodeValue(kind, obj.spec, obj.metadata.annotations), revision: obj.metadata.resourceVersion }
+    return { kind, name: obj.metadata.name, value: decodeValue(kind, obj.spec, obj.metadata.annotations, obj.metadata.name), revision: obj.metadata.resourceVersion }
   }
 
   private expired(obj: KObject): boolean {

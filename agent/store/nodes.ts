@@ -38,7 +38,7 @@ export class NodeRecords {
 
   private constructor(
     private readonly kv: Kv,
-    private readonly self: Omit<NodeRecord, 'lastSeen'>,
+    private self: Omit<NodeRecord, 'lastSeen'>,
     private readonly opts: NodeRecordsOptions,
   ) {
     this.ttlMs = opts.ttlMs ?? 30_000
@@ -81,6 +81,15 @@ export class NodeRecords {
   /** Every node with a live record, by name. */
   list(): NodeRecord[] {
     return [...this.nodes.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  }
+
+  /**
+   * Sets this node's peer URL (known only once the peer listener is bound, after the record was first
+   * written) and rewrites the record now; when that write fails, the next periodic rewrite carries it.
+   */
+  async setPeerUrl(peerUrl: string): Promise<void> {
+    this.self = { ...this.self, peerUrl }
+    await this.write()
   }
 
   /** Stops rewriting and watching; deletes this node's record (best effort: else it expires). */

@@ -6,7 +6,8 @@
 //   - per address family the endpoint has a pool for, a connection gets the two lowest addresses of the first
 //     pool with room: dst (the endpoint's end) then src (the client's), each as /32 (/128). An address is
 //     not free when it lies in an excluded prefix or is held by another connection of either party: the
-//     client's other connections (so they never overlap) and the endpoint's (so its side never does). Party
+//     client's other connections (so they never overlap) and the endpoint's (so its side never does), or
+//     held elsewhere (`heldElsewhere`: other nodes' claims on a shared store). Party
 //     ids are the caller's choice; use the netns identity, so a composed endpoint that is also a client is
 //     one party in both roles;
 //   - src_routes = dst/32 (per family) + the endpoint's offered routes; dst_routes = src/32;
@@ -57,6 +58,11 @@ export interface P2PRequest {
   routes?: readonly string[]
   /** The request's `excluded_prefixes` (addresses that must not be used, e.g. the cluster's). */
   excludedPrefixes?: readonly string[]
+  /**
+   * Addresses held outside this allocator (other nodes' claims on a shared store), per family, sorted
+   * ascending: never chosen, as if a party held them.
+   */
+  heldElsewhere?: Readonly<Record<Family, readonly bigint[]>>
 }
 
 /** What goes into the connection's IPContext (all CIDR text). */
@@ -159,8 +165,9 @@ export class PointToPointPool {
         const familyExcluded = excluded.filter((p) => p.family === family)
         const heldA = a?.[family] ?? none
         const heldB = b?.[family] ?? none
+        const heldC = req.heldElsewhere?.[family] ?? none
         const free = (v: bigint): boolean =>
-          !includes(heldA, v) && !includes(heldB, v) && !familyExcluded.some((p) => v >= p.first && v <= p.last)
+          !includes(heldA, v) && !includes(heldB, v) && !includes(heldC, v) && !familyExcluded.some((p) => v >= p.first && v <= p.last)
 
         const prevPair = previous?.record.pairs.find((p) => parseAddr(p.dst).family === family)
         const kept = prevPair === undefined ? undefined : keep(prevPair, familyPools, free)
@@ -170,7 +177,7 @@ export class PointToPointPool {
           continue
         }
         reused = false
-        const fresh = lowestPair(familyPools, familyExcluded, heldA, heldB)
+        const fresh = lowestPair(familyPools, familyExcluded, heldA, heldB, heldC)
         if (fresh === undefined) {
           throw new P2PError(
             'POOL_EXHAUSTED',
@@ -322,7 +329,7 @@ function keep(prev: P2PPair, pools: readonly Prefix[], free: (v: bigint) => bool
  * each skip a binary search, so a request costs O(log n) per hole found, not a walk over the pool or over
  * every held address.
  */
-function lowestPair(pools: readonly Prefix[], excluded: readonly Prefix[], heldA: readonly bigint[], heldB: readonly bigint[]): P2PPair | undefined {
+function lowestPair(pools: readonly Prefix[], excluded: readonly Prefix[], heldA: readonly bigint[], heldB: readonly bigint[], heldC: readonly bigint[]): P2PPair | undefined {
   for (const pool of pools) {
     const ex = excluded.filter((p) => p.first <= pool.last && p.last >= pool.first)
     const nextFree = (from: bigint): bigint => {
@@ -332,7 +339,7 @@ function lowestPair(pools: readonly Prefix[], excluded: readonly Prefix[], heldA
         for (let e = ex.find((p) => c >= p.first && c <= p.last); e !== undefined; e = ex.find((p) => c >= p.first && c <= p.last)) {
           c = e.last + 1n
         }
-        c = firstGap(heldB, firstGap(heldA, c))
+        c = firstGap(heldC, firstGap(heldB, firstGap(heldA, c)))
         if (c === before) return c
       }
     }

@@ -10,8 +10,10 @@ import { join, resolve } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { AgentDefinition, ServicePolicy } from '../../proto/gen/nsmcni/nsmcni'
 import { startAgent, type RunningAgent } from '../lib/agent'
+import { endpointNames, registerOn, until } from '../lib/cluster'
 import { startEtcd } from '../lib/etcd'
-import { endpointRegistration } from '../lib/mesh'
+import { endpointRegistration, kernelRequest } from '../lib/mesh'
+import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { makeNetns, uniqueName } from '../lib/netns'
 import { GrpcCallError } from '../../agent/client/client'
 
@@ -25,21 +27,9 @@ async function agent(node: string, extra: string[] = []): Promise<RunningAgent> 
 }
 const agents = { n1: await agent('n1', ['--underlay-address', '192.0.2.1']), n2: await agent('n2'), n3: await agent('n3') }
 
-const names = async (a: RunningAgent): Promise<string[]> =>
-  (await a.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })).endpoints.map((e) => e.endpoint?.name ?? '').sort()
+const names = endpointNames
 
-/** Polls until `check` holds (at most `ms`); returns how long it took, or -1. */
-async function until(check: () => Promise<boolean>, ms = 10_000): Promise<number> {
-  const start = Date.now()
-  while (Date.now() - start < ms) {
-    if (await check()) return Date.now() - start
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return -1
-}
-
-const register = (a: RunningAgent, name: string, ttlMs = 3_600_000) =>
-  a.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name, netns: netns.path, service: `svc-${RUN}`, labels: { app: 'x' }, pools: ['172.30.200.0/24'], ttlMs }))
+const register = (a: RunningAgent, name: string, ttlMs = 3_600_000) => registerOn(a, { name, netns: netns.path, service: `svc-${RUN}`, pool: '172.30.200.0/24', ttlMs })
 
 t.test('an endpoint registered on n1 is seen on n2 and n3, stamped with its node', async (t) => {
   const name = `ep-a-${RUN}`
@@ -66,6 +56,41 @@ t.test('a service registered on n2 is seen on n1', async (t) => {
     return (JSON.parse(out) as Array<{ name: string; payload: string }>).some((s) => s.name === svc && s.payload === 'ETHERNET')
   })
   t.not(seen, -1)
+})
+
+t.test('address claims: n1 and n2 each make 64 connections at once from one pool (two endpoints sharing it): 128 distinct pairs', async (t) => {
+  const svc = `claims-svc-${RUN}`
+  const pool = '172.30.220.0/24'
+  await agents.n1.client.unary(AgentDefinition, AgentDefinition.methods.registerService, { service: { name: svc, payload: 'IP', matches: [], pathIds: [] }, policy: undefined })
+  const sides = await Promise.all(
+    (['n1', 'n2'] as const).map(async (node) => {
+      const ep = makeNetns(t, 'ce')
+      const client = makeNetns(t, 'cc')
+      await agents[node].client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: `claims-ep-${node}-${RUN}`, netns: ep.path, service: svc, labels: {}, pools: [pool] }))
+      return { node, a: agents[node], client }
+    }),
+  )
+  // Both endpoints are seen by both agents before the race (each agent uses only its own).
+  t.not(await until(async () => (await names(agents.n1)).filter((n) => n.startsWith('claims-ep-')).length === 2 && (await names(agents.n2)).filter((n) => n.startsWith('claims-ep-')).length === 2), -1)
+  const made = await Promise.all(
+    sides.flatMap(({ node, a, client }) =>
+      Array.from({ length: 64 }, (_, i) => a.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`cl-${node}-${i}-${RUN}`, client.path, `nsm${i}`, {}, svc)).then((c) => ({ a, c }))),
+    ),
+  )
+  const addresses = made.flatMap(({ c }) => [...(c.context?.ipContext?.srcIpAddrs ?? []), ...(c.context?.ipContext?.dstIpAddrs ?? [])])
+  t.equal(made.length, 128)
+  t.equal(new Set(addresses).size, 256, '128 pairs, 256 distinct addresses: the whole /24, no address twice')
+  t.same(new Set(made.map(({ c }) => c.networkServiceEndpointName.split('-')[2])), new Set(['n1', 'n2']), 'each agent used its own endpoint')
+  const refused = await agents.n1.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`cl-extra-${RUN}`, sides[0]!.client.path, 'extra0', {}, svc)).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  t.match(refused, { agentCode: 'POOL_EXHAUSTED' }, 'the 129th pair: the pool is full across both nodes')
+  const claimsIn = () => (JSON.parse(execFileSync(process.execPath, [join(ROOT, 'dist/nsmctl'), 'store', 'export', '--store', 'etcd', '--etcd-endpoints', etcd.endpoints.join(','), '--etcd-prefix', `/nsm-${RUN}`], { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] })) as { claims: object }).claims
+  t.equal(Object.keys(claimsIn()).length, 256, 'one claim per address in etcd')
+  await Promise.all(made.map(({ a, c }) => a.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, c)))
+  t.same(claimsIn(), {}, 'Close released every claim')
+  for (const { node, a } of sides) await a.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: `claims-ep-${node}-${RUN}` })
 })
 
 t.test('node records: every agent listed; a SIGKILLed agent\'s record and short-lived endpoints expire on the others', async (t) => {

@@ -7,10 +7,12 @@
 import t from 'tap'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { startAgent, type RunningAgent } from '../lib/agent'
+import { endpointNames, registerOn, until } from '../lib/cluster'
 import { startK8sFixture } from '../lib/k8s-fixture'
-import { endpointRegistration } from '../lib/mesh'
 import { makeNetns, uniqueName } from '../lib/netns'
 import { GrpcCallError } from '../../agent/client/client'
+import { KubernetesKv } from '../../agent/store/kubernetes'
+import { serviceCodec } from '../../agent/registry/registry'
 
 const RUN = uniqueName('ck').slice(-6)
 const f = await startK8sFixture(t)
@@ -22,20 +24,9 @@ const agent = (node: string): Promise<RunningAgent> =>
 const a1 = await agent('k1')
 const a2 = await agent('k2')
 
-const names = async (a: RunningAgent): Promise<string[]> =>
-  (await a.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })).endpoints.map((e) => e.endpoint?.name ?? '').sort()
+const names = endpointNames
 
-async function until(check: () => Promise<boolean>, ms = 10_000): Promise<number> {
-  const start = Date.now()
-  while (Date.now() - start < ms) {
-    if (await check()) return Date.now() - start
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return -1
-}
-
-const register = (a: RunningAgent, name: string, ttlMs = 3_600_000) =>
-  a.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name, netns: netns.path, service: `svc-${RUN}`, labels: { app: 'x' }, pools: ['172.30.210.0/24'], ttlMs }))
+const register = (a: RunningAgent, name: string, ttlMs = 3_600_000) => registerOn(a, { name, netns: netns.path, service: `svc-${RUN}`, pool: '172.30.210.0/24', ttlMs })
 
 t.test('an endpoint registered on k1 is a NetworkServiceEndpoint object that k2 sees, stamped with k1', async (t) => {
   const name = `ep-${RUN}`
@@ -95,4 +86,22 @@ t.test('the API server away: store errors at once, reads served; back: registrat
   )
   t.ok(f.get('networkserviceendpoints', 'nsm-system', `after-${RUN}`) !== undefined)
   t.equal(f.get('networkserviceendpoints', 'nsm-system', `during-${RUN}`), undefined, 'the refused one was not stored')
+})
+
+t.test('a NetworkService applied with kubectl declares its registration policy in nsm-cni.io/endpoint-* annotations', async (t) => {
+  const name = `applied-${RUN}`
+  f.put('networkservices', {
+    apiVersion: 'networkservicemesh.io/v1',
+    kind: 'NetworkService',
+    metadata: { namespace: 'nsm-system', name, annotations: { 'nsm-cni.io/endpoint-namespaces': 'team,partners', 'nsm-cni.io/endpoint-routes': '10.70.0.0/16', 'kubectl.kubernetes.io/last-applied-configuration': '{}' } },
+    spec: { payload: 'IP', matches: [] },
+  })
+  const kv = new KubernetesKv({ kubeconfig, namespace: 'nsm-system' })
+  t.teardown(() => kv.close())
+  const stored = serviceCodec.fromJSON((await kv.get('services', name))?.value)
+  t.equal(stored.service.name, name)
+  t.same(stored.policy?.endpointNamespaces, ['team', 'partners'])
+  t.same(stored.policy?.endpointRoutes, ['10.70.0.0/16'])
+  f.put('networkservices', { apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkService', metadata: { namespace: 'nsm-system', name: `${name}-bad`, annotations: { 'nsm-cni.io/endpoint-routes': 'nonsense' } }, spec: { payload: 'IP' } })
+  t.equal(serviceCodec.fromJSON((await kv.get('services', `${name}-bad`))?.value).policy, undefined, 'an invalid annotation gives no policy (nobody admitted), not an error')
 })

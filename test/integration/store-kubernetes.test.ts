@@ -150,9 +150,9 @@ t.test("the objects are what the CRDs say: NSM's fields in snake_case, ours in a
   await kv.put('nodes', 'node-a', { name: 'node-a', underlayAddress: '192.0.2.1' })
   t.same(raw(f, 'nsmnodes', 'node-a').spec, { name: 'node-a', underlayAddress: '192.0.2.1' }, 'a node record is an NsmNode')
 
-  // What NSM's own tools write (no annotations) reads as the registry's form.
+  // What NSM's own tools write (no annotations, the name left to metadata.name) reads as the registry's form.
   f.put('networkserviceendpoints', { metadata: { namespace: NS, name: 'nse-by-nsm' }, spec: { network_service_names: ['s'], url: 'tcp://10.0.0.1:5001', expiration_time: { seconds: 1893456000, nanos: 5e8 } } })
-  t.strictSame((await kv.get('endpoints', 'nse-by-nsm'))?.value, { endpoint: { networkServiceNames: ['s'], url: 'tcp://10.0.0.1:5001', expirationTime: '2030-01-01T00:00:00.500Z' } }, "an NSE written by NSM's tools")
+  t.strictSame((await kv.get('endpoints', 'nse-by-nsm'))?.value, { endpoint: { name: 'nse-by-nsm', networkServiceNames: ['s'], url: 'tcp://10.0.0.1:5001', expirationTime: '2030-01-01T00:00:00.500Z' } }, "an NSE written by NSM's tools")
 
   // Values that do not fit NSM's messages are kept whole, and still come back exactly.
   const odd: Array<[KvKind, string, unknown]> = [

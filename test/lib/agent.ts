@@ -40,6 +40,8 @@ export interface AgentOptions {
   dir?: string
   /** Another agent bundle to run with node instead of dist/nsm-agent (bench/nsm.ts: an earlier build). */
   bundle?: string
+  /** A command prefix the agent runs under, e.g. ['ip', 'netns', 'exec', node] (test/lib/nodes.ts). */
+  wrap?: string[]
 }
 
 export function agentCommand(): { cmd: string; args: string[] } {
@@ -78,7 +80,8 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
   const dir = opts.dir ?? tempDir(t)
   const socket = join(dir, 'run', 'agent.sock')
   const stateDir = join(dir, 'state')
-  const { cmd, args } = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [opts.bundle] }
+  const base = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [opts.bundle] }
+  const [cmd, ...args] = [...(opts.wrap ?? []), base.cmd, ...base.args] as [string, ...string[]]
   const child: ChildProcess = spawn(cmd, [...args, '--socket', socket, '--state-dir', stateDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   })

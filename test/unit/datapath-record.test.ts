@@ -7,6 +7,7 @@ import { ipContextOf } from '../../agent/pipeline/ip-context.js'
 import { decodeDatapathRecord, sameDatapath } from '../../agent/mechanisms/record.js'
 import { MechanismRegistry } from '../../agent/mechanisms/registry.js'
 import type { DatapathRecord, Mechanism } from '../../agent/mechanisms/types.js'
+import type { KernelRecord } from '../../agent/mechanisms/kernel/record.js'
 
 t.test('ipContextOf: the allocator routes with next hops, plus the composition routes, once', async (t) => {
   const pool = new PointToPointPool()
@@ -43,7 +44,7 @@ t.test('ipContextOf: the allocator routes with next hops, plus the composition r
   }, 'a prefix of a family the pair lacks is left out: nothing could carry it')
 })
 
-const v2: DatapathRecord = {
+const v2: DatapathRecord & { mechanism: KernelRecord } = {
   version: 2,
   connectionId: 'c1',
   service: 'svc',
