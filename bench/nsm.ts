@@ -237,7 +237,7 @@ Left after every DEL of every form: ${leakedConnections} connections in the agen
 
 What a call costs above \`node -e 0\`:
 - \`dist/nsm\` is a ${fileKiB.toFixed(0)} KiB bundle (\`cni/nsm/shim.ts\`, \`cni/nsm/frame.ts\`) that requires ${builtins.map((b) => `\`${b}\``).join(', ')} and nothing else; it sends the whole call as one frame over the agent's unix socket and waits for one answer. Everything else (configuration, plan, pipeline, result) runs in the agent, already compiled and warm.
-- The earlier plugin carried its own HTTP/2, HPACK and protobuf code and a trained V8 code cache to keep that cost down, and needed one or more gRPC round trips per call.
+- Plugins before issue 9 carried their own HTTP/2, HPACK and protobuf code and a trained V8 code cache to keep that cost down, and needed one or more gRPC round trips per call; set BENCH_BEFORE to an earlier build's dist/ to compare with any of them.
 - Most of a DEL's time is the agent waiting for the kernel to delete the veth pair (an RCU grace period; ptp's DEL waits for the same).
 - The reference Go plugin does its whole ADD in ${ms(p50('ptp ADD'))} ms.
 `
