@@ -8,6 +8,10 @@
 // Connections are stored as the NSM Connection message plus the CNI attachment the connection serves,
 // if any, and the pipeline's datapath record.
 //
+// Cost: a mutation costs the same whatever the table holds (one journal line; the attachment index below
+// updated); whole-table work is the snapshot a compaction writes (journal.ts: amortized over the journal,
+// which grows with the snapshot) and `list()`.
+//
 // Loading keeps every record that can still be read: a damaged snapshot or journal is quarantined
 // (renamed aside, journal.ts) and reported through onDamage, never a reason not to start.
 import { rename } from 'node:fs/promises'
@@ -64,6 +68,9 @@ interface Inflight {
 
 export class ConnectionTable {
   private readonly entries = new Map<string, ConnectionEntry>()
+  /** Connection ids by CNI network, and by network + container id (byAttachment reads these, not the table). */
+  private readonly byNetwork = new Map<string, Set<string>>()
+  private readonly byContainer = new Map<string, Set<string>>()
   private readonly listeners = new Set<ConnectionTableListener>()
   private readonly inflight = new Map<string, Inflight[]>()
   private readonly file: Journal<PersistedEntry> | undefined
@@ -108,7 +115,7 @@ export class ConnectionTable {
     const journalDamage = loaded.damaged.map((d) => `line ${d.line}: ${d.reason}`)
     for (const op of loaded.ops) {
       if (op.op === 'del') {
-        table.entries.delete(op.id)
+        table.drop(op.id)
         continue
       }
       const why = table.load(op.entry, op.id)
@@ -154,7 +161,7 @@ export class ConnectionTable {
     if (connection.id === '') return 'a connection without an id'
     if (id !== undefined && id !== connection.id) return `keyed ${JSON.stringify(id)} but its id is ${JSON.stringify(connection.id)}`
     if (p.attachment !== undefined && (p.attachment === null || typeof p.attachment !== 'object')) return 'an attachment that is not an object'
-    this.entries.set(connection.id, { connection, attachment: p.attachment, ...(p.datapath === undefined ? {} : { datapath: p.datapath }) })
+    this.put({ connection, attachment: p.attachment, ...(p.datapath === undefined ? {} : { datapath: p.datapath }) })
     return undefined
   }
 
@@ -172,13 +179,13 @@ export class ConnectionTable {
 
   /** Connections serving attachments of a CNI network (optionally one container / one interface). */
   byAttachment(network: string, containerId?: string, ifname?: string): ConnectionEntry[] {
-    return this.list().filter(
-      (e) =>
-        e.attachment !== undefined &&
-        e.attachment.network === network &&
-        (containerId === undefined || e.attachment.containerId === containerId) &&
-        (ifname === undefined || e.attachment.ifname === ifname),
-    )
+    const ids = containerId === undefined ? this.byNetwork.get(network) : this.byContainer.get(containerKey(network, containerId))
+    const out: ConnectionEntry[] = []
+    for (const id of ids ?? []) {
+      const e = this.entries.get(id)
+      if (e?.attachment !== undefined && (ifname === undefined || e.attachment.ifname === ifname)) out.push(e)
+    }
+    return out
   }
 
   /** Inserts or replaces a connection (keyed by its id); emits `update`. */
@@ -187,7 +194,7 @@ export class ConnectionTable {
     const previous = this.entries.get(connection.id)
     const keep = datapath ?? previous?.datapath
     const entry: ConnectionEntry = { connection, attachment: attachment ?? previous?.attachment, ...(keep === undefined ? {} : { datapath: keep }) }
-    this.entries.set(connection.id, entry)
+    this.put(entry)
     this.emit({ type: 'update', entry })
     await this.commit(connection.id, previous, entry, { op: 'put', id: connection.id, entry: persisted(entry) })
     return entry
@@ -204,7 +211,7 @@ export class ConnectionTable {
   async delete(id: string): Promise<ConnectionEntry | undefined> {
     const entry = this.entries.get(id)
     if (entry === undefined) return undefined
-    this.entries.delete(id)
+    this.drop(id)
     this.emit({ type: 'delete', entry })
     await this.commit(id, entry, undefined, { op: 'del', id })
     return entry
@@ -257,12 +264,38 @@ export class ConnectionTable {
       return
     }
     if (failed.before === undefined) {
-      this.entries.delete(id)
+      this.drop(id)
       if (failed.after !== undefined) this.emit({ type: 'delete', entry: failed.after })
     } else {
-      this.entries.set(id, failed.before)
+      this.put(failed.before)
       this.emit({ type: 'update', entry: failed.before })
     }
+  }
+
+  /** Sets an entry and keeps the attachment index in step. */
+  private put(entry: ConnectionEntry): void {
+    const id = entry.connection.id
+    const before = this.entries.get(id)?.attachment
+    this.entries.set(id, entry)
+    const after = entry.attachment
+    if (before?.network === after?.network && before?.containerId === after?.containerId) return
+    if (before !== undefined) this.unindex(id, before)
+    // (A record from an older or damaged file may lack the fields: never found by byAttachment, as before.)
+    if (after !== undefined && typeof after.network === 'string' && typeof after.containerId === 'string') {
+      addId(this.byNetwork, after.network, id)
+      addId(this.byContainer, containerKey(after.network, after.containerId), id)
+    }
+  }
+
+  private drop(id: string): void {
+    const before = this.entries.get(id)?.attachment
+    this.entries.delete(id)
+    if (before !== undefined) this.unindex(id, before)
+  }
+
+  private unindex(id: string, a: AttachmentInfo): void {
+    removeId(this.byNetwork, a.network, id)
+    removeId(this.byContainer, containerKey(a.network, a.containerId), id)
   }
 
   private emit(event: ConnectionTableEvent): void {
@@ -281,6 +314,21 @@ export class ConnectionTable {
       connections: this.list().map(persisted),
     }
   }
+}
+
+const containerKey = (network: string, containerId: string): string => `${network}\0${containerId}`
+
+function addId(m: Map<string, Set<string>>, key: string, id: string): void {
+  let s = m.get(key)
+  if (s === undefined) m.set(key, (s = new Set()))
+  s.add(id)
+}
+
+function removeId(m: Map<string, Set<string>>, key: string, id: string): void {
+  const s = m.get(key)
+  if (s === undefined) return
+  s.delete(id)
+  if (s.size === 0) m.delete(key)
 }
 
 function persisted(e: ConnectionEntry): PersistedEntry {

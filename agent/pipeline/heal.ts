@@ -18,6 +18,14 @@
 // - Links tagged by us that no connection owns (a crash between build and journal) are swept (./sweep.ts):
 //   at restart, before the records are judged, and periodically from the poll, rate-limited.
 // Healing takes the same per-id lock as Request and Close.
+//
+// Cost: no poll and no registry event walks the connection table (./heal-index.ts keeps what healing
+// watches, indexed as the table changes). A poll stats each endpoint-side namespace once and at most
+// CLIENT_CHECKS_PER_POLL client namespaces (round robin: with many pods a vanished one is found within
+// namespaces / CLIENT_CHECKS_PER_POLL polls), looks each endpoint up once, and visits connections only when
+// they need work; the netlink sockets of vanished namespaces are swept at most every SESSION_SWEEP_MS
+// (besides those of the namespaces the poll itself finds gone). So the poll's share of the event loop,
+// and with it the Requests' latency, does not grow with the number of connections (issue 10).
 import { State, type Connection } from '../../proto/gen/networkservice/connection.js'
 import type { NetlinkSessions } from '../../pkg/netlink/index.js'
 import { netnsKey } from '../../pkg/netns.js'
@@ -33,6 +41,7 @@ import type { DatapathRecord } from './types.js'
 import type { OrphanSweeper } from './sweep.js'
 import type { SweptLink } from '../mechanisms/types.js'
 import type { ReconcileVerdict, RequestedMechanism } from '../mechanisms/types.js'
+import { HealIndex } from './heal-index.js'
 
 export interface HealerOptions {
   registry: Registry
@@ -54,6 +63,10 @@ export interface HealerOptions {
 const neverAborted = new AbortController().signal
 const RETRY_BASE_MS = 500
 const RETRY_MAX_MS = 30_000
+/** Client namespaces checked for disappearance per poll (round robin). */
+export const CLIENT_CHECKS_PER_POLL = 64
+/** The netlink sessions' own sweep (one stat per cached namespace) runs at most this often. */
+const SESSION_SWEEP_MS = 5_000
 
 interface Backoff {
   failures: number
@@ -65,16 +78,23 @@ export class Healer {
   readonly avoid = new Map<string, Set<string>>()
   private timer: NodeJS.Timeout | undefined
   private unsubscribe: (() => void) | undefined
-  private unsubscribeTable: (() => void) | undefined
-  /** Per connection id: the identity (dev:inode) of each of its datapath namespaces when it went UP. */
-  private readonly keys = new Map<string, Map<string, string | undefined>>()
+  private readonly unsubscribeTable: () => void
+  /** What healing watches (records, states, endpoint-side identities), following the table from here on. */
+  private readonly index: HealIndex
   private running: Promise<void> = Promise.resolve()
   /** DOWN connections whose last heal failed: when to try again. */
   private readonly backoff = new Map<string, Backoff>()
   private readonly now: () => number
+  private lastSessionSweep = -Infinity
 
   constructor(private readonly opts: HealerOptions) {
     this.now = opts.now ?? Date.now
+    this.index = new HealIndex({ namespacesOf: (rec) => opts.mechanisms.get(rec.mechanism.type)?.namespaces(rec), netnsKey })
+    this.unsubscribeTable = opts.table.subscribe((ev) => {
+      this.index.apply(ev)
+      if (ev.type === 'delete') this.backoff.delete(ev.entry.connection.id)
+    })
+    for (const entry of opts.table.list()) this.index.set(entry)
   }
 
   start(): void {
@@ -89,21 +109,13 @@ export class Healer {
           await this.retryDown(new Set(ev.endpoint.networkServiceNames), ev.reason === 'registered')
         })
     })
-    this.unsubscribeTable = this.opts.table.subscribe((ev) => {
-      const id = ev.entry.connection.id
-      if (ev.type === 'delete') {
-        this.keys.delete(id)
-        this.backoff.delete(id)
-      } else if (ev.entry.connection.state === State.UP) this.remember(id)
-    })
-    for (const rec of this.opts.records.all()) this.remember(rec.connectionId)
     this.timer = setInterval(() => this.schedule(() => this.poll()), this.opts.pollMs)
     this.timer.unref()
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
-    this.unsubscribeTable?.()
+    this.unsubscribeTable()
     if (this.timer !== undefined) clearInterval(this.timer)
     await this.running
   }
@@ -124,7 +136,10 @@ export class Healer {
   }
 
   private async poll(): Promise<void> {
-    this.opts.sessions.sweep()
+    if (this.now() - this.lastSessionSweep >= SESSION_SWEEP_MS) {
+      this.lastSessionSweep = this.now()
+      this.opts.sessions.sweep()
+    }
     await this.opts.sweeper?.maybeSweep()
     for (const s of this.opts.registry.findEndpoints()) {
       // The same netns the pipeline uses: the extension's path, else the `file://` url. Another node's
@@ -140,8 +155,13 @@ export class Healer {
         await this.opts.registry.unregisterEndpoint(s.endpoint.name)
       }
     }
-    for (const rec of this.opts.records.all()) {
-      if (netnsKey(rec.clientNetns) === undefined) await this.closeVanishedClient(rec)
+    for (const [netns, ids] of this.index.nextClientNamespaces(CLIENT_CHECKS_PER_POLL)) {
+      if (netnsKey(netns) !== undefined) continue
+      this.opts.sessions.drop(netns) // its socket no longer pins the namespace
+      for (const id of ids) {
+        const rec = this.index.record(id)
+        if (rec !== undefined) await this.closeVanishedClient(rec)
+      }
     }
     await this.checkDatapaths()
     await this.retryDown(undefined, false)
@@ -156,34 +176,43 @@ export class Healer {
     }
   }
 
-  private remember(id: string): void {
-    const rec = this.opts.records.record(id)
-    if (rec === undefined) return
-    const m = this.opts.mechanisms.get(rec.mechanism.type)
-    this.keys.set(id, new Map((m?.namespaces(rec) ?? []).map((ns) => [ns, netnsKey(ns)])))
-  }
-
   /**
    * UP connections whose endpoint side lost its namespace (gone, or another one now at that path) or whose
-   * endpoint now lives in another netns (re-registered): rebuilt through the pipeline, DOWN meanwhile.
+   * endpoint now lives in another netns (re-registered): rebuilt through the pipeline, DOWN meanwhile. One
+   * stat per endpoint-side namespace, one registry lookup per endpoint; a connection whose client is gone
+   * too is closed instead.
    */
   private async checkDatapaths(): Promise<void> {
     const stale: Array<{ rec: DatapathRecord; why: string }> = []
-    for (const rec of this.opts.records.all()) {
-      if (this.opts.table.get(rec.connectionId)?.connection.state !== State.UP) continue
-      const epNetns = this.opts.mechanisms.get(rec.mechanism.type)?.namespaces(rec)[1]
-      if (epNetns === undefined || netnsKey(rec.clientNetns) === undefined) continue
-      const stored = this.opts.registry.endpoint(rec.endpointName)
-      const registered = stored === undefined ? undefined : endpointInfo(stored, '')?.netns
-      const was = this.keys.get(rec.connectionId)?.get(epNetns)
+    for (const [epNetns, group] of this.index.endpointSides()) {
       const now = netnsKey(epNetns)
-      if (registered !== undefined && registered !== epNetns) stale.push({ rec, why: `endpoint ${rec.endpointName} moved to ${registered}` })
-      else if (now === undefined) stale.push({ rec, why: `endpoint netns ${epNetns} is gone` })
-      else if (was !== undefined && was !== now) stale.push({ rec, why: `endpoint netns ${epNetns} is another namespace now` })
+      for (const [endpointName, byKey] of group) {
+        const stored = this.opts.registry.endpoint(endpointName)
+        const registered = stored === undefined ? undefined : endpointInfo(stored, '')?.netns
+        for (const [was, ids] of byKey) {
+          let why: string | undefined
+          if (registered !== undefined && registered !== epNetns) why = `endpoint ${endpointName} moved to ${registered}`
+          else if (now === undefined) why = `endpoint netns ${epNetns} is gone`
+          else if (was !== '' && was !== now) why = `endpoint netns ${epNetns} is another namespace now`
+          if (why === undefined) continue
+          for (const id of ids) {
+            const rec = this.index.record(id)
+            if (rec !== undefined) stale.push({ rec, why })
+          }
+        }
+      }
     }
     if (stale.length === 0) return
-    for (const { rec, why } of stale) this.opts.log.info('connection lost its datapath: rebuilding', { connection: rec.connectionId, why })
-    await Promise.all(stale.map(({ rec }) => this.reselect(rec, undefined)))
+    const gone = new Map<string, boolean>()
+    const clientGone = (netns: string): boolean => {
+      let g = gone.get(netns)
+      if (g === undefined) gone.set(netns, (g = netnsKey(netns) === undefined))
+      return g
+    }
+    const rebuild = stale.filter(({ rec }) => !clientGone(rec.clientNetns))
+    for (const { rec } of stale) if (clientGone(rec.clientNetns)) await this.closeVanishedClient(rec)
+    for (const { rec, why } of rebuild) this.opts.log.info('connection lost its datapath: rebuilding', { connection: rec.connectionId, why })
+    await Promise.all(rebuild.map(({ rec }) => this.reselect(rec, undefined)))
   }
 
   /**
@@ -192,8 +221,7 @@ export class Healer {
    */
   private async retryDown(services: ReadonlySet<string> | undefined, now: boolean): Promise<void> {
     const t = this.now()
-    const due = this.opts.records.all().filter((rec) => {
-      if (this.opts.table.get(rec.connectionId)?.connection.state !== State.DOWN) return false
+    const due = this.index.down().filter((rec) => {
       if (services !== undefined && !services.has(rec.service)) return false
       return now || (this.backoff.get(rec.connectionId)?.dueAt ?? 0) <= t
     })
@@ -203,7 +231,7 @@ export class Healer {
   }
 
   async healEndpoint(name: string, reason: string): Promise<void> {
-    const affected = this.opts.records.all().filter((r) => r.endpointName === name)
+    const affected = this.index.ofEndpoint(name)
     if (affected.length === 0) return
     this.opts.log.info('healing connections of endpoint', { endpoint: name, reason, connections: affected.length })
     await Promise.all(affected.map((rec) => this.reselect(rec, name)))
