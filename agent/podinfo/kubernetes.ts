@@ -355,7 +355,7 @@ function resourceVersionOf(obj: unknown): string | undefined {
 }
 
 /** The HTTP status of a failed call or a Status object: ApiException.code, Watch's statusCode, Status.code. */
-function statusOf(err: unknown): number | undefined {
+export function statusOf(err: unknown): number | undefined {
   if (typeof err !== 'object' || err === null) return undefined
   const e = err as { statusCode?: unknown; code?: unknown }
   if (typeof e.statusCode === 'number') return e.statusCode

@@ -37,7 +37,7 @@
 import { POLICY_ANNOTATIONS, policyFromMetadata } from '../../conf/endpoint-policy.js'
 import { CustomObjectsApi, Observable, Watch, type KubeConfig, type RequestContext, type ResponseContext } from '@kubernetes/client-node'
 import { isDeepStrictEqual } from 'node:util'
-import { loadKubeConfig } from '../podinfo/kubernetes.js'
+import { loadKubeConfig, statusOf } from '../podinfo/kubernetes.js'
 import { checkKvName, checkKvTtl, KV_KINDS, KvConflict, KvUnavailable, type Kv, type KvCasOptions, type KvEntry, type KvEvent, type KvKind, type KvList, type KvWatchHandlers, type KvWriteOptions } from './kv.js'
 
 export interface KubernetesKvOptions {
@@ -291,15 +291,6 @@ function expiresAt(obj: KObject): number | undefined {
 }
 
 // ---- errors ---------------------------------------------------------------------------------------------
-
-/** The HTTP status of a failed call or a Status object: ApiException.code, Watch's statusCode, Status.code. */
-function statusOf(err: unknown): number | undefined {
-  if (typeof err !== 'object' || err === null) return undefined
-  const e = err as { statusCode?: unknown; code?: unknown }
-  if (typeof e.statusCode === 'number') return e.statusCode
-  if (typeof e.code === 'number') return e.code
-  return undefined
-}
 
 function describe(err: unknown): string {
   const code = statusOf(err)
