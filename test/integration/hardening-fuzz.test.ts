@@ -37,8 +37,8 @@ const PER_CALL_MS = 10_000
 /**
  * How many steps a run makes (NSM_FUZZ_STEPS overrides it): the calls at things that may block, the
  * mutations that found bugs before and the valid sequences always, then the others in the seed's order up
- * to this count, so the file stays within ~60 s on a 2-core machine running other tests beside it. Every
- * step chosen runs; none is skipped.
+ * to this count, so the file stays within ~60 s on a 2-core machine (`npm test` runs it alone, after the
+ * others: scripts/test.sh). Every step chosen runs; none is skipped.
  */
 const STEPS = Number(process.env.NSM_FUZZ_STEPS ?? 56)
 t.comment(`fuzz seed ${SEED} (0x${SEED.toString(16)}): NSM_FUZZ_SEED=${SEED} reproduces this run`)
