@@ -14,7 +14,7 @@
 // creates them on. Remove and close delete only links with that tag; a link of the same name without it
 // (an administrator's bridge named like the client interface, someone's veth) is left alone and logged,
 // and CHECK reports it as 'link-foreign'.
-import { netnsFileUrl } from '../../../pkg/netns-url.js'
+import { netnsFileUrl, netnsPathOfUrl } from '../../../pkg/netns-url.js'
 import { KernelError } from '../../../pkg/errors.js'
 import { AddressConflictError, buildCrossConnect, getLink, removeCrossConnect, setLinkMessage, validateLinkName, writeSysctl, type LinkReaper, type NetlinkSessions, type ReapResult, type Rtnl } from '../../../pkg/netlink/index.js'
 import { netnsKey } from '../../../pkg/netns.js'
@@ -119,18 +119,19 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
       }
       const urlField = `${field}.parameters.inodeURL`
       const url = requested.parameters.inodeURL ?? ''
-      if (!url.startsWith('file://')) throw AgentError.invalid(urlField, `${JSON.stringify(url)} must be a file:// URL of a netns`)
       let path: string
       try {
-        path = decodeURIComponent(url.slice('file://'.length))
-      } catch {
-        throw AgentError.invalid(urlField, `${JSON.stringify(url)} is not a valid URL (bad % escape)`)
+        path = netnsPathOfUrl(url) // file:// decoded; inode://<dev>/<ino> resolved to /proc/<pid>/ns/net
+      } catch (err) {
+        if (KernelError.is(err, 'BAD_NETNS')) throw new AgentError('BAD_NETNS', `${urlField}: ${err.message}`, { field: urlField, cause: err })
+        throw AgentError.invalid(urlField, err instanceof Error ? err.message : String(err))
       }
       try {
         return { netns: sessions.policy.check(path), ifname }
       } catch (err) {
         const msg = err instanceof KernelError ? err.message : String(err)
-        throw new AgentError('BAD_NETNS', `${urlField}: ${msg}`, { field: urlField, cause: err })
+        const via = url.startsWith('file://') ? '' : `${url} is ${path}: `
+        throw new AgentError('BAD_NETNS', `${urlField}: ${via}${msg}`, { field: urlField, cause: err })
       }
     },
 
