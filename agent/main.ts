@@ -24,6 +24,8 @@ import type { Kv } from './store/kv.js'
 import { KvStore } from './store/kv-store.js'
 import { NodeRecords } from './store/nodes.js'
 import { AddressClaims } from './store/claims.js'
+import { VniClaims } from './store/vni-claims.js'
+import { PeerDirectory } from './peer/directory.js'
 import type { P2PRecord } from '../ipam/p2p/index.js'
 import { openSharedStore } from './store/open.js'
 import { PeerTls, PeerTlsError } from './peer/tls.js'
@@ -154,12 +156,14 @@ async function main(argv: readonly string[]): Promise<number> {
   let shared: Kv | undefined
   let nodes: NodeRecords | undefined
   let claims: AddressClaims | undefined
+  let vnis: VniClaims | undefined
   try {
     shared = await openSharedStore(config, (msg, fields) => log.warn(msg, fields))
     state = await openState(config, netns, log, reportListenerError, shared)
     if (shared !== undefined) {
       nodes = await NodeRecords.start(shared, { name: config.nodeName, underlayAddress: config.underlayAddress, peerUrl: config.peerUrl }, { ttlMs: config.nodeTtlMs, onError: (msg, fields) => log.warn(msg, fields) })
       claims = await AddressClaims.start(shared, config.nodeName)
+      vnis = await VniClaims.start(shared, config.nodeName)
     }
   } catch (err) {
     await shared?.close().catch(() => undefined)
@@ -186,7 +190,18 @@ async function main(argv: readonly string[]): Promise<number> {
     ...(nodes === undefined || shared === undefined ? {} : { nodes: { store: shared.backend, list: () => nodes.list() } }),
   })
   // The request pipeline builds the datapaths; healing watches endpoints and namespaces.
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }) })
+  // The mesh across nodes: with a shared store, an underlay address and a way to call peers (mutual TLS, or
+  // --insecure), endpoints of other nodes are reached through their agents (ARCHITECTURE §12).
+  const peers =
+    nodes !== undefined && config.underlayAddress !== '' && (peerTls !== undefined || config.insecure)
+      ? new PeerDirectory({ ...(peerTls === undefined ? { insecure: true as const } : { tls: peerTls }), self: config.nodeName, nodes: () => nodes.list() })
+      : undefined
+  const mesh =
+    peers === undefined || vnis === undefined || nodes === undefined
+      ? undefined
+      : { underlay: [config.underlayAddress], peers, vnis, liveNodes: () => new Set(nodes.list().map((n) => n.name)), lifetimeMs: config.tokenLifetimeMs }
+  if (shared !== undefined && mesh === undefined) log.info('no mesh across nodes: only this node\'s endpoints are selected (needs --underlay-address and --listen with TLS or --insecure)', {})
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cni = new CniService({
@@ -207,7 +222,12 @@ async function main(argv: readonly string[]): Promise<number> {
   const reconciled = await dataplane.healer.reconcile()
   log.info('reconciled connections with the kernel', reconciled)
   if (claims !== undefined) await reassertClaims(claims, dataplane.pool.allRecords(), log)
+  if (vnis !== undefined) {
+    const released = await vnis.retain(new Set(dataplane.records.all().map((r) => r.connectionId))).catch(() => 0)
+    if (released > 0) log.info('released the VNI claims of connections that are gone', { released })
+  }
   dataplane.healer.start()
+  dataplane.remote?.start()
   // Shared stores: this node's endpoint pods are rewritten every third of their lifetime; the address
   // claims of nodes whose records expired are collected.
   const refresher =
@@ -220,7 +240,10 @@ async function main(argv: readonly string[]): Promise<number> {
   const collector =
     claims === undefined || nodes === undefined
       ? undefined
-      : setInterval(() => void collectClaims(claims, nodes, config.nodeName, log), config.nodeTtlMs)
+      : setInterval(() => {
+          void collectClaims(claims, nodes, config.nodeName, log)
+          if (vnis !== undefined && nodes.list().some((n) => n.name === config.nodeName)) void vnis.collect(new Set(nodes.list().map((n) => n.name))).catch(() => 0)
+        }, config.nodeTtlMs)
   collector?.unref()
 
   let stopping: Promise<void> | undefined
@@ -230,10 +253,12 @@ async function main(argv: readonly string[]): Promise<number> {
       if (refresher !== undefined) clearInterval(refresher)
       if (collector !== undefined) clearInterval(collector)
       claims?.stop()
+      vnis?.stop()
       // server.stop() first: its shutdown signal also ends the peer listener's monitor streams.
       await Promise.all([server.stop(), peer?.close()])
       peerTls?.close()
       await dataplane.stop()
+      peers?.close()
       registry.close()
       podInfo?.close()
       await nodes?.stop()
@@ -287,6 +312,12 @@ async function main(argv: readonly string[]): Promise<number> {
     await nodes?.setPeerUrl(peerUrl).catch((err: unknown) => log.warn('node record: the peer URL is not written yet, the next rewrite writes it', { peerUrl, err }))
     log.info('peer listener ready', { address: peer.address, peerUrl, tls: peer.secure, ...(peerTls === undefined ? {} : { serialNumber: peerTls.current.serialNumber, fingerprint256: peerTls.current.fingerprint256 }) })
   }
+  // Halves this node holds for clients on other nodes that no longer have them (this agent was down while
+  // they moved or closed): asked once, in the background (an unreachable node's halves expire instead).
+  dataplane.remote?.collectOrphans().then(
+    (closed) => closed > 0 && log.info('closed remote halves whose clients are gone', { closed }),
+    (err: unknown) => log.warn('collecting remote halves failed', { err }),
+  )
   log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
   return done
 }

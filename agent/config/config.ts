@@ -57,6 +57,11 @@ export interface AgentConfig {
   /** Lifetime of this node's record in a shared store; rewritten every third of it. */
   nodeTtlMs: number
   /**
+   * Lifetime of a path segment (token): the endpoint's half of a remote cross-connect is closed when its
+   * client's agent has not refreshed it for this long; the client's agent refreshes every third of it.
+   */
+  tokenLifetimeMs: number
+  /**
    * HOST:PORT of the peer listener, the NSM API served to other agents over TCP (agent/peer/); none when
    * undefined. Needs mutual TLS (tlsCert, tlsKey, tlsCa) or, explicitly, `insecure`.
    */
@@ -96,6 +101,7 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   underlayAddress: '',
   peerUrl: '',
   nodeTtlMs: 30_000,
+  tokenLifetimeMs: 60_000,
   listen: undefined,
   tlsCert: undefined,
   tlsKey: undefined,
@@ -119,12 +125,12 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
                  [--pod-info-dir DIR | --kubernetes [--kubeconfig FILE]]
                  [--store file | --store etcd --etcd-endpoints URL[,URL...] [--etcd-prefix P]
                   [--etcd-ca F [--etcd-cert F --etcd-key F]] | --store kubernetes [--store-namespace NS]]
-                 [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION]
+                 [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION] [--token-lifetime DURATION]
                  [--listen HOST:PORT (--tls-cert F --tls-key F --tls-ca F | --insecure)]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
 endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
-etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, listen, tlsCert, tlsKey, tlsCa, insecure). --netns-allow may repeat or take a comma list; it replaces the default list
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
 --listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
 DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.`
@@ -141,7 +147,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -229,6 +235,9 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
         break
       case '--node-ttl':
         overrides.nodeTtlMs = checkDuration(flag, value())
+        break
+      case '--token-lifetime':
+        overrides.tokenLifetimeMs = checkDuration(flag, value())
         break
       case '--listen':
         overrides.listen = checkListen(flag, value())
@@ -330,6 +339,9 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
         break
       case 'nodeTtl':
         out.nodeTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
+        break
+      case 'tokenLifetime':
+        out.tokenLifetimeMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
         break
       case 'listen':
         out.listen = checkListen(where, str(where, v))

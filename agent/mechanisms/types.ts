@@ -63,6 +63,8 @@ export interface PlanInput {
   connection: Connection
   client: ClientSide
   endpoint: { name: string; netns: string; local: boolean }
+  /** The other node of a remote cross-connect (a VXLAN half records it), when there is one. */
+  peer?: string
 }
 
 /** What an orphan sweep is given: where to look, and which connections are live (read after the look). */

@@ -27,6 +27,11 @@ export interface RequestState {
   service?: NetworkService
   endpoint?: EndpointInfo
   addresses?: P2PAddresses
+  /**
+   * The other node of a remote cross-connect (forward element): the endpoint's node on the client's side,
+   * the calling peer on the endpoint's side.
+   */
+  peerNode?: string
   datapath?: DatapathRecord
 }
 

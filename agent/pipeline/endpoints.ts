@@ -17,6 +17,7 @@ export function endpointInfo(s: StoredEndpoint, nodeName: string): EndpointInfo 
     networkServiceLabels: labels,
     ...(expiresAt === undefined ? {} : { expiresAt }),
     local: s.extension.nodeName === '' || s.extension.nodeName === nodeName,
+    node: s.extension.nodeName,
     netns,
     pools: s.extension.cidrPools,
     routes: s.extension.routes.map((r) => r.prefix),

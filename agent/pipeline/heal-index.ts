@@ -134,7 +134,8 @@ export class HealIndex {
 
   private index(id: string, w: Watched): void {
     addTo(this.byEndpoint, w.rec.endpointName, id)
-    addTo(this.byClientNetns, w.rec.clientNetns, id)
+    // '' = a remote client (the endpoint's half of a cross-connect): its own node's agent watches it.
+    if (w.rec.clientNetns !== '') addTo(this.byClientNetns, w.rec.clientNetns, id)
     if (w.state === State.DOWN) this.downIds.add(id)
     if (w.state === State.UP && w.endpointNetns !== undefined) {
       let group = this.upByEndpointNetns.get(w.endpointNetns)
@@ -147,7 +148,7 @@ export class HealIndex {
 
   private unindex(id: string, w: Watched): void {
     removeFrom(this.byEndpoint, w.rec.endpointName, id)
-    removeFrom(this.byClientNetns, w.rec.clientNetns, id)
+    if (w.rec.clientNetns !== '') removeFrom(this.byClientNetns, w.rec.clientNetns, id)
     this.downIds.delete(id)
     if (w.state === State.UP && w.endpointNetns !== undefined) {
       const group = this.upByEndpointNetns.get(w.endpointNetns)

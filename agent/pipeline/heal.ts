@@ -205,6 +205,9 @@ export class Healer {
     if (stale.length === 0) return
     const gone = new Map<string, boolean>()
     const clientGone = (netns: string): boolean => {
+      // '' = the endpoint's half of a cross-connect whose client is on another node: this half is closed,
+      // and that node's agent heals its client (it sees the close on its monitor stream).
+      if (netns === '') return true
       let g = gone.get(netns)
       if (g === undefined) gone.set(netns, (g = netnsKey(netns) === undefined))
       return g
@@ -237,8 +240,35 @@ export class Healer {
     await Promise.all(affected.map((rec) => this.reselect(rec, name)))
   }
 
-  private async reselect(rec: DatapathRecord, avoid: string | undefined): Promise<void> {
+  /**
+   * Re-requests these connections with every endpoint in `avoid` excluded (a peer node lost: all of its
+   * endpoints), as a heal does; resolves when each has healed or stays DOWN for the retries.
+   */
+  async healAway(records: readonly DatapathRecord[], avoid: ReadonlySet<string>, reason: string): Promise<void> {
+    if (records.length === 0) return
+    this.opts.log.info('healing connections away from their endpoints', { reason, connections: records.length })
+    await Promise.all(records.map((rec) => this.reselect(rec, avoid)))
+  }
+
+  /**
+   * An UP connection requested again as it is (a remote cross-connect's refresh: the peer renews its half;
+   * nothing is rebuilt while the datapath is intact). Rejects with the pipeline's error.
+   */
+  async refresh(rec: DatapathRecord): Promise<void> {
     const id = rec.connectionId
+    await this.opts.handler.locks.run(id, async () => {
+      const entry = this.opts.table.get(id)
+      if (entry === undefined || entry.connection.state !== State.UP || this.opts.records.record(id) === undefined) return
+      const connection = { ...requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec)), state: State.UP }
+      await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
+    })
+  }
+
+  private async reselect(rec: DatapathRecord, avoid: string | ReadonlySet<string> | undefined): Promise<void> {
+    const id = rec.connectionId
+    // The endpoint's half of a cross-connect is not healed here: its client's agent reselects (and closes
+    // this half, or lets it expire); this agent only closes it when its endpoint is gone.
+    if (rec.clientNetns === '') return this.closeVanishedClient(rec)
     await this.opts.handler.locks.run(id, async () => {
       const entry = this.opts.table.get(id)
       if (entry === undefined || this.opts.records.record(id) === undefined) {
@@ -246,7 +276,7 @@ export class Healer {
         return // closed meanwhile
       }
       await this.opts.table.setState(id, State.DOWN)
-      if (avoid !== undefined) this.avoid.set(id, new Set([avoid]))
+      if (avoid !== undefined) this.avoid.set(id, new Set(typeof avoid === 'string' ? [avoid] : avoid))
       try {
         const connection = requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec))
         await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
@@ -266,7 +296,8 @@ export class Healer {
   private async closeVanishedClient(rec: DatapathRecord): Promise<void> {
     const entry = this.opts.table.get(rec.connectionId)
     if (entry === undefined) return
-    this.opts.log.info('client netns is gone: closing its connection', { connection: rec.connectionId, netns: rec.clientNetns })
+    if (rec.clientNetns === '') this.opts.log.info("closing the endpoint's half of a remote cross-connect (its endpoint is gone; the client's agent heals)", { connection: rec.connectionId, endpoint: rec.endpointName })
+    else this.opts.log.info('client netns is gone: closing its connection', { connection: rec.connectionId, netns: rec.clientNetns })
     await this.opts.handler.close(entry.connection, this.context(entry.attachment))
   }
 
@@ -302,5 +333,7 @@ export class Healer {
 
 /** The request that re-creates a connection: same id, service, labels, and the mechanism that built it. */
 function requestOf(conn: Connection, rec: DatapathRecord, mechanism: RequestedMechanism): Connection {
-  return { ...conn, labels: rec.clientLabels, mechanism, state: State.DOWN }
+  // Not pinned to the endpoint it had (a pin means "that one or fail"): selection still tries it first
+  // (the stored record's endpoint) unless healing excludes it.
+  return { ...conn, labels: rec.clientLabels, mechanism, state: State.DOWN, networkServiceEndpointName: '' }
 }

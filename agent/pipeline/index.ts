@@ -30,6 +30,23 @@ import { select } from './select.js'
 import { validate } from './validate.js'
 import { OrphanSweeper } from './sweep.js'
 import type { EndpointInfo } from './types.js'
+import { forward, type Peers, type VniAllocator } from './forward.js'
+import { pathElement } from './path.js'
+import { RemoteCrossConnects } from './remote.js'
+import { vxlanMechanism } from '../mechanisms/vxlan/index.js'
+import { parsePrefix, formatPrefix } from '../../ipam/p2p/index.js'
+import type { Connection } from '../../proto/gen/networkservice/connection.js'
+
+/** The pools a remote composed client sent as its request's dst_routes (valid prefixes only). */
+function requestedPools(c: Connection): string[] {
+  return (c.context?.ipContext?.dstRoutes ?? []).flatMap((r) => {
+    try {
+      return [formatPrefix(parsePrefix(r.prefix))]
+    } catch {
+      return []
+    }
+  })
+}
 
 export interface DataplaneOptions {
   registry: Registry
@@ -50,8 +67,21 @@ export interface DataplaneOptions {
    */
   sweepAllowlistDirs?: boolean
   now?: () => number
+  /** The mesh across nodes (ARCHITECTURE §12): endpoints of other nodes are reached over VXLAN through their agents. */
+  mesh?: MeshOptions
   /** Test hook: extra elements inserted after the named element (fault injection). */
   insertAfter?: { after: string; element: Element }
+}
+
+export interface MeshOptions {
+  /** This node's underlay addresses (VXLAN `local`). */
+  underlay: readonly string[]
+  peers: Peers & { forget(node: string): void }
+  /** Names of the nodes with a live record. */
+  liveNodes(): ReadonlySet<string>
+  vnis: VniAllocator
+  /** A path segment's lifetime; remote halves are refreshed every third of it (default 60 s). */
+  lifetimeMs?: number
 }
 
 export interface Dataplane {
@@ -65,6 +95,8 @@ export interface Dataplane {
   pool: P2PPool
   records: TableRecords
   elements: Element[]
+  /** Remote cross-connects' refresh, monitoring and expiry (with `mesh`). */
+  remote: RemoteCrossConnects | undefined
   check(entry: ConnectionEntry): Promise<CheckProblem[]>
   stop(): Promise<void>
 }
@@ -72,31 +104,44 @@ export interface Dataplane {
 export function createDataplane(o: DataplaneOptions): Dataplane {
   const netnsPolicy = NetnsPolicy.from(o.netnsAllow)
   const sessions = new NetlinkSessions(netnsPolicy)
-  const mechanisms = new MechanismRegistry([kernelMechanism({ sessions, reaper: new LinkReaper(sessions), log: o.log })])
+  const reaper = new LinkReaper(sessions)
+  const vxlan = o.mesh === undefined ? undefined : vxlanMechanism({ sessions, underlay: o.mesh.underlay, defaultMtu: o.defaultMtu ?? 1500, reaper, log: o.log })
+  const mechanisms = new MechanismRegistry([kernelMechanism({ sessions, reaper, log: o.log }), ...(vxlan === undefined ? [] : [vxlan])])
   const records = new TableRecords(o.table)
   const pool = P2PPool.fromRecords(records.all().map((r) => r.p2p))
   const roundRobin = new RoundRobin()
   const now = o.now ?? Date.now
   const onUndoError = (err: unknown): void => o.log.error('undo failed', { err })
-  // Endpoints this node can reach: its own (a shared store lists every node's; reaching another node's
-  // needs the mesh across nodes).
+  // This node's endpoints (their namespaces are its to watch, sweep and allocate for).
   const endpoints = (): EndpointInfo[] => o.registry.findEndpoints().flatMap((s) => endpointInfo(s, o.nodeName) ?? []).filter((e) => e.local)
+  // Endpoints selection may choose: this node's, and with the mesh those of other nodes with a live record.
+  const reachable = (): EndpointInfo[] => {
+    const all = o.registry.findEndpoints().flatMap((s) => endpointInfo(s, o.nodeName) ?? [])
+    if (o.mesh === undefined) return all.filter((e) => e.local)
+    const live = o.mesh.liveNodes()
+    return all.filter((e) => e.local || live.has(e.node))
+  }
+  const composedPools = (netns: string): readonly string[] => endpoints().find((e) => e.netns === netns)?.pools ?? []
   let healer: Healer | undefined
+  const lifetimeMs = o.mesh?.lifetimeMs ?? 60_000
 
   const elements: Element[] = [
     validate({ mechanisms, recordOf: (id) => records.record(id) }),
+    pathElement({ name: o.nodeName, lifetimeMs, now }),
     select({
       service: (name) => o.registry.service(name),
-      endpoints,
+      endpoints: reachable,
       roundRobin,
       now,
       exclude: (id) => healer?.avoid.get(id) ?? [],
     }),
+    ...(o.mesh === undefined || vxlan === undefined ? [] : [forward({ underlay: o.mesh.underlay, peers: o.mesh.peers, vnis: o.mesh.vnis, vxlan, composedPools, log: o.log, onUndoError })]),
     pointToPointIpam({
       pool,
       ...(o.claims === undefined ? {} : { claims: o.claims }),
       endpointExcluded: (name) => o.registry.endpoint(name)?.extension.excludedPrefixes ?? [],
-      composedPools: (netns) => endpoints().find((e) => e.netns === netns)?.pools ?? [],
+      // A remote client (netns '': the endpoint's half) sent its pools as the request's dst_routes.
+      composedPools: (netns, connection) => (netns === '' ? requestedPools(connection) : composedPools(netns)),
       onUndoError,
       onAddressInUse: (connection, addresses) => o.log.warn('addresses in use in the kernel: blocked until the next orphan sweep, trying the next pair', { connection, addresses }),
     }),
@@ -120,11 +165,17 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     scanDirs: o.sweepAllowlistDirs ?? false,
     minIntervalMs: o.sweepMs ?? 30_000,
   })
-  healer = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper, nodeName: o.nodeName })
+  const h = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper, nodeName: o.nodeName })
+  healer = h
+  const remote =
+    o.mesh === undefined
+      ? undefined
+      : new RemoteCrossConnects({ self: o.nodeName, table: o.table, records, registry: o.registry, handler, healer: h, peers: o.mesh.peers, liveNodes: () => o.mesh?.liveNodes() ?? new Set(), lifetimeMs, log: o.log, now })
 
   return {
     handler,
-    healer,
+    healer: h,
+    remote,
     roundRobin,
     sessions,
     netnsPolicy,
@@ -142,7 +193,8 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
       return mechanism.check(rec)
     },
     async stop() {
-      await healer?.stop()
+      await remote?.stop()
+      await h.stop()
       sessions.closeAll()
     },
   }

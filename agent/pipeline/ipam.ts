@@ -9,6 +9,7 @@
 // already in one of the namespaces, e.g. held by a leftover datapath nobody journaled) is blocked for both
 // parties until the next orphan sweep (heal.ts) and the next free pair is tried, a few times: a failure
 // never hands out the same pair again.
+// Addresses the forward element already has (a remote agent's or an NSM endpoint's answer) are used as given.
 // Needs: endpoint, clientNetns. Provides: addresses.
 // Undoes: puts the allocator state back as it was before this request when a later element fails.
 import { P2PError, PointToPointPool, type P2PPair, type P2PRecord, type P2PState } from '../../ipam/p2p/index.js'
@@ -47,8 +48,11 @@ export interface IpamOptions {
   claims?: IpamClaims
   /** Extra excluded prefixes of an endpoint (from its registration). */
   endpointExcluded(endpoint: string): readonly string[]
-  /** For a client netns that is itself an endpoint's netns (composition): that endpoint's pools. */
-  composedPools(clientNetns: string): readonly string[]
+  /**
+   * For a client netns that is itself an endpoint's netns (composition): that endpoint's pools. A remote
+   * client (netns '', the endpoint's half of a cross-connect) sends them as its request's dst_routes.
+   */
+  composedPools(clientNetns: string, connection: Connection): readonly string[]
   onUndoError(err: unknown): void
   /** A pair the kernel showed in use was blocked (logged by the caller). */
   onAddressInUse?(connectionId: string, addresses: readonly string[]): void
@@ -66,6 +70,16 @@ export function pointToPointIpam(opts: IpamOptions): Element {
     provides: ['addresses'],
     wrap: (next) => ({
       async request(r) {
+        // Addresses from elsewhere (the forward element: the remote agent's or an NSM endpoint's answer):
+        // nothing to allocate here; a pair this connection held from a local endpoint is released once the
+        // new datapath stands.
+        const given = r.state.addresses
+        if (given !== undefined) {
+          const connection = await next.request(r)
+          const released = opts.pool.release(r.connection.id)
+          if (released !== undefined && released.pairs.length > 0) await opts.claims?.release(r.connection.id, released.pairs).catch(opts.onUndoError)
+          return connection
+        }
         const { endpoint, clientNetns } = r.state
         // Blocked for both parties until the next orphan sweep; then the next free pair is tried.
         const block = (addrs: readonly string[]): void => {
@@ -122,7 +136,7 @@ async function allocateAndContinue(opts: IpamOptions, next: Handler, r: Pipeline
     throw err
   }
   try {
-    r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns)), record: result.record }
+    r.state.addresses = { ...ipContextOf(result, opts.composedPools(clientNetns, r.connection)), record: result.record }
     // On a shared store the pair is claimed cluster-wide before anything is built with it.
     await opts.claims?.claim(r.connection.id, result.record.pairs)
   } catch (err) {

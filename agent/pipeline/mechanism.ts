@@ -47,7 +47,7 @@ export function mechanismElement(opts: MechanismElementOptions): Element {
           clientIfname,
           mtu: c.context?.MTU !== undefined && c.context.MTU > 0 ? c.context.MTU : opts.defaultMtu,
           ipContext,
-          mechanism: mechanism.plan({ connection: c, client: { netns: clientNetns, ifname: clientIfname }, endpoint }),
+          mechanism: mechanism.plan({ connection: c, client: { netns: clientNetns, ifname: clientIfname }, endpoint, ...(r.state.peerNode === undefined ? {} : { peer: r.state.peerNode }) }),
           p2p,
           clientLabels: r.state.clientLabels ?? {},
         }

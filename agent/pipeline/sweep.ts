@@ -57,7 +57,7 @@ export class OrphanSweeper {
     const namespaces = new Set<string>()
     for (const rec of o.records.all()) {
       const m = o.mechanisms.get(rec.mechanism.type)
-      for (const ns of m?.namespaces(rec) ?? [rec.clientNetns]) namespaces.add(ns)
+      for (const ns of m?.namespaces(rec) ?? [rec.clientNetns]) if (ns !== '') namespaces.add(ns)
     }
     for (const ns of o.endpointNamespaces()) namespaces.add(ns)
     if (o.scanDirs) for (const ns of this.dirNamespaces()) namespaces.add(ns)

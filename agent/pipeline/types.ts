@@ -13,6 +13,8 @@ export interface EndpointInfo {
   expiresAt?: number
   /** On this node (a veth reaches it). */
   local: boolean
+  /** The node it lives on ('' = this one, registered before nodes were recorded). */
+  node: string
   /** Policy-checked netns path of the endpoint (the `url` file:///var/run/netns/x). */
   netns: string
   /** CIDR pools the endpoint hands out point-to-point pairs from. */

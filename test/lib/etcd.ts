@@ -22,7 +22,7 @@ import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 
 const ETCD = '/usr/bin/etcd'
 
@@ -50,6 +50,12 @@ export interface EtcdCerts {
 export interface EtcdOptions {
   /** Serve https with client certificate auth. */
   readonly tls?: EtcdCerts
+  /**
+   * Run inside this network namespace (a test bed's underlay, test/lib/nodes.ts) serving clients on
+   * `host` there, so agents in the bed's node namespaces reach it; the harness itself talks to it over a
+   * unix socket in its directory (the filesystem is shared). Plain http only.
+   */
+  readonly netns?: { readonly name: string; readonly host: string }
 }
 
 export interface TestEtcd {
@@ -106,8 +112,14 @@ class EtcdProcess implements TestEtcd {
     private readonly clientPort: number,
     private readonly peerPort: number,
     private readonly tls: EtcdCerts | undefined,
+    private readonly netns?: { readonly name: string; readonly host: string },
   ) {
-    this.endpoints = [`${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`]
+    this.endpoints = [`${tls ? 'https' : 'http'}://${netns?.host ?? '127.0.0.1'}:${clientPort}`]
+  }
+
+  /** In a netns: the unix socket etcd also serves (unix://localhost:<port> is a file in its cwd). */
+  private get socketPath(): string | undefined {
+    return this.netns === undefined ? undefined : join(dirname(this.dataDir), `localhost:${this.clientPort + 1}`)
   }
 
   get pid(): number | undefined {
@@ -115,13 +127,13 @@ class EtcdProcess implements TestEtcd {
   }
 
   private args(): string[] {
-    const client = this.endpoints[0] ?? ''
+    const client = `${this.endpoints[0] ?? ''}${this.netns === undefined ? '' : `,unix://localhost:${this.clientPort + 1}`}`
     const peer = `http://127.0.0.1:${this.peerPort}`
     const args = [
       '--name', 'nsm-test',
       '--data-dir', this.dataDir,
       '--listen-client-urls', client,
-      '--advertise-client-urls', client,
+      '--advertise-client-urls', this.endpoints[0] ?? '',
       '--listen-peer-urls', peer,
       '--initial-advertise-peer-urls', peer,
       '--initial-cluster', `nsm-test=${peer}`,
@@ -143,8 +155,9 @@ class EtcdProcess implements TestEtcd {
   async start(): Promise<void> {
     if (this.child !== undefined) throw new Error('etcd: already running')
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD')))
-    const [cmd, argv] = hasSetpriv ? ['/usr/bin/setpriv', ['--pdeathsig', 'KILL', '--', ETCD, ...this.args()]] : [ETCD, this.args()]
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env })
+    const inNetns = this.netns === undefined ? [] : ['ip', 'netns', 'exec', this.netns.name]
+    const [cmd, ...argv] = [...(hasSetpriv ? ['/usr/bin/setpriv', '--pdeathsig', 'KILL', '--'] : []), ...inNetns, ETCD, ...this.args()] as [string, ...string[]]
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env, cwd: dirname(this.dataDir) })
     this.child = child
     this.stderr = []
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -236,7 +249,7 @@ class EtcdProcess implements TestEtcd {
     const tls = this.tls ? { ca: readFileSync(this.tls.ca), cert: readFileSync(this.tls.clientCert), key: readFileSync(this.tls.clientKey) } : {}
     const request = this.tls ? httpsRequest : httpRequest
     return new Promise((resolve, reject) => {
-      const req = request(url, { method, timeout: 2000, headers: data === undefined ? {} : { 'content-type': 'application/json' }, ...tls }, (res) => {
+      const req = request(url, { method, timeout: 2000, ...(this.socketPath === undefined ? {} : { socketPath: this.socketPath }), headers: data === undefined ? {} : { 'content-type': 'application/json' }, ...tls }, (res) => {
         let text = ''
         res.setEncoding('utf8').on('data', (c: string) => (text += c))
         res.on('end', () => {
@@ -291,10 +304,11 @@ export async function startEtcd(t: Teardown, opts: EtcdOptions = {}): Promise<Te
   })
   // A port found free can be taken before etcd binds it: then etcd exits, and we try other ports.
   for (let attempt = 1; ; attempt++) {
-    const [clientPort, peerPort] = [await freePort(), await freePort()]
-    if (clientPort === peerPort) continue
+    // In its own netns every port is free (the client port + 1 names its unix socket).
+    const [clientPort, peerPort] = opts.netns === undefined ? [await freePort(), await freePort()] : [2379, 2390]
+    if (clientPort === peerPort || clientPort + 1 === peerPort) continue
     rmSync(join(root, 'data'), { recursive: true, force: true })
-    etcd = new EtcdProcess(join(root, 'data'), clientPort, peerPort, opts.tls)
+    etcd = new EtcdProcess(join(root, 'data'), clientPort, peerPort, opts.tls, opts.netns)
     try {
       await etcd.start()
       return etcd

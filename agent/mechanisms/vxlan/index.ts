@@ -153,6 +153,7 @@ export function vxlanMechanism(opts: VxlanMechanismOptions): Mechanism {
         remote,
         vni: p.vni,
         mtu: vxlanMtu(podMtu, underlayFamily(local)),
+        ...(input.peer === undefined ? {} : { peer: input.peer }),
       }
     },
 
@@ -190,7 +191,12 @@ export function vxlanMechanism(opts: VxlanMechanismOptions): Mechanism {
       return problems.length === 0 ? { state: 'intact' } : { state: 'broken', problems }
     },
 
-    namespaces: (rec) => [vxlan(rec).netns],
+    // Client first: the endpoint's half has no client netns on this node ('': its client is on the peer
+    // node, whose agent judges it), and its pod netns is watched as an endpoint side.
+    namespaces: (rec) => {
+      const m = vxlan(rec)
+      return m.side === 'client' ? [m.netns] : ['', m.netns]
+    },
 
     sweep: (input) => sweepHalves(ctx, input),
 

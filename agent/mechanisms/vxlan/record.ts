@@ -18,6 +18,8 @@ export interface VxlanRecord {
   vni: number
   /** The interface's MTU: the pod's lowered by the VXLAN overhead (./params.ts vxlanMtu). */
   mtu: number
+  /** The other node's name (its agent holds the other half); absent in records written before it was kept. */
+  peer?: string
 }
 
 /** Whether `v` (read back from the connection table) is a well-formed VXLAN record part. */
@@ -36,6 +38,7 @@ export function isVxlanRecord(v: unknown): v is VxlanRecord {
     ip(m.remote) &&
     isVni(m.vni) &&
     typeof m.mtu === 'number' &&
-    Number.isInteger(m.mtu)
+    Number.isInteger(m.mtu) &&
+    (m.peer === undefined || typeof m.peer === 'string')
   )
 }

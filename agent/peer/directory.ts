@@ -1,0 +1,60 @@
+// The peers this agent can call (ARCHITECTURE §12): one PeerClient per node, dialed at the peer URL of the
+// node's live record and made again when that URL changes; a node without a live record, or without a
+// peer URL, is UNAVAILABLE naming it. The clients present this node's certificate (the same PeerTls the
+// listener serves, so a rotation reaches new connections) or, with --insecure, plain TCP.
+import { AgentError } from '../errors.js'
+import type { NodeRecord } from '../store/nodes.js'
+import { PeerClient, type PeerClientSecurity } from './client.js'
+
+export interface PeerNode {
+  readonly node: string
+  /** Its underlay address (the remote end of a VXLAN half). */
+  readonly underlay: string
+  readonly client: PeerClient
+}
+
+export type PeerDirectoryOptions = PeerClientSecurity & {
+  /** This node's name (sent with every call; never dialed). */
+  readonly self: string
+  /** The live node records (agent/store/nodes.ts). */
+  readonly nodes: () => readonly NodeRecord[]
+  /** Deadline of a Request or Close to a peer. Default 15 s. */
+  readonly timeoutMs?: number
+}
+
+export class PeerDirectory {
+  private readonly clients = new Map<string, PeerClient>()
+
+  constructor(private readonly opts: PeerDirectoryOptions) {}
+
+  /** The node's client; UNAVAILABLE when it has no live record or no peer URL. */
+  get(node: string): PeerNode {
+    if (node === this.opts.self) throw new AgentError('INTERNAL', `peer directory: node ${node} is this node`)
+    const rec = this.opts.nodes().find((n) => n.name === node)
+    if (rec === undefined) throw new AgentError('UNAVAILABLE', `node ${node} has no live node record (its agent is gone or has not started)`)
+    if (rec.peerUrl === '') throw new AgentError('UNAVAILABLE', `node ${node} has no peer URL in its node record (its agent runs without --listen)`)
+    if (rec.underlayAddress === '') throw new AgentError('UNAVAILABLE', `node ${node} has no underlay address in its node record (--underlay-address)`)
+    let client = this.clients.get(node)
+    if (client !== undefined && client.url !== rec.peerUrl) {
+      client.disconnect()
+      client = undefined
+    }
+    if (client === undefined) {
+      const security: PeerClientSecurity = this.opts.insecure === true ? { insecure: true } : { tls: this.opts.tls }
+      client = new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }) })
+      this.clients.set(node, client)
+    }
+    return { node, underlay: rec.underlayAddress, client }
+  }
+
+  /** Drops a node's client (its agent died: the next call dials anew). */
+  forget(node: string): void {
+    this.clients.get(node)?.disconnect()
+    this.clients.delete(node)
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.disconnect()
+    this.clients.clear()
+  }
+}
