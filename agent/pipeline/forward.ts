@@ -132,7 +132,10 @@ export function forward(o: ForwardOptions): Element {
         // A composed client (itself an endpoint here) has its pools routed back through it on the far side:
         // sent as the request's dst_routes (the peer's IPAM adds them via this client's address).
         const composed = o.composedPools(clientNetns).map((prefix) => ({ prefix, nextHop: '' }))
-        const context = c.context === undefined && composed.length === 0 ? undefined : { ...emptyContext(), ...c.context, ipContext: { ...emptyIpContext(), ...c.context?.ipContext, dstRoutes: composed } }
+        // The pod's MTU, which both halves lower by the VXLAN overhead: a refresh or heal carries the
+        // lowered one it was answered with, so the stored record's is used then (else it would shrink).
+        const MTU = previous?.mtu ?? c.context?.MTU ?? 0
+        const context = { ...emptyContext(), ...c.context, MTU, ipContext: { ...emptyIpContext(), ...c.context?.ipContext, dstRoutes: composed } }
         const req: NetworkServiceRequest = {
           connection: { ...c, context, mechanism: undefined, networkServiceEndpointName: endpoint.name, state: State.UP },
           mechanismPreferences: [vxlanRequestedMechanism({ srcIp: local, dstIp: peer.underlay, vni, name: clientIfname })],
@@ -155,7 +158,7 @@ export function forward(o: ForwardOptions): Element {
         r.state.mechanism = o.vxlan
         r.state.addresses = addresses
         r.state.peerNode = node
-        const forwarded: Connection = { ...c, mechanism: answer.mechanism, path: answer.path ?? c.path }
+        const forwarded: Connection = { ...c, context: { ...context, ipContext: c.context?.ipContext }, mechanism: answer.mechanism, path: answer.path ?? c.path }
         const connection = await withUndo(
           () => next.request({ ...r, connection: forwarded }),
           async () => {

@@ -14,7 +14,7 @@ import { tempDir, type AgentOptions, type RunningAgent } from './agent'
 import { until } from './cluster'
 import { endpointRegistration, kernelRequest, type EndpointSpec } from './mesh'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import type { Connection } from '../../proto/gen/networkservice/connection'
+import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -119,4 +119,19 @@ export function requestOn(node: MeshNode, id: string, netns: string, ifname: str
 
 export function closeOn(node: MeshNode, conn: Connection): Promise<unknown> {
   return node.agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+}
+
+/** The connections `node`'s agent holds now (its MonitorConnections snapshot). */
+export async function connectionsOn(node: MeshNode): Promise<Connection[]> {
+  const abort = new AbortController()
+  let got: Connection[] | undefined
+  await node.agent.client
+    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev: ConnectionEvent) => {
+      got ??= Object.values(ev.connections)
+      abort.abort()
+    }, { signal: abort.signal })
+    .catch((err: unknown) => {
+      if (got === undefined) throw err
+    })
+  return got ?? []
 }
