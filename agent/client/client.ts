@@ -61,8 +61,12 @@ export function statusName(code: number): string {
 export class AgentClient {
   private readonly client: Client
 
-  constructor(readonly socket: string) {
-    this.client = new Client(`unix:${socket}`, credentials.createInsecure())
+  /** `target`: another grpc-js target than the unix socket (an NSM endpoint's `tcp://` address). */
+  constructor(
+    readonly socket: string,
+    target = `unix:${socket}`,
+  ) {
+    this.client = new Client(target, credentials.createInsecure())
   }
 
   close(): void {

@@ -70,9 +70,9 @@ export function peerError(node: string, err: unknown): AgentError {
   if (err instanceof AgentError) return err
   if (err instanceof GrpcCallError) {
     const code = err.agentCode ?? (err.code === 14 || err.code === 4 ? 'UNAVAILABLE' : 'INTERNAL')
-    return new AgentError(code, `node ${node}: ${err.details}`, { cause: err })
+    return new AgentError(code, `${/^(node|endpoint) /.test(node) ? node : `node ${node}`}: ${err.details}`, { cause: err })
   }
-  return new AgentError('UNAVAILABLE', `node ${node}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+  return new AgentError('UNAVAILABLE', `${/^(node|endpoint) /.test(node) ? node : `node ${node}`}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
 }
 
 /** The Close a peer's half is closed with: its id and service are what the peer keys it by. */

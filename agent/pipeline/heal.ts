@@ -145,7 +145,8 @@ export class Healer {
       // The same netns the pipeline uses: the extension's path, else the `file://` url. Another node's
       // endpoint names a netns of that node: not ours to judge.
       const info = endpointInfo(s, this.opts.nodeName ?? '')
-      if (info === undefined || !info.local) continue
+      // An endpoint serving the NSM API has no netns of its own here (its answers name one per connection).
+      if (info === undefined || !info.local || info.netns === '') continue
       const netns = info.netns
       // Judged again by the policy: a path accepted at registration may open the host's netns now.
       const why = this.endpointNetnsProblem(netns)
@@ -191,7 +192,7 @@ export class Healer {
         const registered = stored === undefined ? undefined : endpointInfo(stored, '')?.netns
         for (const [was, ids] of byKey) {
           let why: string | undefined
-          if (registered !== undefined && registered !== epNetns) why = `endpoint ${endpointName} moved to ${registered}`
+          if (registered !== undefined && registered !== '' && registered !== epNetns) why = `endpoint ${endpointName} moved to ${registered}`
           else if (now === undefined) why = `endpoint netns ${epNetns} is gone`
           else if (was !== '' && was !== now) why = `endpoint netns ${epNetns} is another namespace now`
           if (why === undefined) continue

@@ -33,9 +33,16 @@ import type { EndpointInfo } from './types.js'
 import { forward, type Peers, type VniAllocator } from './forward.js'
 import { pathElement } from './path.js'
 import { RemoteCrossConnects } from './remote.js'
+import { nseElement, NseClients } from './nse.js'
 import { vxlanMechanism } from '../mechanisms/vxlan/index.js'
 import { parsePrefix, formatPrefix } from '../../ipam/p2p/index.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
+
+/** The API URL of a registered endpoint that serves the NSM API itself. */
+function apiOf(registry: Registry, name: string): string | undefined {
+  const s = registry.endpoint(name)
+  return s === undefined ? undefined : endpointInfo(s, '')?.api
+}
 
 /** The pools a remote composed client sent as its request's dst_routes (valid prefixes only). */
 function requestedPools(c: Connection): string[] {
@@ -121,6 +128,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     const live = o.mesh.liveNodes()
     return all.filter((e) => e.local || live.has(e.node))
   }
+  const nseClients = new NseClients()
   const composedPools = (netns: string): readonly string[] => endpoints().find((e) => e.netns === netns)?.pools ?? []
   let healer: Healer | undefined
   const lifetimeMs = o.mesh?.lifetimeMs ?? 60_000
@@ -136,6 +144,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
       exclude: (id) => healer?.avoid.get(id) ?? [],
     }),
     ...(o.mesh === undefined || vxlan === undefined ? [] : [forward({ underlay: o.mesh.underlay, peers: o.mesh.peers, vnis: o.mesh.vnis, vxlan, composedPools, log: o.log, onUndoError })]),
+    nseElement({ policy: netnsPolicy, apiOf: (name) => (name === '' ? undefined : apiOf(o.registry, name)), log: o.log, onUndoError }, nseClients),
     pointToPointIpam({
       pool,
       ...(o.claims === undefined ? {} : { claims: o.claims }),
@@ -157,7 +166,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
   const sweeper = new OrphanSweeper({
     records,
     mechanisms,
-    endpointNamespaces: () => endpoints().map((e) => e.netns),
+    endpointNamespaces: () => endpoints().flatMap((e) => (e.netns === '' ? [] : [e.netns])),
     locks: handler.locks,
     pool,
     policy: netnsPolicy,
@@ -190,11 +199,14 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
       if (rec === undefined) return [{ code: 'connection-missing', message: `connection ${id} has no datapath record`, connectionId: id }]
       const mechanism = mechanisms.get(rec.mechanism.type)
       if (mechanism === undefined) return [{ code: 'mechanism-unknown', message: `connection ${id}: no mechanism ${rec.mechanism.type} to check it`, connectionId: id }]
-      return mechanism.check(rec)
+      const problems = await mechanism.check(rec)
+      // A remote cross-connect's other half: its node's agent is asked whether it holds it, UP.
+      return remote === undefined ? problems : [...problems, ...(await remote.checkPeer(rec))]
     },
     async stop() {
       await remote?.stop()
       await h.stop()
+      nseClients.close()
       sessions.closeAll()
     },
   }

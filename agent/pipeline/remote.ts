@@ -24,7 +24,7 @@ import type { PipelineHandler } from './handler.js'
 import type { Healer } from './heal.js'
 import { ownExpiry } from './path.js'
 import type { TableRecords } from './records.js'
-import type { DatapathRecord } from './types.js'
+import type { CheckProblem, DatapathRecord } from './types.js'
 
 export interface RemoteOptions {
   self: string
@@ -253,6 +253,26 @@ export class RemoteCrossConnects {
       }
     }
     return closed
+  }
+
+  /**
+   * CHECK of a client half's far side: the peer must hold the connection, UP (its own CHECK of the kernel
+   * is its business: it rebuilds a broken half on the next refresh). [] when intact or not remote.
+   */
+  async checkPeer(rec: DatapathRecord): Promise<CheckProblem[]> {
+    const node = remotePeerOf(rec)
+    if (node === undefined) return []
+    const connectionId = rec.connectionId
+    let theirs: Record<string, Connection>
+    try {
+      theirs = await this.snapshot(node)
+    } catch (err) {
+      return [{ code: 'peer-unreachable', message: `connection ${connectionId}: node ${node}, which holds its endpoint's half, cannot be asked: ${(err as Error).message}`, connectionId }]
+    }
+    const c = theirs[connectionId]
+    if (c === undefined) return [{ code: 'remote-half-missing', message: `connection ${connectionId}: node ${node} has no endpoint half of it`, connectionId }]
+    if (c.state !== State.UP) return [{ code: 'remote-half-down', message: `connection ${connectionId}: its endpoint half on node ${node} is ${State[c.state] ?? c.state}`, connectionId }]
+    return []
   }
 
   /** The first snapshot of a node's connections that carry our path segment. */

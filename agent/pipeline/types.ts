@@ -3,7 +3,7 @@
 import type { P2PRecord } from '../../ipam/p2p/index.js'
 import type { AppliedIpContext } from '../mechanisms/types.js'
 
-export type { AppliedIpContext, DatapathRecord } from '../mechanisms/types.js'
+export type { AppliedIpContext, CheckProblem, DatapathRecord } from '../mechanisms/types.js'
 
 /** A registered endpoint as the pipeline sees it: selection data plus where its datapath lives. */
 export interface EndpointInfo {
@@ -15,6 +15,11 @@ export interface EndpointInfo {
   local: boolean
   /** The node it lives on ('' = this one, registered before nodes were recorded). */
   node: string
+  /**
+   * An endpoint serving the NSM API itself (`unix://` or `tcp://` URL, no netns): the Request goes to it
+   * (agent/pipeline/nse.ts) and `netns` is '' until its answer names one.
+   */
+  api?: string
   /** Policy-checked netns path of the endpoint (the `url` file:///var/run/netns/x). */
   netns: string
   /** CIDR pools the endpoint hands out point-to-point pairs from. */
