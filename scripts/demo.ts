@@ -14,6 +14,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
+// `--nodes N` (N ≥ 3): the same scenario across N nodes (scripts/demo-nodes.ts) instead of this one-node run.
+const nodesFlag = process.argv.findIndex((a) => a === '--nodes' || a.startsWith('--nodes='))
+if (nodesFlag >= 0) {
+  const arg = process.argv[nodesFlag] ?? ''
+  const { runNodesDemo } = await import('./demo-nodes')
+  process.exit(await runNodesDemo(Number(arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : process.argv[nodesFlag + 1])))
+}
+
 const ROOT = resolve(import.meta.dirname, '..')
 const SERVICE = 'secure-intranet-connectivity'
 const INTRANET = '10.60.0.1'
