@@ -69,7 +69,8 @@ export function remotePeerOf(rec: DatapathRecord | undefined): string | undefine
 export function peerError(node: string, err: unknown): AgentError {
   if (err instanceof AgentError) return err
   if (err instanceof GrpcCallError) {
-    const code = err.agentCode ?? (err.code === 14 || err.code === 4 ? 'UNAVAILABLE' : 'INTERNAL')
+    // Not reaching it is UNAVAILABLE here (selection then tries another endpoint), whoever said it.
+    const code = err.code === 14 || err.code === 4 || err.agentCode === 'AGENT_UNREACHABLE' ? 'UNAVAILABLE' : (err.agentCode ?? 'INTERNAL')
     return new AgentError(code, `${/^(node|endpoint) /.test(node) ? node : `node ${node}`}: ${err.details}`, { cause: err })
   }
   return new AgentError('UNAVAILABLE', `${/^(node|endpoint) /.test(node) ? node : `node ${node}`}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })

@@ -37,7 +37,9 @@ const PIN_FIELD = 'connection.network_service_endpoint_name'
 /** Errors that say "this endpoint cannot serve", so another may. */
 function endpointAtFault(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code
-  return code === 'POOL_EXHAUSTED' || code === 'BAD_NETNS' || code === 'NO_SUCH_DEVICE' || code === 'KERNEL' || code === 'NOT_FOUND'
+  // UNAVAILABLE: the endpoint's node agent (a remote endpoint) or the endpoint itself (one serving the NSM
+  // API) cannot be reached.
+  return code === 'POOL_EXHAUSTED' || code === 'BAD_NETNS' || code === 'NO_SUCH_DEVICE' || code === 'KERNEL' || code === 'NOT_FOUND' || code === 'UNAVAILABLE'
 }
 
 /** The named endpoint if it may serve `service` now, else NO_ENDPOINT saying why (naming both). */
