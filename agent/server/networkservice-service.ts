@@ -1,6 +1,7 @@
 // /networkservice.NetworkService/{Request,Close} delegating to the installed NetworkServiceHandler, and
 // /connection.MonitorConnection/MonitorConnections over the connection table: one INITIAL_STATE_TRANSFER
-// event with every connection in scope, then UPDATE / DELETE events as the table changes.
+// event with every connection in scope (MonitorScopeSelector: path segments and network services), then
+// UPDATE / DELETE events as the table changes.
 import type { ServerUnaryCall, ServerWritableStream, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js'
 import {
   type Connection,
@@ -47,8 +48,14 @@ export function networkServiceImpl(deps: NetworkServiceDeps): UntypedServiceImpl
   }
 }
 
-/** True when the connection is in the selector's scope (any path segment matching by id or name). */
+/**
+ * True when the connection is in the selector's scope: one of its path segments matches one of
+ * `path_segments` (by id and/or name), and its network service is one of `network_services`; an empty list
+ * does not narrow.
+ */
 export function inScope(conn: Connection, selector: MonitorScopeSelector): boolean {
+  const services = selector.networkServices
+  if (services.length > 0 && !services.includes(conn.networkService)) return false
   if (selector.pathSegments.length === 0) return true
   const segments = conn.path?.pathSegments ?? []
   return selector.pathSegments.some((want) =>

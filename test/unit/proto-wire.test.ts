@@ -100,3 +100,22 @@ t.test('method paths and streaming match upstream', async (t) => {
   const ourPaths = Object.values(ourServices).flatMap((s) => Object.values(s.methods).map((m) => `/${s.fullName}/${m.name}${m.responseStream ? ' (stream)' : ''}`))
   t.same(ourPaths.sort(), upstreamPaths.sort())
 })
+
+t.test('MonitorScopeSelector.network_services is field 2 on the wire (tag 0x12), as upstream has it', async (t) => {
+  const { MonitorScopeSelector } = connection
+  const bytes = MonitorScopeSelector.encode({ pathSegments: [], networkServices: ['svc-a', 'b'] }).finish()
+  // (2 << 3) | 2 = 0x12: field 2, length-delimited; one record per string.
+  t.same([...bytes], [0x12, 5, ...Buffer.from('svc-a'), 0x12, 1, ...Buffer.from('b')], 'the exact bytes')
+  // Upstream's current message: path_segments = 1 (from the transcription) and network_services = 2, added
+  // here in a copy of it when the transcription predates the field.
+  const root = protobuf.Root.fromJSON(JSON.parse(readFileSync(resolve(ROOT, 'proto/testdata/nsm-v1-upstream.json'), 'utf8')) as protobuf.INamespace)
+  const current = root.lookupType('connection.MonitorScopeSelector')
+  if (current.fields.network_services === undefined) current.add(new protobuf.Field('network_services', 2, 'string', 'repeated'))
+  root.resolveAll()
+  t.equal(current.fields.network_services?.id, 2)
+  t.same(current.toObject(current.decode(bytes)), { network_services: ['svc-a', 'b'] }, 'upstream reads our bytes')
+  const theirs = current.encode(current.fromObject({ path_segments: [{ name: 'nsc-1', id: 'seg-1' }], network_services: ['svc-x'] })).finish()
+  t.same(MonitorScopeSelector.decode(theirs), { pathSegments: [{ name: 'nsc-1', id: 'seg-1', token: '', expires: undefined, metrics: {} }], networkServices: ['svc-x'] }, 'we read upstream bytes, both fields')
+  const both = MonitorScopeSelector.encode({ pathSegments: [{ name: 'nsc-1', id: '', token: '', expires: undefined, metrics: {} }], networkServices: ['svc-x'] }).finish()
+  t.same(current.toObject(current.decode(both)), { path_segments: [{ name: 'nsc-1' }], network_services: ['svc-x'] }, 'and upstream reads both of ours')
+})

@@ -158,8 +158,13 @@ export interface ConnectionEvent_ConnectionsEntry {
   value: Connection | undefined;
 }
 
+/**
+ * A connection is in scope when one of its path segments matches one of path_segments (by id and/or name;
+ * none given: any) and its network_service is one of network_services (none given: any).
+ */
 export interface MonitorScopeSelector {
   pathSegments: PathSegment[];
+  networkServices: string[];
 }
 
 function createBaseMechanism(): Mechanism {
@@ -1258,13 +1263,16 @@ export const ConnectionEvent_ConnectionsEntry: MessageFns<ConnectionEvent_Connec
 };
 
 function createBaseMonitorScopeSelector(): MonitorScopeSelector {
-  return { pathSegments: [] };
+  return { pathSegments: [], networkServices: [] };
 }
 
 export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
   encode(message: MonitorScopeSelector, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.pathSegments) {
       PathSegment.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.networkServices) {
+      writer.uint32(18).string(v!);
     }
     return writer;
   },
@@ -1290,6 +1298,14 @@ export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
             message.pathSegments.push(PathSegment.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.networkServices.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1309,6 +1325,11 @@ export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
         : globalThis.Array.isArray(object?.path_segments)
         ? object.path_segments.map((e: any) => PathSegment.fromJSON(e))
         : [],
+      networkServices: globalThis.Array.isArray(object?.networkServices)
+        ? object.networkServices.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.network_services)
+        ? object.network_services.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1316,6 +1337,9 @@ export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
     const obj: any = {};
     if (message.pathSegments?.length) {
       obj.pathSegments = message.pathSegments.map((e) => PathSegment.toJSON(e));
+    }
+    if (message.networkServices?.length) {
+      obj.networkServices = message.networkServices;
     }
     return obj;
   },
@@ -1326,6 +1350,7 @@ export const MonitorScopeSelector: MessageFns<MonitorScopeSelector> = {
   fromPartial<I extends Exact<DeepPartial<MonitorScopeSelector>, I>>(object: I): MonitorScopeSelector {
     const message = createBaseMonitorScopeSelector();
     message.pathSegments = object.pathSegments?.map((e) => PathSegment.fromPartial(e)) || [];
+    message.networkServices = object.networkServices?.map((e) => e) || [];
     return message;
   },
 };
