@@ -11,6 +11,8 @@ export interface PeerNode {
   /** Its underlay address (the remote end of a VXLAN half). */
   readonly underlay: string
   readonly client: PeerClient
+  /** Aborted when the node is forgotten (lost): calls in flight to it end at once. */
+  readonly signal: AbortSignal
 }
 
 export type PeerDirectoryOptions = PeerClientSecurity & {
@@ -24,6 +26,7 @@ export type PeerDirectoryOptions = PeerClientSecurity & {
 
 export class PeerDirectory {
   private readonly clients = new Map<string, PeerClient>()
+  private readonly aborts = new Map<string, AbortController>()
 
   constructor(private readonly opts: PeerDirectoryOptions) {}
 
@@ -44,16 +47,22 @@ export class PeerDirectory {
       client = new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }) })
       this.clients.set(node, client)
     }
-    return { node, underlay: rec.underlayAddress, client }
+    let abort = this.aborts.get(node)
+    if (abort === undefined) this.aborts.set(node, (abort = new AbortController()))
+    return { node, underlay: rec.underlayAddress, client, signal: abort.signal }
   }
 
   /** Drops a node's client (its agent died: the next call dials anew). */
   forget(node: string): void {
+    this.aborts.get(node)?.abort(new Error(`node ${node} was lost`))
+    this.aborts.delete(node)
     this.clients.get(node)?.disconnect()
     this.clients.delete(node)
   }
 
   close(): void {
+    for (const a of this.aborts.values()) a.abort(new Error('the agent is stopping'))
+    this.aborts.clear()
     for (const c of this.clients.values()) c.disconnect()
     this.clients.clear()
   }

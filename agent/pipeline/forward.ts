@@ -143,7 +143,8 @@ export function forward(o: ForwardOptions): Element {
         }
         let answer: Connection
         try {
-          answer = await peer.client.request(req, { timeoutMs: o.requestTimeoutMs ?? 15_000, signal: r.ctx.signal })
+          // Ends at once when the node is declared lost (a heal must not wait for a frozen peer).
+          answer = await peer.client.request(req, { timeoutMs: o.requestTimeoutMs ?? 15_000, signal: AbortSignal.any([r.ctx.signal, peer.signal]) })
         } catch (err) {
           if (before !== node) await o.vnis.release(c.id).catch(o.onUndoError)
           throw peerError(node, err)

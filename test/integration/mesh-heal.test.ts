@@ -108,3 +108,40 @@ t.test("the client's agent killed: restarted it keeps the connection; gone for g
   const gone = await until(async () => nsmLinks(ep).length === 0, 10_000)
   t.not(gone, -1, `the far half expired once no longer refreshed (${gone} ms)`)
 })
+
+t.test("the endpoint node's lease expires (its agent frozen): healed away; thawed, its stale half expires", async (t) => {
+  const mesh = await makeMeshBed(t, 3, { args: ['--node-ttl', '2s', '--token-lifetime', '4s'] })
+  const [n1, n2, n3] = mesh.nodes
+  if (n1 === undefined || n2 === undefined || n3 === undefined) throw new Error('three nodes')
+  const svc = `lease-${RUN}`
+  await registerService(n1, svc)
+  const epA = makeNetns(t, 'epa')
+  const epB = makeNetns(t, 'epb')
+  await registerEndpointOn(n2, { name: `la-${RUN}`, netns: epA.path, service: svc, labels: {}, pools: ['172.31.12.0/24'] })
+  t.ok(await seenEverywhere(mesh, [`la-${RUN}`]))
+  const client = makeNetns(t, 'cl')
+  const conn = await requestOn(n1, `l1-${RUN}`, client.path, 'nsm0', svc)
+  t.equal(conn.networkServiceEndpointName, `la-${RUN}`)
+  await registerEndpointOn(n3, { name: `lb-${RUN}`, netns: epB.path, service: svc, labels: {}, pools: ['172.31.13.0/24'] })
+  t.ok(await seenEverywhere(mesh, [`lb-${RUN}`]))
+  // Frozen, n2's agent keeps its TCP connections open (no stream breaks): only its lease can tell.
+  const frozenAt = Date.now()
+  process.kill(n2.agent.pid, 'SIGSTOP')
+  t.teardown(() => {
+    try {
+      process.kill(n2.agent.pid, 'SIGCONT')
+    } catch {
+      // gone already
+    }
+  })
+  let dst = ''
+  const healed = await until(async () => {
+    const c = (await connectionsOn(n1)).find((x) => x.id === `l1-${RUN}`)
+    dst = (c?.context?.ipContext?.dstIpAddrs[0] ?? '').replace(/\/.*/, '')
+    return c?.networkServiceEndpointName === `lb-${RUN}` && c.state === State.UP && pings(client, dst)
+  }, 15_000)
+  t.not(healed, -1, `healed to n3 once n2's record expired (${Date.now() - frozenAt} ms after the freeze, node ttl 2 s)`)
+  process.kill(n2.agent.pid, 'SIGCONT')
+  t.not(await until(async () => nsmLinks(epA).length === 0, 15_000), -1, "thawed, n2 closes the half nobody refreshes (or n1's close reaches it)")
+  t.equal(nsmLinks(epB).length, 1)
+})

@@ -60,7 +60,7 @@ async function connections(agent: RunningAgent): Promise<Connection[]> {
   const abort = new AbortController()
   let got: Connection[] | undefined
   await agent.client
-    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev: ConnectionEvent) => {
+    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
       got ??= Object.values(ev.connections)
       abort.abort()
     }, { signal: abort.signal })

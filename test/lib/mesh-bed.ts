@@ -126,7 +126,7 @@ export async function connectionsOn(node: MeshNode): Promise<Connection[]> {
   const abort = new AbortController()
   let got: Connection[] | undefined
   await node.agent.client
-    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev: ConnectionEvent) => {
+    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
       got ??= Object.values(ev.connections)
       abort.abort()
     }, { signal: abort.signal })
