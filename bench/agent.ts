@@ -203,7 +203,7 @@ async function main(): Promise<void> {
     let t0 = 0
     const up = new Promise<number>((res) => {
       void client
-        .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev: ConnectionEvent) => {
+        .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
           const c = ev.connections[conn.id]
           if (t0 > 0 && c !== undefined && c.state === State.UP && c.networkServiceEndpointName !== serving) res(performance.now() - t0)
         }, { signal: controller.signal })

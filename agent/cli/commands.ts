@@ -277,7 +277,7 @@ async function listConnections(ctx: Ctx): Promise<Connection[]> {
     .stream(
       MonitorConnectionDefinition,
       MonitorConnectionDefinition.methods.monitorConnections,
-      { pathSegments: [] },
+      { pathSegments: [], networkServices: [] },
       (ev) => {
         if (ev.type === ConnectionEventType.INITIAL_STATE_TRANSFER) {
           conns = Object.values(ev.connections).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
@@ -302,7 +302,7 @@ async function watch(ctx: Ctx, kind: 'connections' | 'endpoints'): Promise<numbe
     ctx.io.out(ctx.json ? `${JSON.stringify({ event, ...(json as object) })}\n` : `${event.padEnd(7)} ${id} ${detail}\n`)
   const run =
     kind === 'connections'
-      ? ctx.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, (ev) => {
+      ? ctx.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev) => {
           const event = ConnectionEventType[ev.type] ?? String(ev.type)
           for (const c of Object.values(ev.connections)) {
             line(event === 'INITIAL_STATE_TRANSFER' ? 'INITIAL' : event, c.id, `${State[c.state] ?? c.state} ${c.networkService} ${c.networkServiceEndpointName || '-'}`, { connection: Connection.toJSON(c) })

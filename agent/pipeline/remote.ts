@@ -12,7 +12,7 @@
 // - expiry: a half whose path segment expired (its client's agent stopped refreshing it) is closed;
 // - at start: each client node's agent is asked which of its connections still go through us, and halves
 //   it no longer has are closed (unreachable: they expire instead).
-import { State, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection.js'
+import { State, type Connection, type ConnectionEvent, type MonitorScopeSelector } from '../../proto/gen/networkservice/connection.js'
 import { ConnectionEventType } from '../../proto/gen/networkservice/connection.js'
 import type { ConnectionTable } from '../connections/table.js'
 import { VXLAN } from '../mechanisms/vxlan/params.js'
@@ -157,7 +157,7 @@ export class RemoteCrossConnects {
       }
     }
     const done = client
-      .monitorConnections({ pathSegments: [{ name: this.o.self, id: '', token: '', expires: undefined, metrics: {} }], networkServices: [] } as Parameters<PeerClient['monitorConnections']>[0], onEvent, { signal: abort.signal })
+      .monitorConnections(this.scope(), onEvent, { signal: abort.signal })
       .then(
         () => 'the peer ended the monitor stream',
         (err: unknown) => (err instanceof Error ? err.message : String(err)),
@@ -282,7 +282,7 @@ export class RemoteCrossConnects {
     let got: Record<string, Connection> | undefined
     await client
       .monitorConnections(
-        { pathSegments: [{ name: this.o.self, id: '', token: '', expires: undefined, metrics: {} }], networkServices: [] } as Parameters<PeerClient['monitorConnections']>[0],
+        this.scope(),
         (ev) => {
           got ??= ev.connections
           abort.abort()
@@ -294,6 +294,11 @@ export class RemoteCrossConnects {
       })
     if (got === undefined) throw new Error(`node ${node} sent no snapshot`)
     return got
+  }
+
+  /** A peer's connections that carry this node's path segment (the halves of our connections). */
+  private scope(): MonitorScopeSelector {
+    return { pathSegments: [{ name: this.o.self, id: '', token: '', expires: undefined, metrics: {} }], networkServices: [] }
   }
 
   private context(): { signal: AbortSignal; metadata: Map<string, string>; attachment: undefined } {

@@ -90,7 +90,7 @@ t.test('heal through the agent: unregistering the serving endpoint shows DOWN th
   t.equal(conn.networkServiceEndpointName, 'fw-a')
   await setup(agent.client, b, ['172.16.1.0/24'], 'fw-b')
   const events = collect<ConnectionEvent>((on, signal) =>
-    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }),
+    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, on, { signal }),
   )
   t.teardown(() => events.cancel())
   await events.until(() => true) // the initial state transfer

@@ -41,7 +41,7 @@ t.test('monitor: initial state, update on request, delete on close', async (t) =
   t.equal(first.networkService, SERVICE)
 
   const events = collect<ConnectionEvent>((on, signal) =>
-    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }),
+    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, on, { signal }),
   )
   t.teardown(() => events.cancel())
   const initial = await events.until((e) => e.type === ConnectionEventType.INITIAL_STATE_TRANSFER)

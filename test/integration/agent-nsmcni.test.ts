@@ -43,7 +43,7 @@ t.test('GetPodInfo without a pod-info source is UNAVAILABLE', async (t) => {
 t.test('SIGTERM with open streams: streams end, exit 0, socket removed', async (t) => {
   const agent = await startAgent(t)
   const monitor = collect<ConnectionEvent>((on, signal) =>
-    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }),
+    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, on, { signal }),
   )
   const watch = collect<NetworkServiceEndpointResponse>((on, signal) =>
     agent.client.stream(NSE_REG, NSE_REG.methods.find, { networkServiceEndpoint: NetworkServiceEndpoint.fromPartial({}), watch: true }, on, { signal }),

@@ -24,7 +24,7 @@ async function registerEndpoint(agent: RunningAgent, name: string, fw: TestNetns
 async function connectionIds(agent: RunningAgent): Promise<string[]> {
   // The first event of MonitorConnections is the table's initial state.
   const events = collect<ConnectionEvent>((on, signal) =>
-    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }),
+    agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, on, { signal }),
   )
   const initial = await events.until((e) => e.type === ConnectionEventType.INITIAL_STATE_TRANSFER)
   events.cancel()

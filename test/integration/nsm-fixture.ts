@@ -80,7 +80,7 @@ export async function startMesh(t: Teardown, opts: { network?: string; agentArgs
   await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: WEB, payload: 'IP', matches: [], pathIds: [] })
   const network = opts.network ?? 'nsm-net'
   const connections = async (): Promise<Connection[]> => {
-    const monitor = collect<ConnectionEvent>((on, signal) => agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [] }, on, { signal }))
+    const monitor = collect<ConnectionEvent>((on, signal) => agent.client.stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, on, { signal }))
     const first = await monitor.until(() => true)
     monitor.cancel()
     return Object.values(first.connections).sort((a, b) => a.id.localeCompare(b.id))

@@ -173,7 +173,7 @@ t.test('in-process: the identity rule, the peer handlers see, and the refusals',
   t.equal(asN1.serverCertificate?.fingerprint256, fingerprintOf(pki.files('n2').cert), 'the client saw n2\'s certificate')
 
   const events: ConnectionEvent[] = []
-  await asN1.monitorConnections({ pathSegments: [] }, (e) => events.push(e))
+  await asN1.monitorConnections({ pathSegments: [], networkServices: [] }, (e) => events.push(e))
   t.equal(events[0]?.type, ConnectionEventType.INITIAL_STATE_TRANSFER, 'MonitorConnections is served')
 
   const n9 = await failure(client(t, { url, node: 'n2', self: 'n9', tls: openTls(t, pki.files('n9')) }).close(conn('c1')))
@@ -312,7 +312,7 @@ t.test('real agents on etcd', async (t) => {
     t.pass('Close of an unknown connection: OK')
     const events: ConnectionEvent[] = []
     const stop = new AbortController()
-    const stream = c.monitorConnections({ pathSegments: [] }, (e) => {
+    const stream = c.monitorConnections({ pathSegments: [], networkServices: [] }, (e) => {
       events.push(e)
       stop.abort()
     }, { signal: stop.signal })
