@@ -107,6 +107,22 @@ export function peerUrlFor(address: string, underlayAddress: string): string {
   return `tcp://${reachable}:${port}`
 }
 
+/**
+ * For the unix socket's server: a local caller's own peer headers are dropped, so only the peer listener
+ * (which sets them after authenticating) can make a call look like a peer's (forward.ts trusts them).
+ */
+export const dropPeerHeaders: ServerInterceptor = (_method, call) =>
+  new ServerInterceptingCall(call, {
+    start: (next) =>
+      next({
+        onReceiveMetadata: (metadata, proceed) => {
+          metadata.remove(PEER_NODE_HEADER)
+          metadata.remove(PEER_AUTH_HEADER)
+          proceed(metadata)
+        },
+      }),
+  })
+
 /** The peer of a call, or the refusal. */
 function identify(mode: 'mtls' | 'insecure', call: ServerInterceptingCallInterface, metadata: Metadata, nodes: LiveNodes | undefined): Peer {
   let node: string

@@ -17,6 +17,7 @@ import { MonitorConnectionDefinition } from '../../proto/gen/networkservice/conn
 import { NetworkServiceEndpointRegistryDefinition, NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { RoundRobin } from '../select/index.js'
+import { dropPeerHeaders } from '../peer/server.js'
 import type { ConnectionTable } from '../connections/table.js'
 import type { Registry } from '../registry/registry.js'
 import { AgentError } from '../errors.js'
@@ -56,7 +57,8 @@ export class AgentServer {
   private net: NetServer | undefined
   private readiness: () => Readiness
   private roundRobin: RoundRobin | undefined
-  private readonly grpc = new Server()
+  // A local caller cannot pose as a peer agent (agent/peer/server.ts dropPeerHeaders).
+  private readonly grpc = new Server({ interceptors: [dropPeerHeaders] })
   private readonly nsm: ReadonlyArray<{ definition: ServiceDefinition; implementation: UntypedServiceImplementation }>
   private readonly shutdown = new AbortController()
   private listening = false

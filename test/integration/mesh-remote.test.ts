@@ -5,8 +5,11 @@
 import t from 'tap'
 import { makeNetns, linkNames, RUN, sh } from '../lib/netns'
 import { makeMeshBed, registerEndpointOn, registerService, requestOn, closeOn, seenEverywhere } from '../lib/mesh-bed'
-import { SEED, seedServices, serviceMessage } from '../lib/mesh'
 import { NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
+import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
+import { PEER_AUTH_HEADER, PEER_NODE_HEADER } from '../../agent/peer/identity'
+import { vxlanRequestedMechanism } from '../../agent/mechanisms/vxlan/params'
+import { kernelRequest, SEED, seedServices, serviceMessage } from '../lib/mesh'
 
 t.setTimeout(180_000)
 
@@ -33,6 +36,14 @@ t.test('a client on n1 reaches an endpoint on n2 over VXLAN', async (t) => {
   await closeOn(n1, conn)
   t.notOk(linkNames(client.name).includes('nsm0'), 'client half gone')
   t.notOk(linkNames(ep.name).some((l) => l.startsWith('nsm')), 'endpoint half gone')
+
+  // A local caller on n2's socket posing as peer n1 (its own peer headers) asking for an endpoint half: refused.
+  const forged = { ...kernelRequest(`forged-${RUN}`, client.path, 'nsm0', {}, svc), mechanismPreferences: [vxlanRequestedMechanism({ srcIp: n1.underlay, dstIp: n2.underlay, vni: 4242, name: 'nsm0' })] }
+  const err = await n2.agent.client
+    .unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, forged, { metadata: { [PEER_NODE_HEADER]: 'n1', [PEER_AUTH_HEADER]: 'mtls' } })
+    .catch((e: unknown) => e as Error)
+  t.match(String((err as Error).message), /REMOTE VXLAN mechanism is requested by peer agents/, 'peer headers from the unix socket are dropped')
+  t.notOk(linkNames(ep.name).some((l) => l.startsWith('nsm')), 'nothing built')
 })
 
 t.test('32 concurrent remote Requests: distinct VNIs, every one carries traffic', async (t) => {
