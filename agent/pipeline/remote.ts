@@ -14,7 +14,8 @@
 //   it no longer has are closed (unreachable: they expire instead).
 import { State, type Connection, type ConnectionEvent, type MonitorScopeSelector } from '../../proto/gen/networkservice/connection.js'
 import { ConnectionEventType } from '../../proto/gen/networkservice/connection.js'
-import type { ConnectionTable } from '../connections/table.js'
+import type { ConnectionEntry, ConnectionTable } from '../connections/table.js'
+import { decodeDatapathRecord } from '../mechanisms/record.js'
 import { VXLAN } from '../mechanisms/vxlan/params.js'
 import type { PeerClient } from '../peer/client.js'
 import type { Registry } from '../registry/registry.js'
@@ -62,9 +63,43 @@ export class RemoteCrossConnects {
   private readonly losing = new Set<string>()
   /** A node lost is not dialed (nor healed away from) again before this time. */
   private readonly quietUntil = new Map<string, number>()
+  /**
+   * The halves this node holds, kept from the table's events (a tick never walks the table): client
+   * halves by peer node, endpoint halves by connection id with their segment's expiry.
+   */
+  private readonly byPeer = new Map<string, Set<string>>()
+  private readonly peerOfId = new Map<string, string>()
+  private readonly expiries = new Map<string, number>()
+  private readonly unsubscribe: () => void
 
   constructor(private readonly o: RemoteOptions) {
     this.now = o.now ?? Date.now
+    const index = (e: ConnectionEntry): void => {
+      const id = e.connection.id
+      this.unindex(id)
+      const rec = decodeDatapathRecord(e.datapath)
+      const node = remotePeerOf(rec)
+      if (node !== undefined) {
+        let ids = this.byPeer.get(node)
+        if (ids === undefined) this.byPeer.set(node, (ids = new Set()))
+        ids.add(id)
+        this.peerOfId.set(id, node)
+      } else if (rec?.mechanism.type === VXLAN && rec.mechanism.side === 'endpoint') {
+        this.expiries.set(id, ownExpiry(e.connection.path, o.self) ?? Infinity)
+      }
+    }
+    this.unsubscribe = o.table.subscribe((ev) => (ev.type === 'delete' ? this.unindex(ev.entry.connection.id) : index(ev.entry)))
+    for (const e of o.table.list()) index(e)
+  }
+
+  private unindex(id: string): void {
+    this.expiries.delete(id)
+    const node = this.peerOfId.get(id)
+    if (node === undefined) return
+    this.peerOfId.delete(id)
+    const ids = this.byPeer.get(node)
+    ids?.delete(id)
+    if (ids?.size === 0) this.byPeer.delete(node)
   }
 
   start(): void {
@@ -82,6 +117,7 @@ export class RemoteCrossConnects {
 
   async stop(): Promise<void> {
     this.stopped = true
+    this.unsubscribe()
     if (this.timer !== undefined) clearInterval(this.timer)
     if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer)
     for (const w of this.watches.values()) w.abort.abort()
@@ -89,44 +125,35 @@ export class RemoteCrossConnects {
     this.watches.clear()
   }
 
-  /** Client halves by peer node. */
-  private clientHalves(): Map<string, DatapathRecord[]> {
-    const out = new Map<string, DatapathRecord[]>()
-    for (const rec of this.o.records.all()) {
-      const node = remotePeerOf(rec)
-      if (node === undefined) continue
-      let l = out.get(node)
-      if (l === undefined) out.set(node, (l = []))
-      l.push(rec)
-    }
-    return out
+  /** The client halves toward `node` (records read now). */
+  private halvesTo(node: string): DatapathRecord[] {
+    return [...(this.byPeer.get(node) ?? [])].flatMap((id) => this.o.records.record(id) ?? [])
   }
 
   private async tick(): Promise<void> {
     if (this.stopped) return
-    const byNode = this.clientHalves()
     const live = this.o.liveNodes()
     const t = this.now()
-    for (const [node, recs] of byNode) {
+    for (const [node, ids] of this.byPeer) {
       if ((this.quietUntil.get(node) ?? 0) > t) continue
       if (!live.has(node)) {
         void this.lost(node, 'its node record is gone (lease expired)')
         continue
       }
-      if (!this.watches.has(node) && !this.losing.has(node)) this.watch(node, recs.length)
+      if (!this.watches.has(node) && !this.losing.has(node)) this.watch(node, ids.size)
     }
-    for (const [node, w] of this.watches) if (!byNode.has(node)) w.abort.abort()
+    for (const [node, w] of this.watches) if (!this.byPeer.has(node)) w.abort.abort()
     await this.expire()
   }
 
   /** Endpoint halves whose segment expired: closed. */
   private async expire(): Promise<void> {
     const t = this.now()
-    for (const e of this.o.table.list()) {
-      const rec = this.o.records.record(e.connection.id)
-      if (rec?.mechanism.type !== VXLAN || rec.mechanism.side !== 'endpoint') continue
-      const expires = ownExpiry(e.connection.path, this.o.self)
-      if (expires === undefined || expires > t) continue
+    for (const [id, expires] of [...this.expiries]) {
+      if (expires > t) continue
+      const e = this.o.table.get(id)
+      const rec = this.o.records.record(id)
+      if (e === undefined || rec?.mechanism.type !== VXLAN) continue
       this.o.log.info("closing the endpoint's half of a remote cross-connect: its client's agent stopped refreshing it", { connection: rec.connectionId, peer: rec.mechanism.peer ?? null, expiredAt: new Date(expires).toISOString() })
       await this.o.handler.close(e.connection, this.context()).catch((err: unknown) => this.o.log.warn('closing an expired half failed', { connection: rec.connectionId, err }))
     }
@@ -172,7 +199,7 @@ export class RemoteCrossConnects {
 
   /** The peer's snapshot: halves of ours it does not have are requested again (rebuilt there). */
   private async resync(node: string, theirs: Record<string, Connection>): Promise<void> {
-    const missing = (this.clientHalves().get(node) ?? []).filter((rec) => theirs[rec.connectionId] === undefined)
+    const missing = this.halvesTo(node).filter((rec) => theirs[rec.connectionId] === undefined)
     if (missing.length === 0) return
     this.o.log.info('the peer lacks halves of our connections: requesting them again', { node, connections: missing.length })
     await Promise.all(missing.map((rec) => this.refresh(rec)))
@@ -191,7 +218,7 @@ export class RemoteCrossConnects {
     this.losing.add(node)
     try {
       this.o.peers.forget(node)
-      const recs = this.clientHalves().get(node) ?? []
+      const recs = this.halvesTo(node)
       if (recs.length === 0) return
       const avoid = new Set(this.o.registry.findEndpoints().filter((s) => s.extension.nodeName === node).map((s) => s.endpoint.name))
       for (const r of recs) avoid.add(r.endpointName)
@@ -206,7 +233,7 @@ export class RemoteCrossConnects {
 
   /** Every client half requested again (renews the peer's path segment). */
   private async refreshAll(): Promise<void> {
-    const all = [...this.clientHalves().values()].flat()
+    const all = [...this.byPeer.keys()].flatMap((node) => this.halvesTo(node))
     await Promise.all(all.map((rec) => this.refresh(rec)))
   }
 
