@@ -8,8 +8,9 @@
 // Owns, for its half: the REMOTE VXLAN request form (`src_ip`, `dst_ip`, `vni`, `name`: ./params.ts), its
 // record part (./record.ts VxlanRecord), build (all or nothing), remove, close, CHECK (the pod side: link,
 // tag, VXLAN settings, up, addresses, routes), the restart verdict, the orphan sweep (pods and the node
-// netns), and the context it answers with (the MTU lowered by the VXLAN overhead). VNIs come from a
-// VniSource (./vni.ts) before `plan`: the negotiated mechanism in `connection.mechanism` carries them.
+// netns), and the context it answers with (the MTU lowered by the VXLAN overhead). The VNI is chosen
+// before `plan` (claimed free on both nodes: agent/store/vni-claims.ts, by the forward element): the
+// negotiated mechanism in `connection.mechanism` carries it.
 //
 // Not its business: choosing to go remote, talking to the other agent, allocating the VNI (the forwarding
 // element does, ARCHITECTURE §12). Depends on: nothing before it in the pipeline but the IP context.
@@ -30,7 +31,6 @@ import type { VxlanRecord } from './record.js'
 export { VniInUseError, buildHalf, checkHalf, removeHalf, sweepHalves, type BuildStep, type HalfContext, type RemoveResult, type VxlanHalf } from './half.js'
 export { completeVxlanParameters, isVni, parseVni, parseVxlanParameters, underlayFamily, VNI_MAX, VNI_MIN, VXLAN, VXLAN_OVERHEAD, VXLAN_PARAM, VXLAN_PORT, vxlanMtu, vxlanRequestedMechanism, type VxlanParameters } from './params.js'
 export { isVxlanRecord, type VxlanRecord } from './record.js'
-export { MemoryVniSource, type MemoryVniSourceOptions, type VniSource } from './vni.js'
 
 export interface VxlanMechanismOptions {
   sessions: NetlinkSessions
