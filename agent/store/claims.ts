@@ -11,6 +11,7 @@
 import { AgentError } from '../errors.js'
 import { parseAddr, parsePrefix, prefixContains, type P2PPair, type Prefix } from '../../ipam/p2p/index.js'
 import { KvConflict, KvUnavailable, type Kv, type KvEntry } from './kv.js'
+import { listThenWatch } from './watch-kind.js'
 
 export interface ClaimValue {
   readonly pool: string
@@ -63,16 +64,7 @@ export class AddressClaims {
 
   static async start(kv: Kv, node: string, onState?: (state: 'down' | 'up', reason?: string) => void): Promise<AddressClaims> {
     const c = new AddressClaims(kv, node)
-    const listed = await kv.list('claims')
-    for (const e of listed.entries) c.learn(e)
-    c.unwatch = kv.watch('claims', listed.revision, {
-      onEvent: (ev) => (ev.type === 'delete' ? c.claims.delete(ev.name) : c.learn(ev.entry)),
-      onReset: (entries) => {
-        c.claims.clear()
-        for (const e of entries) c.learn(e)
-      },
-      ...(onState === undefined ? {} : { onState }),
-    })
+    c.unwatch = await listThenWatch(kv, 'claims', { learn: (e) => c.learn(e), forget: (name) => c.claims.delete(name), clear: () => c.claims.clear() }, onState === undefined ? {} : { onState })
     return c
   }
 

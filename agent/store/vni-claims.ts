@@ -20,6 +20,7 @@ import { randomInt } from 'node:crypto'
 import { AgentError } from '../errors.js'
 import { VNI_MAX, VNI_MIN } from '../mechanisms/vxlan/params.js'
 import { checkKvName, KvConflict, KvUnavailable, type Kv, type KvEntry } from './kv.js'
+import { listThenWatch } from './watch-kind.js'
 
 export interface VniClaimValue {
   readonly vni: number
@@ -112,23 +113,17 @@ export class VniClaims {
   static async start(kv: Kv, self: string, opts: VniClaimsOptions = {}): Promise<VniClaims> {
     checkNode(self)
     const c = new VniClaims(kv, self, opts)
-    const listed = await c.storeCall(() => kv.list('claims'))
-    for (const e of listed.entries) {
-      c.learn(e)
-      const k = c.claims.get(e.name)
-      if (k === undefined || k.value.claimer !== self) continue
-      const held = c.own.get(k.value.connectionId)
-      if (held === undefined) c.own.set(k.value.connectionId, { vni: k.value.vni, nodes: new Map([[k.value.node, k.revision]]) })
-      else if (held.vni === k.value.vni) held.nodes.set(k.value.node, k.revision)
-      // A second VNI for one connection (an undo that never happened): not held, deleted by the next call.
-      else c.leftovers.set(e.name, e.revision)
-    }
     const { onState } = opts
-    c.unwatch = kv.watch('claims', listed.revision, {
-      onEvent: (ev) => (ev.type === 'delete' ? c.forget(ev.name) : c.learn(ev.entry)),
-      onReset: (entries) => {
-        c.claims.clear()
-        for (const e of entries) c.learn(e)
+    c.unwatch = await listThenWatch(kv, 'claims', { learn: (e) => c.learn(e), forget: (name) => c.forget(name), clear: () => c.claims.clear() }, {
+      call: (list) => c.storeCall(list),
+      listed: (e) => {
+        const k = c.claims.get(e.name)
+        if (k === undefined || k.value.claimer !== self) return
+        const held = c.own.get(k.value.connectionId)
+        if (held === undefined) c.own.set(k.value.connectionId, { vni: k.value.vni, nodes: new Map([[k.value.node, k.revision]]) })
+        else if (held.vni === k.value.vni) held.nodes.set(k.value.node, k.revision)
+        // A second VNI for one connection (an undo that never happened): not held, deleted by the next call.
+        else c.leftovers.set(e.name, e.revision)
       },
       ...(onState === undefined ? {} : { onState }),
     })

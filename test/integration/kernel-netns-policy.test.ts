@@ -4,8 +4,7 @@
 // usable; a path that is no netns (a file, a FIFO) fails as BAD_NETNS without hanging. The registry and
 // the pipeline refuse the host netns through the same policy.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NetnsPolicy } from '../../pkg/netns-policy'
@@ -15,7 +14,7 @@ import { MemoryStore } from '../../agent/registry/store'
 import { ConnectionTable } from '../../agent/connections/table'
 import { createDataplane } from '../../agent/pipeline/index'
 import { silentLogger } from '../../agent/server/log'
-import { RUN, makeNetns, sh } from '../lib/netns'
+import { RUN, makeNetns, sh, sleeper } from '../lib/netns'
 import { kernelRequest, registerEndpoint, testContext } from '../lib/mesh'
 
 interface Teardown {
@@ -51,23 +50,6 @@ function scratch(t: Teardown): { dir: string; bind(source: string, name: string)
       return path
     },
   }
-}
-
-/** A `sleep` child, in the root netns or (through `ip netns exec`) in a test netns; killed at teardown. */
-async function sleeper(t: Teardown, netns?: string): Promise<number> {
-  const proc: ChildProcess = netns === undefined ? spawn('sleep', ['60'], { stdio: 'ignore' }) : spawn('ip', ['netns', 'exec', netns, 'sleep', '60'], { stdio: 'ignore' })
-  t.teardown(() => {
-    proc.kill('SIGKILL')
-  })
-  const pid = proc.pid
-  if (pid === undefined) throw new Error('spawn failed')
-  // `ip netns exec` switches, then execs sleep under the same pid: wait until it has.
-  const deadline = Date.now() + 5000
-  while (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'sleep') {
-    if (Date.now() > deadline) throw new Error(`child ${pid} did not become sleep`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return pid
 }
 
 const HOST = /agent's own \(host\) network namespace/
@@ -107,8 +89,8 @@ t.test('/proc/<pid>/ns/net: refused for a process in the host netns and for the 
   const sessions = new NetlinkSessions(policy)
   t.teardown(() => sessions.closeAll())
   const pod = makeNetns(t, 'pp')
-  const hostChild = await sleeper(t)
-  const podChild = await sleeper(t, pod.name)
+  const { pid: hostChild } = await sleeper(t)
+  const { pid: podChild } = await sleeper(t, pod.name)
   for (const p of [`/proc/${hostChild}/ns/net`, `/proc/${process.pid}/ns/net`]) {
     t.throws(() => policy.check(p), { code: 'NETNS_NOT_ALLOWED', message: HOST }, `check refuses ${p}`)
     t.throws(() => policy.open(p), { code: 'NETNS_NOT_ALLOWED', message: HOST }, `open refuses ${p}`)

@@ -4,8 +4,7 @@
 // connection into it is built, the host's namespace is refused, an inode no process holds is BAD_NETNS
 // naming the field, a malformed one INVALID_ARGUMENT naming the field. Real namespaces and processes.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { inodeUrlOf, netnsPathOfInodeUrl, parseInodeUrl, procPathOfNetns } from '../../pkg/netns-inode'
 import { netnsFileUrl, netnsPathOfUrl } from '../../pkg/netns-url'
 import { NetnsPolicy } from '../../pkg/netns-policy'
@@ -14,32 +13,8 @@ import { MemoryStore } from '../../agent/registry/store'
 import { ConnectionTable } from '../../agent/connections/table'
 import { createDataplane } from '../../agent/pipeline/index'
 import { silentLogger } from '../../agent/server/log'
-import { linkAddresses, linkNames, makeNetns } from '../lib/netns'
+import { linkAddresses, linkNames, makeNetns, sleeper } from '../lib/netns'
 import { kernelRequest, registerEndpoint, seedServices, serviceMessage, testContext } from '../lib/mesh'
-
-interface Teardown {
-  teardown(fn: () => void | Promise<void>): void
-}
-
-/** A `sleep` child in a test netns (through `ip netns exec`), killed at teardown; its pid once it is sleep. */
-async function sleeper(t: Teardown, netns: string): Promise<{ pid: number; kill(): Promise<void> }> {
-  const proc: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'sleep', '60'], { stdio: 'ignore' })
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
-  const kill = async (): Promise<void> => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-    await exited
-  }
-  t.teardown(kill)
-  const pid = proc.pid
-  if (pid === undefined) throw new Error('spawn failed')
-  // `ip netns exec` switches, then execs sleep under the same pid: wait until it has.
-  const deadline = Date.now() + 5000
-  while (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'sleep') {
-    if (Date.now() > deadline) throw new Error(`child ${pid} did not become sleep`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return { pid, kill }
-}
 
 const sameNetns = (a: string, b: string): boolean => {
   const x = statSync(a)

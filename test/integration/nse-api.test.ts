@@ -6,44 +6,17 @@
 // routes, and traffic flows. Close closes it at the NSE too. The NSE killed: the connection heals to a
 // second NSE.
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { NetworkServiceEndpointRegistryDefinition, NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { MonitorConnectionDefinition, State, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
-import { startAgent, tempDir, type RunningAgent } from '../lib/agent'
-import { linkNames, makeNetns, RUN, sh, type TestNetns } from '../lib/netns'
+import { State } from '../../proto/gen/networkservice/connection'
+import { connectionsOf, startAgent, tempDir, type RunningAgent } from '../lib/agent'
+import { linkNames, makeNetns, RUN, sh } from '../lib/netns'
 import { kernelRequest } from '../lib/mesh'
 import { until } from '../lib/cluster'
-import { startStubNse } from '../lib/stub-nse'
+import { runStubNse, startStubNse } from '../lib/stub-nse'
 
 t.setTimeout(120_000)
-const ROOT = resolve(import.meta.dirname, '../..')
-
-interface Teardown {
-  teardown(fn: () => void | Promise<void>): void
-}
-
-/** The stub NSE as a script inside `ns`; resolves with its pid once it prints its ready line. */
-async function stubIn(t: Teardown, ns: TestNetns, socket: string, name: string, pool: string, routes: string[]): Promise<{ pid: number; kill(): Promise<void> }> {
-  const args = ['--socket', socket, '--name', name, '--pool', pool, ...routes.flatMap((r) => ['--route', r])]
-  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '--import', 'tsx', join(ROOT, 'test/lib/stub-nse.ts'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>((res) => child.once('exit', () => res()))
-  const kill = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  }
-  t.teardown(kill)
-  await new Promise<void>((res, rej) => {
-    let out = ''
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('\n')) res()
-    })
-    void exited.then(() => rej(new Error(`stub NSE ${name} exited before ready`)))
-  })
-  return { pid: child.pid ?? -1, kill }
-}
 
 const register = (agent: RunningAgent, name: string, service: string, socket: string) =>
   agent.client.unary(NetworkServiceEndpointRegistryDefinition, NetworkServiceEndpointRegistryDefinition.methods.register, {
@@ -56,25 +29,13 @@ const register = (agent: RunningAgent, name: string, service: string, socket: st
     pathIds: [],
   })
 
-async function connections(agent: RunningAgent): Promise<Connection[]> {
-  const abort = new AbortController()
-  let got: Connection[] | undefined
-  await agent.client
-    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
-      got ??= Object.values(ev.connections)
-      abort.abort()
-    }, { signal: abort.signal })
-    .catch(() => undefined)
-  return got ?? []
-}
-
 t.test('a Request reaches an endpoint serving the NSM API; its IPAM and netns are honoured; it heals to another', async (t) => {
   const agent = await startAgent(t)
   const svc = `api-${RUN}`
   await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
   const dir = tempDir(t, 'nsm-nse-api-')
   const podA = makeNetns(t, 'na')
-  const a = await stubIn(t, podA, join(dir, 'a.sock'), `nse-a-${RUN}`, '10.70.0.0/24', ['10.71.0.0/16'])
+  const a = await runStubNse(t, podA.name, ['--socket', join(dir, 'a.sock'), '--name', `nse-a-${RUN}`, '--pool', '10.70.0.0/24', '--route', '10.71.0.0/16'])
   await register(agent, `nse-a-${RUN}`, svc, join(dir, 'a.sock'))
   const client = makeNetns(t, 'cl')
   const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`api1-${RUN}`, client.path, 'nsm0', {}, svc))
@@ -88,15 +49,15 @@ t.test('a Request reaches an endpoint serving the NSM API; its IPAM and netns ar
 
   // A second NSE; the first one dies: its netns (a /proc path) vanishes and the connection heals to b.
   const podB = makeNetns(t, 'nb')
-  await stubIn(t, podB, join(dir, 'b.sock'), `nse-b-${RUN}`, '10.80.0.0/24', [])
+  await runStubNse(t, podB.name, ['--socket', join(dir, 'b.sock'), '--name', `nse-b-${RUN}`, '--pool', '10.80.0.0/24'])
   await register(agent, `nse-b-${RUN}`, svc, join(dir, 'b.sock'))
   await a.kill()
-  const healed = await until(async () => (await connections(agent)).some((c) => c.id === `api1-${RUN}` && c.networkServiceEndpointName === `nse-b-${RUN}` && c.state === State.UP), 10_000)
+  const healed = await until(async () => (await connectionsOf(agent)).some((c) => c.id === `api1-${RUN}` && c.networkServiceEndpointName === `nse-b-${RUN}` && c.state === State.UP), 10_000)
   t.not(healed, -1, `healed to the second NSE (${healed} ms)`)
   t.match(sh('ip', ['netns', 'exec', client.name, 'ping', '-c', '1', '-W', '2', '10.80.0.0']), / 0% packet loss/, 'traffic to the second NSE')
   t.same(linkNames(client.name).filter((l) => l !== 'lo'), ['nsm0'], 'same interface name')
 
-  const [now] = (await connections(agent)).filter((c) => c.id === `api1-${RUN}`)
+  const [now] = (await connectionsOf(agent)).filter((c) => c.id === `api1-${RUN}`)
   if (now === undefined) throw new Error('connection gone')
   await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, now)
   t.same(linkNames(client.name), ['lo'], 'Close removed the veth')

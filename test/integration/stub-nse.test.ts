@@ -4,52 +4,15 @@
 // Close), the KERNEL mechanism it answers with (inodeURL naming the netns it runs in), its path segment,
 // refusals, and a clean exit on SIGTERM. The importable form (startStubNse) for pool exhaustion.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, statSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { AgentClient, GrpcCallError } from '../../agent/client/client'
 import { NetworkServiceDefinition, type NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice'
 import { State, type Connection, type PathSegment } from '../../proto/gen/networkservice/connection'
 import { GrpcStatus } from '../../pkg/codes'
 import { tempDir } from '../lib/agent'
 import { makeNetns } from '../lib/netns'
-import { startStubNse } from '../lib/stub-nse'
-
-const ROOT = resolve(import.meta.dirname, '../..')
-const SCRIPT = join(ROOT, 'test/lib/stub-nse.ts')
-
-interface Teardown {
-  teardown(fn: () => void | Promise<void>): void
-}
-
-interface RunningStub {
-  pid: number
-  ready: { ready: boolean; socket: string; pid: number }
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  child: ChildProcess
-}
-
-/** The stub as a script in `netns` (one process: node with tsx's loader, exec'd by `ip netns exec`). */
-async function runStub(t: Teardown, netns: string, args: string[]): Promise<RunningStub> {
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--import', 'tsx', SCRIPT, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })))
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  let stderr = ''
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()))
-  const ready = await new Promise<RunningStub['ready']>((res, rej) => {
-    let out = ''
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      const nl = out.indexOf('\n')
-      if (nl >= 0) res(JSON.parse(out.slice(0, nl)) as RunningStub['ready'])
-    })
-    void exited.then((e) => rej(new Error(`stub-nse exited before ready (${e.code ?? e.signal}): ${stderr}`)))
-  })
-  return { pid: child.pid ?? -1, ready, exited, child }
-}
+import { runStubNse, startStubNse } from '../lib/stub-nse'
 
 function kernelRequest(id: string, path?: Connection['path']): NetworkServiceRequest {
   return {
@@ -68,7 +31,7 @@ t.test('the stub as a script in a netns: IPAM, mechanism, path, re-Request, Clos
   const ns = makeNetns(t, 'se')
   const dir = tempDir(t, 'nsm-stub-nse-')
   const socket = join(dir, 'nse.sock')
-  const stub = await runStub(t, ns.name, ['--socket', socket, '--name', 'nse-1', '--pool', '10.70.0.0/24', '--route', '10.71.0.0/16', '--route', '10.72.0.0/16'])
+  const stub = await runStubNse(t, ns.name, ['--socket', socket, '--name', 'nse-1', '--pool', '10.70.0.0/24', '--route', '10.71.0.0/16', '--route', '10.72.0.0/16'])
   t.same(stub.ready, { ready: true, socket, pid: stub.pid }, 'the ready line')
   const client = new AgentClient(socket)
   t.teardown(() => client.close())
@@ -129,8 +92,7 @@ t.test('the stub as a script in a netns: IPAM, mechanism, path, re-Request, Clos
   await t.rejects(call({ ...memifOnly, mechanismPreferences: [{ cls: 'LOCAL', type: 'MEMIF', parameters: {} }] }), { code: GrpcStatus.INVALID_ARGUMENT, message: /mechanism_preferences: endpoint nse-1 serves KERNEL only; offered MEMIF/ })
   await t.rejects(call({ connection: undefined, mechanismPreferences: [] }), { code: GrpcStatus.INVALID_ARGUMENT, message: /connection: is required/ })
 
-  stub.child.kill('SIGTERM')
-  t.same(await stub.exited, { code: 0, signal: null }, 'exits 0 on SIGTERM')
+  t.same(await stub.kill('SIGTERM'), { code: 0, signal: null }, 'exits 0 on SIGTERM')
   t.notOk(existsSync(socket), 'its socket removed')
 })
 

@@ -5,9 +5,10 @@
 // them all from its watch. Released, nothing is left.
 import t, { type Test } from 'tap'
 import { EtcdKv } from '../../agent/store/etcd.js'
-import { KvConflict, type Kv } from '../../agent/store/kv.js'
-import { VniClaims, vniClaimName, type VniClaimsOptions, type VniClaimValue } from '../../agent/store/vni-claims.js'
+import type { Kv } from '../../agent/store/kv.js'
+import { VniClaims, vniClaimName, type VniClaimsOptions } from '../../agent/store/vni-claims.js'
 import { startEtcd } from '../lib/etcd.js'
+import { countingConflicts, storedVniClaims as stored } from '../lib/vni.js'
 
 const TIMEOUT_MS = 3000
 const PREFIX = `/nsm-test-vni-${process.pid}`
@@ -24,26 +25,6 @@ async function start(t: Test, kv: Kv, node: string, opts: VniClaimsOptions): Pro
   const c = await VniClaims.start(kv, node, opts)
   t.teardown(() => c.stop())
   return c
-}
-
-/** `kv` whose creates that lose are counted. */
-function countingConflicts(kv: Kv): { kv: Kv; conflicts: () => number } {
-  let n = 0
-  const wrapped: Kv = Object.create(kv) as Kv
-  wrapped.create = async (...args) => {
-    try {
-      return await kv.create(...args)
-    } catch (err) {
-      if (err instanceof KvConflict) n++
-      throw err
-    }
-  }
-  return { kv: wrapped, conflicts: () => n }
-}
-
-async function stored(kv: Kv): Promise<Map<string, VniClaimValue>> {
-  const { entries } = await kv.list('claims')
-  return new Map(entries.filter((e) => e.name.startsWith('vni-')).map((e) => [e.name, e.value as VniClaimValue]))
 }
 
 /** Polls `cond` until it holds; fails after 30 s (a hang, not a speed target). */

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { AgentClient } from '../../agent/client/client.js'
+import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection.js'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 
@@ -127,6 +128,21 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
       return exited
     },
   }
+}
+
+/** The connections `agent` holds now: the first event (the snapshot) of its MonitorConnections stream. */
+export async function connectionsOf(agent: RunningAgent): Promise<Connection[]> {
+  const abort = new AbortController()
+  let got: Connection[] | undefined
+  await agent.client
+    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
+      got ??= Object.values(ev.connections)
+      abort.abort()
+    }, { signal: abort.signal })
+    .catch((err: unknown) => {
+      if (got === undefined) throw err
+    })
+  return got ?? []
 }
 
 /** Collects a server stream's messages; `until` waits for one matching a predicate (no timing involved). */

@@ -10,11 +10,11 @@ import { startAgentInNode, makeNodes, type TestBed, type TestNode } from './node
 import { startEtcd, type TestEtcd } from './etcd'
 import { Pki } from './pki'
 import { ip } from './netns'
-import { tempDir, type AgentOptions, type RunningAgent } from './agent'
+import { connectionsOf, tempDir, type AgentOptions, type RunningAgent } from './agent'
 import { until } from './cluster'
 import { endpointRegistration, kernelRequest, type EndpointSpec } from './mesh'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
-import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection'
+import type { Connection } from '../../proto/gen/networkservice/connection'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -122,16 +122,6 @@ export function closeOn(node: MeshNode, conn: Connection): Promise<unknown> {
 }
 
 /** The connections `node`'s agent holds now (its MonitorConnections snapshot). */
-export async function connectionsOn(node: MeshNode): Promise<Connection[]> {
-  const abort = new AbortController()
-  let got: Connection[] | undefined
-  await node.agent.client
-    .stream(MonitorConnectionDefinition, MonitorConnectionDefinition.methods.monitorConnections, { pathSegments: [], networkServices: [] }, (ev: ConnectionEvent) => {
-      got ??= Object.values(ev.connections)
-      abort.abort()
-    }, { signal: abort.signal })
-    .catch((err: unknown) => {
-      if (got === undefined) throw err
-    })
-  return got ?? []
+export function connectionsOn(node: MeshNode): Promise<Connection[]> {
+  return connectionsOf(node.agent)
 }

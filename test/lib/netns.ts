@@ -2,9 +2,9 @@
 //
 // Every namespace gets the per-run prefix, so parallel runs never collide and a leftover names the run
 // that leaked it; each is removed in t.teardown, also when the test fails.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 
 /** Short per-process prefix: 4 hex chars, so prefix + 10 more characters still fit IFNAMSIZ (15). */
 export const RUN = process.env.NSM_TEST_RUN ?? randomBytes(2).toString('hex')
@@ -45,6 +45,29 @@ export function makeNetns(t: Teardown, kind = 'ns'): TestNetns {
   t.teardown(() => removeNetns(name))
   sh('ip', ['-n', name, 'link', 'set', 'lo', 'up'])
   return { name, path: `/var/run/netns/${name}` }
+}
+
+/**
+ * A `sleep` child, in the root netns or (through `ip netns exec`) in a test netns: a process holding that
+ * netns. Its pid once it is sleep; `kill` (also at teardown) SIGKILLs it and resolves once it has exited.
+ */
+export async function sleeper(t: Teardown, netns?: string): Promise<{ pid: number; kill(): Promise<void> }> {
+  const proc = netns === undefined ? spawn('sleep', ['60'], { stdio: 'ignore' }) : spawn('ip', ['netns', 'exec', netns, 'sleep', '60'], { stdio: 'ignore' })
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
+  const kill = async (): Promise<void> => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+    await exited
+  }
+  t.teardown(kill)
+  const pid = proc.pid
+  if (pid === undefined) throw new Error('spawn failed')
+  // `ip netns exec` switches, then execs sleep under the same pid: wait until it has.
+  const deadline = Date.now() + 5000
+  while (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'sleep') {
+    if (Date.now() > deadline) throw new Error(`child ${pid} did not become sleep`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  return { pid, kill }
 }
 
 export function removeNetns(name: string): void {

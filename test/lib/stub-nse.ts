@@ -15,10 +15,12 @@
 // As a script:
 //   npx tsx test/lib/stub-nse.ts --socket /path/x.sock --name nse-1 --pool 10.70.0.0/24 [--route 10.71.0.0/16 ...]
 // prints one JSON line {"ready":true,"socket":...,"pid":...} on stdout once listening and exits 0 on SIGTERM
-// (or SIGINT), removing its socket. Imported: startStubNse(opts).
+// (or SIGINT), removing its socket. Imported: startStubNse(opts) in this process, or runStubNse(t, netns,
+// args) to run the script inside a test netns.
+import { spawn } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { lstatSync, unlinkSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js'
 import { NetworkServiceDefinition, type NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
@@ -233,6 +235,57 @@ function removeStaleSocket(path: string): void {
   } catch {
     // nothing there
   }
+}
+
+// ---- the script, run by a test ----
+
+interface Teardown {
+  teardown(fn: () => void | Promise<void>): void
+}
+
+export interface StubNseExit {
+  code: number | null
+  signal: NodeJS.Signals | null
+}
+
+export interface RunningStubNse {
+  pid: number
+  /** Its ready line. */
+  ready: { ready: boolean; socket: string; pid: number }
+  /** Sends `signal` (default SIGKILL) unless it has exited; resolves with its exit. Also at teardown. */
+  kill(signal?: NodeJS.Signals): Promise<StubNseExit>
+  exited: Promise<StubNseExit>
+}
+
+const ROOT = resolve(import.meta.dirname, '../..')
+
+/**
+ * The stub as a script in the netns named `netns` (one process: node with tsx's loader, exec'd by
+ * `ip netns exec`), with the script's arguments; resolves once it has printed its ready line.
+ */
+export async function runStubNse(t: Teardown, netns: string, args: readonly string[]): Promise<RunningStubNse> {
+  const script = join(ROOT, 'test/lib/stub-nse.ts')
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--import', 'tsx', script, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<StubNseExit>((res) => child.once('exit', (code, signal) => res({ code, signal })))
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<StubNseExit> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    return exited
+  }
+  t.teardown(async () => {
+    await kill()
+  })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const ready = await new Promise<RunningStubNse['ready']>((res, rej) => {
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      const nl = out.indexOf('\n')
+      if (nl >= 0) res(JSON.parse(out.slice(0, nl)) as RunningStubNse['ready'])
+    })
+    void exited.then((e) => rej(new Error(`stub-nse exited before ready (${e.code ?? e.signal}): ${stderr}`)))
+  })
+  return { pid: child.pid ?? -1, ready, kill, exited }
 }
 
 // ---- as a script ----

@@ -9,9 +9,10 @@ import { parse } from 'yaml'
 import { AgentError } from '../../agent/errors.js'
 import { VNI_MAX, VNI_MIN } from '../../agent/mechanisms/vxlan/params.js'
 import { AddressClaims, claimName } from '../../agent/store/claims.js'
-import { checkKvName, KvConflict, type Kv, type KvEntry } from '../../agent/store/kv.js'
+import { checkKvName, type Kv, type KvEntry } from '../../agent/store/kv.js'
 import { MemoryKv } from '../../agent/store/memory.js'
-import { VniClaims, vniClaimName, type VniClaimsOptions, type VniClaimValue } from '../../agent/store/vni-claims.js'
+import { VniClaims, vniClaimName, type VniClaimsOptions } from '../../agent/store/vni-claims.js'
+import { countingConflicts, storedVniClaims as stored } from '../lib/vni.js'
 
 /** Lets the watches deliver what is pending (memory store handlers run on microtasks). */
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r))
@@ -20,27 +21,6 @@ async function start(t: Test, kv: Kv, node: string, opts: VniClaimsOptions = {})
   const c = await VniClaims.start(kv, node, { min: 1, max: 200, ...opts })
   t.teardown(() => c.stop())
   return c
-}
-
-/** The VNI claims in the store, by name. */
-async function stored(kv: Kv): Promise<Map<string, VniClaimValue>> {
-  const { entries } = await kv.list('claims')
-  return new Map(entries.filter((e) => e.name.startsWith('vni-')).map((e) => [e.name, e.value as VniClaimValue]))
-}
-
-/** `kv` whose creates that lose are counted. */
-function countingConflicts(kv: Kv): { kv: Kv; conflicts: () => number } {
-  let n = 0
-  const wrapped: Kv = Object.create(kv) as Kv
-  wrapped.create = async (...args) => {
-    try {
-      return await kv.create(...args)
-    } catch (err) {
-      if (err instanceof KvConflict) n++
-      throw err
-    }
-  }
-  return { kv: wrapped, conflicts: () => n }
 }
 
 t.test('claim names: valid store names, one per (node, VNI), the VNI first', async (t) => {
