@@ -6,7 +6,7 @@
 // Every failure rejects with GrpcCallError: the gRPC status, the message, and the agent's stable error
 // name (pkg/codes.ts, read back from the `[NAME]` prefix the agent puts on its messages). An
 // unreachable socket is UNAVAILABLE with the name AGENT_UNREACHABLE.
-import { Client, credentials, Metadata, status as grpcStatus, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js'
+import { Client, credentials, Metadata, status as grpcStatus, type ChannelCredentials, type ChannelOptions, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js'
 import type { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire'
 import { ERRORS, GrpcStatus, type ErrorName } from '../../pkg/codes.js'
 import { parseStatusMessage } from '../errors.js'
@@ -58,15 +58,52 @@ export function statusName(code: number): string {
   return STATUS_NAME[code] ?? `status ${code}`
 }
 
-export class AgentClient {
-  private readonly client: Client
+/** What a client other than the agent's socket needs (agent/peer/client.ts: a peer agent over TLS). */
+export interface ChannelSetup {
+  /** A grpc-js target (`unix:/path`, `host:port`). */
+  target: string
+  credentials?: ChannelCredentials
+  channelOptions?: ChannelOptions
+  /** Deadline of calls without their own `timeoutMs`. */
+  defaultTimeoutMs?: number
+}
 
-  /** `target`: another grpc-js target than the unix socket (an NSM endpoint's `tcp://` address). */
+export class AgentClient {
+  protected readonly client: Client
+  private readonly defaultTimeoutMs: number | undefined
+
+  /**
+   * `socket`: the agent's unix socket, or what errors name the server by; `setup` (a string is a target):
+   * another channel (an NSM endpoint's `tcp://` address, a peer agent over TLS).
+   */
   constructor(
     readonly socket: string,
-    target = `unix:${socket}`,
+    setup: string | ChannelSetup = `unix:${socket}`,
   ) {
-    this.client = new Client(target, credentials.createInsecure())
+    const s = typeof setup === 'string' ? { target: setup } : setup
+    this.client = new Client(s.target, s.credentials ?? credentials.createInsecure(), s.channelOptions ?? {})
+    this.defaultTimeoutMs = s.defaultTimeoutMs
+  }
+
+  /** Entries every call carries besides its own (a peer client names its node). */
+  protected baseMetadata(): Record<string, string> {
+    return {}
+  }
+
+  /** The message of a call that found nobody serving (`errno` when grpc-js names one). */
+  protected unreachableMessage(details: string, errno: string | undefined): string {
+    return `agent unreachable at ${this.socket}: ${errno ?? details}`
+  }
+
+  private metadataOf(opts: CallOptions): Metadata {
+    const md = new Metadata()
+    for (const [k, v] of Object.entries({ ...opts.metadata, ...this.baseMetadata() })) md.set(k, v)
+    return md
+  }
+
+  private callOptions(opts: CallOptions): { deadline?: Date } {
+    const ms = opts.timeoutMs ?? this.defaultTimeoutMs
+    return ms === undefined ? {} : { deadline: new Date(Date.now() + ms) }
   }
 
   close(): void {
@@ -77,7 +114,7 @@ export class AgentClient {
   unary<Req, Res>(service: Service, method: Method<Req, Res>, request: Req, opts: CallOptions = {}): Promise<Res> {
     const path = `/${service.fullName}/${method.name}`
     return new Promise<Res>((resolve, reject) => {
-      const call = this.client.makeUnaryRequest<Req, Res>(path, serializer(method), deserializer(method), request, metadataOf(opts), callOptions(opts), (err, res) => {
+      const call = this.client.makeUnaryRequest<Req, Res>(path, serializer(method), deserializer(method), request, this.metadataOf(opts), this.callOptions(opts), (err, res) => {
         opts.signal?.removeEventListener('abort', cancel)
         if (err !== null) reject(this.callError(err, path))
         else if (res === undefined) reject(new GrpcCallError(GrpcStatus.INTERNAL, `${path}: no response message`, 'INTERNAL', path))
@@ -93,7 +130,7 @@ export class AgentClient {
   stream<Req, Res>(service: Service, method: Method<Req, Res>, request: Req, onMessage: (m: Res) => void, opts: CallOptions = {}): Promise<void> {
     const path = `/${service.fullName}/${method.name}`
     return new Promise<void>((resolve, reject) => {
-      const call: ClientReadableStream<Res> = this.client.makeServerStreamRequest<Req, Res>(path, serializer(method), deserializer(method), request, metadataOf(opts), callOptions(opts))
+      const call: ClientReadableStream<Res> = this.client.makeServerStreamRequest<Req, Res>(path, serializer(method), deserializer(method), request, this.metadataOf(opts), this.callOptions(opts))
       const cancel = (): void => call.cancel()
       if (opts.signal?.aborted === true) cancel()
       else opts.signal?.addEventListener('abort', cancel, { once: true })
@@ -114,7 +151,7 @@ export class AgentClient {
     })
   }
 
-  private callError(err: ServiceError, path: string): GrpcCallError {
+  protected callError(err: ServiceError, path: string): GrpcCallError {
     const parsed = parseStatusMessage(err.details)
     let agentCode = parsed.code
     let details = err.details === '' ? statusName(err.code) : err.details
@@ -123,7 +160,7 @@ export class AgentClient {
       agentCode = 'AGENT_UNREACHABLE'
       // "No connection established. Last error: Error: connect ENOENT <path>. ..." → the errno.
       const errno = /\bconnect (E[A-Z]+)\b/.exec(err.details)?.[1]
-      details = `agent unreachable at ${this.socket}: ${errno ?? err.details}`
+      details = this.unreachableMessage(err.details, errno)
     }
     if (err.code === GrpcStatus.CANCELLED && agentCode === undefined) agentCode = 'CANCELLED'
     return new GrpcCallError(err.code, details, agentCode, path, { cause: err })
@@ -138,12 +175,3 @@ function deserializer<Res>(m: Method<unknown, Res>): (b: Buffer) => Res {
   return (b) => m.responseType.decode(b)
 }
 
-function metadataOf(opts: CallOptions): Metadata {
-  const md = new Metadata()
-  for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v)
-  return md
-}
-
-function callOptions(opts: CallOptions): { deadline?: Date } {
-  return opts.timeoutMs === undefined ? {} : { deadline: new Date(Date.now() + opts.timeoutMs) }
-}

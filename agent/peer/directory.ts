@@ -25,7 +25,7 @@ export type PeerDirectoryOptions = PeerClientSecurity & {
 }
 
 export class PeerDirectory {
-  private readonly clients = new Map<string, PeerClient>()
+  private readonly clients = new Map<string, { client: PeerClient; startedAt: string | undefined }>()
   private readonly aborts = new Map<string, AbortController>()
 
   constructor(private readonly opts: PeerDirectoryOptions) {}
@@ -37,16 +37,18 @@ export class PeerDirectory {
     if (rec === undefined) throw new AgentError('UNAVAILABLE', `node ${node} has no live node record (its agent is gone or has not started)`)
     if (rec.peerUrl === '') throw new AgentError('UNAVAILABLE', `node ${node} has no peer URL in its node record (its agent runs without --listen)`)
     if (rec.underlayAddress === '') throw new AgentError('UNAVAILABLE', `node ${node} has no underlay address in its node record (--underlay-address)`)
-    let client = this.clients.get(node)
-    if (client !== undefined && client.url !== rec.peerUrl) {
-      client.disconnect()
-      client = undefined
+    let cached = this.clients.get(node)
+    // Another URL, or a restarted agent (a fresh channel connects at once, no reconnect backoff left over).
+    if (cached !== undefined && (cached.client.url !== rec.peerUrl || cached.startedAt !== rec.startedAt)) {
+      cached.client.disconnect()
+      cached = undefined
     }
-    if (client === undefined) {
+    if (cached === undefined) {
       const security: PeerClientSecurity = this.opts.insecure === true ? { insecure: true } : { tls: this.opts.tls }
-      client = new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }) })
-      this.clients.set(node, client)
+      cached = { client: new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }) }), startedAt: rec.startedAt }
+      this.clients.set(node, cached)
     }
+    const client = cached.client
     let abort = this.aborts.get(node)
     if (abort === undefined) this.aborts.set(node, (abort = new AbortController()))
     return { node, underlay: rec.underlayAddress, client, signal: abort.signal }
@@ -56,14 +58,14 @@ export class PeerDirectory {
   forget(node: string): void {
     this.aborts.get(node)?.abort(new Error(`node ${node} was lost`))
     this.aborts.delete(node)
-    this.clients.get(node)?.disconnect()
+    this.clients.get(node)?.client.disconnect()
     this.clients.delete(node)
   }
 
   close(): void {
     for (const a of this.aborts.values()) a.abort(new Error('the agent is stopping'))
     this.aborts.clear()
-    for (const c of this.clients.values()) c.disconnect()
+    for (const c of this.clients.values()) c.client.disconnect()
     this.clients.clear()
   }
 }

@@ -15,7 +15,7 @@
 // lets it expire (its path segment is no longer refreshed, ./remote.ts). A re-request that moves a
 // connection away from a peer (healing) closes the half left there in the background.
 // Needs: mechanism, endpoint, clientIfname. Provides: mechanism, addresses, peerNode (for remote endpoints).
-import { State, type Connection, type Mechanism as RequestedMechanism } from '../../proto/gen/networkservice/connection.js'
+import { State, type Connection, type Mechanism as RequestedMechanism, type Path } from '../../proto/gen/networkservice/connection.js'
 import type { ConnectionContext, IPContext } from '../../proto/gen/networkservice/connectioncontext.js'
 import type { NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
 import { isIP } from 'node:net'
@@ -92,7 +92,7 @@ export function forward(o: ForwardOptions): Element {
   /** Closes a peer's half, best effort (logged), and gives its VNI back. */
   const closeRemote = async (node: string, conn: Connection, why: string): Promise<void> => {
     try {
-      await o.peers.get(node).client.close(closeOf(conn), { timeoutMs: CLOSE_TIMEOUT_MS })
+      await o.peers.get(node).client.closeConnection(closeOf(conn), { timeoutMs: CLOSE_TIMEOUT_MS })
     } catch (err) {
       o.log.warn("the peer's half of a cross-connect could not be closed: it expires when no longer refreshed", { connection: conn.id, node, why, err: peerError(node, err).message })
     }
@@ -160,7 +160,7 @@ export function forward(o: ForwardOptions): Element {
         r.state.mechanism = o.vxlan
         r.state.addresses = addresses
         r.state.peerNode = node
-        const forwarded: Connection = { ...c, context: { ...context, ipContext: c.context?.ipContext }, mechanism: answer.mechanism, path: answer.path ?? c.path }
+        const forwarded: Connection = { ...c, context: { ...context, ipContext: c.context?.ipContext }, mechanism: answer.mechanism, path: pathBack(c.path, answer.path) }
         const connection = await withUndo(
           () => next.request({ ...r, connection: forwarded }),
           async () => {
@@ -187,6 +187,15 @@ export function forward(o: ForwardOptions): Element {
   async function moveAway(node: string, c: Connection): Promise<void> {
     await closeRemote(node, c, 'the connection moved to another endpoint')
   }
+}
+
+/**
+ * The path as answered (the next hops' segments after ours), at our index: the answer's index is the last
+ * hop's, and kept as ours it would make our next request append a second segment of this node.
+ */
+export function pathBack(ours: Path | undefined, answered: Path | undefined): Path | undefined {
+  if (answered === undefined || answered.pathSegments.length === 0) return ours
+  return { ...answered, index: ours?.index ?? 0 }
 }
 
 const emptyIpContext = (): IPContext => ({ srcIpAddrs: [], dstIpAddrs: [], srcIpRequired: false, dstIpRequired: false, srcRoutes: [], dstRoutes: [], excludedPrefixes: [], ipNeighbors: [], extraPrefixRequest: [], extraPrefixes: [], policies: [] })

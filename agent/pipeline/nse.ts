@@ -13,13 +13,14 @@ import { State, type Connection } from '../../proto/gen/networkservice/connectio
 import type { Route } from '../../proto/gen/networkservice/connectioncontext.js'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice.js'
 import { AgentClient } from '../client/client.js'
+import { peerTarget } from '../peer/client.js'
 import { AgentError } from '../errors.js'
 import { endpointIfname } from '../mechanisms/kernel/names.js'
 import { netnsPathOfUrl } from '../../pkg/netns-url.js'
 import type { NetnsPolicy } from '../../pkg/netns-policy.js'
 import type { Logger } from '../server/log.js'
 import { withUndo, type Element } from './chain.js'
-import { CLOSE_TIMEOUT_MS, peerError } from './forward.js'
+import { CLOSE_TIMEOUT_MS, pathBack, peerError } from './forward.js'
 import type { P2PAddresses } from './types.js'
 
 export interface NseOptions {
@@ -54,9 +55,11 @@ export class NseClients {
 /** `unix:///path` → `unix:/path`, `tcp://host:port` → `host:port` (grpc-js targets). */
 export function targetOf(url: string): string {
   if (url.startsWith('unix://')) return `unix:${url.slice('unix://'.length)}`
-  const m = /^tcp:\/\/(\[[^\]]+\]|[^:/[\]]+):(\d{1,5})\/?$/.exec(url)
-  if (m === null) throw AgentError.invalid('endpoint.url', `${JSON.stringify(url)}: an API endpoint's URL is unix:///path or tcp://host:port`)
-  return `${m[1]}:${m[2]}`
+  try {
+    return peerTarget(url)
+  } catch {
+    throw AgentError.invalid('endpoint.url', `${JSON.stringify(url)}: an API endpoint's URL is unix:///path or tcp://host:port`)
+  }
 }
 
 export function nseElement(o: NseOptions, clients: NseClients): Element {
@@ -102,7 +105,7 @@ export function nseElement(o: NseOptions, clients: NseClients): Element {
         }
         r.state.endpoint = { ...endpoint, netns }
         r.state.addresses = addresses
-        return withUndo(() => next.request({ ...r, connection: { ...c, path: answer.path ?? c.path } }), () => closeAt(url, answer, 'a later step failed'), o.onUndoError)
+        return withUndo(() => next.request({ ...r, connection: { ...c, path: pathBack(c.path, answer.path) } }), () => closeAt(url, answer, 'a later step failed'), o.onUndoError)
       },
       async close(cl) {
         await next.close(cl)

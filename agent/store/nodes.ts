@@ -10,6 +10,8 @@ export interface NodeRecord {
   readonly peerUrl: string
   /** RFC 3339, when the record was last written. */
   readonly lastSeen: string
+  /** RFC 3339, when its agent started (a new one is a restarted agent: peers dial it anew). */
+  readonly startedAt?: string
 }
 
 export interface NodeRecordsOptions {
@@ -26,7 +28,8 @@ function decode(v: unknown): NodeRecord | undefined {
   const str = (k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
   const name = str('name')
   if (name === undefined) return undefined
-  return { name, underlayAddress: str('underlayAddress') ?? '', peerUrl: str('peerUrl') ?? '', lastSeen: str('lastSeen') ?? '' }
+  const startedAt = str('startedAt')
+  return { name, underlayAddress: str('underlayAddress') ?? '', peerUrl: str('peerUrl') ?? '', lastSeen: str('lastSeen') ?? '', ...(startedAt === undefined ? {} : { startedAt }) }
 }
 
 export class NodeRecords {
@@ -43,6 +46,7 @@ export class NodeRecords {
   ) {
     this.ttlMs = opts.ttlMs ?? 30_000
     this.now = opts.now ?? Date.now
+    this.self = { startedAt: new Date(this.now()).toISOString(), ...self }
   }
 
   /** Writes this node's record (rejects when the store cannot take it) and starts watching all. */

@@ -57,6 +57,8 @@ t.test("the endpoint's agent killed: healed to a standby on another node, then t
   }, 10_000)
   t.not(healed, -1, `healed to b on n3 (${Date.now() - killedAt} ms after the kill)`)
   t.same(nsmLinks(client), ['nsm0'], 'the client keeps its interface name')
+  const pathOf = async (): Promise<string[]> => ((await connectionsOn(n1)).find((x) => x.id === `h1-${RUN}`)?.path?.pathSegments ?? []).map((s) => s.name)
+  t.same(await pathOf(), ['n1', 'n3'], 'the path: n1, then n3 (n2 is not kept)')
   t.ok(nsmLinks(epB).length === 1, 'the half on n3 exists')
   t.ok(nsmLinks(epA).length === 1, "the old half on n2 is still there while n2's agent is down")
 
@@ -80,6 +82,7 @@ t.test("the endpoint's agent killed: healed to a standby on another node, then t
     'healed to c on n1 (a veth)',
   )
   t.match(sh('ip', ['netns', 'exec', client.name, 'ip', '-d', 'link', 'show', 'nsm0']), /veth/, 'the client interface is a veth now')
+  t.same(await pathOf(), ['n1'], 'the path is this node alone again (it never grows on a heal)')
 })
 
 t.test("the client's agent killed: restarted it keeps the connection; gone for good, the far half expires", async (t) => {

@@ -169,31 +169,31 @@ t.test('in-process: the identity rule, the peer handlers see, and the refusals',
   const asN1 = client(t, { url, node: 'n2', self: 'n3', tls: openTls(t, pki.files('n1')) })
   const echoed = await asN1.request(NetworkServiceRequest.fromPartial({ connection: { id: 'c1', networkService: 'peer-test' } }))
   t.same(echoed.labels, { node: 'n1', auth: 'mtls' }, 'the handler learns the certificate\'s node, not the caller\'s claim')
-  await asN1.close(conn('c1'))
+  await asN1.closeConnection(conn('c1'))
   t.equal(asN1.serverCertificate?.fingerprint256, fingerprintOf(pki.files('n2').cert), 'the client saw n2\'s certificate')
 
   const events: ConnectionEvent[] = []
   await asN1.monitorConnections({ pathSegments: [], networkServices: [] }, (e) => events.push(e))
   t.equal(events[0]?.type, ConnectionEventType.INITIAL_STATE_TRANSFER, 'MonitorConnections is served')
 
-  const n9 = await failure(client(t, { url, node: 'n2', self: 'n9', tls: openTls(t, pki.files('n9')) }).close(conn('c1')))
+  const n9 = await failure(client(t, { url, node: 'n2', self: 'n9', tls: openTls(t, pki.files('n9')) }).closeConnection(conn('c1')))
   t.equal(n9.code, GrpcStatus.PERMISSION_DENIED, 'a node without a live record: PERMISSION_DENIED')
   t.match(n9.details, /peer node "n9" has no live node record/)
   const refusal = await captured.next((l) => l.msg === 'peer call refused')
   t.match(refusal, { code: 'PERMISSION_DENIED', method: '/networkservice.NetworkService/Close' }, 'the refusal is logged')
 
-  const noSan = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('no-san')) }).close(conn('c1')))
+  const noSan = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('no-san')) }).closeConnection(conn('c1')))
   t.equal(noSan.code, GrpcStatus.UNAUTHENTICATED, 'a certificate naming its node by CN only: UNAUTHENTICATED')
   t.match(noSan.details, /no DNS subjectAltName/)
-  const twoSans = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('two-sans')) }).close(conn('c1')))
+  const twoSans = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('two-sans')) }).closeConnection(conn('c1')))
   t.equal(twoSans.code, GrpcStatus.UNAUTHENTICATED, 'a certificate naming two nodes: UNAUTHENTICATED')
   t.match(twoSans.details, /exactly one node/)
 
-  const stranger = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('stranger', 'other-ca')) }).close(conn('c1')))
+  const stranger = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('stranger', 'other-ca')) }).closeConnection(conn('c1')))
   t.equal(stranger.code, GrpcStatus.UNAVAILABLE, 'a client certificate from another CA: the TLS handshake fails')
 
   // Client side: n2's listener dialed as node n1: its certificate does not name n1.
-  const wrongName = await failure(client(t, { url, node: 'n1', self: 'n1', tls: openTls(t, pki.files('n1')) }).close(conn('c1')))
+  const wrongName = await failure(client(t, { url, node: 'n1', self: 'n1', tls: openTls(t, pki.files('n1')) }).closeConnection(conn('c1')))
   t.equal(wrongName.code, GrpcStatus.UNAVAILABLE, 'the client refuses a server certificate naming another node')
   t.match(wrongName.details, /dialed node "n1", but the server certificate names node "n2"/)
 })
@@ -212,9 +212,9 @@ t.test('in-process: --insecure takes the node name from the metadata, checked ag
   const url = `tcp://${server.address}`
   const echoed = await client(t, { url, node: 'n2', self: 'n1', insecure: true }).request(NetworkServiceRequest.fromPartial({ connection: { id: 'c', networkService: 'peer-test' } }))
   t.same(echoed.labels, { node: 'n1', auth: 'insecure' })
-  const unknown = await failure(client(t, { url, node: 'n2', self: 'n7', insecure: true }).close(conn('c')))
+  const unknown = await failure(client(t, { url, node: 'n2', self: 'n7', insecure: true }).closeConnection(conn('c')))
   t.equal(unknown.code, GrpcStatus.PERMISSION_DENIED, 'a claimed node without a record: PERMISSION_DENIED')
-  const tlsToPlain = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('n1')) }).close(conn('c')))
+  const tlsToPlain = await failure(client(t, { url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('n1')) }).closeConnection(conn('c')))
   t.equal(tlsToPlain.code, GrpcStatus.UNAVAILABLE, 'a TLS client gets no TLS from a plain listener')
 })
 
@@ -308,7 +308,7 @@ t.test('real agents on etcd', async (t) => {
     const req = await failure(c.request(NetworkServiceRequest.fromPartial({ connection: { id: `peer-${randomBytes(4).toString('hex')}`, networkService: 'no-such-service' } })))
     t.notOk(([GrpcStatus.UNAUTHENTICATED, GrpcStatus.PERMISSION_DENIED, GrpcStatus.UNAVAILABLE] as number[]).includes(req.code), `Request got past authentication (${req.details})`)
     t.not(req.agentCode, undefined, 'the answer is the pipeline\'s: it carries the agent\'s error name')
-    await c.close(conn('no-such-connection'))
+    await c.closeConnection(conn('no-such-connection'))
     t.pass('Close of an unknown connection: OK')
     const events: ConnectionEvent[] = []
     const stop = new AbortController()
@@ -323,13 +323,13 @@ t.test('real agents on etcd', async (t) => {
   })
 
   t.test('refused: another CA, a node without a record, plain TCP, an insecure client', async (t) => {
-    const stranger = await failure(client(t, { url: n2Url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('stranger', 'other-ca')) }).close(conn('x')))
+    const stranger = await failure(client(t, { url: n2Url, node: 'n2', self: 'n1', tls: openTls(t, pki.files('stranger', 'other-ca')) }).closeConnection(conn('x')))
     t.equal(stranger.code, GrpcStatus.UNAVAILABLE, `another CA: the TLS handshake fails (${stranger.details})`)
-    const n9 = await failure(client(t, { url: n2Url, node: 'n2', self: 'n9', tls: openTls(t, pki.files('n9')) }).close(conn('x')))
+    const n9 = await failure(client(t, { url: n2Url, node: 'n2', self: 'n9', tls: openTls(t, pki.files('n9')) }).closeConnection(conn('x')))
     t.equal(n9.code, GrpcStatus.PERMISSION_DENIED, 'a certificate for node n9, which has no node record')
     t.match(n9.details, /"n9" has no live node record/)
     t.match(await logged(n2, (l) => l.msg === 'peer call refused' && l.code === 'PERMISSION_DENIED'), { reason: /"n9" has no live node record/ }, 'n2 logged the refusal')
-    const insecure = await failure(client(t, { url: n2Url, node: 'n2', self: 'n1', insecure: true }).close(conn('x')))
+    const insecure = await failure(client(t, { url: n2Url, node: 'n2', self: 'n1', insecure: true }).closeConnection(conn('x')))
     t.equal(insecure.code, GrpcStatus.UNAVAILABLE, `an insecure client (plain HTTP/2) to the TLS listener (${insecure.details})`)
 
     // Plain TCP: the HTTP/2 preface and an empty SETTINGS frame; no HTTP/2 frame ever comes back.
@@ -357,7 +357,7 @@ t.test('real agents on etcd', async (t) => {
     replaceFile(n2Files.cert, next.cert)
     t.match(await logged(n2, (l) => l.msg === 'peer TLS certificates reloaded'), { serialNumber: serialOf(next.cert), fingerprint256: fingerprintOf(next.cert) }, 'n2 logged the reload')
     const c = asN1()
-    await c.close(conn('after-rotation'))
+    await c.closeConnection(conn('after-rotation'))
     t.equal(c.serverCertificate?.serialNumber, serialOf(next.cert), 'a new connection sees the new serial')
     t.equal(c.serverCertificate?.fingerprint256, fingerprintOf(next.cert))
     t.equal(n2.logs.filter((l) => l.msg === 'ready').length, 1, 'the same agent process (one ready line)')
@@ -369,9 +369,9 @@ t.test('real agents on etcd', async (t) => {
     const ready = n3.logs.find((l) => l.msg === 'peer listener ready')
     t.match(ready, { tls: false })
     const url = `tcp://${String(ready?.address)}`
-    await client(t, { url, node: 'n3', self: 'n1', insecure: true }).close(conn('x'))
+    await client(t, { url, node: 'n3', self: 'n1', insecure: true }).closeConnection(conn('x'))
     t.pass('a call naming a live node is served')
-    const unnamed = await failure(client(t, { url, node: 'n3', self: 'n8', insecure: true }).close(conn('x')))
+    const unnamed = await failure(client(t, { url, node: 'n3', self: 'n8', insecure: true }).closeConnection(conn('x')))
     t.equal(unnamed.code, GrpcStatus.PERMISSION_DENIED, 'a claimed node without a record is refused')
     await n3.stop()
   })
