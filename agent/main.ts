@@ -125,7 +125,7 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     throw err
   }
-  const log = jsonLogger(config.logLevel)
+  const log = jsonLogger(config.logLevel, undefined, { format: config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stdout.isTTY) ? 'pretty' : 'json' })
   const reportListenerError = (err: unknown): void => log.error('event listener failed', { err })
   // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
   // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).

@@ -20,7 +20,8 @@ import { agentSocketOf, DEFAULT_TIMEOUT_MS } from '../../cni/nsm/frame.js'
 
 
 /** CNI_ARGS keys the plugin reads (kubelet and Multus send the K8S_* ones, with IgnoreUnknown=true). */
-export const KNOWN_CNI_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'NSM_NETWORK_SERVICES'] as const
+// TRACEPARENT / TRACESTATE: the caller's W3C trace context, the parent of the call's span (agent/tracing/).
+export const KNOWN_CNI_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'NSM_NETWORK_SERVICES', 'TRACEPARENT', 'TRACESTATE'] as const
 
 export interface PodRef {
   namespace: string

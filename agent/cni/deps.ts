@@ -8,6 +8,7 @@ import type { CheckProblem } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { NetworkServiceHandler } from '../server/handler.js'
 import type { Logger } from '../server/log.js'
 import { CniError } from '../../cni/protocol/index.js'
+import type { ShimAnswer } from '../../cni/nsm/frame.js'
 import { AgentError } from '../errors.js'
 import type { NetnsPolicy } from '../../pkg/netns-policy.js'
 import type { OfferRule } from '../../conf/endpoint-policy.js'
@@ -34,7 +35,24 @@ export interface CniDeps {
   /** Aborted when the agent shuts down: work in flight is cancelled. */
   shutdown: AbortSignal
   log: Logger
+  /** Metrics and traces of each call (agent/metrics, agent/tracing); none: the call runs as it is. */
+  observe?: CniObserver
 }
+
+/** One CNI call as the agent receives it from the shim, before the protocol layer judges it. */
+export interface CniCall {
+  command: string
+  containerId: string
+  ifname: string
+  /** `namespace/name` from CNI_ARGS K8S_POD_NAMESPACE / K8S_POD_NAME. */
+  pod?: string
+  /** W3C trace context the runtime passed (CNI_ARGS TRACEPARENT, or the plugin's TRACEPARENT variable). */
+  traceparent?: string
+  tracestate?: string
+}
+
+/** Around one CNI call: runs `run` once and answers what it answered. */
+export type CniObserver = (call: CniCall, run: () => Promise<ShimAnswer>) => Promise<ShimAnswer>
 
 /**
  * The one mapping of an agent failure to the CNI error the runtime sees: the code from the error model

@@ -14,8 +14,35 @@ import { del } from './del.js'
 import type { CniDeps } from './deps.js'
 import { gc, status } from './gc.js'
 import { attachmentKey, AttachmentLocks } from './lock.js'
+import type { CniCall } from './deps.js'
+import { withLogFields } from '../server/log.js'
 
-export type { CniDeps } from './deps.js'
+export type { CniDeps, CniCall, CniObserver } from './deps.js'
+
+/**
+ * What a call is, read leniently from its variables before the protocol layer judges them: CNI_ARGS
+ * `K8S_POD_NAMESPACE`/`K8S_POD_NAME` name the pod, `TRACEPARENT`/`TRACESTATE` (or the same variables in the
+ * plugin's environment, which the shim forwards) carry the caller's W3C trace context.
+ */
+export function cniCallOf(env: Readonly<Record<string, string>>): CniCall {
+  const args = new Map<string, string>()
+  for (const kv of (env.CNI_ARGS ?? '').split(';')) {
+    const eq = kv.indexOf('=')
+    if (eq > 0) args.set(kv.slice(0, eq), kv.slice(eq + 1))
+  }
+  const name = args.get('K8S_POD_NAME') ?? ''
+  const ns = args.get('K8S_POD_NAMESPACE') ?? ''
+  const traceparent = args.get('TRACEPARENT') ?? env.TRACEPARENT
+  const tracestate = args.get('TRACESTATE') ?? env.TRACESTATE
+  return {
+    command: env.CNI_COMMAND ?? '',
+    containerId: env.CNI_CONTAINERID ?? '',
+    ifname: env.CNI_IFNAME ?? '',
+    ...(name === '' ? {} : { pod: `${ns === '' ? 'default' : ns}/${name}` }),
+    ...(traceparent === undefined ? {} : { traceparent }),
+    ...(tracestate === undefined ? {} : { tracestate }),
+  }
+}
 
 export function nsmHandlers(deps: CniDeps, locks: AttachmentLocks): PluginHandlers {
   const locked = <T>(ctx: { env: { containerId: string; ifname: string } }, fn: () => Promise<T>): Promise<T> => locks.run(attachmentKey(ctx.env.containerId, ctx.env.ifname), fn)
@@ -35,11 +62,22 @@ export class CniService {
   readonly locks = new AttachmentLocks()
   private readonly handlers: PluginHandlers
 
-  constructor(deps: CniDeps) {
+  constructor(private readonly deps: CniDeps) {
     this.handlers = nsmHandlers(deps, this.locks)
   }
 
-  async run(req: ShimRequest): Promise<ShimAnswer> {
+  /**
+   * One call: its lines carry the command, container and pod (agent/server/log.ts); metrics and traces see it
+   * through `deps.observe`.
+   */
+  run(req: ShimRequest): Promise<ShimAnswer> {
+    const call = cniCallOf(req.env)
+    const fields = { cni: call.command, containerId: call.containerId, ...(call.pod === undefined ? {} : { pod: call.pod }) }
+    const observe = this.deps.observe
+    return withLogFields(fields, () => (observe === undefined ? this.runCall(req) : observe(call, () => this.runCall(req))))
+  }
+
+  private async runCall(req: ShimRequest): Promise<ShimAnswer> {
     let stdout = ''
     let stderr = ''
     const io: PluginIo = {

@@ -26,6 +26,10 @@ export interface AgentConfig {
   /** Lifetime given to endpoint registrations that carry no expiration_time. */
   endpointTtlMs: number
   logLevel: LogLevel
+  /** `auto`: readable lines when stdout is a terminal, JSON lines otherwise; or always `json` / `pretty`. */
+  logFormat: LogFormatSetting
+  /** HOST:PORT the Prometheus metrics are served on (GET /metrics, agent/metrics/); off when undefined. */
+  metricsAddress: string | undefined
   /** Pod-info directory (agent/podinfo/directory.ts) for runs without Kubernetes; wins over kubernetes. */
   podInfoDir: string | undefined
   /** Watch this node's pods through the Kubernetes API (in-cluster, or `kubeconfig`). */
@@ -72,6 +76,13 @@ export interface AgentConfig {
   tlsCa: string | undefined
   /** The peer listener on plain TCP, peers unauthenticated (their node name is their word). */
   insecure: boolean
+  /**
+   * HOST:PORT of the live topology page (agent/topology/web.ts); off when undefined. A bare PORT means
+   * 127.0.0.1:PORT. Loopback only unless `webPublic`: the page has no authentication.
+   */
+  webAddress: string | undefined
+  /** Allows a webAddress that is not loopback (the page is read-only and holds no secrets, but shows the mesh). */
+  webPublic: boolean
 }
 
 export type StoreBackend = 'file' | 'etcd' | 'kubernetes'
@@ -79,6 +90,8 @@ const STORE_BACKENDS: readonly StoreBackend[] = ['file', 'etcd', 'kubernetes']
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error']
+export type LogFormatSetting = 'auto' | 'json' | 'pretty'
+const LOG_FORMATS: readonly LogFormatSetting[] = ['auto', 'json', 'pretty']
 
 export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   socket: '/run/nsm/agent.sock',
@@ -87,6 +100,8 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   netnsAllow: [...DEFAULT_NETNS_PATTERNS],
   endpointTtlMs: 60_000,
   logLevel: 'info',
+  logFormat: 'auto',
+  metricsAddress: undefined,
   podInfoDir: undefined,
   kubernetes: false,
   kubeconfig: undefined,
@@ -107,6 +122,8 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   tlsKey: undefined,
   tlsCa: undefined,
   insecure: false,
+  webAddress: undefined,
+  webPublic: false,
 }
 
 export class ConfigError extends Error {
@@ -122,18 +139,22 @@ export class ConfigError extends Error {
 
 export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-dir DIR] [--node-name NAME]
                  [--netns-allow PATTERN]... [--endpoint-ttl DURATION] [--log-level debug|info|warn|error]
+                 [--log-format auto|json|pretty] [--metrics-address HOST:PORT]
                  [--pod-info-dir DIR | --kubernetes [--kubeconfig FILE]]
                  [--store file | --store etcd --etcd-endpoints URL[,URL...] [--etcd-prefix P]
                   [--etcd-ca F [--etcd-cert F --etcd-key F]] | --store kubernetes [--store-namespace NS]]
                  [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION] [--token-lifetime DURATION]
                  [--listen HOST:PORT (--tls-cert F --tls-key F --tls-ca F | --insecure)]
+                 [--web-address [HOST:]PORT [--web-public]]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
-endpointTtl, logLevel, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
-etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure). --netns-allow may repeat or take a comma list; it replaces the default list
+endpointTtl, logLevel, logFormat, metricsAddress, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
 --listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
-DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.`
+DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.
+--web-address serves the live topology page (read-only) on loopback (a bare PORT is 127.0.0.1:PORT); another
+address only with --web-public.`
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
 export function parseDuration(text: string): number | undefined {
@@ -147,7 +168,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -191,6 +212,12 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
         break
       case '--log-level':
         overrides.logLevel = checkLogLevel(flag, value())
+        break
+      case '--log-format':
+        overrides.logFormat = checkLogFormat(flag, value())
+        break
+      case '--metrics-address':
+        overrides.metricsAddress = checkListen(flag, value())
         break
       case '--pod-info-dir':
         overrides.podInfoDir = checkAbsolute(flag, value())
@@ -255,6 +282,13 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
         if (eq > 0) throw new ConfigError(flag, 'takes no value')
         overrides.insecure = true
         break
+      case '--web-address':
+        overrides.webAddress = checkWebAddress(flag, value())
+        break
+      case '--web-public':
+        if (eq > 0) throw new ConfigError(flag, 'takes no value')
+        overrides.webPublic = true
+        break
       default:
         throw new ConfigError(arg, 'unknown flag (see --help)')
     }
@@ -295,6 +329,12 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
         break
       case 'logLevel':
         out.logLevel = checkLogLevel(where, str(where, v))
+        break
+      case 'logFormat':
+        out.logFormat = checkLogFormat(where, str(where, v))
+        break
+      case 'metricsAddress':
+        out.metricsAddress = checkListen(where, str(where, v))
         break
       case 'podInfoDir':
         out.podInfoDir = checkAbsolute(where, str(where, v))
@@ -359,6 +399,13 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
         if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
         out.insecure = v
         break
+      case 'webAddress':
+        out.webAddress = checkWebAddress(where, typeof v === 'number' ? String(v) : str(where, v))
+        break
+      case 'webPublic':
+        if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
+        out.webPublic = v
+        break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
@@ -382,6 +429,7 @@ export function loadConfig(argv: readonly string[]): { config: AgentConfig; help
   const config = { ...DEFAULT_CONFIG, ...fromFile, ...overrides }
   checkStoreConfig(config)
   checkPeerConfig(config)
+  checkWebConfig(config)
   return { config, help }
 }
 
@@ -518,6 +566,12 @@ function checkLogLevel(where: string, v: string): LogLevel {
   return v as LogLevel
 }
 
+function checkLogFormat(where: string, v: string): LogFormatSetting {
+  const f = LOG_FORMATS.find((x) => x === v)
+  if (f === undefined) throw new ConfigError(where, `must be one of ${LOG_FORMATS.join(', ')}, got "${v}"`)
+  return f
+}
+
 const RULE_KEYS = ['services', 'namespaces', 'podSelector', 'routes', 'pools']
 
 /**
@@ -557,4 +611,33 @@ function parseEndpointPolicy(where: string, v: unknown): OfferRule[] {
       throw err
     }
   })
+}
+
+/** The topology page's address: `PORT` (loopback), `HOST:PORT` or `[v6]:PORT`, HOST an IP address or localhost. */
+function checkWebAddress(where: string, v: string): string {
+  const address = /^\d{1,5}$/.test(v) ? `127.0.0.1:${v}` : v.replace(/^localhost:/, '127.0.0.1:')
+  const m = /^(\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address)
+  const host = m?.[2] ?? m?.[3] ?? ''
+  const port = Number(m?.[4] ?? 'x')
+  if (isIP(host) === 0 || (m?.[2] !== undefined) !== (isIP(host) === 6) || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(where, `"${v}" must be PORT, HOST:PORT or [IPv6]:PORT with HOST an IP address or localhost`)
+  }
+  return address
+}
+
+/** True for 127.0.0.0/8 and ::1 (and ::ffff:127.x). */
+export function isLoopback(host: string): boolean {
+  return /^(::ffff:)?127\./.test(host) || host === '::1'
+}
+
+/** The topology page stays on loopback unless --web-public says otherwise. */
+export function checkWebConfig(c: AgentConfig): void {
+  if (c.webAddress === undefined) {
+    if (c.webPublic) throw new ConfigError('--web-public', 'is for the topology page: needs --web-address')
+    return
+  }
+  const host = c.webAddress.slice(0, c.webAddress.lastIndexOf(':')).replace(/^\[|\]$/g, '')
+  if (!isLoopback(host) && !c.webPublic) {
+    throw new ConfigError('--web-address', `${c.webAddress} is not a loopback address: the topology page has no authentication; add --web-public to serve it there anyway`)
+  }
 }

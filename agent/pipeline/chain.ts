@@ -12,6 +12,7 @@ import type { NetworkService } from '../../conf/networkservice.js'
 import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
+import type { PipelineObserver } from './observe.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -73,8 +74,16 @@ export class ChainOrderError extends Error {
   override readonly name = 'ChainOrderError'
 }
 
+export interface ChainOptions {
+  /**
+   * Instrumentation (./observe.ts): each element's request and close run inside `observe.element`. Without
+   * it the elements are linked directly, as if the hook did not exist.
+   */
+  observe?: PipelineObserver
+}
+
 /** Checks the order and links the elements; the first element runs first. */
-export function buildChain(elements: readonly Element[]): Handler {
+export function buildChain(elements: readonly Element[], opts: ChainOptions = {}): Handler {
   const provided = new Set<StateField>()
   const names = new Set<string>()
   for (const e of elements) {
@@ -86,7 +95,15 @@ export function buildChain(elements: readonly Element[]): Handler {
     }
     for (const f of e.provides) provided.add(f)
   }
-  return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
+  const observe = opts.observe?.element?.bind(opts.observe)
+  if (observe === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
+  return elements.reduceRight<Handler>((next, e) => {
+    const h = e.wrap(next)
+    return {
+      request: (r) => observe(e.name, 'request', () => h.request(r)),
+      close: (c) => observe(e.name, 'close', () => h.close(c)),
+    }
+  }, terminal)
 }
 
 /** Runs `undo` when `work` throws, then rethrows the original error (an undo failure is logged by the caller). */

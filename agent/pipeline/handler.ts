@@ -7,6 +7,8 @@ import { AgentError } from '../errors.js'
 import type { CallContext, NetworkServiceHandler } from '../server/handler.js'
 import type { Handler } from './chain.js'
 import type { RecordStore } from './persist.js'
+import { subjectOf, type PipelineObserver } from './observe.js'
+import { silentLogger, withLogFields, type Logger } from '../server/log.js'
 
 /** Serializes async work per key. */
 export class KeyedMutex {
@@ -39,28 +41,48 @@ export interface PipelineHandler extends NetworkServiceHandler {
   requestLocked(req: NetworkServiceRequest, ctx: CallContext): Promise<Connection>
 }
 
-export function pipelineHandler(chain: Handler, store: RecordStore): PipelineHandler {
+/**
+ * Every line logged during a Request or Close carries its connection, service and pod (agent/server/log.ts);
+ * `observe` (./observe.ts) times and traces them when metrics or tracing are on.
+ */
+export function pipelineHandler(chain: Handler, store: RecordStore, observe?: PipelineObserver, log: Logger = silentLogger): PipelineHandler {
   const locks = new KeyedMutex()
   const requestLocked = (req: NetworkServiceRequest, ctx: CallContext): Promise<Connection> => {
     const connection = req.connection
     if (connection === undefined) throw AgentError.invalid('connection', 'is required')
     return chain.request({ connection, mechanismPreferences: req.mechanismPreferences, ctx, state: {} })
   }
+  const request = (req: NetworkServiceRequest, ctx: CallContext): Promise<Connection> => {
+    const connection = req.connection
+    if (connection === undefined) throw AgentError.invalid('connection', 'is required')
+    return locks.run(connection.id, async () => {
+      const out = await requestLocked(req, ctx)
+      log.debug('connection requested', { endpoint: out.networkServiceEndpointName, mechanism: out.mechanism?.type ?? '' })
+      return out
+    })
+  }
+  const close = async (conn: Connection, ctx: CallContext): Promise<void> => {
+    if (conn.id === '') throw AgentError.invalid('connection.id', 'is required')
+    await locks.run(conn.id, async () => {
+      const record = store.record(conn.id)
+      if (record === undefined) return // unknown id: Close is idempotent
+      await chain.close({ connection: conn, ctx, record })
+      await store.remove(conn.id)
+      log.debug('connection closed', { endpoint: record.endpointName, mechanism: record.mechanism.type })
+    })
+  }
   return {
     locks,
     requestLocked,
     async request(req, ctx) {
       if (req.connection === undefined) throw AgentError.invalid('connection', 'is required')
-      return locks.run(req.connection.id, () => requestLocked(req, ctx))
+      const subject = subjectOf(req.connection)
+      return withLogFields(subject, () => (observe?.request === undefined ? request(req, ctx) : observe.request(subject, ctx, () => request(req, ctx))))
     },
     async close(conn, ctx) {
-      if (conn.id === '') throw AgentError.invalid('connection.id', 'is required')
-      await locks.run(conn.id, async () => {
-        const record = store.record(conn.id)
-        if (record === undefined) return // unknown id: Close is idempotent
-        await chain.close({ connection: conn, ctx, record })
-        await store.remove(conn.id)
-      })
+      const record = conn.id === '' ? undefined : store.record(conn.id)
+      const subject = subjectOf(conn, record)
+      await withLogFields(subject, () => (observe?.close === undefined ? close(conn, ctx) : observe.close(subject, ctx, record, () => close(conn, ctx))))
     },
   }
 }

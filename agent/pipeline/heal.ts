@@ -31,7 +31,7 @@ import type { NetlinkSessions } from '../../pkg/netlink/index.js'
 import { netnsKey } from '../../pkg/netns.js'
 import type { MechanismRegistry } from '../mechanisms/registry.js'
 import type { Registry } from '../registry/registry.js'
-import type { ConnectionTable } from '../connections/table.js'
+import type { ConnectionEntry, ConnectionTable } from '../connections/table.js'
 import type { CallContext } from '../server/handler.js'
 import type { Logger } from '../server/log.js'
 import type { PipelineHandler } from './handler.js'
@@ -42,6 +42,8 @@ import type { OrphanSweeper } from './sweep.js'
 import type { SweptLink } from '../mechanisms/types.js'
 import type { ReconcileVerdict, RequestedMechanism } from '../mechanisms/types.js'
 import { HealIndex } from './heal-index.js'
+import { podOf, type PipelineObserver } from './observe.js'
+import { withLogFields } from '../server/log.js'
 
 export interface HealerOptions {
   registry: Registry
@@ -58,7 +60,12 @@ export interface HealerOptions {
   sweeper?: OrphanSweeper
   /** This node: only its own endpoints' namespaces are judged here (a shared store lists every node's). */
   nodeName?: string
+  /** Metrics and traces of each heal (./observe.ts). */
+  observe?: PipelineObserver
 }
+
+/** Why a connection is healed (the `reason` of heal metrics and spans). */
+export type HealReason = 'endpoint-gone' | 'node-lost' | 'datapath-lost' | 'retry'
 
 const neverAborted = new AbortController().signal
 const RETRY_BASE_MS = 500
@@ -216,7 +223,7 @@ export class Healer {
     const rebuild = stale.filter(({ rec }) => !clientGone(rec.clientNetns))
     for (const { rec } of stale) if (clientGone(rec.clientNetns)) await this.closeVanishedClient(rec)
     for (const { rec, why } of rebuild) this.opts.log.info('connection lost its datapath: rebuilding', { connection: rec.connectionId, why })
-    await Promise.all(rebuild.map(({ rec }) => this.reselect(rec, undefined)))
+    await Promise.all(rebuild.map(({ rec }) => this.reselect(rec, undefined, 'datapath-lost')))
   }
 
   /**
@@ -231,14 +238,14 @@ export class Healer {
     })
     if (due.length === 0) return
     this.opts.log.info('retrying DOWN connections', { connections: due.length })
-    await Promise.all(due.map((rec) => this.reselect(rec, undefined)))
+    await Promise.all(due.map((rec) => this.reselect(rec, undefined, 'retry')))
   }
 
   async healEndpoint(name: string, reason: string): Promise<void> {
     const affected = this.index.ofEndpoint(name)
     if (affected.length === 0) return
     this.opts.log.info('healing connections of endpoint', { endpoint: name, reason, connections: affected.length })
-    await Promise.all(affected.map((rec) => this.reselect(rec, name)))
+    await Promise.all(affected.map((rec) => this.reselect(rec, name, 'endpoint-gone')))
   }
 
   /**
@@ -248,7 +255,7 @@ export class Healer {
   async healAway(records: readonly DatapathRecord[], avoid: ReadonlySet<string>, reason: string): Promise<void> {
     if (records.length === 0) return
     this.opts.log.info('healing connections away from their endpoints', { reason, connections: records.length })
-    await Promise.all(records.map((rec) => this.reselect(rec, avoid)))
+    await Promise.all(records.map((rec) => this.reselect(rec, avoid, 'node-lost')))
   }
 
   /**
@@ -265,33 +272,43 @@ export class Healer {
     })
   }
 
-  private async reselect(rec: DatapathRecord, avoid: string | ReadonlySet<string> | undefined): Promise<void> {
+  private async reselect(rec: DatapathRecord, avoid: string | ReadonlySet<string> | undefined, reason: HealReason): Promise<void> {
     const id = rec.connectionId
     // The endpoint's half of a cross-connect is not healed here: its client's agent reselects (and closes
     // this half, or lets it expire); this agent only closes it when its endpoint is gone.
     if (rec.clientNetns === '') return this.closeVanishedClient(rec)
-    await this.opts.handler.locks.run(id, async () => {
+    const pod = podOf(rec.clientLabels)
+    const subject = { connection: id, service: rec.service, ...(pod === undefined ? {} : { pod }) }
+    await withLogFields(subject, () => this.opts.handler.locks.run(id, async () => {
       const entry = this.opts.table.get(id)
       if (entry === undefined || this.opts.records.record(id) === undefined) {
         this.backoff.delete(id)
         return // closed meanwhile
       }
-      await this.opts.table.setState(id, State.DOWN)
-      if (avoid !== undefined) this.avoid.set(id, new Set(typeof avoid === 'string' ? [avoid] : avoid))
-      try {
-        const connection = requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec))
-        await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
-        this.backoff.delete(id)
-        this.opts.log.info('healed', { connection: id })
-      } catch (err) {
-        const failures = (this.backoff.get(id)?.failures ?? 0) + 1
-        const waitMs = Math.min(RETRY_BASE_MS * 2 ** (failures - 1), RETRY_MAX_MS)
-        this.backoff.set(id, { failures, dueAt: this.now() + waitMs })
-        this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, retryInMs: waitMs, err })
-      } finally {
-        this.avoid.delete(id)
-      }
-    })
+      const heal = (): Promise<boolean> => this.healLocked(id, entry, rec, avoid)
+      await (this.opts.observe?.heal === undefined ? heal() : this.opts.observe.heal(subject, reason, heal))
+    }))
+  }
+
+  /** One heal, holding the connection's lock: true when it healed, false when it stays DOWN (retried). */
+  private async healLocked(id: string, entry: ConnectionEntry, rec: DatapathRecord, avoid: string | ReadonlySet<string> | undefined): Promise<boolean> {
+    await this.opts.table.setState(id, State.DOWN)
+    if (avoid !== undefined) this.avoid.set(id, new Set(typeof avoid === 'string' ? [avoid] : avoid))
+    try {
+      const connection = requestOf(entry.connection, rec, this.opts.mechanisms.of(rec).connectionMechanism(rec))
+      await this.opts.handler.requestLocked({ connection, mechanismPreferences: [] }, this.context(entry.attachment))
+      this.backoff.delete(id)
+      this.opts.log.info('healed', { connection: id })
+      return true
+    } catch (err) {
+      const failures = (this.backoff.get(id)?.failures ?? 0) + 1
+      const waitMs = Math.min(RETRY_BASE_MS * 2 ** (failures - 1), RETRY_MAX_MS)
+      this.backoff.set(id, { failures, dueAt: this.now() + waitMs })
+      this.opts.log.warn('heal: no replacement yet; the connection stays DOWN', { connection: id, retryInMs: waitMs, err })
+      return false
+    } finally {
+      this.avoid.delete(id)
+    }
   }
 
   private async closeVanishedClient(rec: DatapathRecord): Promise<void> {
@@ -320,7 +337,7 @@ export class Healer {
         out.kept++
       } else {
         this.opts.log.info('reconcile: rebuilding a broken datapath', { connection: rec.connectionId, problems: verdict.problems.map((p) => p.message) })
-        await this.reselect(rec, undefined)
+        await this.reselect(rec, undefined, 'datapath-lost')
         out.rebuilt++
       }
     }

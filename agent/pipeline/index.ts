@@ -37,6 +37,7 @@ import { nseElement, NseClients } from './nse.js'
 import { vxlanMechanism } from '../mechanisms/vxlan/index.js'
 import { parsePrefix, formatPrefix } from '../../ipam/p2p/index.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
+import type { PipelineObserver } from './observe.js'
 
 /** The API URL of a registered endpoint that serves the NSM API itself. */
 function apiOf(registry: Registry, name: string): string | undefined {
@@ -76,6 +77,8 @@ export interface DataplaneOptions {
   now?: () => number
   /** The mesh across nodes (ARCHITECTURE §12): endpoints of other nodes are reached over VXLAN through their agents. */
   mesh?: MeshOptions
+  /** Metrics and traces of Requests, Closes, heals and each element (./observe.ts); none: nothing wrapped. */
+  observe?: PipelineObserver
   /** Test hook: extra elements inserted after the named element (fault injection). */
   insertAfter?: { after: string; element: Element }
 }
@@ -162,7 +165,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     if (i < 0) throw new Error(`insertAfter: no element ${o.insertAfter.after}`)
     elements.splice(i + 1, 0, o.insertAfter.element)
   }
-  const handler = pipelineHandler(buildChain(elements), records)
+  const handler = pipelineHandler(buildChain(elements, o.observe === undefined ? {} : { observe: o.observe }), records, o.observe, o.log)
   const sweeper = new OrphanSweeper({
     records,
     mechanisms,
@@ -174,7 +177,7 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     scanDirs: o.sweepAllowlistDirs ?? false,
     minIntervalMs: o.sweepMs ?? 30_000,
   })
-  const h = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper, nodeName: o.nodeName })
+  const h = new Healer({ registry: o.registry, table: o.table, records, handler, sessions, mechanisms, log: o.log, pollMs: o.healPollMs ?? 200, sweeper, nodeName: o.nodeName, ...(o.observe === undefined ? {} : { observe: o.observe }) })
   healer = h
   const remote =
     o.mesh === undefined

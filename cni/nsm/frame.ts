@@ -3,7 +3,7 @@
 // (a gRPC client starts with the HTTP/2 preface `PRI * HTTP/2.0`, the shim with MAGIC).
 //
 //   request:  MAGIC (8 bytes) | u32 BE header length | u32 BE stdin length | header | stdin
-//             header = JSON { env: { CNI_COMMAND, CNI_CONTAINERID, ... } }: the spec's CNI_* variables as the
+//             header = JSON { env: { CNI_COMMAND, CNI_CONTAINERID, ... } }: the spec's CNI_* variables (and TRACEPARENT, TRACESTATE) as the
 //             runtime set them; stdin = the network configuration bytes, as read (at most
 //             MAX_STDIN_BYTES + 1 bytes: code 5 beyond MAX_STDIN_BYTES).
 //   answer:   u32 BE length | JSON { exitCode, stdout, stderr }: what the plugin process prints and
@@ -15,7 +15,7 @@ import { MAX_STDIN_BYTES } from '../protocol/stdio'
 
 export const MAGIC = Buffer.from('NSMCNI1\n')
 /**
- * The header carries the six CNI_* variables. Linux caps each at 128 KiB (MAX_ARG_STRLEN), so 1 MiB holds
+ * The header carries the six CNI_* variables (and TRACEPARENT/TRACESTATE when set). Linux caps each at 128 KiB (MAX_ARG_STRLEN), so 1 MiB holds
  * any environment a runtime can pass: a request is never refused for its variables' size by the agent (the
  * shim checks the same limit before sending and answers 4 itself, rather than a reset connection).
  */

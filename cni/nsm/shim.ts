@@ -67,7 +67,9 @@ function call(socket: string, request: Buffer, timeoutMs: number, command: strin
   })
 }
 
-const CNI_VARIABLES = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'] as const
+// TRACEPARENT / TRACESTATE: a caller's W3C trace context in the environment (OpenTelemetry's environment
+// carrier), forwarded so the agent's span of this call joins the caller's trace.
+const CNI_VARIABLES = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH', 'TRACEPARENT', 'TRACESTATE'] as const
 
 function stdinIsTerminal(): boolean {
   try {
@@ -78,7 +80,7 @@ function stdinIsTerminal(): boolean {
 }
 
 export async function shim(): Promise<ShimAnswer> {
-  // The spec's six variables, read one by one (enumerating process.env costs ~1 ms in a big environment).
+  // The spec's six variables and the trace context, read one by one (enumerating process.env costs ~1 ms in a big environment).
   const env: Record<string, string> = {}
   for (const k of CNI_VARIABLES) {
     const v = process.env[k]

@@ -1,0 +1,56 @@
+// The pipeline's instrumentation hook (ARCHITECTURE §13): what metrics (agent/metrics/) and traces
+// (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method runs
+// `run` exactly once and returns (or throws) what it did; an observer only watches. With no observer the
+// chain and the handler are built exactly as before: nothing is wrapped, nothing costs.
+import type { Connection } from '../../proto/gen/networkservice/connection.js'
+import type { CallContext } from '../server/handler.js'
+import type { DatapathRecord } from './types.js'
+
+export type PipelineOp = 'request' | 'close'
+
+/** What is known of the connection a call is about (log lines, span attributes, metric labels). */
+export interface CallSubject {
+  connection: string
+  service: string
+  /** `namespace/name` of the client pod, when the request says (CNI calls, NSM clients labelling podName). */
+  pod?: string
+}
+
+export interface PipelineObserver {
+  /** Around one element's request or close, the rest of the chain (which it calls) included. */
+  element?<T>(element: string, op: PipelineOp, run: () => Promise<T>): Promise<T>
+  /** Around one Request of the handler (the wait for the connection's lock included). */
+  request?(subject: CallSubject, ctx: CallContext, run: () => Promise<Connection>): Promise<Connection>
+  /** Around one Close of the handler; `record` is what the connection's Request built (undefined: unknown id). */
+  close?(subject: CallSubject, ctx: CallContext, record: DatapathRecord | undefined, run: () => Promise<void>): Promise<void>
+  /** Around one heal of a connection: resolves true when it healed, false when it stays DOWN. */
+  heal?(subject: CallSubject, reason: string, run: () => Promise<boolean>): Promise<boolean>
+}
+
+/** `namespace/name` from the client labels CNI calls set (agent/cni/plan.ts: podName, namespace). */
+export function podOf(labels: Readonly<Record<string, string>> | undefined): string | undefined {
+  const name = labels?.podName
+  if (name === undefined || name === '') return undefined
+  return `${labels?.namespace ?? 'default'}/${name}`
+}
+
+export function subjectOf(connection: Connection, record?: DatapathRecord): CallSubject {
+  const service = connection.networkService !== '' ? connection.networkService : (record?.service ?? '')
+  const pod = podOf(Object.keys(connection.labels).length > 0 ? connection.labels : record?.clientLabels)
+  return { connection: connection.id, service, ...(pod === undefined ? {} : { pod }) }
+}
+
+/** Several observers as one: the first one listed is the outermost. */
+export function combineObservers(list: ReadonlyArray<PipelineObserver | undefined>): PipelineObserver | undefined {
+  const os = list.filter((o): o is PipelineObserver => o !== undefined)
+  if (os.length === 0) return undefined
+  if (os.length === 1) return os[0]
+  const nest = <T>(pick: (o: PipelineObserver, run: () => Promise<T>) => Promise<T> | undefined, run: () => Promise<T>): Promise<T> =>
+    os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
+  return {
+    element: (element, op, run) => nest((o, r) => o.element?.(element, op, r), run),
+    request: (s, ctx, run) => nest((o, r) => o.request?.(s, ctx, r), run),
+    close: (s, ctx, rec, run) => nest((o, r) => o.close?.(s, ctx, rec, r), run),
+    heal: (s, reason, run) => nest((o, r) => o.heal?.(s, reason, r), run),
+  }
+}
