@@ -120,7 +120,11 @@ export function forward(o: ForwardOptions): Element {
         const before = remotePeerOf(previous)
         if (endpoint.local) {
           const connection = await next.request(r)
-          if (before !== undefined) void moveAway(before, r.connection)
+          // Moved from a remote endpoint to one of this node: the far half is closed, its VNI given back.
+          if (before !== undefined) {
+            await o.vnis.release(r.connection.id).catch(o.onUndoError)
+            void moveAway(before, r.connection)
+          }
           return connection
         }
         const node = endpoint.node

@@ -11,6 +11,10 @@ import { until } from '../lib/cluster'
 import { connectionsOn, makeMeshBed, registerEndpointOn, registerService, requestOn, seenEverywhere } from '../lib/mesh-bed'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { State } from '../../proto/gen/networkservice/connection'
+import { join, resolve } from 'node:path'
+import { execInNode } from '../lib/nodes'
+
+const ROOT = resolve(import.meta.dirname, '../..')
 
 t.setTimeout(180_000)
 
@@ -43,6 +47,13 @@ t.test("the endpoint's agent killed: healed to a standby on another node, then t
   t.equal(conn.networkServiceEndpointName, `a-${RUN}`)
   let dst = (conn.context?.ipContext?.dstIpAddrs[0] ?? '').replace(/\/.*/, '')
   t.ok(pings(client, dst), 'traffic to the endpoint on n2')
+  // The store's claims, read inside n1 (where etcd is reachable): its VNI claimed on n1 and on n2.
+  const vniClaimsOf = (id: string): Array<{ node?: string }> => {
+    const prefix = n1.args[n1.args.indexOf('--etcd-prefix') + 1] ?? ''
+    const out = execInNode(n1, process.execPath, [join(ROOT, 'dist/nsmctl'), 'store', 'export', '--store', 'etcd', '--etcd-endpoints', mesh.etcd.endpoints.join(','), '--etcd-prefix', prefix])
+    return Object.values((JSON.parse(out) as { claims: Record<string, { connectionId?: string; vni?: number; node?: string }> }).claims).filter((c) => c.connectionId === id && c.vni !== undefined)
+  }
+  t.same(vniClaimsOf(`h1-${RUN}`).map((c) => c.node).sort(), ['n1', 'n2'], 'one VNI claimed on both nodes')
   await registerEndpointOn(n3, { name: `b-${RUN}`, netns: epB.path, service: svc, labels: {}, pools: [pool] })
   t.ok(await seenEverywhere(mesh, [`b-${RUN}`]))
   await sleep(1200) // n1 monitors n2 (its watch starts within a tick)
@@ -83,6 +94,7 @@ t.test("the endpoint's agent killed: healed to a standby on another node, then t
   )
   t.match(sh('ip', ['netns', 'exec', client.name, 'ip', '-d', 'link', 'show', 'nsm0']), /veth/, 'the client interface is a veth now')
   t.same(await pathOf(), ['n1'], 'the path is this node alone again (it never grows on a heal)')
+  t.same(vniClaimsOf(`h1-${RUN}`), [], 'its VNI claims were released when it moved to a local endpoint')
 })
 
 t.test("the client's agent killed: restarted it keeps the connection; gone for good, the far half expires", async (t) => {
