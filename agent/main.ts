@@ -30,6 +30,8 @@ import type { P2PRecord } from '../ipam/p2p/index.js'
 import { openSharedStore } from './store/open.js'
 import { PeerTls, PeerTlsError } from './peer/tls.js'
 import { peerUrlFor, startPeerListener, type PeerListener } from './peer/server.js'
+import { combineObservers } from './pipeline/observe.js'
+import type { MetricsServer } from './metrics/index.js'
 
 async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
@@ -127,6 +129,9 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const log = jsonLogger(config.logLevel, undefined, { format: config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stdout.isTTY) ? 'pretty' : 'json' })
   const reportListenerError = (err: unknown): void => log.error('event listener failed', { err })
+  // Metrics (agent/metrics/, prom-client) only with --metrics-address: nothing is loaded or wrapped otherwise.
+  const metrics = config.metricsAddress === undefined ? undefined : await import('./metrics/index.js')
+  const meters = metrics?.createMetrics()
   // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
   // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).
   let peerTls: PeerTls | undefined
@@ -140,6 +145,7 @@ async function main(argv: readonly string[]): Promise<number> {
     }
   }
   let peer: PeerListener | undefined
+  let metricsServer: MetricsServer | undefined
 
   // One netns policy for the registry, the pipeline and the CNI calls (its patterns were checked by loadConfig).
   const netns = new NetnsPolicy(config.netnsAllow)
@@ -159,6 +165,7 @@ async function main(argv: readonly string[]): Promise<number> {
   let vnis: VniClaims | undefined
   try {
     shared = await openSharedStore(config, (msg, fields) => log.warn(msg, fields))
+    if (shared !== undefined && metrics !== undefined && meters !== undefined) shared = metrics.timedKv(shared, meters.series)
     state = await openState(config, netns, log, reportListenerError, shared)
     if (shared !== undefined) {
       nodes = await NodeRecords.start(shared, { name: config.nodeName, underlayAddress: config.underlayAddress, peerUrl: config.peerUrl }, { ttlMs: config.nodeTtlMs, onError: (msg, fields) => log.warn(msg, fields) })
@@ -173,6 +180,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 1
   }
   const { table, registry } = state
+  meters?.setSources({ table, registry, nodeName: config.nodeName })
   registry.subscribe((ev) => {
     if (ev.kind === 'endpoint') log.info(`endpoint ${ev.reason}`, { endpoint: ev.endpoint.name })
     else log.info(`service ${ev.type}`, { service: ev.service.name })
@@ -201,7 +209,8 @@ async function main(argv: readonly string[]): Promise<number> {
       ? undefined
       : { underlay: [config.underlayAddress], peers, vnis, liveNodes: () => new Set(nodes.list().map((n) => n.name)), lifetimeMs: config.tokenLifetimeMs }
   if (shared !== undefined && mesh === undefined) log.info('no mesh across nodes: only this node\'s endpoints are selected (needs --underlay-address and --listen with TLS or --insecure)', {})
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }) })
+  const observe = combineObservers([meters?.pipeline])
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cni = new CniService({
@@ -216,6 +225,7 @@ async function main(argv: readonly string[]): Promise<number> {
     readiness: () => ({ ready: true, reason: '' }),
     shutdown: server.stopping,
     log,
+    ...(meters === undefined ? {} : { observe: meters.cni }),
   })
   server.setCni((req) => cni.run(req))
   server.setRoundRobin(dataplane.roundRobin)
@@ -255,7 +265,7 @@ async function main(argv: readonly string[]): Promise<number> {
       claims?.stop()
       vnis?.stop()
       // server.stop() first: its shutdown signal also ends the peer listener's monitor streams.
-      await Promise.all([server.stop(), peer?.close()])
+      await Promise.all([server.stop(), peer?.close(), metricsServer?.close()])
       peerTls?.close()
       await dataplane.stop()
       peers?.close()
@@ -292,6 +302,17 @@ async function main(argv: readonly string[]): Promise<number> {
     await shared?.close()
     return 1
   }
+  if (metrics !== undefined && meters !== undefined && config.metricsAddress !== undefined) {
+    try {
+      metricsServer = await metrics.serveMetrics(meters.registry, config.metricsAddress, (err) => log.warn('metrics: a scrape failed', { err }))
+    } catch (err) {
+      log.error('cannot serve the metrics', { metricsAddress: config.metricsAddress, err })
+      process.stderr.write(`nsm-agent: --metrics-address ${config.metricsAddress}: ${(err as Error).message}\n`)
+      await stop('metrics listener failed')
+      return 1
+    }
+    log.info('metrics served', { address: metricsServer.address, path: '/metrics' })
+  }
   // Other agents call this one's NSM API here; the node record says where (ARCHITECTURE §12).
   if (config.listen !== undefined) {
     try {
@@ -318,7 +339,7 @@ async function main(argv: readonly string[]): Promise<number> {
     (closed) => closed > 0 && log.info('closed remote halves whose clients are gone', { closed }),
     (err: unknown) => log.warn('collecting remote halves failed', { err }),
   )
-  log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
+  log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), ...(metricsServer === undefined ? {} : { metrics: metricsServer.address }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
   return done
 }
 

@@ -141,7 +141,7 @@ t.test('DaemonSet: host access, mounts, installer and agent flags', async (t) =>
   const declared = new Set((agent['env'] as Obj[]).map((e) => e['name'] as string))
   const args = (agent['args'] as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => {
     t.ok(declared.has(v), `$(${v}) is declared in the container env`)
-    return v === 'NODE_NAME' ? 'worker-1' : `value-of-${v}`
+    return v === 'NODE_NAME' ? 'worker-1' : v === 'POD_IP' ? '10.0.0.5' : `value-of-${v}`
   }))
   const { overrides } = parseFlags(args)
   t.equal(overrides.kubernetes, true, 'the agent watches pods through the API')
@@ -150,6 +150,13 @@ t.test('DaemonSet: host access, mounts, installer and agent flags', async (t) =>
   t.equal(mountOf(agent, '/var/lib/nsm')?.['mountPath'], overrides.stateDir, 'the state dir survives restarts on the host')
   t.equal(mountOf(agent, '/var/run/netns')?.['mountPropagation'], 'HostToContainer', 'netns created later are visible')
   t.same(agent['readinessProbe'].exec.command, ['test', '-S', overrides.socket])
+  // Metrics on the node address, at the port the scrape annotations and the container port name.
+  const annotations = ds['spec'].template.metadata.annotations as Record<string, string>
+  t.equal(overrides.metricsAddress, `10.0.0.5:${annotations['prometheus.io/port']}`, 'metrics on the pod (node) IP at the annotated port')
+  t.equal(annotations['prometheus.io/scrape'], 'true')
+  t.equal(annotations['prometheus.io/path'], '/metrics')
+  t.equal((agent['env'] as Obj[]).find((e) => e['name'] === 'POD_IP')?.['valueFrom'].fieldRef.fieldPath, 'status.podIP')
+  t.same((agent['ports'] as Obj[]).find((p) => p['name'] === 'metrics'), { name: 'metrics', containerPort: Number(annotations['prometheus.io/port']), protocol: 'TCP' })
 })
 
 t.test('NADs: config JSON is an nsm netconf our CNI parser accepts; pods reference existing NADs', async (t) => {
