@@ -61,6 +61,15 @@ function writeAtomically(target, text) {
   renameSync(tmp, target)
 }
 
+/**
+ * The topology page's browser script (agent/topology/page/app.ts), bundled for the browser and handed to the
+ * agent's bundle as a constant (agent/topology/web.ts serves it as /app.js): the page needs nothing else.
+ */
+async function topologyPageScript() {
+  const page = await esbuild.build({ entryPoints: ['agent/topology/page/app.ts'], bundle: true, write: false, platform: 'browser', format: 'iife', target: 'es2022', minify: true, legalComments: 'none', logLevel: 'warning' })
+  return page.outputFiles[0].text
+}
+
 /** Lean plugins whose code cache is still to be trained: name → wrapped source. */
 const untrained = new Map()
 for (const b of binaries) {
@@ -79,6 +88,7 @@ for (const b of binaries) {
     // So does etcd3: it reads its .proto files from its own directory at run time, which no bundle has.
     external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node', 'etcd3'],
     plugins: b.lean ? [forbidNative] : [],
+    ...(b.name === 'nsm-agent' ? { define: { __NSM_TOPOLOGY_PAGE_JS__: JSON.stringify(await topologyPageScript()) } } : {}),
   })
   const bundle = result.outputFiles[0].text
   if (!b.codeCache) {

@@ -32,6 +32,8 @@ import { PeerTls, PeerTlsError } from './peer/tls.js'
 import { peerUrlFor, startPeerListener, type PeerListener } from './peer/server.js'
 import { combineObservers } from './pipeline/observe.js'
 import type { MetricsServer } from './metrics/index.js'
+import { startTopologyPage, type TopologyPage } from './topology/web.js'
+import { agentTopologySource } from './topology/source.js'
 
 async function openPodInfo(config: AgentConfig, log: Logger): Promise<PodInfoSource | undefined> {
   if (config.podInfoDir !== undefined) return new DirectoryPodInfoSource({ dir: config.podInfoDir, nodeName: config.nodeName })
@@ -146,6 +148,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   let peer: PeerListener | undefined
   let metricsServer: MetricsServer | undefined
+  let web: TopologyPage | undefined
 
   // One netns policy for the registry, the pipeline and the CNI calls (its patterns were checked by loadConfig).
   const netns = new NetnsPolicy(config.netnsAllow)
@@ -265,7 +268,7 @@ async function main(argv: readonly string[]): Promise<number> {
       claims?.stop()
       vnis?.stop()
       // server.stop() first: its shutdown signal also ends the peer listener's monitor streams.
-      await Promise.all([server.stop(), peer?.close(), metricsServer?.close()])
+      await Promise.all([server.stop(), peer?.close(), web?.close(), metricsServer?.close()])
       peerTls?.close()
       await dataplane.stop()
       peers?.close()
@@ -333,13 +336,25 @@ async function main(argv: readonly string[]): Promise<number> {
     await nodes?.setPeerUrl(peerUrl).catch((err: unknown) => log.warn('node record: the peer URL is not written yet, the next rewrite writes it', { peerUrl, err }))
     log.info('peer listener ready', { address: peer.address, peerUrl, tls: peer.secure, ...(peerTls === undefined ? {} : { serialNumber: peerTls.current.serialNumber, fingerprint256: peerTls.current.fingerprint256 }) })
   }
+  // The live topology page (agent/topology/web.ts): read-only, loopback unless --web-public.
+  if (config.webAddress !== undefined) {
+    const source = agentTopologySource({ nodeName: config.nodeName, table, registry, nodes: nodes === undefined || shared === undefined ? undefined : { store: shared.backend, list: () => nodes.list() } })
+    try {
+      web = await startTopologyPage({ address: config.webAddress, source, log })
+    } catch (err) {
+      log.error('cannot serve the topology page', { webAddress: config.webAddress, err })
+      process.stderr.write(`nsm-agent: --web-address ${config.webAddress}: ${(err as Error).message}\n`)
+      await stop('topology page failed')
+      return 1
+    }
+  }
   // Halves this node holds for clients on other nodes that no longer have them (this agent was down while
   // they moved or closed): asked once, in the background (an unreachable node's halves expire instead).
   dataplane.remote?.collectOrphans().then(
     (closed) => closed > 0 && log.info('closed remote halves whose clients are gone', { closed }),
     (err: unknown) => log.warn('collecting remote halves failed', { err }),
   )
-  log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), ...(metricsServer === undefined ? {} : { metrics: metricsServer.address }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
+  log.info('ready', { ...(peer === undefined ? {} : { peer: peer.address }), ...(metricsServer === undefined ? {} : { metrics: metricsServer.address }), ...(web === undefined ? {} : { web: web.url }), socket: config.socket, stateDir: config.stateDir, nodeName: config.nodeName, store: config.store, version: pkg.version, pid: process.pid })
   return done
 }
 

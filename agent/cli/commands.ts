@@ -14,6 +14,7 @@ import type { Explanation } from '../select/index.js'
 import { all, labelPairs, one, parseArgs, UsageError, type FlagSpec, type Parsed } from './args.js'
 import { exportStore, importStore, STORE_FLAGS } from './store.js'
 import { connectionsTable, endpointsTable, explanationText, nodesTable, servicesTable, table } from './format.js'
+import { topology } from './topology.js'
 
 export interface Io {
   out(s: string): void
@@ -23,7 +24,7 @@ export interface Io {
   now(): number
 }
 
-export const USAGE = `usage: nsmctl [--socket PATH] [-o table|json] COMMAND ...
+export const USAGE = `usage: nsmctl [--socket PATH] [-o table|json|dot] COMMAND ...
 
 commands:
   register NAME --service SVC[?k=v&k2=v2]... [--labels k=v,...] [--netns PATH | --url URL]
@@ -35,6 +36,8 @@ commands:
   get services|endpoints|connections|nodes [-w]   (also: list ...; -w/--watch streams changes until interrupted)
   explain SERVICE [--labels k=v,...]   which match applies, which endpoints qualify, which is chosen
   status            the agent's readiness
+  topology          the mesh as the agent sees it: nodes, pods, endpoints, services, connections
+                    (mechanism, state, addresses) and chains; -o json the graph, -o dot Graphviz
   store export|import --store file --state-dir DIR | --store etcd --etcd-endpoints URL[,...] [--etcd-prefix P]
                 [--etcd-ca F --etcd-cert F --etcd-key F] | --store kubernetes [--kubeconfig F] [--store-namespace NS]
                     move services, endpoints and claims between stores as JSON (import: -f FILE); no agent needed
@@ -69,6 +72,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   list: ['--watch'],
   explain: ['--labels'],
   status: [],
+  topology: [],
   store: [...STORE_FLAGS, '--filename'],
 }
 
@@ -92,7 +96,8 @@ export async function runCommand(argv: readonly string[], io: Io): Promise<numbe
     if (!GLOBAL.includes(flag) && !allowed.includes(flag)) throw new UsageError(`${flag}: not a flag of ${command}`)
   }
   const output = one(p, '--output') ?? 'table'
-  if (output !== 'table' && output !== 'json') throw new UsageError(`--output: must be table or json, got "${output}"`)
+  if (output === 'dot' && command !== 'topology') throw new UsageError('--output dot: only for topology')
+  if (output !== 'table' && output !== 'json' && output !== 'dot') throw new UsageError(`--output: must be table or json (or dot for topology), got "${output}"`)
   const socket = one(p, '--socket') ?? io.env.NSM_AGENT_SOCKET ?? '/run/nsm/agent.sock'
   const client = new AgentClient(socket)
   try {
@@ -111,6 +116,10 @@ export async function runCommand(argv: readonly string[], io: Io): Promise<numbe
         return await get(ctx)
       case 'explain':
         return await explainCmd(ctx)
+      case 'topology':
+        args(ctx, 0, 'no arguments')
+        ctx.io.out(await topology(client, output === 'dot' ? 'dot' : ctx.json ? 'json' : 'text'))
+        return 0
       case 'store': {
         const [, sub = '', ...rest] = p.positional
         if (rest.length > 0 || (sub !== 'export' && sub !== 'import')) throw new UsageError('store: expects export or import')

@@ -9,6 +9,7 @@
 //     get services|endpoints|connections [-w]   (alias: list; -w streams changes)
 //     explain SERVICE [--labels k=v,...]
 //     status
+//     topology [-o table|json|dot]   the mesh: nodes, pods, endpoints, services, connections, chains
 //
 // Exit codes: 0 done; 1 the agent refused (the gRPC status and message are printed); 2 bad usage or
 // input (the flag, file or field is named); 3 the agent is unreachable.

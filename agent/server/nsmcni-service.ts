@@ -1,10 +1,10 @@
 // /nsmcni.Agent/*: what NSM has no method for, for nsmctl and tools: GetPodInfo (through the PodInfoSource),
-// Status, endpoint registration with our extension, and Explain (agent/select's report over the registry).
+// Status, endpoint registration with our extension, the connection table with CNI attachments, and Explain (agent/select's report over the registry).
 // CNI calls do not come here: the shim's frames go to agent/cni (see socket.ts).
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js'
 import { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
 import type { Empty } from '../../proto/gen/google/protobuf/empty.js'
-import type { EndpointQuery, EndpointRegistration, EndpointRegistrations, NodeList, ServiceRegistration, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
+import type { ConnectionRecords, EndpointQuery, EndpointRegistration, EndpointRegistrations, NodeList, ServiceRegistration, ExplainRequest, ExplainResponse, PodInfo, PodInfoRequest, StatusResponse } from '../../proto/gen/nsmcni/nsmcni.js'
 import { explain, type RoundRobin } from '../select/index.js'
 import type { ConnectionTable } from '../connections/table.js'
 import { endpointCandidates } from '../registry/candidates.js'
@@ -43,6 +43,27 @@ export interface NsmcniDeps {
   roundRobin: () => RoundRobin | undefined
   /** The shared store's node records; undefined on the file store (then only this node is known). */
   nodes: () => { store: string; list(): NodeRecord[] } | undefined
+}
+
+/** ListNodes' answer: the shared store's node records, or this node alone on the file store. */
+export function nodeList(nodeName: string, shared: { store: string; list(): NodeRecord[] } | undefined): NodeList {
+  if (shared === undefined) {
+    return { store: 'file', nodes: [{ name: nodeName, underlayAddress: '', peerUrl: '', lastSeen: timestampOf(Date.now()) }] }
+  }
+  return {
+    store: shared.store,
+    nodes: shared.list().map((n) => ({ name: n.name, underlayAddress: n.underlayAddress, peerUrl: n.peerUrl, lastSeen: n.lastSeen === '' ? undefined : timestampOf(Date.parse(n.lastSeen)) })),
+  }
+}
+
+/** ListConnections' answer: the connection table, each connection with its CNI attachment. */
+export function connectionRecords(table: ConnectionTable): ConnectionRecords {
+  return {
+    connections: table.list().map(({ connection, attachment: a }) => ({
+      connection,
+      attachment: a === undefined ? undefined : { network: a.network, containerId: a.containerId, ifname: a.ifname, netns: a.netns },
+    })),
+  }
 }
 
 type Unary<Req, Res> = (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void
@@ -103,16 +124,7 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
       return { endpoint: stored.endpoint, extension: stored.extension }
     }),
 
-    listNodes: unary(deps, async (): Promise<NodeList> => {
-      const shared = deps.nodes()
-      if (shared === undefined) {
-        return { store: 'file', nodes: [{ name: deps.nodeName, underlayAddress: '', peerUrl: '', lastSeen: timestampOf(Date.now()) }] }
-      }
-      return {
-        store: shared.store,
-        nodes: shared.list().map((n) => ({ name: n.name, underlayAddress: n.underlayAddress, peerUrl: n.peerUrl, lastSeen: n.lastSeen === '' ? undefined : timestampOf(Date.parse(n.lastSeen)) })),
-      }
-    }),
+    listNodes: unary(deps, async (): Promise<NodeList> => nodeList(deps.nodeName, deps.nodes())),
 
     registerService: unary(deps, async (req: ServiceRegistration): Promise<ServiceRegistration> => {
       if (req.service === undefined) throw AgentError.invalid('service', 'is required')
@@ -138,6 +150,8 @@ export function nsmcniImpl(deps: NsmcniDeps): UntypedServiceImplementation {
       const all = deps.registry.findEndpoints(req.endpointName === '' ? undefined : NetworkServiceEndpoint.fromPartial({ name: req.endpointName }))
       return { endpoints: all.map((e) => ({ endpoint: e.endpoint, extension: e.extension })) }
     }),
+
+    listConnections: unary(deps, async (): Promise<ConnectionRecords> => connectionRecords(deps.table)),
 
     explain: unary(deps, async (req: ExplainRequest): Promise<ExplainResponse> => {
       if (req.networkService === '') throw AgentError.invalid('network_service', 'is required')

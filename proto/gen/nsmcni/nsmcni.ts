@@ -9,6 +9,7 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Empty } from "../google/protobuf/empty";
 import { Timestamp } from "../google/protobuf/timestamp";
+import { Connection } from "../networkservice/connection";
 import { Route } from "../networkservice/connectioncontext";
 import { NetworkService, NetworkServiceEndpoint } from "../registry/registry";
 
@@ -166,6 +167,35 @@ export interface ExplainResponse {
    * shape belongs to the selection code.
    */
   explanationJson: string;
+}
+
+/**
+ * The CNI attachment a connection was made for (what the runtime's ADD named), as the connection table
+ * recorded it.
+ */
+export interface ConnectionAttachment {
+  /** CNI network name (netconf `name`). */
+  network: string;
+  containerId: string;
+  ifname: string;
+  /** CNI_NETNS as the runtime gave it. */
+  netns: string;
+}
+
+export interface ConnectionQuery {
+}
+
+/**
+ * One entry of the connection table: the NSM connection and, for a CNI ADD's, its attachment (absent for
+ * NSM API clients and for the halves this node holds for clients on other nodes).
+ */
+export interface ConnectionRecord {
+  connection: Connection | undefined;
+  attachment: ConnectionAttachment | undefined;
+}
+
+export interface ConnectionRecords {
+  connections: ConnectionRecord[];
 }
 
 function createBaseEndpointExtension(): EndpointExtension {
@@ -2225,6 +2255,339 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
   },
 };
 
+function createBaseConnectionAttachment(): ConnectionAttachment {
+  return { network: "", containerId: "", ifname: "", netns: "" };
+}
+
+export const ConnectionAttachment: MessageFns<ConnectionAttachment> = {
+  encode(message: ConnectionAttachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.network !== "") {
+      writer.uint32(10).string(message.network);
+    }
+    if (message.containerId !== "") {
+      writer.uint32(18).string(message.containerId);
+    }
+    if (message.ifname !== "") {
+      writer.uint32(26).string(message.ifname);
+    }
+    if (message.netns !== "") {
+      writer.uint32(34).string(message.netns);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConnectionAttachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConnectionAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.containerId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ifname = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.netns = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConnectionAttachment {
+    return {
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      containerId: isSet(object.containerId)
+        ? globalThis.String(object.containerId)
+        : isSet(object.container_id)
+        ? globalThis.String(object.container_id)
+        : "",
+      ifname: isSet(object.ifname) ? globalThis.String(object.ifname) : "",
+      netns: isSet(object.netns) ? globalThis.String(object.netns) : "",
+    };
+  },
+
+  toJSON(message: ConnectionAttachment): unknown {
+    const obj: any = {};
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.containerId !== "") {
+      obj.containerId = message.containerId;
+    }
+    if (message.ifname !== "") {
+      obj.ifname = message.ifname;
+    }
+    if (message.netns !== "") {
+      obj.netns = message.netns;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConnectionAttachment>, I>>(base?: I): ConnectionAttachment {
+    return ConnectionAttachment.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionAttachment>, I>>(object: I): ConnectionAttachment {
+    const message = createBaseConnectionAttachment();
+    message.network = object.network ?? "";
+    message.containerId = object.containerId ?? "";
+    message.ifname = object.ifname ?? "";
+    message.netns = object.netns ?? "";
+    return message;
+  },
+};
+
+function createBaseConnectionQuery(): ConnectionQuery {
+  return {};
+}
+
+export const ConnectionQuery: MessageFns<ConnectionQuery> = {
+  encode(_: ConnectionQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConnectionQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConnectionQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ConnectionQuery {
+    return {};
+  },
+
+  toJSON(_: ConnectionQuery): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConnectionQuery>, I>>(base?: I): ConnectionQuery {
+    return ConnectionQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionQuery>, I>>(_: I): ConnectionQuery {
+    const message = createBaseConnectionQuery();
+    return message;
+  },
+};
+
+function createBaseConnectionRecord(): ConnectionRecord {
+  return { connection: undefined, attachment: undefined };
+}
+
+export const ConnectionRecord: MessageFns<ConnectionRecord> = {
+  encode(message: ConnectionRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.connection !== undefined) {
+      Connection.encode(message.connection, writer.uint32(10).fork()).join();
+    }
+    if (message.attachment !== undefined) {
+      ConnectionAttachment.encode(message.attachment, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConnectionRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConnectionRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.connection = Connection.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.attachment = ConnectionAttachment.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConnectionRecord {
+    return {
+      connection: isSet(object.connection) ? Connection.fromJSON(object.connection) : undefined,
+      attachment: isSet(object.attachment) ? ConnectionAttachment.fromJSON(object.attachment) : undefined,
+    };
+  },
+
+  toJSON(message: ConnectionRecord): unknown {
+    const obj: any = {};
+    if (message.connection !== undefined) {
+      obj.connection = Connection.toJSON(message.connection);
+    }
+    if (message.attachment !== undefined) {
+      obj.attachment = ConnectionAttachment.toJSON(message.attachment);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConnectionRecord>, I>>(base?: I): ConnectionRecord {
+    return ConnectionRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionRecord>, I>>(object: I): ConnectionRecord {
+    const message = createBaseConnectionRecord();
+    message.connection = (object.connection !== undefined && object.connection !== null)
+      ? Connection.fromPartial(object.connection)
+      : undefined;
+    message.attachment = (object.attachment !== undefined && object.attachment !== null)
+      ? ConnectionAttachment.fromPartial(object.attachment)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConnectionRecords(): ConnectionRecords {
+  return { connections: [] };
+}
+
+export const ConnectionRecords: MessageFns<ConnectionRecords> = {
+  encode(message: ConnectionRecords, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.connections) {
+      ConnectionRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConnectionRecords {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConnectionRecords();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.connections.push(ConnectionRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConnectionRecords {
+    return {
+      connections: globalThis.Array.isArray(object?.connections)
+        ? object.connections.map((e: any) => ConnectionRecord.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ConnectionRecords): unknown {
+    const obj: any = {};
+    if (message.connections?.length) {
+      obj.connections = message.connections.map((e) => ConnectionRecord.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConnectionRecords>, I>>(base?: I): ConnectionRecords {
+    return ConnectionRecords.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConnectionRecords>, I>>(object: I): ConnectionRecords {
+    const message = createBaseConnectionRecords();
+    message.connections = object.connections?.map((e) => ConnectionRecord.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 export type AgentDefinition = typeof AgentDefinition;
 export const AgentDefinition = {
   name: "Agent",
@@ -2291,6 +2654,15 @@ export const AgentDefinition = {
       requestType: ExplainRequest as typeof ExplainRequest,
       requestStream: false,
       responseType: ExplainResponse as typeof ExplainResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** The connection table with each connection's CNI attachment (nsmctl topology, the topology page). */
+    listConnections: {
+      name: "ListConnections",
+      requestType: ConnectionQuery as typeof ConnectionQuery,
+      requestStream: false,
+      responseType: ConnectionRecords as typeof ConnectionRecords,
       responseStream: false,
       options: {},
     },
