@@ -6,43 +6,21 @@
 // traffic stays inside namespaces made here, and everything is removed at the end, also on failure.
 // Run: npx tsx bench/vxlan.ts (root). BENCH_VXLAN_RUNS (default 5) × BENCH_VXLAN_SECONDS (default 3) per
 // path; BENCH_N (default 100) builds for the latency rows.
-import { spawn } from 'node:child_process'
 import { NetlinkSessions } from '../pkg/netlink'
 import { NetnsPolicy } from '../pkg/netns-policy'
 import type { DatapathRecord } from '../agent/mechanisms/types'
 import { vxlanMechanism, vxlanRequestedMechanism } from '../agent/mechanisms/vxlan/index'
 import type { Connection } from '../proto/gen/networkservice/connection'
 import { execInNode, makeNodes, type TestNode } from '../test/lib/nodes'
-import { ip, makeNetns, type TestNetns } from '../test/lib/netns'
-import { machine, ms, stats, writeSection } from './lib/report'
+import { makeNetns } from '../test/lib/netns'
+import { machine, median, ms, stats, writeSection } from './lib/report'
+import { iperf, rawVxlan } from './lib/traffic'
 
 const RUNS = Number(process.env.BENCH_VXLAN_RUNS ?? 5)
 const SECONDS = Number(process.env.BENCH_VXLAN_SECONDS ?? 3)
 const N = Number(process.env.BENCH_N ?? 100)
 const cleanups: Array<() => void | Promise<void>> = []
 const td = { teardown: (fn: () => void | Promise<void>) => void cleanups.push(fn) }
-
-/** iperf3 from `client` to `addr` (served in `server`), Gbit/s received. The server is ready before the client starts. */
-async function iperf(server: TestNetns, client: TestNetns, addr: string): Promise<number> {
-  // --forceflush: the "Server listening" line reaches the pipe at once (not at exit).
-  const s = spawn('ip', ['netns', 'exec', server.name, 'iperf3', '-s', '-1', '-B', addr, '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>((res) => s.once('exit', () => res()))
-  try {
-    await new Promise<void>((res, rej) => {
-      let out = ''
-      s.stdout.on('data', (d: Buffer) => {
-        out += d.toString()
-        if (out.includes('Server listening')) res()
-      })
-      s.once('exit', (code) => rej(new Error(`iperf3 server exited (${String(code)}) before listening: ${out}`)))
-    })
-    const report = JSON.parse(execInNode(client, 'iperf3', ['-c', addr, '-t', String(SECONDS), '-J'])) as { end: { sum_received: { bits_per_second: number } } }
-    return report.end.sum_received.bits_per_second / 1e9
-  } finally {
-    if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
-    await exited
-  }
-}
 
 function connection(id: string, a: TestNode, b: TestNode, vni: number): Connection {
   return {
@@ -129,23 +107,18 @@ async function main(): Promise<void> {
   const xc = records('xc', 4243)
   await mech.a.build(xc.client)
   await mech.b.build(xc.endpoint)
-  for (const [node, self, peer, addr] of [[a, a.underlay, b.underlay, '192.168.251.1/24'], [b, b.underlay, a.underlay, '192.168.251.2/24']] as const) {
-    ip(node.name, 'link', 'add', 'vxraw', 'type', 'vxlan', 'id', '4242', 'local', self, 'remote', peer, 'dstport', '4789', 'nolearning')
-    ip(node.name, 'link', 'set', 'vxraw', 'mtu', '1450', 'up')
-    ip(node.name, 'addr', 'add', addr, 'dev', 'vxraw')
-  }
+  const rawAddr = rawVxlan(td, a, b, { vni: 4242, mtu: 1450, subnet: '192.168.251' })
   execInNode(clientPod, 'ping', ['-c', '1', '-W', '5', '172.16.77.0'])
-  execInNode(a, 'ping', ['-c', '1', '-W', '5', '192.168.251.2'])
+  execInNode(a, 'ping', ['-c', '1', '-W', '5', rawAddr])
   const mesh: number[] = []
   const raw: number[] = []
   for (let i = 0; i < RUNS; i++) {
-    mesh.push(await iperf(endpointPod, clientPod, '172.16.77.0'))
-    raw.push(await iperf(b, a, '192.168.251.2'))
+    mesh.push(await iperf(endpointPod, clientPod, '172.16.77.0', SECONDS))
+    raw.push(await iperf(b, a, rawAddr, SECONDS))
   }
   await mech.a.close(xc.client)
   await mech.b.close(xc.endpoint)
 
-  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number
   const viaMesh = median(mesh)
   const viaRaw = median(raw)
   const b0 = stats(build)

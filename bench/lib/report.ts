@@ -23,6 +23,9 @@ export function stats(samples: number[]): Stats {
 
 export const ms = (x: number): string => x.toFixed(2)
 
+/** The middle sample (the upper one of an even count). */
+export const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number
+
 export function machine(): string {
   let kernel = ''
   try {
