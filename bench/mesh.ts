@@ -1,4 +1,4 @@
-// The cross-node mesh (issue 12), on a 2-node bed (scripts/demo-nodes.ts startMesh: node namespaces on a
+// The cross-node mesh (issue 12), on a 2-node bed (test/lib/mesh-pods.ts startMesh: node namespaces on a
 // bridge underlay, etcd in the underlay namespace, one dist/nsm-agent per node with mutual TLS), in one run:
 //
 // 1. NSM Request→UP through node 1's socket, the client in a pod namespace of node 1: to an endpoint on
@@ -23,16 +23,17 @@
 // Writes the "Cross-node mesh" section of BENCHMARKS.md when every part completed. Everything (namespaces,
 // processes, files) is removed at the end, also on failure or Ctrl-C (the agents and etcd die with this
 // process in any case). Not part of `npm test`. Run: npx tsx bench/mesh.ts (root); about 2 minutes.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { MonitorConnectionDefinition, MonitorScopeSelector, State, type Connection, type ConnectionEvent } from '../proto/gen/networkservice/connection'
 import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
 import type { RunningAgent } from '../test/lib/agent'
 import { endpointRegistration } from '../test/lib/mesh'
 import { closeOn, registerService, requestOn, seenEverywhere } from '../test/lib/mesh-bed'
+import { agentOf, startMesh, Teardowns, until, type Mesh, type MeshNode } from '../test/lib/mesh-pods'
 import { execInNode } from '../test/lib/nodes'
 import { ip, makeNetns, type TestNetns } from '../test/lib/netns'
-import { startMesh, Teardowns, until, type Mesh, type MeshNode } from '../scripts/demo-nodes'
-import { machine, ms, stats, writeSection, type Stats } from './lib/report'
+import { startPinger } from '../test/lib/pinger'
+import { machine, median, ms, stats, writeSection, type Stats } from './lib/report'
+import { iperf, rawVxlan, runIn } from './lib/traffic'
 
 const N = Number(process.env.BENCH_N ?? 200)
 const ROUNDS = Number(process.env.BENCH_MESH_ROUNDS ?? 3)
@@ -44,10 +45,6 @@ const RAW_VNI = 4242
 const td = new Teardowns()
 const say = (s: string): void => void process.stderr.write(`${s}\n`)
 
-const agentOf = (n: MeshNode): RunningAgent => {
-  if (n.agent === undefined) throw new Error(`${n.name}'s agent is not running`)
-  return n.agent
-}
 const request = (n: MeshNode, id: string, client: TestNetns, ifname: string, svc: string): Promise<Connection> => requestOn(n.node, id, client.path, ifname, svc)
 const close = (n: MeshNode, c: Connection): Promise<unknown> => closeOn(n.node, c)
 
@@ -133,40 +130,6 @@ async function requestLatency(mesh: Mesh, client: TestNetns): Promise<{ local: S
 
 // ------------------------------------------------------------------------------------ 2. throughput
 
-/** Runs a command in a namespace to completion without blocking (Ctrl-C stays handled); its stdout. */
-function runIn(ns: TestNetns, cmd: string, args: string[], timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns.name, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs })
-    let out = ''
-    let err = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
-    child.once('error', reject)
-    child.once('exit', (code, signal) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} in ${ns.name}: exit ${code ?? signal}: ${out.slice(0, 400)}${err}`))))
-  })
-}
-
-/** iperf3 from `client` to `addr` (served in `server`), Gbit/s received. The server is ready before the client starts. */
-async function iperf(server: TestNetns, client: TestNetns, addr: string): Promise<number> {
-  const s = spawn('ip', ['netns', 'exec', server.name, 'iperf3', '-s', '-1', '-B', addr, '--forceflush'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>((res) => s.once('exit', () => res()))
-  try {
-    await new Promise<void>((res, rej) => {
-      let out = ''
-      s.stdout.on('data', (d: Buffer) => {
-        out += d.toString()
-        if (out.includes('Server listening')) res()
-      })
-      s.once('exit', (code) => rej(new Error(`iperf3 server exited (${String(code)}) before listening: ${out}`)))
-    })
-    const out = await runIn(client, 'iperf3', ['-c', addr, '-t', String(SECONDS), '-J', '--connect-timeout', '3000'], (SECONDS + 20) * 1000)
-    return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9
-  } finally {
-    if (s.exitCode === null && s.signalCode === null) s.kill('SIGKILL')
-    await exited
-  }
-}
-
 async function throughput(mesh: Mesh, client: TestNetns): Promise<{ mesh: number[]; raw: number[]; mtu: number; how: string }> {
   const [n1, n2] = mesh.nodes as [MeshNode, MeshNode]
   const ep = makeNetns(td, 'et')
@@ -178,19 +141,14 @@ async function throughput(mesh: Mesh, client: TestNetns): Promise<{ mesh: number
   const mtu = link?.mtu ?? 0
   const how = `${link?.linkinfo?.info_kind ?? '?'} id ${link?.linkinfo?.info_data?.id ?? '?'} in the client pod, path ${pathOf(c)}`
   say(`  the cross-connect: ${how}, ${c.context?.ipContext?.srcIpAddrs.join(',') ?? ''} → ${dst}, MTU ${mtu}`)
-  for (const [node, self, peer, addr] of [[n1, n1.node.underlay, n2.node.underlay, '192.168.252.1/24'], [n2, n2.node.underlay, n1.node.underlay, '192.168.252.2/24']] as const) {
-    ip(node.node.name, 'link', 'add', 'vxraw', 'type', 'vxlan', 'id', String(RAW_VNI), 'local', self, 'remote', peer, 'dstport', '4789', 'nolearning')
-    td.teardown(() => void ip(node.node.name, 'link', 'del', 'vxraw'))
-    ip(node.node.name, 'link', 'set', 'vxraw', 'mtu', String(mtu), 'up')
-    ip(node.node.name, 'addr', 'add', addr, 'dev', 'vxraw')
-  }
+  const rawAddr = rawVxlan(td, n1.node, n2.node, { vni: RAW_VNI, mtu, subnet: '192.168.252' })
   await runIn(client, 'ping', ['-c', '1', '-W', '5', dst], 10_000)
-  await runIn(n1.node, 'ping', ['-c', '1', '-W', '5', '192.168.252.2'], 10_000)
+  await runIn(n1.node, 'ping', ['-c', '1', '-W', '5', rawAddr], 10_000)
   const viaMesh: number[] = []
   const raw: number[] = []
   for (let i = 0; i < ROUNDS; i++) {
-    viaMesh.push(await iperf(ep, client, dst))
-    raw.push(await iperf(n2.node, n1.node, '192.168.252.2'))
+    viaMesh.push(await iperf(ep, client, dst, SECONDS))
+    raw.push(await iperf(n2.node, n1.node, rawAddr, SECONDS))
     say(`  round ${i + 1}/${ROUNDS}: cross-connect ${viaMesh.at(-1)?.toFixed(2)} Gbit/s, raw VXLAN ${raw.at(-1)?.toFixed(2)} Gbit/s`)
   }
   await close(n1, c)
@@ -199,25 +157,6 @@ async function throughput(mesh: Mesh, client: TestNetns): Promise<{ mesh: number
 }
 
 // ------------------------------------------------------------------------------------ 3. heal
-
-/** A ping every 20 ms from `from` to `addr`, with each reply's time (epoch ms) and IP TTL. */
-function pinger(from: TestNetns, addr: string): { replies: Array<{ at: number; ttl: number }>; child: ChildProcess } {
-  const child = spawn('ip', ['netns', 'exec', from.name, 'ping', '-n', '-D', '-i', '0.02', '-W', '1', addr], { stdio: ['ignore', 'pipe', 'ignore'] })
-  td.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  const replies: Array<{ at: number; ttl: number }> = []
-  let partial = ''
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    partial += d
-    for (let nl = partial.indexOf('\n'); nl >= 0; nl = partial.indexOf('\n')) {
-      const r = /^\[(\d+\.\d+)\] .* ttl=(\d+)/.exec(partial.slice(0, nl))
-      if (r !== null) replies.push({ at: Number(r[1]) * 1000, ttl: Number(r[2]) })
-      partial = partial.slice(nl + 1)
-    }
-  })
-  return { replies, child }
-}
 
 async function heal(mesh: Mesh, client: TestNetns): Promise<{ up: number[]; ping: number[]; orphan: number[]; reforward: number[] }> {
   const [n1, n2] = mesh.nodes as [MeshNode, MeshNode]
@@ -269,7 +208,7 @@ async function heal(mesh: Mesh, client: TestNetns): Promise<{ up: number[]; ping
         }
       }, { signal: monitor.signal })
       .catch(() => undefined)
-    const pings = pinger(client, TARGET)
+    const pings = startPinger(td, client.name, TARGET, 20)
     await until(`round ${round}: pings through node 2`, () => pings.replies.length >= 3, 5000)
     const killedAt = Date.now()
     await n2.stop('SIGKILL')
@@ -284,7 +223,7 @@ async function heal(mesh: Mesh, client: TestNetns): Promise<{ up: number[]; ping
     })
     up.push(healedAt - killedAt)
     ping.push((pings.replies.find(viaStandby)?.at ?? NaN) - killedAt)
-    pings.child.kill('SIGKILL')
+    await pings.stop()
     monitor.abort()
     await watching
     await p.stop(n1) // its node's agent is dead: unregistered through node 1 (the registry is shared)
@@ -319,11 +258,10 @@ async function main(): Promise<void> {
   say(`3. heal (${HEAL_ROUNDS} rounds)`)
   const h = await heal(mesh, client)
 
-  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number
   const [up, first, orphan, reforward] = [stats(h.up), stats(h.ping), stats(h.orphan), stats(h.reforward)]
   const md = `## Cross-node mesh (\`bench/mesh.ts\`)
 
-Two test-bed nodes (network namespaces on a bridge underlay, test/lib/mesh-bed.ts through scripts/demo-nodes.ts
+Two test-bed nodes (network namespaces on a bridge underlay, test/lib/mesh-bed.ts through test/lib/mesh-pods.ts
 startMesh), etcd in the underlay namespace, one \`dist/nsm-agent\` per node (\`--store etcd\`, peer listener
 with mutual TLS, \`--node-ttl ${NODE_TTL}\`); the client in a pod namespace of node 1, Requests on node 1's
 socket; endpoints registered through their node's agent with a ${EP_TTL_MS / 1000} s lifetime, refreshed every third of it.

@@ -1,219 +1,27 @@
 // `npm run demo -- --nodes 3`: the seed scenario (ARCHITECTURE §1) across nodes (§12), on one machine.
 //
-// The bed is test/lib/mesh-bed.ts's: nodes are network namespaces on a bridge underlay, one dist/nsm-agent
-// in each (`ip netns exec`), sharing a real etcd that runs in the underlay namespace on an address of the
-// bridge (never on a host interface), the agents talking to each other over mutual TLS with node
-// certificates from a throwaway CA. Pods are ordinary namespaces, each ADDed through dist/nsm (the
-// conflist [loopback, nsm]) to the agent of ITS node: client on n1, firewall on n2, vpn-gateway on n3,
-// and a second vpn-gateway on n1 standing by. The demo prints the topology (which connection goes from
-// which pod on which node to which, over a KERNEL veth or VXLAN), pings the intranet address behind the
-// gateway through the firewall, SIGKILLs n3's agent and times the switch to the standby gateway (it answers
-// with another IP TTL, so the client's own ping shows which gateway replied), then tears everything down
-// (CNI DEL, agents SIGTERMed, etcd stopped, namespaces removed) and checks that nothing is left.
-//
-// The bed (startMesh) is exported for bench/mesh.ts. Needs root.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+// The bed is test/lib/mesh-pods.ts's (startMesh, makePod, cni; shared with bench/mesh.ts): nodes are network
+// namespaces on a bridge underlay, one dist/nsm-agent in each (`ip netns exec`), sharing a real etcd that
+// runs in the underlay namespace on an address of the bridge (never on a host interface), the agents talking
+// to each other over mutual TLS with node certificates from a throwaway CA. Pods are ordinary namespaces,
+// each ADDed through dist/nsm (the conflist [loopback, nsm]) to the agent of ITS node: client on n1,
+// firewall on n2, vpn-gateway on n3, and a second vpn-gateway on n1 standing by. The demo prints the
+// topology (which connection goes from which pod on which node to which, over a KERNEL veth or VXLAN), pings
+// the intranet address behind the gateway through the firewall, SIGKILLs n3's agent and times the switch to
+// the standby gateway (it answers with another IP TTL, so the client's own ping shows which gateway
+// replied), then tears everything down (CNI DEL, agents SIGTERMed, etcd stopped, namespaces removed) and
+// checks that nothing is left. Needs root.
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
-import type { RunningAgent } from '../test/lib/agent'
-import type { TestEtcd } from '../test/lib/etcd'
-import { makeMeshBed, type MeshBed, type MeshNode as BedNode } from '../test/lib/mesh-bed'
-import { RUN } from '../test/lib/netns'
+import { agentOf, cni, delPods, makePod, nsmctl, RUN_PREFIX, startMesh, Teardowns, until, type Mesh, type MeshNode, type Pod } from '../test/lib/mesh-pods'
+import { RUN, sh } from '../test/lib/netns'
+import { startPinger } from '../test/lib/pinger'
 
 const ROOT = resolve(import.meta.dirname, '..')
-const NSMCTL = join(ROOT, 'dist/nsmctl')
-/** Every namespace this run makes starts with it (test/lib/netns.ts): what the final check looks for. */
-export const RUN_PREFIX = `t${RUN}`
-
-// ------------------------------------------------------------------------------------ teardown
-
-/** Cleanups run last-in first-out, each on its own (one failing does not keep the others from running). */
-export class Teardowns {
-  private readonly fns: Array<() => void | Promise<void>> = []
-  private running: Promise<void> | undefined
-  readonly errors: string[] = []
-  teardown(fn: () => void | Promise<void>): void {
-    this.fns.push(fn)
-  }
-  /** Runs every cleanup; a second caller (a signal during the normal teardown) waits for the same run. */
-  run(): Promise<void> {
-    this.running ??= (async () => {
-      for (let fn = this.fns.pop(); fn !== undefined; fn = this.fns.pop()) {
-        try {
-          await fn()
-        } catch (err) {
-          this.errors.push(err instanceof Error ? err.message : String(err))
-        }
-      }
-      this.running = undefined
-    })()
-    return this.running
-  }
-}
-
-const sh = (cmd: string, args: string[], input?: string): string =>
-  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...(input === undefined ? {} : { input }) })
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `check` every 20 ms until it holds; the time it took, or throws naming `what` after `ms`. */
-export async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<number> {
-  const start = performance.now()
-  for (;;) {
-    if (await check()) return performance.now() - start
-    if (performance.now() - start > ms) throw new Error(`${what}: not after ${ms} ms`)
-    await sleep(20)
-  }
-}
-
-/** Waits for a child's exit after a signal (SIGKILL after `graceMs`). */
-async function stopChild(child: ChildProcess, signal: NodeJS.Signals, graceMs = 10_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise<void>((r) => child.once('exit', () => r()))
-  child.kill(signal)
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
-  await exited
-  clearTimeout(timer)
-}
-
-// ------------------------------------------------------------------------------------ the bed
-
-/** One node of the mesh: test/lib/mesh-bed.ts's node, and whether its agent runs (SIGKILL and restart). */
-export interface MeshNode {
-  /** n1, n2, ...: the node name, its certificate's DNS SAN. */
-  name: string
-  /** The bed's node: its netns (`node.name`), underlay address, agent dir and flags. */
-  node: BedNode
-  /** The agent's socket (the same across restarts: the dir is reused). */
-  socket: string
-  /** The pod-info directory the agent reads (the demo's stand-in for the Kubernetes API). */
-  podInfo: string
-  /** The running agent (undefined while it is down). */
-  agent: RunningAgent | undefined
-  /** Starts the agent again (same dir, state and flags), ready when this resolves. */
-  start(): Promise<RunningAgent>
-  /** Sends `signal` (SIGKILL: a node's agent dying) and waits for the exit. */
-  stop(signal: NodeJS.Signals): Promise<void>
-}
-
-export interface Mesh {
-  bed: MeshBed
-  /** The bed's underlay namespace (bridge br0, etcd). */
-  underlay: string
-  etcd: TestEtcd
-  nodes: MeshNode[]
-}
-
-export interface MeshOptions {
-  count: number
-  /** The agents' YAML config (written once, shared). */
-  config?: string
-  /** More agent flags (e.g. shorter --node-ttl / --endpoint-ttl). */
-  agentArgs?: string[]
-}
-
-/**
- * test/lib/mesh-bed.ts's bed (nodes on a bridge, etcd in the underlay namespace, a CA and node
- * certificates, one agent per node, every node seeing every other), with a shared config file, agents
- * that die with this process (setpriv --pdeathsig) and are stopped with SIGTERM at teardown.
- */
-export async function startMesh(td: Teardowns, opts: MeshOptions): Promise<Mesh> {
-  for (const bin of ['dist/nsm', 'dist/nsm-agent', 'dist/nsmctl']) if (!existsSync(join(ROOT, bin))) throw new Error(`${bin} is missing: run npm run build`)
-  const dir = mkdtempSync(join(tmpdir(), `nsm-mesh-${RUN}-`))
-  td.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const config = join(dir, 'agent.yaml')
-  writeFileSync(config, opts.config ?? '{}\n')
-  const bed = await makeMeshBed(td, opts.count, { args: ['--config', config, ...(opts.agentArgs ?? [])], agent: { wrap: ['setpriv', '--pdeathsig', 'KILL', '--'] } })
-  // Last in, first out: this SIGTERM (a clean stop) runs before startAgent's own SIGKILL teardown.
-  const stopAtTeardown = (a: RunningAgent): void => td.teardown(() => Promise.race([a.stop('SIGTERM').then(() => undefined), sleep(10_000)]))
-  const nodes = bed.nodes.map((node): MeshNode => {
-    const podInfo = join(node.dir, 'pods')
-    mkdirSync(podInfo, { recursive: true })
-    stopAtTeardown(node.agent)
-    const m: MeshNode = {
-      name: node.nodeName,
-      node,
-      socket: node.agent.socket,
-      podInfo,
-      agent: node.agent,
-      async start() {
-        const timeout = sleep(20_000).then(() => Promise.reject(new Error(`${node.nodeName}'s agent not ready after 20 s`)))
-        const a = await Promise.race([bed.restart(node), timeout])
-        stopAtTeardown(a)
-        m.agent = a
-        return a
-      },
-      async stop(signal) {
-        const a = m.agent
-        m.agent = undefined
-        if (a !== undefined) await a.stop(signal)
-      },
-    }
-    return m
-  })
-  return { bed, underlay: bed.bed.underlay.name, etcd: bed.etcd, nodes }
-}
-
-const agentOf = (n: MeshNode): RunningAgent => {
-  if (n.agent === undefined) throw new Error(`${n.name}'s agent is not running`)
-  return n.agent
-}
 const listEndpoints = async (n: MeshNode) => (await agentOf(n).client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })).endpoints
-
-/** dist/nsmctl against a node's agent: its stdout. */
-export const nsmctl = (n: MeshNode, ...args: string[]): string => sh(process.execPath, [NSMCTL, '--socket', n.socket, ...args])
-
-// ------------------------------------------------------------------------------------ pods
-
-export interface Pod {
-  name: string
-  /** The node it runs on (its agent's socket and pod-info dir). */
-  on: MeshNode
-  netns: string
-  containerId: string
-  labels: Record<string, string>
-  annotations: Record<string, string>
-}
-
-/** A pod: its namespace (run prefix, removed at teardown) and its pod-info file on its node. */
-export function makePod(td: Teardowns, p: { name: string; short: string; on: MeshNode; labels: Record<string, string>; annotations: Record<string, string> }): Pod {
-  const netns = `${RUN_PREFIX}p-${p.short}`
-  sh('ip', ['netns', 'add', netns])
-  td.teardown(() => {
-    if (existsSync(`/var/run/netns/${netns}`)) sh('ip', ['netns', 'del', netns])
-  })
-  sh('ip', ['-n', netns, 'link', 'set', 'lo', 'up'])
-  writeFileSync(join(p.on.podInfo, `demo_${p.name}.json`), JSON.stringify({ labels: p.labels, annotations: p.annotations }))
-  return { name: p.name, on: p.on, netns, containerId: `${RUN_PREFIX}${p.short.replace(/-/g, '')}`, labels: p.labels, annotations: p.annotations }
-}
-
-/** The conflist [loopback, nsm] for a pod, in order (ADD) or reverse (DEL), exec'd as a runtime does. */
-export function cni(command: 'ADD' | 'DEL', pod: Pod): void {
-  const plugins = [
-    { type: 'loopback', path: '/usr/lib/cni/loopback' },
-    { type: 'nsm', path: join(ROOT, 'dist/nsm'), socket: pod.on.socket },
-  ]
-  let prev: unknown
-  for (const { path, ...conf } of command === 'ADD' ? plugins : [...plugins].reverse()) {
-    const netconf = { cniVersion: '1.0.0', name: 'demo-net', ...conf, ...(prev === undefined ? {} : { prevResult: prev }) }
-    const r = spawnSync(path, [], {
-      input: JSON.stringify(netconf),
-      encoding: 'utf8',
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: pod.containerId,
-        CNI_NETNS: `/var/run/netns/${pod.netns}`,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/usr/lib/cni',
-        CNI_ARGS: `IgnoreUnknown=true;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-      },
-    })
-    if (r.status !== 0) throw new Error(`${conf.type} ${command} for ${pod.name} on ${pod.on.name} failed (exit ${r.status}): ${r.stdout}${r.stderr}`)
-    if (command === 'ADD') prev = JSON.parse(r.stdout) as unknown
-  }
-}
 
 // ------------------------------------------------------------------------------------ topology
 
@@ -339,16 +147,9 @@ export async function runNodesDemo(count: number): Promise<number> {
     const [gw, fw, client, gw2] = pods as [Pod, Pod, Pod, Pod]
     // CNI DEL of every pod before its namespace goes (teardowns run last-in first-out).
     td.teardown(() => {
-      for (const p of [...pods].reverse()) {
-        try {
-          if (existsSync(`/var/run/netns/${p.netns}`)) cni('DEL', p)
-        } catch (err) {
-          failed = true
-          process.stderr.write(`${(err as Error).message}\n`)
-        }
-      }
+      if (!delPods(pods)) failed = true
     })
-    sh('ip', ['netns', 'exec', fw.netns, 'nft', '-f', '-'], 'add table inet demo\nadd chain inet demo forwarded { type filter hook forward priority 0; }\nadd rule inet demo forwarded counter\n')
+    sh('ip', ['netns', 'exec', fw.netns, 'nft', '-f', '-'], { input: 'add table inet demo\nadd chain inet demo forwarded { type filter hook forward priority 0; }\nadd rule inet demo forwarded counter\n' })
     sh('ip', ['netns', 'exec', gw2.netns, 'sysctl', '-qw', `net.ipv4.ip_default_ttl=${STANDBY_TTL}`])
 
     const seenEverywhere = (pod: Pod): Promise<number> =>
@@ -385,19 +186,9 @@ export async function runNodesDemo(count: number): Promise<number> {
     say()
 
     // The heal: a ping every 50 ms from the client, n3's agent SIGKILLed, the first reply from the standby.
-    const pinger = spawn('ip', ['netns', 'exec', client.netns, 'ping', '-n', '-D', '-i', '0.05', '-W', '1', INTRANET], { stdio: ['ignore', 'pipe', 'ignore'] })
-    if (pinger.pid !== undefined) pids.push(pinger.pid)
-    td.teardown(() => stopChild(pinger, 'SIGINT'))
-    const replies: Array<{ at: number; ttl: number }> = []
-    let partial = ''
-    pinger.stdout.setEncoding('utf8').on('data', (d: string) => {
-      partial += d
-      for (let nl = partial.indexOf('\n'); nl >= 0; nl = partial.indexOf('\n')) {
-        const r = /^\[(\d+\.\d+)\] .* ttl=(\d+)/.exec(partial.slice(0, nl))
-        if (r !== null) replies.push({ at: Number(r[1]) * 1000, ttl: Number(r[2]) })
-        partial = partial.slice(nl + 1)
-      }
-    })
+    const pinger = startPinger(td, client.netns, INTRANET, 50)
+    if (pinger.child.pid !== undefined) pids.push(pinger.child.pid)
+    const { replies } = pinger
     await until('the ping running', () => replies.length >= 3, 5000)
     const killedPid = n3.agent?.pid
     const killedAt = Date.now()
@@ -409,7 +200,7 @@ export async function runNodesDemo(count: number): Promise<number> {
     const lastOld = [...replies].reverse().find((r) => !viaStandby(r))
     say(`  healed: first reply through vpn-gateway-2 (ttl=${first.ttl}) ${Math.round(first.at - killedAt)} ms after the kill`)
     say(`  last reply through vpn-gateway on n3: ${lastOld === undefined ? '-' : `${Math.round(lastOld.at - killedAt)} ms after the kill`} (its datapath outlives the agent; the silent gap was ${lastOld === undefined ? '-' : `${Math.max(0, Math.round(first.at - lastOld.at))} ms`})`)
-    await stopChild(pinger, 'SIGINT')
+    await pinger.stop()
     say()
     say('connections after the heal:')
     for (const line of describeConnections(m, pods)) say(`  ${line}`)
@@ -456,14 +247,7 @@ async function tearDown(td: Teardowns, mesh: Mesh | undefined, pods: Pod[], pids
   const marks = mesh === undefined ? [] : [...mesh.nodes.map((n) => n.node.dir), mesh.etcd.dataDir]
   if (mesh?.etcd.pid !== undefined) pids.push(mesh.etcd.pid)
   if (mesh !== undefined) {
-    for (const p of [...pods].reverse()) {
-      try {
-        if (existsSync(`/var/run/netns/${p.netns}`)) cni('DEL', p)
-      } catch (err) {
-        left = true
-        process.stderr.write(`${(err as Error).message}\n`)
-      }
-    }
+    if (!delPods(pods)) left = true
     const podNetns = pods.map((p) => ({ netns: p.netns }))
     pods.length = 0 // DEL done: the teardown's own DEL has nothing left to do
     const conns = (() => {
