@@ -8,9 +8,11 @@
 // through their pod annotations, the firewall (app=firewall) and the client ask for the service through
 // theirs. Then it prints the topology, pings the intranet address from the client, shows the firewall's
 // counter rising, and tears everything down (CNI DEL, agent SIGTERM, namespaces), checking that nothing
-// is left. Needs root.
+// is left. Needs root. The agent serves the live topology page on loopback while the demo runs (its address
+// is printed); `--keep` keeps everything up after the ping until Ctrl-C, then tears down as usual.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -30,6 +32,16 @@ const dir = mkdtempSync(join(tmpdir(), 'nsm-demo-'))
 const socket = join(dir, 'agent.sock')
 const podInfo = join(dir, 'pods')
 const t0 = performance.now()
+const keep = process.argv.includes('--keep')
+
+/** A free loopback port for the topology page (the agent logs at warn here: its ready line is not printed). */
+async function freePort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res))
+  const { port } = srv.address() as { port: number }
+  await new Promise((res) => srv.close(res))
+  return port
+}
 
 interface Pod {
   name: string
@@ -144,7 +156,8 @@ try {
     config,
     `endpointPolicy:\n  - services: [${SERVICE}]\n    namespaces: [demo]\n    podSelector: { role: endpoint }\n    routes: [10.60.0.0/16]\n`,
   )
-  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--config', config, '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn'], {
+  const web = `127.0.0.1:${await freePort()}`
+  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--config', config, '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn', '--web-address', web], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   await new Promise<void>((res, rej) => {
@@ -160,6 +173,7 @@ try {
     })
   })
   say(`nsm-agent running on ${socket}`)
+  say(`topology page: http://${web}/ (also: node dist/nsmctl --socket ${socket} topology)`)
   say(sh(process.execPath, [join(ROOT, 'dist/nsmctl'), '--socket', socket, 'apply', '-f', join(ROOT, 'conf/examples/secure-intranet-connectivity.yaml')]).trim())
 
   for (const p of pods) sh('ip', ['netns', 'add', p.netns])
@@ -180,6 +194,14 @@ try {
   if (!/3 received/.test(ping) || !(after >= before + 6)) {
     failed = true
     say('FAILED: the ping did not go through the firewall')
+  }
+  if (keep) {
+    say()
+    say(`--keep: the mesh stays up; the topology page is at http://${web}/ — Ctrl-C tears everything down`)
+    await new Promise<void>((res) => {
+      process.once('SIGINT', () => res())
+      process.once('SIGTERM', () => res())
+    })
   }
 } catch (err) {
   failed = true
