@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { runConflist } from '../test/lib/conflist'
 
 // `--nodes N` (N ≥ 3): the same scenario across N nodes (scripts/demo-nodes.ts) instead of this one-node run.
 const nodesFlag = process.argv.findIndex((a) => a === '--nodes' || a.startsWith('--nodes='))
@@ -83,31 +84,7 @@ const say = (s = ''): void => {
 
 /** Runs a conflist's plugins in order (ADD) or reverse (DEL), as a runtime does. */
 function cni(command: 'ADD' | 'DEL', pod: Pod): CniResult | undefined {
-  const plugins = [
-    { type: 'loopback', path: '/usr/lib/cni/loopback' },
-    { type: 'nsm', path: join(ROOT, 'dist/nsm'), socket },
-  ]
-  const order = command === 'ADD' ? plugins : [...plugins].reverse()
-  let prev: unknown
-  for (const { path, ...conf } of order) {
-    const netconf = { cniVersion: '1.0.0', name: 'demo-net', ...conf, ...(prev === undefined || command === 'DEL' ? {} : { prevResult: prev }) }
-    const r = spawnSync(path, [], {
-      input: JSON.stringify(netconf),
-      encoding: 'utf8',
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: pod.containerId,
-        CNI_NETNS: `/var/run/netns/${pod.netns}`,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/usr/lib/cni',
-        CNI_ARGS: `IgnoreUnknown=true;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-      },
-    })
-    if (r.status !== 0) throw new Error(`${conf.type} ${command} for ${pod.name} failed (exit ${r.status}): ${r.stdout}${r.stderr}`)
-    if (command === 'ADD') prev = JSON.parse(r.stdout) as unknown
-  }
-  return prev as CniResult | undefined
+  return runConflist(command, { containerId: pod.containerId, netns: pod.netns, podNamespace: 'demo', podName: pod.name, socket }) as CniResult | undefined
 }
 
 function topology(): void {

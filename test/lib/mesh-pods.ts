@@ -12,6 +12,7 @@ import type { RunningAgent } from './agent'
 import type { TestEtcd } from './etcd'
 import { makeMeshBed, type MeshBed, type MeshNode as BedNode } from './mesh-bed'
 import { RUN, sh } from './netns'
+import { runConflist } from './conflist'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const NSMCTL = join(ROOT, 'dist/nsmctl')
@@ -168,31 +169,9 @@ export function makePod(td: Teardowns, p: { name: string; short: string; on: Mes
   return { name: p.name, on: p.on, netns, containerId: `${RUN_PREFIX}${p.short.replace(/-/g, '')}`, labels: p.labels, annotations: p.annotations }
 }
 
-/** The conflist [loopback, nsm] for a pod, in order (ADD) or reverse (DEL), exec'd as a runtime does. */
+/** The conflist [loopback, nsm] for a pod on its node's agent (./conflist.ts). */
 export function cni(command: 'ADD' | 'DEL', pod: Pod): void {
-  const plugins = [
-    { type: 'loopback', path: '/usr/lib/cni/loopback' },
-    { type: 'nsm', path: join(ROOT, 'dist/nsm'), socket: pod.on.socket },
-  ]
-  let prev: unknown
-  for (const { path, ...conf } of command === 'ADD' ? plugins : [...plugins].reverse()) {
-    const netconf = { cniVersion: '1.0.0', name: 'demo-net', ...conf, ...(prev === undefined ? {} : { prevResult: prev }) }
-    const r = spawnSync(path, [], {
-      input: JSON.stringify(netconf),
-      encoding: 'utf8',
-      env: {
-        CNI_COMMAND: command,
-        CNI_CONTAINERID: pod.containerId,
-        CNI_NETNS: `/var/run/netns/${pod.netns}`,
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: '/usr/lib/cni',
-        CNI_ARGS: `IgnoreUnknown=true;K8S_POD_NAMESPACE=${POD_NAMESPACE};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-      },
-    })
-    if (r.status !== 0) throw new Error(`${conf.type} ${command} for ${pod.name} on ${pod.on.name} failed (exit ${r.status}): ${r.stdout}${r.stderr}`)
-    if (command === 'ADD') prev = JSON.parse(r.stdout) as unknown
-  }
+  runConflist(command, { containerId: pod.containerId, netns: pod.netns, podNamespace: POD_NAMESPACE, podName: pod.name, socket: pod.on.socket, where: `on ${pod.on.name}` })
 }
 
 /** CNI DEL of each pod whose namespace is still there, last made first; each failure on stderr. False when one failed. */
