@@ -16,7 +16,7 @@ import { DirectoryPodInfoSource } from './podinfo/directory.js'
 import type { PodInfoSource } from './podinfo/types.js'
 import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
-import { createDataplane } from './pipeline/index.js'
+import { createDataplane, type SriovOptions } from './pipeline/index.js'
 import { CniService } from './cni/index.js'
 import { refreshCniEndpoints } from './cni/endpoint.js'
 import { NetnsPolicy } from '../pkg/netns-policy.js'
@@ -213,7 +213,8 @@ async function main(argv: readonly string[]): Promise<number> {
       : { underlay: [config.underlayAddress], peers, vnis, liveNodes: () => new Set(nodes.list().map((n) => n.name)), lifetimeMs: config.tokenLifetimeMs }
   if (shared !== undefined && mesh === undefined) log.info('no mesh across nodes: only this node\'s endpoints are selected (needs --underlay-address and --listen with TLS or --insecure)', {})
   const observe = combineObservers([meters?.pipeline])
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
+  const sriov = sriovOptions(config)
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, sriov, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cni = new CniService({
@@ -365,3 +366,17 @@ main(process.argv.slice(2)).then(
     process.exit(1)
   },
 )
+
+/**
+ * The SR-IOV mechanism's places. NSM_AGENT_TEST_SRIOV_HANG (`tagged`, `moved`, `configured`) is a crash
+ * test's seam: the build stops for good after that step, so the test can SIGKILL the agent right there.
+ */
+function sriovOptions(config: AgentConfig): SriovOptions {
+  const hang = process.env.NSM_AGENT_TEST_SRIOV_HANG ?? ''
+  return {
+    sysfsRoot: config.sysfsRoot,
+    devinfoDir: config.devinfoDir,
+    claimDir: join(config.stateDir, 'sriov'),
+    ...(hang === '' ? {} : { afterStep: (step: string) => (step === hang ? new Promise<void>(() => undefined) : undefined) }),
+  }
+}

@@ -71,6 +71,19 @@ export function endpointsTable(endpoints: readonly EndpointRegistration[], now: 
   )
 }
 
+/**
+ * A connection's mechanism and its device: `KERNEL:net1` (a veth), `KERNEL VF:net1 0000:03:02.1` (an SR-IOV
+ * VF moved into the pod), `VFIO 0000:03:02.2 group 42` (a VF bound to vfio-pci).
+ */
+function mechanismText(c: Connection): string {
+  const m = c.mechanism
+  if (m === undefined) return '-'
+  const p = m.parameters
+  if (m.type === 'VFIO') return `VFIO ${p.pciAddress ?? '?'}${p.iommuGroup === undefined ? '' : ` group ${p.iommuGroup}`}`
+  const vf = m.type === 'KERNEL' && (p.pciAddress ?? '') !== ''
+  return `${m.type}${vf ? ' VF' : ''}${p.name === undefined ? '' : `:${p.name}`}${vf ? ` ${p.pciAddress ?? ''}` : ''}`
+}
+
 export function connectionsTable(conns: readonly Connection[]): string {
   return table(
     ['ID', 'SERVICE', 'ENDPOINT', 'STATE', 'MECHANISM', 'SRC', 'DST'],
@@ -79,7 +92,7 @@ export function connectionsTable(conns: readonly Connection[]): string {
       c.networkService,
       c.networkServiceEndpointName || '-',
       State[c.state] ?? String(c.state),
-      c.mechanism === undefined ? '-' : `${c.mechanism.type}${c.mechanism.parameters.name === undefined ? '' : `:${c.mechanism.parameters.name}`}`,
+      mechanismText(c),
       list(c.context?.ipContext?.srcIpAddrs ?? []),
       list(c.context?.ipContext?.dstIpAddrs ?? []),
     ]),

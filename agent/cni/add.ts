@@ -7,10 +7,11 @@
 // every endpoint it registered is unregistered again, newest first, before the error is returned. A failed
 // ADD leaves nothing behind.
 import type { Connection, Mechanism } from '../../proto/gen/networkservice/connection.js'
+import { ConnectionContext } from '../../proto/gen/networkservice/connectioncontext.js'
 import { CniCode, CniError, type CallContext, type CniResult } from '../../cni/protocol/index.js'
 import { alreadyAttachedMessage } from '../errors.js'
 import type { AttachmentInfo } from '../server/handler.js'
-import { parseNsmConfig, type NsmConfig } from './config.js'
+import { parseNsmConfig, type Device, type NsmConfig } from './config.js'
 import { toCniError, type CniDeps } from './deps.js'
 import { checkOffers, refuseUnauthorized, registerOffers, unregisterNames } from './endpoint.js'
 import { makePlan, type PlannedInterface } from './plan.js'
@@ -21,18 +22,28 @@ import { netnsFileUrl } from '../../pkg/netns-url.js'
 
 const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as const
 
-function mechanismFor(p: PlannedInterface, netns: string): Mechanism {
+/**
+ * The requested mechanism. With a VF (`device`): NSM's `pciAddress` on the KERNEL (or VFIO) request, which
+ * the agent's SR-IOV mechanism serves (a VF bound to vfio-pci becomes VFIO there), and where the
+ * device-info file goes: Multus's CNIDeviceInfoFile, else Multus's own naming `<network>-<container>_<ifname>`.
+ */
+function mechanismFor(p: PlannedInterface, netns: string, device: Device | undefined, att: AttachmentInfo): Mechanism {
   const parameters: Record<string, string> = { name: p.ifname, inodeURL: netnsFileUrl(netns) }
+  if (device !== undefined) {
+    parameters.pciAddress = device.pciAddress
+    parameters.deviceInfoFile = device.deviceInfoFile ?? `${att.network}-${att.containerId}_${p.ifname}`.replace(/\//g, '-')
+  }
   return { cls: 'LOCAL', type: MECHANISM_TYPE[p.request.mechanism], parameters }
 }
 
-function connectionFor(p: PlannedInterface): Connection {
+function connectionFor(p: PlannedInterface, device: Device | undefined): Connection {
   const r = p.request
   return {
     id: p.id,
     networkService: r.domain === undefined ? r.service : `${r.service}@${r.domain}`,
     mechanism: undefined,
-    context: undefined,
+    // The VF's MAC (runtimeConfig.mac) is the client's ethernet_context.src_mac, as an NSM client asks for it.
+    context: device?.mac === undefined ? undefined : ConnectionContext.fromPartial({ ethernetContext: { srcMac: device.mac } }),
     labels: p.labels,
     path: undefined,
     networkServiceEndpointName: '',
@@ -41,13 +52,10 @@ function connectionFor(p: PlannedInterface): Connection {
   }
 }
 
-/**
- * A Multus `deviceID` asks for an SR-IOV device in the pod. No mechanism moves one yet: refuse (104) rather
- * than silently giving the pod a veth where it asked for a VF.
- */
-function refuseDevice(cfg: NsmConfig): void {
-  if (cfg.device === undefined) return
-  throw new CniError(CniCode.MECHANISM_NOT_SUPPORTED, `${cfg.device.field}: device ${cfg.device.id} needs an SR-IOV mechanism, which this agent does not have; remove ${cfg.device.field} or use a network without it`)
+/** A VF is one interface's: with several planned (a chained pod asking for several services), which one is unclear. */
+function checkDevice(cfg: NsmConfig, planned: readonly PlannedInterface[]): void {
+  if (cfg.device === undefined || planned.length <= 1) return
+  throw new CniError(CniCode.INVALID_CONFIG, `${cfg.device.field}: names one VF (${cfg.device.pciAddress}) for ${planned.length} interfaces (${planned.map((p) => p.ifname).join(', ')}): attach one service with it`)
 }
 
 /** Refuses the ADD when the attachment, or any connection id it would make, exists already. */
@@ -65,7 +73,6 @@ function refuseExisting(deps: CniDeps, att: AttachmentInfo, planned: readonly Pl
 
 export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   const cfg = parseNsmConfig(ctx)
-  refuseDevice(cfg)
   const att: AttachmentInfo = { network: cfg.network, containerId: ctx.env.containerId, ifname: ctx.env.ifname, netns: ctx.env.netns }
   const prev = ctx.conf.prevResult
   try {
@@ -78,6 +85,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   checkOffers(plan.offers)
   if (plan.offers.length > 0 && pod !== undefined) refuseUnauthorized(deps, plan.offers, { namespace: pod.namespace, name: pod.name, labels: pod.labels, containerId: att.containerId })
   refuseExisting(deps, att, plan.interfaces)
+  checkDevice(cfg, plan.interfaces)
   if (plan.interfaces.length === 0 && plan.offers.length === 0) return prev ?? {}
 
   const call = callContext(deps, att)
@@ -90,8 +98,8 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
       endpoints.push(...(await registerOffers(deps.registry, plan.offers, { containerId: att.containerId, netns: att.netns, labels: pod?.labels ?? {}, nodeName: pod?.nodeName ?? '' }, deps.endpointLifetimeMs)))
     }
     for (const p of plan.interfaces) {
-      step = `request ${p.request.service} for ${p.ifname}`
-      const connection = await deps.handler().request({ connection: connectionFor(p), mechanismPreferences: [mechanismFor(p, att.netns)] }, call)
+      step = `request ${p.request.service} for ${p.ifname}${cfg.device === undefined ? '' : ` with the VF of ${cfg.device.field} ${cfg.device.pciAddress}`}`
+      const connection = await deps.handler().request({ connection: connectionFor(p, cfg.device), mechanismPreferences: [mechanismFor(p, att.netns, cfg.device, att)] }, call)
       made.push({ ifname: p.ifname, connection })
     }
   } catch (err) {

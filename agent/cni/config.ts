@@ -9,19 +9,25 @@
 // Per call: `args.cni.networkServices` (list or comma string) and CNI_ARGS `NSM_NETWORK_SERVICES`, and the
 // pod reference from CNI_ARGS `K8S_POD_NAMESPACE` / `K8S_POD_NAME` (args.cni `podNamespace`/`podName` win;
 // a name alone, as podman passes it, is in namespace `default`).
-// Multus adds `deviceID` (or `runtimeConfig.deviceID`): an SR-IOV device for the interface. No mechanism
-// serves one yet, so ADD refuses it (104, add.ts) rather than silently making a veth; other commands accept
-// it. Unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
+// An SR-IOV VF for the interface, by its PCI address, from (first found): Multus's `deviceID`,
+// `runtimeConfig.deviceID`, or the SR-IOV device plugin's CNI_ARGS `PCIDEVICE_<RESOURCE>` (one address);
+// with it `runtimeConfig.mac` (the VF's MAC) and `runtimeConfig.CNIDeviceInfoFile` (where Multus wants the
+// device-info file). ADD asks for a KERNEL VF with NSM's `pciAddress` (add.ts; the agent's SR-IOV mechanism
+// serves it). Unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
 import { ConfError } from '../../conf/errors.js'
 import { parseV1Annotation, type ServiceRequest } from '../../conf/annotations.js'
 import { isValidLabelKey, isValidLabelValue } from '../../conf/names.js'
 import { CniCode, CniError, pickArg, type CallContext } from '../../cni/protocol/index.js'
 import { agentSocketOf, DEFAULT_TIMEOUT_MS } from '../../cni/nsm/frame.js'
+import { isAbsolute } from 'node:path'
+import { canonicalMac } from '../mechanisms/sriov/index.js'
+import { canonicalPciAddress } from '../mechanisms/sriov/sysfs.js'
 
 
 /** CNI_ARGS keys the plugin reads (kubelet and Multus send the K8S_* ones, with IgnoreUnknown=true). */
 // TRACEPARENT / TRACESTATE: the caller's W3C trace context, the parent of the call's span (agent/tracing/).
-export const KNOWN_CNI_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'NSM_NETWORK_SERVICES', 'TRACEPARENT', 'TRACESTATE'] as const
+// PCIDEVICE_*: the SR-IOV device plugin's variable naming the VFs allocated for a resource.
+export const KNOWN_CNI_ARGS = ['K8S_POD_NAMESPACE', 'K8S_POD_NAME', 'K8S_POD_INFRA_CONTAINER_ID', 'K8S_POD_UID', 'NSM_NETWORK_SERVICES', 'TRACEPARENT', 'TRACESTATE', 'PCIDEVICE_*'] as const
 
 export interface PodRef {
   namespace: string
@@ -42,8 +48,17 @@ export interface NsmConfig {
   /** The first non-empty of: netconf networkService(s), args.cni.networkServices, CNI_ARGS NSM_NETWORK_SERVICES. */
   explicit: ExplicitServices | undefined
   pod: PodRef | undefined
-  /** Multus `deviceID` (an SR-IOV VF's PCI address) and the field it came from; ADD refuses it (104). */
-  device: { field: string; id: string } | undefined
+  /** An SR-IOV VF's PCI address (canonical), the field it came from, and what goes with it. */
+  device: Device | undefined
+}
+
+export interface Device {
+  field: string
+  pciAddress: string
+  /** `runtimeConfig.mac`, in the kernel's spelling. */
+  mac?: string
+  /** `runtimeConfig.CNIDeviceInfoFile`. */
+  deviceInfoFile?: string
 }
 
 const bad = (field: string, msg: string): CniError => new CniError(CniCode.INVALID_CONFIG, `${field}: ${msg}`)
@@ -140,14 +155,46 @@ function parsePod(ctx: CallContext): PodRef | undefined {
   return { namespace: (ns ?? '') === '' ? 'default' : (ns as string), name: name as string }
 }
 
-/** Multus' device: netconf `deviceID`, else `runtimeConfig.deviceID` (the "deviceID" capability). */
-function parseDevice(ctx: CallContext): NsmConfig['device'] {
+/** The VF's PCI address: netconf `deviceID`, else `runtimeConfig.deviceID` (Multus), else CNI_ARGS PCIDEVICE_*. */
+function parseDeviceId(ctx: CallContext): { field: string; id: string } | undefined {
   const top = optionalString(ctx.conf.raw, 'deviceID')
   if (top !== undefined && top !== '') return { field: 'deviceID', id: top }
   const rc = ctx.conf.runtimeConfig?.deviceID
-  if (rc === undefined || rc === null || rc === '') return undefined
-  if (typeof rc !== 'string') throw bad('runtimeConfig.deviceID', `expected a string, got ${JSON.stringify(rc)}`)
-  return { field: 'runtimeConfig.deviceID', id: rc }
+  if (rc !== undefined && rc !== null && rc !== '') {
+    if (typeof rc !== 'string') throw bad('runtimeConfig.deviceID', `expected a string, got ${JSON.stringify(rc)}`)
+    return { field: 'runtimeConfig.deviceID', id: rc }
+  }
+  const vars = [...ctx.envArgs].filter(([k, v]) => k.startsWith('PCIDEVICE_') && v !== '')
+  if (vars.length === 0) return undefined
+  const [key, value] = vars[0] as [string, string]
+  const field = `CNI_ARGS ${key}`
+  if (vars.length > 1) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: ${vars.map(([k]) => k).join(', ')} name VFs of ${vars.length} resources: give deviceID`)
+  const ids = value.split(',').filter((x) => x !== '')
+  if (ids.length !== 1) throw new CniError(CniCode.INVALID_ENVIRONMENT, `${field}: names ${ids.length} VFs (${value}): give deviceID`)
+  return { field, id: ids[0] as string }
+}
+
+function parseDevice(ctx: CallContext): Device | undefined {
+  const named = parseDeviceId(ctx)
+  if (named === undefined) return undefined
+  const pciAddress = canonicalPciAddress(named.id)
+  if (pciAddress === undefined) {
+    const msg = `${JSON.stringify(named.id)} is not a PCI address (dddd:bb:dd.f)`
+    throw named.field.startsWith('CNI_ARGS') ? new CniError(CniCode.INVALID_ENVIRONMENT, `${named.field}: ${msg}`) : bad(named.field, msg)
+  }
+  const out: Device = { field: named.field, pciAddress }
+  const mac = ctx.conf.runtimeConfig?.mac
+  if (mac !== undefined && mac !== null && mac !== '') {
+    const m = typeof mac === 'string' ? canonicalMac(mac) : undefined
+    if (m === undefined) throw bad('runtimeConfig.mac', `expected a MAC address (aa:bb:cc:dd:ee:ff), got ${JSON.stringify(mac)}`)
+    out.mac = m
+  }
+  const file = ctx.conf.runtimeConfig?.CNIDeviceInfoFile
+  if (file !== undefined && file !== null && file !== '') {
+    if (typeof file !== 'string' || !isAbsolute(file)) throw bad('runtimeConfig.CNIDeviceInfoFile', `expected an absolute path, got ${JSON.stringify(file)}`)
+    out.deviceInfoFile = file
+  }
+  return out
 }
 
 export function parseNsmConfig(ctx: CallContext): NsmConfig {

@@ -83,6 +83,10 @@ export interface AgentConfig {
   webAddress: string | undefined
   /** Allows a webAddress that is not loopback (the page is read-only and holds no secrets, but shows the mesh). */
   webPublic: boolean
+  /** Where the SR-IOV mechanism reads PCI devices (`<root>/bus/pci/devices/...`): /sys, or a test's tree. */
+  sysfsRoot: string
+  /** Where the SR-IOV mechanism writes device-info files (the device-info spec's CNI directory). */
+  devinfoDir: string
 }
 
 export type StoreBackend = 'file' | 'etcd' | 'kubernetes'
@@ -124,6 +128,8 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   insecure: false,
   webAddress: undefined,
   webPublic: false,
+  sysfsRoot: '/sys',
+  devinfoDir: '/var/run/k8s.cni.cncf.io/devinfo/cni',
 }
 
 export class ConfigError extends Error {
@@ -145,11 +151,11 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
                   [--etcd-ca F [--etcd-cert F --etcd-key F]] | --store kubernetes [--store-namespace NS]]
                  [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION] [--token-lifetime DURATION]
                  [--listen HOST:PORT (--tls-cert F --tls-key F --tls-ca F | --insecure)]
-                 [--web-address [HOST:]PORT [--web-public]]
+                 [--web-address [HOST:]PORT [--web-public]] [--sysfs-root DIR] [--devinfo-dir DIR]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
 endpointTtl, logLevel, logFormat, metricsAddress, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
-etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic). --netns-allow may repeat or take a comma list; it replaces the default list
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic, sysfsRoot, devinfoDir). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
 --listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
 DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.
@@ -168,7 +174,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic', 'sysfsRoot', 'devinfoDir']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -289,6 +295,12 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
         if (eq > 0) throw new ConfigError(flag, 'takes no value')
         overrides.webPublic = true
         break
+      case '--sysfs-root':
+        overrides.sysfsRoot = checkAbsolute(flag, value())
+        break
+      case '--devinfo-dir':
+        overrides.devinfoDir = checkAbsolute(flag, value())
+        break
       default:
         throw new ConfigError(arg, 'unknown flag (see --help)')
     }
@@ -405,6 +417,12 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
       case 'webPublic':
         if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
         out.webPublic = v
+        break
+      case 'sysfsRoot':
+        out.sysfsRoot = checkAbsolute(where, str(where, v))
+        break
+      case 'devinfoDir':
+        out.devinfoDir = checkAbsolute(where, str(where, v))
         break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)

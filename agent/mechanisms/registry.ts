@@ -29,6 +29,12 @@ export class MechanismRegistry {
     return [...this.byType.keys()]
   }
 
+  /** The mechanism serving a requested type: one that claims it (`serves` + `accepts`), else the one registered under it. */
+  private serving(r: RequestedMechanism): Mechanism | undefined {
+    for (const m of this.byType.values()) if (m.serves?.includes(r.type) === true && (m.accepts?.(r) ?? true)) return m
+    return this.byType.get(r.type)
+  }
+
   /**
    * The first of the requested mechanisms (NSM preference order) that is registered, with its index and
    * the request's entry for it.
@@ -36,12 +42,13 @@ export class MechanismRegistry {
    */
   pick(requested: readonly RequestedMechanism[], field: string): { mechanism: Mechanism; index: number; parameters: RequestedMechanism } {
     for (const [index, r] of requested.entries()) {
-      const mechanism = this.byType.get(r.type)
+      const mechanism = this.serving(r)
       if (mechanism !== undefined) return { mechanism, index, parameters: r }
     }
+    const requestable = [...new Set([...this.byType.values()].flatMap((m) => (m.serves === undefined ? [m.type] : [...m.serves])))]
     throw new AgentError(
       'MECHANISM_NOT_SUPPORTED',
-      `${field}: none of ${requested.map((m) => m.type || '(empty)').join(', ')} is supported (${this.types().join(', ')} ${this.byType.size === 1 ? 'is' : 'are'})`,
+      `${field}: none of ${requested.map((m) => m.type || '(empty)').join(', ')} is supported (${requestable.join(', ')} ${requestable.length === 1 ? 'is' : 'are'})`,
       { field },
     )
   }

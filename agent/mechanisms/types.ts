@@ -12,6 +12,7 @@ import type { CheckProblem } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { P2PRecord } from '../../ipam/p2p/index.js'
 import type { KernelRecord } from './kernel/record.js'
 import type { VxlanRecord } from './vxlan/record.js'
+import type { SriovRecord } from './sriov/record.js'
 
 export type { CheckProblem, RequestedMechanism, Route }
 
@@ -31,7 +32,7 @@ export interface AppliedIpContext {
 }
 
 /** The mechanism's own part of a record, one shape per mechanism type (MEMIF, ... add theirs). */
-export type MechanismRecord = KernelRecord | VxlanRecord
+export type MechanismRecord = KernelRecord | VxlanRecord | SriovRecord
 
 /** What a request built, persisted with the connection: enough to answer, verify, heal and close it. */
 export interface DatapathRecord {
@@ -65,6 +66,8 @@ export interface PlanInput {
   endpoint: { name: string; netns: string; local: boolean }
   /** The other node of a remote cross-connect (a VXLAN half records it), when there is one. */
   peer?: string
+  /** The requested mechanism `parseRequest` accepted (its parameters: SR-IOV's pciAddress). */
+  requested?: RequestedMechanism
 }
 
 /** What an orphan sweep is given: where to look, and which connections are live (read after the look). */
@@ -87,6 +90,12 @@ export type ReconcileVerdict = { state: 'intact' } | { state: 'broken'; problems
 export interface Mechanism {
   /** The NSM mechanism type it serves (`KERNEL`): the key in the mechanism registry. */
   readonly type: string
+  /**
+   * Requested types it also serves when `accepts` says so, before the mechanism registered under that
+   * type (SR-IOV: a KERNEL request carrying `pciAddress` is a VF, not a veth; VFIO). Its records keep `type`.
+   */
+  readonly serves?: readonly string[]
+  accepts?(requested: RequestedMechanism): boolean
   /**
    * Validates the requested mechanism's parameters; `field` names it in errors (`mechanism_preferences[1]`).
    * Returns the client side, its netns accepted by the netns policy. Throws AgentError INVALID_ARGUMENT /

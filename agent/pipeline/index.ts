@@ -35,6 +35,7 @@ import { pathElement } from './path.js'
 import { RemoteCrossConnects } from './remote.js'
 import { nseElement, NseClients } from './nse.js'
 import { vxlanMechanism } from '../mechanisms/vxlan/index.js'
+import { sriovMechanism, type TakeStep } from '../mechanisms/sriov/index.js'
 import { parsePrefix, formatPrefix } from '../../ipam/p2p/index.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { PipelineObserver } from './observe.js'
@@ -81,6 +82,19 @@ export interface DataplaneOptions {
   observe?: PipelineObserver
   /** Test hook: extra elements inserted after the named element (fault injection). */
   insertAfter?: { after: string; element: Element }
+  /** The SR-IOV mechanism (agent/mechanisms/sriov/); without it a request for a VF is refused (104). */
+  sriov?: SriovOptions
+}
+
+export interface SriovOptions {
+  /** `--sysfs-root`. */
+  sysfsRoot: string
+  /** `--devinfo-dir`. */
+  devinfoDir: string
+  /** Where VF claims are kept (`<state dir>/sriov`). */
+  claimDir: string
+  /** Test seam (agent/mechanisms/sriov/vf.ts TakeStep). */
+  afterStep?: (step: TakeStep) => void | Promise<void>
 }
 
 export interface MeshOptions {
@@ -116,7 +130,9 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
   const sessions = new NetlinkSessions(netnsPolicy)
   const reaper = new LinkReaper(sessions)
   const vxlan = o.mesh === undefined ? undefined : vxlanMechanism({ sessions, underlay: o.mesh.underlay, defaultMtu: o.defaultMtu ?? 1500, reaper, log: o.log })
-  const mechanisms = new MechanismRegistry([kernelMechanism({ sessions, reaper, log: o.log }), ...(vxlan === undefined ? [] : [vxlan])])
+  const kernel = kernelMechanism({ sessions, reaper, log: o.log })
+  const sriov = o.sriov === undefined ? undefined : sriovMechanism({ sessions, ...o.sriov, clientSide: (r, field) => kernel.parseRequest(r, field), log: o.log })
+  const mechanisms = new MechanismRegistry([kernel, ...(vxlan === undefined ? [] : [vxlan]), ...(sriov === undefined ? [] : [sriov])])
   const records = new TableRecords(o.table)
   const pool = P2PPool.fromRecords(records.all().map((r) => r.p2p))
   const roundRobin = new RoundRobin()

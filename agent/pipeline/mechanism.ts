@@ -15,7 +15,8 @@ import { State } from '../../proto/gen/networkservice/connection.js'
 import type { MechanismRegistry } from '../mechanisms/registry.js'
 import { sameDatapath } from '../mechanisms/record.js'
 import { AgentError } from '../errors.js'
-import { withUndo, type Element } from './chain.js'
+import { withUndo, type Element, type PipelineRequest } from './chain.js'
+import type { RequestedMechanism } from '../mechanisms/types.js'
 import type { DatapathRecord } from './types.js'
 
 export interface MechanismElementOptions {
@@ -26,6 +27,15 @@ export interface MechanismElementOptions {
 }
 
 export function mechanismElement(opts: MechanismElementOptions): Element {
+  // The entry validate picked (the same pick, deterministic): its parameters are the mechanism's to plan with.
+  const requestedOf = (r: PipelineRequest): { requested?: RequestedMechanism } => {
+    if (r.connection.mechanism !== undefined) return { requested: r.connection.mechanism }
+    try {
+      return { requested: opts.mechanisms.pick(r.mechanismPreferences, 'mechanism_preferences').parameters }
+    } catch {
+      return {}
+    }
+  }
   return {
     name: 'mechanism',
     needs: ['mechanism', 'clientNetns', 'clientIfname', 'endpoint', 'addresses'],
@@ -47,7 +57,7 @@ export function mechanismElement(opts: MechanismElementOptions): Element {
           clientIfname,
           mtu: c.context?.MTU !== undefined && c.context.MTU > 0 ? c.context.MTU : opts.defaultMtu,
           ipContext,
-          mechanism: mechanism.plan({ connection: c, client: { netns: clientNetns, ifname: clientIfname }, endpoint, ...(r.state.peerNode === undefined ? {} : { peer: r.state.peerNode }) }),
+          mechanism: mechanism.plan({ connection: c, client: { netns: clientNetns, ifname: clientIfname }, endpoint, ...(r.state.peerNode === undefined ? {} : { peer: r.state.peerNode }), ...requestedOf(r) }),
           p2p,
           clientLabels: r.state.clientLabels ?? {},
         }

@@ -10,6 +10,11 @@ export type CniArgs = ReadonlyMap<string, string>
 const TRUE = new Set(['1', 'true'])
 const FALSE = new Set(['0', 'false'])
 
+/** Whether `key` is one of `known`; an entry ending in `*` names a prefix (`PCIDEVICE_*`). */
+function isKnown(key: string, known: readonly string[]): boolean {
+  return known.some((k) => (k.endsWith('*') ? key.startsWith(k.slice(0, -1)) : k === key))
+}
+
 export function parseCniArgs(raw: string, known: readonly string[]): CniArgs {
   const out = new Map<string, string>()
   if (raw === '') return out
@@ -27,12 +32,12 @@ export function parseCniArgs(raw: string, known: readonly string[]): CniArgs {
     throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: IgnoreUnknown="${ignore}" is not a boolean (1, 0, true, false)`)
   }
   if (ignore === undefined || !TRUE.has(ignore.toLowerCase())) {
-    const unknown = [...out.keys()].filter((k) => k !== 'IgnoreUnknown' && !known.includes(k))
+    const unknown = [...out.keys()].filter((k) => k !== 'IgnoreUnknown' && !isKnown(k, known))
     if (unknown.length > 0) {
       throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${known.join(', ') || 'none'}; set IgnoreUnknown=1 to ignore)`)
     }
   } else {
-    for (const k of [...out.keys()]) if (k !== 'IgnoreUnknown' && !known.includes(k)) out.delete(k)
+    for (const k of [...out.keys()]) if (k !== 'IgnoreUnknown' && !isKnown(k, known)) out.delete(k)
   }
   out.delete('IgnoreUnknown')
   return out

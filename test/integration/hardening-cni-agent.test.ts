@@ -1,5 +1,6 @@
 // Hardening of the nsm plugin through dist/nsm and the real agent, with real namespaces: Multus' repeated
-// CNI_ARGS keys, Multus deviceID, netns paths with characters a URL escapes, endpoint name collisions,
+// CNI_ARGS keys, a Multus deviceID naming no VF (SR-IOV: test/integration/sriov.test.ts), netns paths with
+// characters a URL escapes, endpoint name collisions,
 // permanent errors answered as such, and CNI calls larger than 64 KiB.
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -60,17 +61,17 @@ t.test('GC: a null valid-attachments list (libcni\'s nil) and a missing one clos
   }
 })
 
-t.test('Multus deviceID (netconf or runtimeConfig): ADD refused with 104 naming the field, nothing made', async (t) => {
+t.test('Multus deviceID (netconf or runtimeConfig) naming no VF: ADD refused (7) naming the field, no veth instead', async (t) => {
   const pod = makeNetns(t, 'p')
   const id = `dev-${pod.name}`
   for (const [field, extra] of [
-    ['deviceID', { deviceID: '0000:03:02.1' }],
-    ['runtimeConfig.deviceID', { runtimeConfig: { deviceID: '0000:03:02.2' } }],
+    ['deviceID', { deviceID: '0000:fe:1f.6' }],
+    ['runtimeConfig.deviceID', { runtimeConfig: { deviceID: '0000:fe:1f.7' } }],
   ] as const) {
     const conf = mesh.conf({ networkService: WEB, ...extra })
     const out = await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'net1', stdin: conf })
-    t.equal(out.json?.code, 104, `${field}: ${out.stdout}`)
-    t.match(String(out.json?.msg), new RegExp(`^${field.replace('.', '\\.')}: `), `${field}: the message names the field`)
+    t.equal(out.json?.code, 7, `${field}: ${out.stdout}`)
+    t.match(String(out.json?.msg), new RegExp(`with the VF of ${field.replace('.', '\\.')} 0000:fe:1f\\.[67]: .*no PCI device`), `${field}: the message names the field`)
     t.same(linkNames(pod.name), ['lo'], `${field}: no veth was made`)
     t.notOk((await mesh.connectionIds()).includes(`${id}-net1`), `${field}: no connection`)
     const bigArgs = await mesh.cni({ command: 'ADD', containerId: id, netns: pod.path, ifname: 'net2', args: `IgnoreUnknown=1;PAD=${'y'.repeat(100 << 10)}`, stdin: mesh.conf({ networkService: WEB }) })

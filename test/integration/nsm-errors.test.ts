@@ -1,6 +1,6 @@
 // dist/nsm's error codes (ARCHITECTURE §11) exec'd as a runtime does, each with "nothing changed" checked (pod
 // netns links, the agent's connections and endpoints): agent down 100 naming the socket, no endpoint 101,
-// pool exhausted 102, netns outside the agent's allowlist 103, memif/vfio 104, bad config 7 naming the
+// pool exhausted 102, netns outside the agent's allowlist 103, memif 104 (vfio without a VF: 7), bad config 7 naming the
 // field; DEL with the agent down succeeds (documented in cni/nsm/del.ts); GC and STATUS.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -59,10 +59,14 @@ t.test('no endpoint 101, pool exhausted 102, bad netns 103, mechanism 104', asyn
     const none = await mesh.cni({ command: 'ADD', containerId: 'e101', netns: pod.path, ifname: 'net1', stdin: mesh.conf({ networkService: 'unknown-service' }) })
     t.equal(none.json?.code, 101, none.stdout)
     t.match(String(none.json?.msg), /unknown-service/)
-    for (const scheme of ['memif', 'vfio']) {
+    for (const scheme of ['memif']) {
       const m = await mesh.cni({ command: 'ADD', containerId: `e104${scheme}`, netns: pod.path, ifname: 'net1', stdin: mesh.conf({ networkService: `${scheme}://${WEB}` }) })
       t.equal(m.json?.code, 104, `${scheme}: ${m.stdout}`)
     }
+    // VFIO is served (the SR-IOV mechanism): without a VF to give, the request is invalid, naming what is missing.
+    const vfio = await mesh.cni({ command: 'ADD', containerId: 'e7vfio', netns: pod.path, ifname: 'net1', stdin: mesh.conf({ networkService: `vfio://${WEB}` }) })
+    t.equal(vfio.json?.code, 7, `vfio: ${vfio.stdout}`)
+    t.match(String(vfio.json?.msg), /parameters\.pciAddress: is required for a VFIO mechanism/)
   })
 
   // A netns outside the agent's allowlist: a real namespace bind-mounted under a temp dir.

@@ -111,6 +111,8 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     type: KERNEL,
 
     parseRequest(requested: RequestedMechanism, field: string): ClientSide {
+      // A VF asked for (NSM's pciAddress) reaches here only when no SR-IOV mechanism is registered: never a veth instead.
+      if ((requested.parameters.pciAddress ?? '') !== '') throw new AgentError('MECHANISM_NOT_SUPPORTED', `${field}.parameters.pciAddress: an SR-IOV VF is asked for, and this agent has no SR-IOV mechanism`, { field: `${field}.parameters.pciAddress` })
       const ifname = requested.parameters.name ?? ''
       try {
         validateLinkName(ifname, `${field}.parameters.name`)
