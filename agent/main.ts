@@ -17,7 +17,7 @@ import type { PodInfoSource } from './podinfo/types.js'
 import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane, type SriovOptions } from './pipeline/index.js'
-import { CniService } from './cni/index.js'
+import { CniService, combineCniObservers } from './cni/index.js'
 import { refreshCniEndpoints } from './cni/endpoint.js'
 import { NetnsPolicy } from '../pkg/netns-policy.js'
 import type { Kv } from './store/kv.js'
@@ -134,6 +134,8 @@ async function main(argv: readonly string[]): Promise<number> {
   // Metrics (agent/metrics/, prom-client) only with --metrics-address: nothing is loaded or wrapped otherwise.
   const metrics = config.metricsAddress === undefined ? undefined : await import('./metrics/index.js')
   const meters = metrics?.createMetrics()
+  // Traces (agent/tracing/, OpenTelemetry) only when OTEL_EXPORTER_OTLP_ENDPOINT is set: nothing is loaded otherwise.
+  const tracing = (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '') === '' ? undefined : (await import('./tracing/index.js')).startTracing({ nodeName: config.nodeName, version: pkg.version })
   // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
   // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).
   let peerTls: PeerTls | undefined
@@ -205,18 +207,19 @@ async function main(argv: readonly string[]): Promise<number> {
   // --insecure), endpoints of other nodes are reached through their agents (ARCHITECTURE §12).
   const peers =
     nodes !== undefined && config.underlayAddress !== '' && (peerTls !== undefined || config.insecure)
-      ? new PeerDirectory({ ...(peerTls === undefined ? { insecure: true as const } : { tls: peerTls }), self: config.nodeName, nodes: () => nodes.list() })
+      ? new PeerDirectory({ ...(peerTls === undefined ? { insecure: true as const } : { tls: peerTls }), self: config.nodeName, nodes: () => nodes.list(), ...(tracing === undefined ? {} : { metadata: () => tracing.outgoing() }) })
       : undefined
   const mesh =
     peers === undefined || vnis === undefined || nodes === undefined
       ? undefined
       : { underlay: [config.underlayAddress], peers, vnis, liveNodes: () => new Set(nodes.list().map((n) => n.name)), lifetimeMs: config.tokenLifetimeMs }
   if (shared !== undefined && mesh === undefined) log.info('no mesh across nodes: only this node\'s endpoints are selected (needs --underlay-address and --listen with TLS or --insecure)', {})
-  const observe = combineObservers([meters?.pipeline])
+  const observe = combineObservers([tracing?.pipeline, meters?.pipeline])
   const sriov = sriovOptions(config)
   const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, sriov, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
+  const cniObserver = combineCniObservers([tracing?.cni, meters?.cni])
   const cni = new CniService({
     handler: () => dataplane.handler,
     table,
@@ -229,7 +232,7 @@ async function main(argv: readonly string[]): Promise<number> {
     readiness: () => ({ ready: true, reason: '' }),
     shutdown: server.stopping,
     log,
-    ...(meters === undefined ? {} : { observe: meters.cni }),
+    ...(cniObserver === undefined ? {} : { observe: cniObserver }),
   })
   server.setCni((req) => cni.run(req))
   server.setRoundRobin(dataplane.roundRobin)
@@ -278,6 +281,7 @@ async function main(argv: readonly string[]): Promise<number> {
       await nodes?.stop()
       await shared?.close()
       await table.flush()
+      await tracing?.shutdown().catch((err: unknown) => log.warn('traces: the last spans could not be exported', { err }))
       log.info('stopped', {})
     })()
     return stopping

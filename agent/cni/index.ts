@@ -14,7 +14,7 @@ import { del } from './del.js'
 import type { CniDeps } from './deps.js'
 import { gc, status } from './gc.js'
 import { attachmentKey, AttachmentLocks } from './lock.js'
-import type { CniCall } from './deps.js'
+import type { CniCall, CniObserver } from './deps.js'
 import { withLogFields } from '../server/log.js'
 
 export type { CniDeps, CniCall, CniObserver } from './deps.js'
@@ -24,6 +24,13 @@ export type { CniDeps, CniCall, CniObserver } from './deps.js'
  * `K8S_POD_NAMESPACE`/`K8S_POD_NAME` name the pod, `TRACEPARENT`/`TRACESTATE` (or the same variables in the
  * plugin's environment, which the shim forwards) carry the caller's W3C trace context.
  */
+/** Several observers as one: the first one listed is the outermost. */
+export function combineCniObservers(list: ReadonlyArray<CniObserver | undefined>): CniObserver | undefined {
+  const os = list.filter((o): o is CniObserver => o !== undefined)
+  if (os.length <= 1) return os[0]
+  return (call, run) => os.reduceRight<() => Promise<ShimAnswer>>((inner, o) => () => o(call, inner), run)()
+}
+
 export function cniCallOf(env: Readonly<Record<string, string>>): CniCall {
   const args = new Map<string, string>()
   for (const kv of (env.CNI_ARGS ?? '').split(';')) {

@@ -29,6 +29,8 @@ export type PeerClientOptions = PeerClientSecurity & {
   readonly self: string
   /** Deadline of unary calls without their own `timeoutMs`. Default 15 s. */
   readonly timeoutMs?: number
+  /** Metadata added to every call, read when the call is made (the caller's trace context: agent/tracing/). */
+  readonly metadata?: () => Record<string, string>
 }
 
 /** The server certificate a TLS connection was last made with. */
@@ -42,6 +44,7 @@ export class PeerClient extends AgentClient {
   readonly url: string
   readonly node: string
   private readonly self: string
+  private readonly extra: (() => Record<string, string>) | undefined
   private readonly last: { seen?: SeenCertificate }
 
   constructor(opts: PeerClientOptions) {
@@ -78,6 +81,7 @@ export class PeerClient extends AgentClient {
     this.url = opts.url
     this.node = opts.node
     this.self = opts.self
+    this.extra = opts.metadata
     this.last = last
   }
 
@@ -108,7 +112,7 @@ export class PeerClient extends AgentClient {
 
   /** Every call names this node (what an insecure listener goes by). */
   protected override baseMetadata(): Record<string, string> {
-    return { [PEER_NODE_HEADER]: this.self }
+    return { ...this.extra?.(), [PEER_NODE_HEADER]: this.self }
   }
 
   protected override unreachableMessage(details: string): string {

@@ -22,6 +22,8 @@ export type PeerDirectoryOptions = PeerClientSecurity & {
   readonly nodes: () => readonly NodeRecord[]
   /** Deadline of a Request or Close to a peer. Default 15 s. */
   readonly timeoutMs?: number
+  /** Metadata added to every peer call, read at the call (the trace context: agent/tracing/). */
+  readonly metadata?: () => Record<string, string>
 }
 
 export class PeerDirectory {
@@ -45,7 +47,7 @@ export class PeerDirectory {
     }
     if (cached === undefined) {
       const security: PeerClientSecurity = this.opts.insecure === true ? { insecure: true } : { tls: this.opts.tls }
-      cached = { client: new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }) }), startedAt: rec.startedAt }
+      cached = { client: new PeerClient({ ...security, url: rec.peerUrl, node, self: this.opts.self, ...(this.opts.timeoutMs === undefined ? {} : { timeoutMs: this.opts.timeoutMs }), ...(this.opts.metadata === undefined ? {} : { metadata: this.opts.metadata }) }), startedAt: rec.startedAt }
       this.clients.set(node, cached)
     }
     const client = cached.client

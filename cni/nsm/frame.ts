@@ -66,7 +66,7 @@ export function decodeRequest(buf: Buffer): ShimRequest | undefined {
   const header = JSON.parse(buf.subarray(start, start + headerLen).toString('utf8')) as { env?: unknown }
   const env: Record<string, string> = {}
   if (header.env !== null && typeof header.env === 'object') {
-    for (const [k, v] of Object.entries(header.env)) if (k.startsWith('CNI_') && typeof v === 'string') env[k] = v
+    for (const [k, v] of Object.entries(header.env)) if ((k.startsWith('CNI_') || k === 'TRACEPARENT' || k === 'TRACESTATE') && typeof v === 'string') env[k] = v
   }
   return { env, stdin: Buffer.from(buf.subarray(start + headerLen, start + headerLen + stdinLen)) }
 }

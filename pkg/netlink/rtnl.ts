@@ -13,6 +13,7 @@
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
+import { tracingChannel } from 'node:diagnostics_channel'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
 import { netnsKey, withNetns } from '../netns'
@@ -63,6 +64,20 @@ interface Inflight {
   fail(err: Error): void
 }
 
+/** What a batch's trace events carry (the agent's tracing makes a span of each: agent/tracing/). */
+export interface BatchTraceContext {
+  netns: string | undefined
+  messages: number
+  /** The first message's description ("add address 10.0.0.1/32 to nsm-1"). */
+  what: string
+}
+
+/**
+ * `nsm:netlink:batch`: every batch as a traced async operation (node:diagnostics_channel). Nobody
+ * subscribed (tracing off): one boolean check per batch.
+ */
+export const batchChannel = tracingChannel<unknown, BatchTraceContext>('nsm:netlink:batch')
+
 export class Rtnl {
   private closed = false
   /** How many dumps were interrupted and run again (observability, tests). */
@@ -100,6 +115,11 @@ export class Rtnl {
    * consequences of the first.
    */
   batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
+    if (batchChannel.start.hasSubscribers && msgs.length > 0) return batchChannel.tracePromise(() => this.send(msgs), { netns: this.netns, messages: msgs.length, what: msgs[0]?.what ?? '' })
+    return this.send(msgs)
+  }
+
+  private send(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
     if (this.closed) return Promise.reject(this.closedError(msgs[0]?.what ?? 'request'))
     if (msgs.length === 0) return Promise.resolve([])
     const seqs = msgs.map(() => this.sock.generateSeq())

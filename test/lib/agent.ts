@@ -43,6 +43,8 @@ export interface AgentOptions {
   bundle?: string
   /** A command prefix the agent runs under, e.g. ['ip', 'netns', 'exec', node] (test/lib/nodes.ts). */
   wrap?: string[]
+  /** Variables added to the agent's environment (e.g. OTEL_EXPORTER_OTLP_ENDPOINT). */
+  env?: Record<string, string>
 }
 
 export function agentCommand(): { cmd: string; args: string[] } {
@@ -85,6 +87,7 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
   const [cmd, ...args] = [...(opts.wrap ?? []), base.cmd, ...base.args] as [string, ...string[]]
   const child: ChildProcess = spawn(cmd, [...args, '--socket', socket, '--state-dir', stateDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.env === undefined ? {} : { env: { ...process.env, ...opts.env } }),
   })
   const client = new AgentClient(socket)
   t.teardown(() => {

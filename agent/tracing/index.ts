@@ -1,0 +1,165 @@
+// agent/tracing: OpenTelemetry traces of the agent (ARCHITECTURE §13), loaded by agent/main.ts only when
+// OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is loaded otherwise). Spans go to that
+// endpoint over OTLP http/protobuf (the exporter reads the standard OTEL_EXPORTER_OTLP_* and OTEL_BSP_*
+// variables; OTEL_SERVICE_NAME names the service, default nsm-agent).
+//
+//   CNI <COMMAND>                 one per call the shim forwards (kind SERVER); its parent is the caller's W3C
+//                                 trace context when the runtime passed one: CNI_ARGS TRACEPARENT=...
+//                                 (TRACESTATE=...), or TRACEPARENT/TRACESTATE in the plugin's environment
+//   NetworkService/Request|Close  one per call of the pipeline handler; inside a CNI call its child, otherwise
+//                                 the child of the `traceparent` in the call's gRPC metadata (another agent's
+//                                 forward element, an NSM client), else a root
+//   <element> request|close       one per pipeline element (nested as the elements call each other)
+//   heal                          one per heal of a connection, its re-Request's elements inside
+//   netlink batch                 one per kernel batch (pkg/netlink's nsm:netlink:batch channel)
+//
+// Attributes: nsm.connection, nsm.service, nsm.pod (k8s.namespace.name, k8s.pod.name), nsm.endpoint,
+// nsm.mechanism; errors mark the span ERROR with the error model's name (nsm.error) and CNI code.
+// Between agents the context travels as `traceparent` in the peer call's metadata (`outgoing`).
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
+import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
+import type { TracingChannelSubscribers } from 'node:diagnostics_channel'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { AgentError } from '../errors.js'
+import type { CniObserver } from '../cni/deps.js'
+import type { CallSubject, PipelineObserver } from '../pipeline/observe.js'
+import type { CallContext } from '../server/handler.js'
+import { batchChannel, type BatchTraceContext } from '../../pkg/netlink/rtnl.js'
+
+export interface Tracing {
+  readonly pipeline: PipelineObserver
+  readonly cni: CniObserver
+  /** The current trace context as gRPC metadata (`traceparent`, `tracestate`), for calls to other agents. */
+  outgoing(): Record<string, string>
+  /** Ends the netlink subscription, exports what is buffered. */
+  shutdown(): Promise<void>
+}
+
+export interface TracingOptions {
+  nodeName: string
+  version: string
+}
+
+function podAttributes(pod: string | undefined): Attributes {
+  if (pod === undefined) return {}
+  const slash = pod.indexOf('/')
+  return { 'nsm.pod': pod, 'k8s.namespace.name': pod.slice(0, slash), 'k8s.pod.name': pod.slice(slash + 1) }
+}
+
+function subjectAttributes(s: CallSubject): Attributes {
+  return { 'nsm.connection': s.connection, 'nsm.service': s.service, ...podAttributes(s.pod) }
+}
+
+function failed(span: Span, err: unknown): void {
+  const e = AgentError.from(err)
+  span.recordException(err instanceof Error ? err : new Error(String(err)))
+  span.setAttributes({ 'nsm.error': e.code, 'nsm.cni_code': e.cniCode })
+  span.setStatus({ code: SpanStatusCode.ERROR, message: e.message })
+}
+
+export function startTracing(o: TracingOptions): Tracing {
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'nsm-agent', 'service.version': o.version, 'k8s.node.name': o.nodeName, 'host.name': o.nodeName }),
+    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
+  })
+  // The global context manager (AsyncLocalStorage) and the W3C trace-context propagator.
+  provider.register()
+  const tracer = provider.getTracer('nsm-agent', o.version)
+
+  /** Runs `run` in a new active span; `done` adds what is known once it succeeded. */
+  const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Context, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> =>
+    tracer.startActiveSpan(name, { kind, attributes }, parent, async (span) => {
+      try {
+        const out = await run()
+        done?.(span, out)
+        return out
+      } catch (err) {
+        failed(span, err)
+        throw err
+      } finally {
+        span.end()
+      }
+    })
+
+  /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
+  const parentOf = (ctx: CallContext): Context => {
+    const active = context.active()
+    if (trace.getSpan(active) !== undefined) return active
+    const tp = ctx.metadata.get('traceparent')
+    if (tp === undefined) return active
+    const ts = ctx.metadata.get('tracestate')
+    return propagation.extract(ROOT_CONTEXT, { traceparent: tp, ...(ts === undefined ? {} : { tracestate: ts }) })
+  }
+
+  const pipeline: PipelineObserver = {
+    // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
+    element: (element, op, run) => (trace.getSpan(context.active()) === undefined ? run() : inSpan(`${element} ${op}`, SpanKind.INTERNAL, { 'nsm.element': element }, context.active(), run)),
+    request: (subject, ctx, run) =>
+      inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
+        span.setAttributes({ 'nsm.endpoint': conn.networkServiceEndpointName, 'nsm.mechanism': conn.mechanism?.type ?? '' })
+      }),
+    close: (subject, ctx, record, run) =>
+      inSpan('NetworkService/Close', SpanKind.SERVER, { ...subjectAttributes(subject), ...(record === undefined ? {} : { 'nsm.endpoint': record.endpointName, 'nsm.mechanism': record.mechanism.type }) }, parentOf(ctx), run),
+    heal: (subject, reason, run) =>
+      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, context.active(), run, (span, healed) => {
+        span.setAttribute('nsm.heal.outcome', healed ? 'healed' : 'down')
+        if (!healed) span.setStatus({ code: SpanStatusCode.ERROR, message: 'no replacement: the connection stays DOWN' })
+      }),
+  }
+
+  const cni: CniObserver = (call, run) => {
+    const parent = call.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, { traceparent: call.traceparent, ...(call.tracestate === undefined ? {} : { tracestate: call.tracestate }) })
+    const attributes: Attributes = { 'cni.command': call.command, 'cni.container_id': call.containerId, 'cni.ifname': call.ifname, ...podAttributes(call.pod) }
+    return inSpan(`CNI ${call.command}`, SpanKind.SERVER, attributes, parent, run, (span, answer) => {
+      span.setAttribute('cni.exit_code', answer.exitCode)
+      if (answer.exitCode !== 0) {
+        let msg = answer.stdout
+        try {
+          const e = JSON.parse(answer.stdout) as { code?: number; msg?: string }
+          if (typeof e.code === 'number') span.setAttribute('nsm.cni_code', e.code)
+          msg = e.msg ?? msg
+        } catch {
+          // not error JSON: the output as it is
+        }
+        span.setStatus({ code: SpanStatusCode.ERROR, message: msg })
+      }
+    })
+  }
+
+  // Kernel batches: a span per batch, the child of whatever span is active where the batch is sent.
+  const spans = new WeakMap<BatchTraceContext, Span>()
+  const batches: TracingChannelSubscribers<BatchTraceContext> = {
+    start(m) {
+      if (trace.getSpan(context.active()) === undefined) return // a batch outside any traced call (the reaper's)
+      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes: { 'netlink.messages': m.messages, 'netlink.first': m.what, ...(m.netns === undefined ? {} : { 'netlink.netns': m.netns }) } }, context.active()))
+    },
+    end() {},
+    asyncStart() {},
+    asyncEnd(m) {
+      spans.get(m)?.end()
+    },
+    error(m) {
+      const span = spans.get(m)
+      if (span === undefined) return
+      const err = m.error instanceof Error ? m.error : new Error(String(m.error))
+      span.recordException(err)
+      span.setStatus({ code: SpanStatusCode.ERROR, message: err.message })
+    },
+  }
+  batchChannel.subscribe(batches)
+
+  return {
+    pipeline,
+    cni,
+    outgoing() {
+      const carrier: Record<string, string> = {}
+      propagation.inject(context.active(), carrier)
+      return carrier
+    },
+    async shutdown() {
+      batchChannel.unsubscribe(batches)
+      await provider.shutdown()
+    },
+  }
+}

@@ -1,0 +1,257 @@
+// An OTLP/HTTP trace receiver for tests: POST /v1/traces with an ExportTraceServiceRequest in protobuf
+// (what @opentelemetry/exporter-trace-otlp-proto sends), decoded with protobufjs from the message
+// definitions below (the subset of opentelemetry/proto's trace.proto, common.proto and resource.proto the
+// agent's spans use, same field numbers), answered 200 with an empty ExportTraceServiceResponse.
+//
+// Runnable as a script too (`node --import tsx test/lib/otlp.ts HOST`), for agents in another network
+// namespace (startOtlpReceiverIn): it prints `{"endpoint": URL}`, then one JSON line per span received.
+import { spawn } from 'node:child_process'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { gunzipSync } from 'node:zlib'
+import protobuf from 'protobufjs'
+
+const OTLP_TRACE_PROTO = `
+syntax = "proto3";
+package otlp;
+message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
+message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
+message Resource { repeated KeyValue attributes = 1; uint32 dropped_attributes_count = 2; }
+message ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
+message InstrumentationScope { string name = 1; string version = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
+message Span {
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; string name = 5;
+  int32 kind = 6; fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8;
+  repeated KeyValue attributes = 9; uint32 dropped_attributes_count = 10;
+  repeated Event events = 11; uint32 dropped_events_count = 12; repeated Link links = 13; uint32 dropped_links_count = 14;
+  Status status = 15; fixed32 flags = 16;
+}
+message Event { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
+message Link { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated KeyValue attributes = 4; uint32 dropped_attributes_count = 5; fixed32 flags = 6; }
+message Status { string message = 2; int32 code = 3; }
+message KeyValue { string key = 1; AnyValue value = 2; }
+message AnyValue {
+  oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; ArrayValue array_value = 5; KeyValueList kvlist_value = 6; bytes bytes_value = 7; }
+}
+message ArrayValue { repeated AnyValue values = 1; }
+message KeyValueList { repeated KeyValue values = 1; }
+`
+
+const ExportRequest = protobuf.parse(OTLP_TRACE_PROTO, { keepCase: false }).root.lookupType('otlp.ExportTraceServiceRequest')
+
+export type AttrValue = string | number | boolean | undefined
+
+/** One span as received, ids in hex, attributes flattened. */
+export interface ReceivedSpan {
+  traceId: string
+  spanId: string
+  parentSpanId: string
+  name: string
+  kind: number
+  attributes: Record<string, AttrValue>
+  /** The resource's attributes (service.name, k8s.node.name, ...). */
+  resource: Record<string, AttrValue>
+  status: { code: number; message: string }
+  events: string[]
+  startNs: bigint
+  endNs: bigint
+}
+
+export interface OtlpReceiver {
+  /** http://127.0.0.1:PORT: the OTEL_EXPORTER_OTLP_ENDPOINT for the agent. */
+  endpoint: string
+  spans: ReceivedSpan[]
+  /** Export requests received and decoded. */
+  requests: number
+  close(): Promise<void>
+}
+
+interface KeyValue {
+  key: string
+  value?: { stringValue?: string; boolValue?: boolean; intValue?: number | { toString(): string }; doubleValue?: number }
+}
+interface DecodedSpan {
+  traceId: Uint8Array
+  spanId: Uint8Array
+  parentSpanId: Uint8Array
+  name: string
+  kind: number
+  startTimeUnixNano: { toString(): string } | number
+  endTimeUnixNano: { toString(): string } | number
+  attributes?: KeyValue[]
+  events?: Array<{ name: string }>
+  status?: { code?: number; message?: string }
+}
+interface Decoded {
+  resourceSpans?: Array<{ resource?: { attributes?: KeyValue[] }; scopeSpans?: Array<{ spans?: DecodedSpan[] }> }>
+}
+
+function attrs(list: readonly KeyValue[] | undefined): Record<string, AttrValue> {
+  const out: Record<string, AttrValue> = {}
+  for (const kv of list ?? []) {
+    const v = kv.value
+    out[kv.key] = v?.stringValue ?? v?.boolValue ?? v?.doubleValue ?? (v?.intValue === undefined ? undefined : Number(v.intValue.toString()))
+  }
+  return out
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+
+/** Decodes one ExportTraceServiceRequest body into spans. */
+export function decodeTraces(body: Uint8Array): ReceivedSpan[] {
+  const msg = ExportRequest.toObject(ExportRequest.decode(body), { defaults: true, arrays: true }) as Decoded
+  const out: ReceivedSpan[] = []
+  for (const rs of msg.resourceSpans ?? []) {
+    const resource = attrs(rs.resource?.attributes)
+    for (const ss of rs.scopeSpans ?? []) {
+      for (const s of ss.spans ?? []) {
+        out.push({
+          traceId: hex(s.traceId),
+          spanId: hex(s.spanId),
+          parentSpanId: hex(s.parentSpanId),
+          name: s.name,
+          kind: s.kind,
+          attributes: attrs(s.attributes),
+          resource,
+          status: { code: s.status?.code ?? 0, message: s.status?.message ?? '' },
+          events: (s.events ?? []).map((e) => e.name),
+          startNs: BigInt(s.startTimeUnixNano.toString()),
+          endNs: BigInt(s.endTimeUnixNano.toString()),
+        })
+      }
+    }
+  }
+  return out
+}
+
+async function bodyOf(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of req) chunks.push(c as Buffer)
+  const raw = Buffer.concat(chunks)
+  return req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw
+}
+
+/** An OTLP/HTTP server on host:0 handing each request's spans to `onSpans`. */
+async function serveOtlp(host: string, onSpans: (spans: ReceivedSpan[]) => void): Promise<{ server: Server; endpoint: string }> {
+  const server = createServer((req, res) => {
+    if (req.method !== 'POST' || req.url !== '/v1/traces') {
+      res.writeHead(404).end()
+      return
+    }
+    bodyOf(req).then(
+      (body) => {
+        if (req.headers['content-type'] !== 'application/x-protobuf') throw new Error(`content-type ${req.headers['content-type']}`)
+        onSpans(decodeTraces(body))
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
+      },
+      (err: unknown) => res.writeHead(400, { 'content-type': 'text/plain' }).end(String(err)),
+    )
+  })
+  await new Promise<void>((resolve) => server.listen(0, host, resolve))
+  const { port } = server.address() as AddressInfo
+  return { server, endpoint: `http://${host}:${port}` }
+}
+
+/** Starts a receiver on `host` (loopback by default), closed at teardown. */
+export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promise<OtlpReceiver> {
+  const spans: ReceivedSpan[] = []
+  const state = { requests: 0 }
+  const { server, endpoint } = await serveOtlp(host, (got) => {
+    spans.push(...got)
+    state.requests++
+  })
+  const close = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve())
+      server.closeAllConnections()
+    })
+  t.teardown(close)
+  return {
+    endpoint,
+    spans,
+    get requests() {
+      return state.requests
+    },
+    close,
+  }
+}
+
+const ROOT = resolve(import.meta.dirname, '../..')
+
+/** A receiver in the network namespace `netns` on `host` there (this file as a script), killed at teardown. */
+export async function startOtlpReceiverIn(t: Teardown, netns: string, host: string): Promise<OtlpReceiver> {
+  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--import', 'tsx', join(ROOT, 'test/lib/otlp.ts'), host], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<void>((res) => child.once('exit', () => res()))
+  const close = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    await exited
+  }
+  t.teardown(close)
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const spans: ReceivedSpan[] = []
+  const state = { requests: 0 }
+  const endpoint = await new Promise<string>((res, rej) => {
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      let nl: number
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const line = JSON.parse(out.slice(0, nl)) as { endpoint?: string; span?: ReceivedSpan & { startNs: string; endNs: string } }
+        out = out.slice(nl + 1)
+        if (line.endpoint !== undefined) res(line.endpoint)
+        if (line.span !== undefined) {
+          spans.push({ ...line.span, startNs: BigInt(line.span.startNs), endNs: BigInt(line.span.endNs) })
+          state.requests++
+        }
+      }
+    })
+    void exited.then(() => rej(new Error(`the OTLP receiver exited: ${stderr}`)))
+  })
+  return {
+    endpoint,
+    spans,
+    get requests() {
+      return state.requests
+    },
+    close,
+  }
+}
+
+interface Teardown {
+  teardown(fn: () => void | Promise<void>): void
+}
+
+/** The spans of one trace, as parent → children. */
+export function childrenOf(spans: readonly ReceivedSpan[], parent: ReceivedSpan): ReceivedSpan[] {
+  return spans.filter((s) => s.traceId === parent.traceId && s.parentSpanId === parent.spanId)
+}
+
+/** Every span under `root` (itself excluded), depth first. */
+export function descendantsOf(spans: readonly ReceivedSpan[], root: ReceivedSpan): ReceivedSpan[] {
+  const out: ReceivedSpan[] = []
+  const walk = (p: ReceivedSpan): void => {
+    for (const c of childrenOf(spans, p)) {
+      out.push(c)
+      walk(c)
+    }
+  }
+  walk(root)
+  return out
+}
+
+// ---- as a script: the receiver in another netns ----
+const invoked = process.argv[1]
+if (invoked !== undefined && import.meta.url === pathToFileURL(resolve(invoked)).href) {
+  serveOtlp(process.argv[2] ?? '127.0.0.1', (spans) => {
+    for (const span of spans) process.stdout.write(`${JSON.stringify({ span: { ...span, startNs: span.startNs.toString(), endNs: span.endNs.toString() } })}\n`)
+  }).then(
+    ({ endpoint }) => process.stdout.write(`${JSON.stringify({ endpoint })}\n`),
+    (err: unknown) => {
+      process.stderr.write(`otlp receiver: ${String(err)}\n`)
+      process.exit(1)
+    },
+  )
+}
