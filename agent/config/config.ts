@@ -157,6 +157,7 @@ The NSM node agent. Flags override the YAML config file (keys: socket, stateDir,
 endpointTtl, logLevel, logFormat, metricsAddress, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
 etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic, sysfsRoot, devinfoDir). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
+--metrics-address serves Prometheus metrics (GET /metrics); traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
 --listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
 DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.
 --web-address serves the live topology page (read-only) on loopback (a bare PORT is 127.0.0.1:PORT); another
