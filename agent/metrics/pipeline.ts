@@ -1,9 +1,9 @@
 // The pipeline's hook (agent/pipeline/observe.ts) as metrics: Request and Close durations by service and
-// outcome, each element's own share (its time minus the time of the elements it called: an
-// AsyncLocalStorage frame per element collects what its `next` took), heals by reason and outcome, and
-// failures by the CNI code of their AgentError.
-import { AsyncLocalStorage } from 'node:async_hooks'
+// outcome, each element's own share (its time minus the time of the elements it called: the call's scope,
+// agent/server/call-scope.ts, keeps a stack of the elements running, and each adds its time to the one
+// that called it), heals by reason and outcome, and failures by the CNI code of their AgentError.
 import { performance } from 'node:perf_hooks'
+import { scopeSlot } from '../server/call-scope.js'
 import { AgentError } from '../errors.js'
 import type { PipelineObserver } from '../pipeline/observe.js'
 import type { Series } from './metrics.js'
@@ -18,20 +18,26 @@ export function countError(series: Series, operation: string, err: unknown): voi
   series.errors.inc({ operation, code: String(e.cniCode), name: e.code })
 }
 
+const FRAMES = Symbol('metrics: elements running')
+
 export function pipelineMetrics(series: Series): PipelineObserver {
-  const frames = new AsyncLocalStorage<Frame>()
   return {
     async element(element, op, run) {
-      const outer = frames.getStore()
+      // The elements of one call nest (each calls the next), so its scope's stack is theirs alone. Outside
+      // any scope (a remote half's refresh) an element's time is its own and the rest of the chain's.
+      const stack = scopeSlot(FRAMES, (): Frame[] => [])
+      const outer = stack?.[stack.length - 1]
       const frame: Frame = { inner: 0 }
+      stack?.push(frame)
       const t0 = performance.now()
       let outcome = 'error'
       try {
-        const out = await frames.run(frame, run)
+        const out = await run()
         outcome = 'ok'
         return out
       } finally {
         const total = (performance.now() - t0) / 1000
+        if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
         if (outer !== undefined) outer.inner += total
         series.elementSeconds.observe({ element, op, outcome }, Math.max(0, total - frame.inner))
       }

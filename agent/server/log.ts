@@ -5,11 +5,11 @@
 //
 // Lines logged while a call runs carry that call's fields: `withLogFields` (AsyncLocalStorage) is entered by
 // the CNI service (pod, container), the pipeline handler (connection, service, pod) and healing (connection),
-// and every line logged inside — by any element, mechanism or store — gets them. Fields given on the line
+// and every line logged inside — by any element, mechanism or store — gets them (./call-scope.ts). Fields given on the line
 // itself win. `childLogger` binds fields explicitly where no call is running.
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino'
 import type { LogLevel } from '../config/config.js'
+import { currentScope, inCallScope } from './call-scope.js'
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void
@@ -27,17 +27,9 @@ export interface LoggerOptions {
   format?: LogFormat
 }
 
-const callFields = new AsyncLocalStorage<Record<string, unknown>>()
-
 /** Runs `fn` with `fields` added to every line logged inside it (nested calls add to the outer ones). */
 export function withLogFields<T>(fields: Readonly<object>, fn: () => T): T {
-  const outer = callFields.getStore()
-  return callFields.run({ ...outer, ...fields }, fn)
-}
-
-/** The fields of the call running now (for the trace and metrics hooks' own use). */
-export function currentLogFields(): Readonly<Record<string, unknown>> | undefined {
-  return callFields.getStore()
+  return inCallScope(fields, fn)
 }
 
 /** `log` with `fields` bound: pino's child when it is one of ours, a wrapper otherwise. */
@@ -84,7 +76,7 @@ export function jsonLogger(level: LogLevel, write?: (line: string) => void, opts
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       // A copy: pino merges the line's own fields into what mixin returns.
-      mixin: () => ({ ...callFields.getStore() }),
+      mixin: () => ({ ...currentScope()?.fields }),
     },
     sink,
   )

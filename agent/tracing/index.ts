@@ -16,7 +16,7 @@
 // Attributes: nsm.connection, nsm.service, nsm.pod (k8s.namespace.name, k8s.pod.name), nsm.endpoint,
 // nsm.mechanism; errors mark the span ERROR with the error model's name (nsm.error) and CNI code.
 // Between agents the context travels as `traceparent` in the peer call's metadata (`outgoing`).
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import type { TracingChannelSubscribers } from 'node:diagnostics_channel'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
@@ -26,6 +26,20 @@ import type { CniObserver } from '../cni/deps.js'
 import type { CallSubject, PipelineObserver } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
 import { batchChannel, type BatchTraceContext } from '../../pkg/netlink/rtnl.js'
+import { findInScopes, scopeSlot } from '../server/call-scope.js'
+
+/**
+ * The spans running, per call scope (agent/server/call-scope.ts): the innermost is the parent of the next
+ * span. No OpenTelemetry context manager is registered: a second AsyncLocalStorage would cost every promise
+ * of the agent; the call scope the logs already use carries the spans too.
+ */
+const SPANS = Symbol('tracing: spans running')
+
+function currentSpan(): Span | undefined {
+  return findInScopes(SPANS, (stack: Span[]) => stack[stack.length - 1])
+}
+
+const contextOf = (span: Span | undefined): Context => (span === undefined ? ROOT_CONTEXT : trace.setSpan(ROOT_CONTEXT, span))
 
 export interface Tracing {
   readonly pipeline: PipelineObserver
@@ -63,38 +77,47 @@ export function startTracing(o: TracingOptions): Tracing {
     resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'nsm-agent', 'service.version': o.version, 'k8s.node.name': o.nodeName, 'host.name': o.nodeName }),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
   })
-  // The global context manager (AsyncLocalStorage) and the W3C trace-context propagator.
-  provider.register()
+  // The W3C trace-context propagator; no context manager (see SPANS).
+  provider.register({ contextManager: null })
   const tracer = provider.getTracer('nsm-agent', o.version)
 
-  /** Runs `run` in a new active span; `done` adds what is known once it succeeded. */
-  const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Context, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> =>
-    tracer.startActiveSpan(name, { kind, attributes }, parent, async (span) => {
-      try {
-        const out = await run()
-        done?.(span, out)
-        return out
-      } catch (err) {
-        failed(span, err)
-        throw err
-      } finally {
-        span.end()
-      }
-    })
+  /**
+   * Runs `run` as a new span, the innermost of its call scope while it runs (the parent of what starts inside
+   * it); `done` adds what is known once it succeeded.
+   */
+  const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Context, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> => {
+    const span = tracer.startSpan(name, { kind, attributes }, parent)
+    const stack = scopeSlot(SPANS, (): Span[] => [])
+    stack?.push(span)
+    try {
+      const out = await run()
+      done?.(span, out)
+      return out
+    } catch (err) {
+      failed(span, err)
+      throw err
+    } finally {
+      if (stack !== undefined && stack[stack.length - 1] === span) stack.pop()
+      span.end()
+    }
+  }
 
   /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
   const parentOf = (ctx: CallContext): Context => {
-    const active = context.active()
-    if (trace.getSpan(active) !== undefined) return active
+    const running = currentSpan()
+    if (running !== undefined) return contextOf(running)
     const tp = ctx.metadata.get('traceparent')
-    if (tp === undefined) return active
+    if (tp === undefined) return ROOT_CONTEXT
     const ts = ctx.metadata.get('tracestate')
     return propagation.extract(ROOT_CONTEXT, { traceparent: tp, ...(ts === undefined ? {} : { tracestate: ts }) })
   }
 
   const pipeline: PipelineObserver = {
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
-    element: (element, op, run) => (trace.getSpan(context.active()) === undefined ? run() : inSpan(`${element} ${op}`, SpanKind.INTERNAL, { 'nsm.element': element }, context.active(), run)),
+    element: (element, op, run) => {
+      const parent = currentSpan()
+      return parent === undefined ? run() : inSpan(`${element} ${op}`, SpanKind.INTERNAL, { 'nsm.element': element }, contextOf(parent), run)
+    },
     request: (subject, ctx, run) =>
       inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
         span.setAttributes({ 'nsm.endpoint': conn.networkServiceEndpointName, 'nsm.mechanism': conn.mechanism?.type ?? '' })
@@ -102,7 +125,7 @@ export function startTracing(o: TracingOptions): Tracing {
     close: (subject, ctx, record, run) =>
       inSpan('NetworkService/Close', SpanKind.SERVER, { ...subjectAttributes(subject), ...(record === undefined ? {} : { 'nsm.endpoint': record.endpointName, 'nsm.mechanism': record.mechanism.type }) }, parentOf(ctx), run),
     heal: (subject, reason, run) =>
-      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, context.active(), run, (span, healed) => {
+      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, ROOT_CONTEXT, run, (span, healed) => {
         span.setAttribute('nsm.heal.outcome', healed ? 'healed' : 'down')
         if (!healed) span.setStatus({ code: SpanStatusCode.ERROR, message: 'no replacement: the connection stays DOWN' })
       }),
@@ -131,8 +154,9 @@ export function startTracing(o: TracingOptions): Tracing {
   const spans = new WeakMap<BatchTraceContext, Span>()
   const batches: TracingChannelSubscribers<BatchTraceContext> = {
     start(m) {
-      if (trace.getSpan(context.active()) === undefined) return // a batch outside any traced call (the reaper's)
-      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes: { 'netlink.messages': m.messages, 'netlink.first': m.what, ...(m.netns === undefined ? {} : { 'netlink.netns': m.netns }) } }, context.active()))
+      const parent = currentSpan()
+      if (parent === undefined) return // a batch outside any traced call (the reaper's)
+      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes: { 'netlink.messages': m.messages, 'netlink.first': m.what, ...(m.netns === undefined ? {} : { 'netlink.netns': m.netns }) } }, contextOf(parent)))
     },
     end() {},
     asyncStart() {},
@@ -153,8 +177,10 @@ export function startTracing(o: TracingOptions): Tracing {
     pipeline,
     cni,
     outgoing() {
+      const running = currentSpan()
+      if (running === undefined) return {}
       const carrier: Record<string, string> = {}
-      propagation.inject(context.active(), carrier)
+      propagation.inject(contextOf(running), carrier)
       return carrier
     },
     async shutdown() {

@@ -180,9 +180,15 @@ export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promis
 
 const ROOT = resolve(import.meta.dirname, '../..')
 
-/** A receiver in the network namespace `netns` on `host` there (this file as a script), killed at teardown. */
-export async function startOtlpReceiverIn(t: Teardown, netns: string, host: string): Promise<OtlpReceiver> {
-  const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '--import', 'tsx', join(ROOT, 'test/lib/otlp.ts'), host], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * A receiver in its own process (this file as a script), in the network namespace `netns` (undefined: this
+ * one) on `host` there, killed at teardown. `countOnly`: the spans are decoded and counted, not sent back
+ * (`spans` stays empty, `requests` counts the spans): a benchmark's process then spends nothing on them.
+ */
+export async function startOtlpReceiverIn(t: Teardown, netns: string | undefined, host: string, countOnly = false): Promise<OtlpReceiver> {
+  const script = [process.execPath, '--import', 'tsx', join(ROOT, 'test/lib/otlp.ts'), host, ...(countOnly ? ['--count'] : [])]
+  const [cmd, ...args] = (netns === undefined ? script : ['ip', 'netns', 'exec', netns, ...script]) as [string, ...string[]]
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<void>((res) => child.once('exit', () => res()))
   const close = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -199,9 +205,10 @@ export async function startOtlpReceiverIn(t: Teardown, netns: string, host: stri
       out += d.toString()
       let nl: number
       while ((nl = out.indexOf('\n')) >= 0) {
-        const line = JSON.parse(out.slice(0, nl)) as { endpoint?: string; span?: ReceivedSpan & { startNs: string; endNs: string } }
+        const line = JSON.parse(out.slice(0, nl)) as { endpoint?: string; count?: number; span?: ReceivedSpan & { startNs: string; endNs: string } }
         out = out.slice(nl + 1)
         if (line.endpoint !== undefined) res(line.endpoint)
+        if (line.count !== undefined) state.requests = line.count
         if (line.span !== undefined) {
           spans.push({ ...line.span, startNs: BigInt(line.span.startNs), endNs: BigInt(line.span.endNs) })
           state.requests++
@@ -245,8 +252,12 @@ export function descendantsOf(spans: readonly ReceivedSpan[], root: ReceivedSpan
 // ---- as a script: the receiver in another netns ----
 const invoked = process.argv[1]
 if (invoked !== undefined && import.meta.url === pathToFileURL(resolve(invoked)).href) {
+  const countOnly = process.argv[3] === '--count'
+  let count = 0
   serveOtlp(process.argv[2] ?? '127.0.0.1', (spans) => {
-    for (const span of spans) process.stdout.write(`${JSON.stringify({ span: { ...span, startNs: span.startNs.toString(), endNs: span.endNs.toString() } })}\n`)
+    count += spans.length
+    if (countOnly) process.stdout.write(`${JSON.stringify({ count })}\n`)
+    else for (const span of spans) process.stdout.write(`${JSON.stringify({ span: { ...span, startNs: span.startNs.toString(), endNs: span.endNs.toString() } })}\n`)
   }).then(
     ({ endpoint }) => process.stdout.write(`${JSON.stringify({ endpoint })}\n`),
     (err: unknown) => {
