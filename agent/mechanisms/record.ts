@@ -5,6 +5,7 @@
 // journal written before mechanisms owned their datapath still loads, heals and closes; every write is 2.
 // A mechanism part is taken as written (KERNEL), except a VXLAN or SR-IOV part, which must be whole (vxlan/record.ts,
 // sriov/record.ts).
+import type { IPContext } from '../../proto/gen/networkservice/connectioncontext.js'
 import type { DatapathRecord, MechanismRecord } from './types.js'
 import { isVxlanRecord } from './vxlan/record.js'
 import { isSriovRecord } from './sriov/record.js'
@@ -76,4 +77,21 @@ function datapathKey(r: DatapathRecord): string {
 /** The mechanism part with its keys in one order (a migrated record may list them differently). */
 function sorted(m: MechanismRecord): Array<[string, unknown]> {
   return Object.entries(m).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))
+}
+
+/** The IP context a record applies, as NSM's IPContext (what every mechanism answers with). */
+export function ipContextOfRecord(rec: DatapathRecord): IPContext {
+  return {
+    srcIpAddrs: rec.ipContext.src,
+    dstIpAddrs: rec.ipContext.dst,
+    srcIpRequired: false,
+    dstIpRequired: false,
+    srcRoutes: rec.ipContext.srcRoutes,
+    dstRoutes: rec.ipContext.dstRoutes,
+    excludedPrefixes: [],
+    ipNeighbors: [],
+    extraPrefixRequest: [],
+    extraPrefixes: [],
+    policies: [],
+  }
 }

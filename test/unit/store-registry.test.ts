@@ -59,10 +59,11 @@ t.test('expiry in the engine: a delete announced as expired; a reset re-syncs; d
   const store = new MemoryKv({ historyLimit: 5 })
   const a = await agent(t, store, 'n1')
   const b = await agent(t, store.connect(), 'n2')
-  await a.registry.registerEndpoint(nse('short', 1_000))
+  // 2 s, as whole seconds (nse() floors): at least 1 s left when b is asked, gone 2.3 s later.
+  await a.registry.registerEndpoint(nse('short', 2_000))
   await settle()
   t.ok(b.registry.endpoint('short'))
-  await new Promise((r) => setTimeout(r, 1_300))
+  await new Promise((r) => setTimeout(r, 2_300))
   t.equal(b.registry.endpoint('short'), undefined)
   t.ok(b.events.some((e) => e.kind === 'endpoint' && e.type === 'delete' && e.endpoint.name === 'short' && e.reason === 'expired'), 'announced as expired')
   // b's engine goes away; a writes more than the history holds; b comes back: reset.

@@ -16,9 +16,9 @@
 // and CHECK reports it as 'link-foreign'.
 import { netnsFileUrl, netnsPathOfUrl } from '../../../pkg/netns-url.js'
 import { KernelError } from '../../../pkg/errors.js'
-import { AddressConflictError, buildCrossConnect, getLink, removeCrossConnect, setLinkMessage, validateLinkName, writeSysctl, type LinkReaper, type NetlinkSessions, type ReapResult, type Rtnl } from '../../../pkg/netlink/index.js'
+import { AddressConflictError, buildCrossConnect, getLink, removeCrossConnect, setLinkMessage, validateLinkName, type LinkReaper, type NetlinkSessions, type ReapResult } from '../../../pkg/netlink/index.js'
 import { netnsKey } from '../../../pkg/netns.js'
-import type { ConnectionContext, IPContext } from '../../../proto/gen/networkservice/connectioncontext.js'
+import type { ConnectionContext } from '../../../proto/gen/networkservice/connectioncontext.js'
 import { AgentError } from '../../errors.js'
 import type { Logger } from '../../server/log.js'
 import type { ClientSide, DatapathRecord, Mechanism, PlanInput, RequestedMechanism, Route } from '../types.js'
@@ -26,6 +26,8 @@ import { checkEnd } from './check.js'
 import { clientMac, endpointIfname, linkTag } from './names.js'
 import { sweepTaggedLinks } from './sweep.js'
 import type { KernelRecord } from './record.js'
+import { ipContextOfRecord } from '../record.js'
+import { forwardingSwitch } from '../forwarding.js'
 
 export { clientMac, endpointIfname, linkTag, LINK_TAG_PREFIX } from './names.js'
 export type { KernelRecord } from './record.js'
@@ -42,16 +44,7 @@ const KERNEL = 'KERNEL'
 
 export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
   const { sessions } = opts
-  // The namespaces (by their cached socket, which pins the namespace, so its identity cannot be reused)
-  // where this agent has enabled forwarding.
-  const forwarding = new WeakSet<Rtnl>()
-  const enableForwarding = (netns: string): void => {
-    const h = sessions.forNetns(netns)
-    if (forwarding.has(h)) return
-    writeSysctl(sessions, netns, 'net.ipv4.ip_forward', '1')
-    writeSysctl(sessions, netns, 'net.ipv6.conf.all.forwarding', '1')
-    forwarding.add(h)
-  }
+  const enableForwarding = forwardingSwitch(sessions)
   const kernel = (rec: DatapathRecord): KernelRecord => {
     if (rec.mechanism.type !== KERNEL) throw new AgentError('INTERNAL', `connection ${rec.connectionId}: a ${rec.mechanism.type} record reached the KERNEL mechanism`)
     return rec.mechanism
@@ -60,19 +53,7 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     const k = kernel(rec)
     return { client: { netns: rec.clientNetns, ifname: rec.clientIfname }, endpoint: { netns: k.endpointNetns, ifname: k.endpointIfname } }
   }
-  const ipContext = (rec: DatapathRecord): IPContext => ({
-    srcIpAddrs: rec.ipContext.src,
-    dstIpAddrs: rec.ipContext.dst,
-    srcIpRequired: false,
-    dstIpRequired: false,
-    srcRoutes: rec.ipContext.srcRoutes,
-    dstRoutes: rec.ipContext.dstRoutes,
-    excludedPrefixes: [],
-    ipNeighbors: [],
-    extraPrefixRequest: [],
-    extraPrefixes: [],
-    policies: [],
-  })
+  const ipContext = ipContextOfRecord
   const check = async (rec: DatapathRecord, untaggedOk = false) => {
     const k = kernel(rec)
     const { src, dst, srcRoutes, dstRoutes } = rec.ipContext

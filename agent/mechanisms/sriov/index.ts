@@ -31,10 +31,10 @@
 // the `deviceInfoFile` parameter's place in the device-info directory (the CNI layer passes Multus's
 // CNIDeviceInfoFile), removed when the VF is given back.
 import { KernelError } from '../../../pkg/errors.js'
-import { getLink, writeSysctl, type NetlinkSessions, type Rtnl } from '../../../pkg/netlink/index.js'
+import { getLink, type NetlinkSessions } from '../../../pkg/netlink/index.js'
 import { netnsKey } from '../../../pkg/netns.js'
 import { netnsFileUrl } from '../../../pkg/netns-url.js'
-import type { ConnectionContext, IPContext } from '../../../proto/gen/networkservice/connectioncontext.js'
+import type { ConnectionContext } from '../../../proto/gen/networkservice/connectioncontext.js'
 import { AgentError } from '../../errors.js'
 import type { Logger } from '../../server/log.js'
 import { checkEnd } from '../kernel/check.js'
@@ -47,6 +47,8 @@ import { ClaimExistsError, ClaimStore, type VfClaim } from './intent.js'
 import type { SriovRecord } from './record.js'
 import { canonicalPciAddress, readPciDevice, SysfsError, VFIO_DRIVER, type PciDevice } from './sysfs.js'
 import { giveBack, takeVf, vfTag, type TakeStep } from './vf.js'
+import { ipContextOfRecord } from '../record.js'
+import { forwardingSwitch } from '../forwarding.js'
 
 export { canonicalPciAddress, readPciDevice, VFIO_DRIVER } from './sysfs.js'
 export { DEFAULT_DEVINFO_DIR, DEVICE_INFO_VERSION } from './devinfo.js'
@@ -85,14 +87,7 @@ interface ParsedRequest {
 export function sriovMechanism(opts: SriovMechanismOptions): Mechanism {
   const { sessions } = opts
   const claims = new ClaimStore(opts.claimDir)
-  const forwarding = new WeakSet<Rtnl>()
-  const enableForwarding = (netns: string): void => {
-    const h = sessions.forNetns(netns)
-    if (forwarding.has(h)) return
-    writeSysctl(sessions, netns, 'net.ipv4.ip_forward', '1')
-    writeSysctl(sessions, netns, 'net.ipv6.conf.all.forwarding', '1')
-    forwarding.add(h)
-  }
+  const enableForwarding = forwardingSwitch(sessions)
   const sriov = (rec: DatapathRecord): SriovRecord => {
     if (rec.mechanism.type !== SRIOV) throw new AgentError('INTERNAL', `connection ${rec.connectionId}: a ${rec.mechanism.type} record reached the SR-IOV mechanism`)
     return rec.mechanism
@@ -129,19 +124,7 @@ export function sriovMechanism(opts: SriovMechanismOptions): Mechanism {
     return { pci, device, kind, deviceInfoFile: where.path }
   }
 
-  const ipContext = (rec: DatapathRecord): IPContext => ({
-    srcIpAddrs: rec.ipContext.src,
-    dstIpAddrs: rec.ipContext.dst,
-    srcIpRequired: false,
-    dstIpRequired: false,
-    srcRoutes: rec.ipContext.srcRoutes,
-    dstRoutes: rec.ipContext.dstRoutes,
-    excludedPrefixes: [],
-    ipNeighbors: [],
-    extraPrefixRequest: [],
-    extraPrefixes: [],
-    policies: [],
-  })
+  const ipContext = ipContextOfRecord
 
   /** Gives back a claimed VF and removes what was made for it (its device-info file); then the claim. */
   const release = async (claim: VfClaim): Promise<void> => {

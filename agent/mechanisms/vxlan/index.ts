@@ -18,8 +18,8 @@ import { createHash } from 'node:crypto'
 import { formatIp, parseIp } from '../../../ipam/address.js'
 import { netnsKey } from '../../../pkg/netns.js'
 import { netnsFileUrl } from '../../../pkg/netns-url.js'
-import { writeSysctl, type LinkReaper, type NetlinkSessions, type Rtnl } from '../../../pkg/netlink/index.js'
-import type { ConnectionContext, IPContext } from '../../../proto/gen/networkservice/connectioncontext.js'
+import type { LinkReaper, NetlinkSessions } from '../../../pkg/netlink/index.js'
+import type { ConnectionContext } from '../../../proto/gen/networkservice/connectioncontext.js'
 import { AgentError } from '../../errors.js'
 import type { Logger } from '../../server/log.js'
 import { clientMac, endpointIfname, linkTag } from '../kernel/names.js'
@@ -27,6 +27,8 @@ import type { ClientSide, DatapathRecord, Mechanism, PlanInput, RequestedMechani
 import { buildHalf, checkHalf, removeHalf, sweepHalves, type BuildStep, type HalfContext, type VxlanHalf } from './half.js'
 import { completeVxlanParameters, parseVxlanParameters, underlayFamily, VXLAN, vxlanMtu, vxlanRequestedMechanism } from './params.js'
 import type { VxlanRecord } from './record.js'
+import { ipContextOfRecord } from '../record.js'
+import { forwardingSwitch } from '../forwarding.js'
 
 export { VniInUseError, buildHalf, checkHalf, removeHalf, sweepHalves, type BuildStep, type HalfContext, type RemoveResult, type VxlanHalf } from './half.js'
 export { completeVxlanParameters, isVni, parseVni, parseVxlanParameters, underlayFamily, VNI_MAX, VNI_MIN, VXLAN, VXLAN_OVERHEAD, VXLAN_PARAM, VXLAN_PORT, vxlanMtu, vxlanRequestedMechanism, type VxlanParameters } from './params.js'
@@ -87,15 +89,7 @@ export function vxlanMechanism(opts: VxlanMechanismOptions): Mechanism {
     if (rec.mechanism.type !== VXLAN) throw new AgentError('INTERNAL', `connection ${rec.connectionId}: a ${rec.mechanism.type} record reached the VXLAN mechanism`)
     return rec.mechanism
   }
-  // Namespaces (by their cached socket, which pins them) where forwarding is on (kernel/index.ts does the same).
-  const forwarding = new WeakSet<Rtnl>()
-  const enableForwarding = (netns: string): void => {
-    const h = sessions.forNetns(netns)
-    if (forwarding.has(h)) return
-    writeSysctl(sessions, netns, 'net.ipv4.ip_forward', '1')
-    writeSysctl(sessions, netns, 'net.ipv6.conf.all.forwarding', '1')
-    forwarding.add(h)
-  }
+  const enableForwarding = forwardingSwitch(sessions)
   const foreign = (rec: DatapathRecord, alias: string | undefined): void => {
     const m = vxlan(rec)
     opts.log?.warn("link is not ours (not this connection's tag): left alone", { connection: rec.connectionId, netns: m.netns, ifname: m.ifname, alias: alias ?? null })
@@ -103,19 +97,7 @@ export function vxlanMechanism(opts: VxlanMechanismOptions): Mechanism {
   const remove = async (rec: DatapathRecord): Promise<void> => {
     await removeHalf(ctx, halfOf(rec), (alias) => foreign(rec, alias))
   }
-  const ipContext = (rec: DatapathRecord): IPContext => ({
-    srcIpAddrs: rec.ipContext.src,
-    dstIpAddrs: rec.ipContext.dst,
-    srcIpRequired: false,
-    dstIpRequired: false,
-    srcRoutes: rec.ipContext.srcRoutes,
-    dstRoutes: rec.ipContext.dstRoutes,
-    excludedPrefixes: [],
-    ipNeighbors: [],
-    extraPrefixRequest: [],
-    extraPrefixes: [],
-    policies: [],
-  })
+  const ipContext = ipContextOfRecord
 
   return {
     type: VXLAN,
