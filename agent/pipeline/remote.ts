@@ -48,6 +48,8 @@ const neverAborted = new AbortController().signal
 const RECONNECT_MS = 1000
 
 interface Watch {
+  /** The channel it streams on: a restarted peer gets a new one (agent/peer/directory.ts), and a new watch. */
+  client: PeerClient
   abort: AbortController
   /** Resolves when the stream ended (either way). */
   done: Promise<void>
@@ -58,6 +60,7 @@ export class RemoteCrossConnects {
   private timer: NodeJS.Timeout | undefined
   private refreshTimer: NodeJS.Timeout | undefined
   private stopped = false
+  private started = false
   private readonly now: () => number
   /** Nodes being healed away from right now (one heal per loss). */
   private readonly losing = new Set<string>()
@@ -84,6 +87,11 @@ export class RemoteCrossConnects {
         if (ids === undefined) this.byPeer.set(node, (ids = new Set()))
         ids.add(id)
         this.peerOfId.set(id, node)
+        // A half UP toward a node proves its agent answers: the quiet period after a loss ends, and the
+        // node is watched at once (not at the next tick), so a peer dying right after the Request is seen
+        // by its stream breaking.
+        if (e.connection.state === State.UP) this.quietUntil.delete(node)
+        if (this.started) queueMicrotask(() => this.ensureWatch(node, this.now()))
       } else if (rec?.mechanism.type === VXLAN && rec.mechanism.side === 'endpoint') {
         this.expiries.set(id, ownExpiry(e.connection.path, o.self) ?? Infinity)
       }
@@ -103,6 +111,7 @@ export class RemoteCrossConnects {
   }
 
   start(): void {
+    this.started = true
     const tick = (): void => {
       this.tick().catch((err: unknown) => this.o.log.error('remote cross-connects: tick failed', { err }))
     }
@@ -134,16 +143,27 @@ export class RemoteCrossConnects {
     if (this.stopped) return
     const live = this.o.liveNodes()
     const t = this.now()
-    for (const [node, ids] of this.byPeer) {
-      if ((this.quietUntil.get(node) ?? 0) > t) continue
-      if (!live.has(node)) {
-        void this.lost(node, 'its node record is gone (lease expired)')
-        continue
-      }
-      if (!this.watches.has(node) && !this.losing.has(node)) this.watch(node, ids.size)
-    }
+    for (const node of this.byPeer.keys()) this.ensureWatch(node, t, live)
     for (const [node, w] of this.watches) if (!this.byPeer.has(node)) w.abort.abort()
     await this.expire()
+  }
+
+  /** A node with halves of ours: watched, or lost when its record is gone (not within its quiet period). */
+  private ensureWatch(node: string, t: number, live: ReadonlySet<string> = this.o.liveNodes()): void {
+    if (this.stopped || (this.quietUntil.get(node) ?? 0) > t) return
+    const ids = this.byPeer.get(node)
+    if (ids === undefined) return
+    if (!live.has(node)) {
+      void this.lost(node, 'its node record is gone (lease expired)')
+      return
+    }
+    // A watch on a channel the directory has replaced (the peer restarted) watches nothing: made anew.
+    const w = this.watches.get(node)
+    if (w !== undefined && w.client !== this.currentClient(node)) {
+      w.abort.abort()
+      this.watches.delete(node)
+    }
+    if (!this.watches.has(node) && !this.losing.has(node)) this.watch(node, ids.size)
   }
 
   /** Endpoint halves whose segment expired: closed. */
@@ -190,11 +210,20 @@ export class RemoteCrossConnects {
         (err: unknown) => (err instanceof Error ? err.message : String(err)),
       )
       .then(async (why) => {
-        this.watches.delete(node)
+        if (this.watches.get(node) === watch) this.watches.delete(node)
         if (abort.signal.aborted || this.stopped) return
         await this.lost(node, `monitor stream broke: ${why}`)
       })
-    this.watches.set(node, { abort, done })
+    const watch: Watch = { client, abort, done }
+    this.watches.set(node, watch)
+  }
+
+  private currentClient(node: string): PeerClient | undefined {
+    try {
+      return this.o.peers.get(node).client
+    } catch {
+      return undefined
+    }
   }
 
   /** The peer's snapshot: halves of ours it does not have are requested again (rebuilt there). */
