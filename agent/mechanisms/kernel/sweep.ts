@@ -26,6 +26,22 @@ export async function sweepTaggedLinks(sessions: NetlinkSessions, input: SweepIn
       if (!KernelError.is(err, 'BAD_NETNS')) throw err
     }
   }
+  // A veth's peer goes with it: the other end, listed in its own namespace, is then missing.
+  return deleteNotLive(found, input)
+}
+
+/** A tagged link a sweep listed: where, through which session, and the link as judged. */
+export interface FoundLink {
+  netns: string
+  h: Rtnl
+  link: { index: number; name: string; alias?: string | undefined }
+}
+
+/**
+ * The second half of every sweep: of the tagged links listed, those whose connection is not live (read
+ * now, after the listing) are deleted by the ifindex judged; a link already gone is not counted.
+ */
+export async function deleteNotLive(found: readonly FoundLink[], input: SweepInput): Promise<SweptLink[]> {
   if (found.length === 0) return []
   const live = new Set([...input.live()].map(linkTag))
   const swept: SweptLink[] = []
@@ -33,7 +49,6 @@ export async function sweepTaggedLinks(sessions: NetlinkSessions, input: SweepIn
     const tag = link.alias as string
     if (live.has(tag)) continue
     try {
-      // A veth's peer goes with it: the other end, listed in its own namespace, is then missing.
       if (await deleteLinkIndex(h, link, { missingOk: true })) swept.push({ netns, ifname: link.name, tag })
     } catch (err) {
       if (!KernelError.is(err, 'BAD_NETNS')) throw err

@@ -18,9 +18,11 @@ import type { RtnlMessage } from '../../../pkg/netlink/rtnl.js'
 import { AgentError } from '../../errors.js'
 import { checkEnd } from '../kernel/check.js'
 import { LINK_TAG_PREFIX, linkTag } from '../kernel/names.js'
+import { deleteNotLive } from '../kernel/sweep.js'
 import type { CheckProblem, Route, SweepInput, SweptLink } from '../types.js'
 import { createTaggedVxlan, getLinkByIndex, getVxlanLink, listVxlanLinks, moveLinkIndex, type VxlanLink } from './link.js'
 import { VXLAN_PORT } from './params.js'
+import type { VxlanRecord } from './record.js'
 
 /** Where a half is built: the sessions, and the node netns (undefined: the agent's own). */
 export interface HalfContext {
@@ -32,16 +34,9 @@ export interface HalfContext {
 
 export type BuildStep = 'created' | 'moved' | 'configured'
 
-/** One half, everything the kernel is told. */
-export interface VxlanHalf {
+/** One half, everything the kernel is told: where it lives and its device settings (as recorded), plus: */
+export interface VxlanHalf extends Pick<VxlanRecord, 'side' | 'netns' | 'ifname' | 'local' | 'remote' | 'vni' | 'mtu'> {
   connectionId: string
-  side: 'client' | 'endpoint'
-  netns: string
-  ifname: string
-  local: string
-  remote: string
-  vni: number
-  mtu: number
   /** The interface's MAC (derived from the connection id: a rebuild keeps the neighbours' caches valid). */
   mac: string
   addresses: readonly string[]
@@ -226,17 +221,5 @@ export async function sweepHalves(ctx: HalfContext, input: SweepInput): Promise<
       if (!(err instanceof KernelError)) throw err // gone, not a namespace, or refused: nothing of ours to reach
     }
   }
-  if (found.length === 0) return []
-  const live = new Set([...input.live()].map(linkTag))
-  const swept: SweptLink[] = []
-  for (const { netns, h, link } of found) {
-    const tag = link.alias as string
-    if (live.has(tag)) continue
-    try {
-      if (await deleteLinkIndex(h, link, { missingOk: true })) swept.push({ netns, ifname: link.name, tag })
-    } catch (err) {
-      if (!KernelError.is(err, 'BAD_NETNS')) throw err
-    }
-  }
-  return swept
+  return deleteNotLive(found, input)
 }
