@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # One list; add a package here when a test starts to need it.
-APT_PACKAGES="iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iperf3 nftables etcd-server protobuf-compiler openssl chromium"
+APT_PACKAGES="iproute2 iputils-ping containernetworking-plugins podman runc busybox-static iperf3 nftables etcd-server protobuf-compiler openssl chromium dpdk-dev librte-net-memif23 ethtool"
 
 missing=""
 for p in $APT_PACKAGES; do

@@ -73,13 +73,15 @@ export function endpointsTable(endpoints: readonly EndpointRegistration[], now: 
 
 /**
  * A connection's mechanism and its device: `KERNEL:net1` (a veth), `KERNEL VF:net1 0000:03:02.1` (an SR-IOV
- * VF moved into the pod), `VFIO 0000:03:02.2 group 42` (a VF bound to vfio-pci).
+ * VF moved into the pod), `VFIO 0000:03:02.2 group 42` (a VF bound to vfio-pci), `MEMIF:net1 /run/nsm/memif/<pod>/net1.sock`
+ * (the pod's memif socket).
  */
 function mechanismText(c: Connection): string {
   const m = c.mechanism
   if (m === undefined) return '-'
   const p = m.parameters
   if (m.type === 'VFIO') return `VFIO ${p.pciAddress ?? '?'}${p.iommuGroup === undefined ? '' : ` group ${p.iommuGroup}`}`
+  if (m.type === 'MEMIF') return `MEMIF${p.name === undefined ? '' : `:${p.name}`} ${p.socketfile ?? '?'}`
   const vf = m.type === 'KERNEL' && (p.pciAddress ?? '') !== ''
   return `${m.type}${vf ? ' VF' : ''}${p.name === undefined ? '' : `:${p.name}`}${vf ? ` ${p.pciAddress ?? ''}` : ''}`
 }

@@ -19,6 +19,7 @@ import { lookupPod } from './pod.js'
 import { buildResult, type MadeConnection } from './result.js'
 import { callContext } from './context.js'
 import { netnsFileUrl } from '../../pkg/netns-url.js'
+import { memifDirProblem } from '../mechanisms/memif/params.js'
 
 const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as const
 
@@ -27,8 +28,11 @@ const MECHANISM_TYPE = { kernel: 'KERNEL', memif: 'MEMIF', vfio: 'VFIO' } as con
  * the agent's SR-IOV mechanism serves (a VF bound to vfio-pci becomes VFIO there), and where the
  * device-info file goes: Multus's CNIDeviceInfoFile, else Multus's own naming `<network>-<container>_<ifname>`.
  */
-function mechanismFor(p: PlannedInterface, netns: string, device: Device | undefined, att: AttachmentInfo): Mechanism {
+function mechanismFor(p: PlannedInterface, netns: string, device: Device | undefined, att: AttachmentInfo, podUid: string | undefined): Mechanism {
   const parameters: Record<string, string> = { name: p.ifname, inodeURL: netnsFileUrl(netns) }
+  // A memif's socket goes in the pod's directory under the agent's memif root: named by the pod's UID when
+  // the runtime gives it (a pod mounts it with subPathExpr $(POD_UID)), else by the container id.
+  if (p.request.mechanism === 'memif') parameters.memifDir = podUid ?? att.containerId
   if (device !== undefined) {
     parameters.pciAddress = device.pciAddress
     parameters.deviceInfoFile = device.deviceInfoFile ?? `${att.network}-${att.containerId}_${p.ifname}`.replace(/\//g, '-')
@@ -56,6 +60,15 @@ function connectionFor(p: PlannedInterface, device: Device | undefined): Connect
 function checkDevice(cfg: NsmConfig, planned: readonly PlannedInterface[]): void {
   if (cfg.device === undefined || planned.length <= 1) return
   throw new CniError(CniCode.INVALID_CONFIG, `${cfg.device.field}: names one VF (${cfg.device.pciAddress}) for ${planned.length} interfaces (${planned.map((p) => p.ifname).join(', ')}): attach one service with it`)
+}
+
+/** CNI_ARGS K8S_POD_UID when a memif is asked for (it names the pod's socket directory): checked, or undefined. */
+function podUidOf(ctx: CallContext, planned: readonly PlannedInterface[]): string | undefined {
+  const uid = ctx.envArgs.get('K8S_POD_UID') ?? ''
+  if (uid === '' || !planned.some((p) => p.request.mechanism === 'memif')) return undefined
+  const problem = memifDirProblem(uid)
+  if (problem !== undefined) throw new CniError(CniCode.INVALID_ENVIRONMENT, `CNI_ARGS K8S_POD_UID: ${problem}`)
+  return uid
 }
 
 /** Refuses the ADD when the attachment, or any connection id it would make, exists already. */
@@ -88,6 +101,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
   checkDevice(cfg, plan.interfaces)
   if (plan.interfaces.length === 0 && plan.offers.length === 0) return prev ?? {}
 
+  const podUid = podUidOf(ctx, plan.interfaces)
   const call = callContext(deps, att)
   const endpoints: string[] = []
   const made: MadeConnection[] = []
@@ -99,7 +113,7 @@ export async function add(deps: CniDeps, ctx: CallContext): Promise<CniResult> {
     }
     for (const p of plan.interfaces) {
       step = `request ${p.request.service} for ${p.ifname}${cfg.device === undefined ? '' : ` with the VF of ${cfg.device.field} ${cfg.device.pciAddress}`}`
-      const connection = await deps.handler().request({ connection: connectionFor(p, cfg.device), mechanismPreferences: [mechanismFor(p, att.netns, cfg.device, att)] }, call)
+      const connection = await deps.handler().request({ connection: connectionFor(p, cfg.device), mechanismPreferences: [mechanismFor(p, att.netns, cfg.device, att, podUid)] }, call)
       made.push({ ifname: p.ifname, connection })
     }
   } catch (err) {

@@ -6,6 +6,7 @@
 //   networkServices        a list of those (or one comma-separated string)
 //   labels                 client labels (string → string) added to every request of this network
 //   timeoutMs              how long the shim waits for the agent's answer (default 120000)
+//   mechanism              kernel | memif | vfio: the mechanism of entries that name none (`memif://svc` names one)
 // Per call: `args.cni.networkServices` (list or comma string) and CNI_ARGS `NSM_NETWORK_SERVICES`, and the
 // pod reference from CNI_ARGS `K8S_POD_NAMESPACE` / `K8S_POD_NAME` (args.cni `podNamespace`/`podName` win;
 // a name alone, as podman passes it, is in namespace `default`).
@@ -15,7 +16,7 @@
 // device-info file). ADD asks for a KERNEL VF with NSM's `pciAddress` (add.ts; the agent's SR-IOV mechanism
 // serves it). Unknown top-level fields are ignored, as every CNI plugin does with fields it does not own.
 import { ConfError } from '../../conf/errors.js'
-import { parseV1Annotation, type ServiceRequest } from '../../conf/annotations.js'
+import { MECHANISMS, parseV1Annotation, type Mechanism, type ServiceRequest } from '../../conf/annotations.js'
 import { isValidLabelKey, isValidLabelValue } from '../../conf/names.js'
 import { CniCode, CniError, pickArg, type CallContext } from '../../cni/protocol/index.js'
 import { agentSocketOf, DEFAULT_TIMEOUT_MS } from '../../cni/nsm/frame.js'
@@ -50,6 +51,8 @@ export interface NsmConfig {
   pod: PodRef | undefined
   /** An SR-IOV VF's PCI address (canonical), the field it came from, and what goes with it. */
   device: Device | undefined
+  /** netconf `mechanism`: for service entries without a scheme. */
+  mechanism: Mechanism | undefined
 }
 
 export interface Device {
@@ -197,15 +200,28 @@ function parseDevice(ctx: CallContext): Device | undefined {
   return out
 }
 
+/** netconf `mechanism`; an explicit entry naming another scheme conflicts with it. */
+function parseMechanism(raw: Record<string, unknown>, explicit: ExplicitServices | undefined): Mechanism | undefined {
+  const v = optionalString(raw, 'mechanism')
+  if (v === undefined) return undefined
+  const m = MECHANISMS.find((x) => x === v.toLowerCase())
+  if (m === undefined) throw bad('mechanism', `${JSON.stringify(v)} is not one of ${MECHANISMS.join(', ')}`)
+  const clash = explicit?.requests.find((r) => r.entry.includes('://') && r.mechanism !== m)
+  if (clash !== undefined && explicit !== undefined) throw bad(explicit.field, `${JSON.stringify(clash.entry)} asks for ${clash.mechanism}, while mechanism is ${m}`)
+  return m
+}
+
 export function parseNsmConfig(ctx: CallContext): NsmConfig {
   const raw = ctx.conf.raw
+  const explicit = parseExplicit(ctx)
   return {
     network: ctx.conf.name,
     socket: parseSocket(raw),
     timeoutMs: parseTimeout(raw),
     labels: parseLabels(raw.labels, 'labels'),
-    explicit: parseExplicit(ctx),
+    explicit,
     pod: parsePod(ctx),
     device: parseDevice(ctx),
+    mechanism: parseMechanism(raw, explicit),
   }
 }

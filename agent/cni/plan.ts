@@ -83,6 +83,9 @@ export function makePlan(input: PlanInput): Plan {
       throw annotationError(err)
     }
   }
+  // The network's mechanism (netconf `mechanism`) for entries that name none.
+  const netMechanism = cfg.mechanism
+  if (netMechanism !== undefined) requests = requests.map((r) => (r.entry.includes('://') ? r : { ...r, mechanism: netMechanism }))
   let offers: EndpointOffer[] = []
   const offerText = pod?.annotations[ANNOTATION_ENDPOINT]
   if (offerText !== undefined) {

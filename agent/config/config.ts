@@ -10,6 +10,7 @@ import { storeDirProblem } from '../../ipam/store/pseudo-fs.js'
 import { checkNamespaces, checkPrefixes, checkSelector, type OfferRule } from '../../conf/endpoint-policy.js'
 import { ConfError } from '../../conf/errors.js'
 import { isValidServiceName } from '../../conf/names.js'
+import { DEFAULT_MEMIF_ROOT, memifRootProblem } from '../mechanisms/memif/params.js'
 
 export interface AgentConfig {
   /** Unix socket the agent serves on (mode 0600). */
@@ -87,6 +88,12 @@ export interface AgentConfig {
   sysfsRoot: string
   /** Where the SR-IOV mechanism writes device-info files (the device-info spec's CNI directory). */
   devinfoDir: string
+  /** Where the MEMIF mechanism makes the pods' socket directories (`<root>/<pod uid>/<ifname>.sock`). */
+  memifRoot: string
+  /** The memif forwarder program (DPDK's testpmd): a name on PATH or an absolute path; 'none' serves no MEMIF. */
+  memifForwarder: string
+  /** The CPU the memif forwarders poll on; undefined: the last online CPU. */
+  memifCpu: number | undefined
 }
 
 export type StoreBackend = 'file' | 'etcd' | 'kubernetes'
@@ -130,6 +137,9 @@ export const DEFAULT_CONFIG: Readonly<AgentConfig> = {
   webPublic: false,
   sysfsRoot: '/sys',
   devinfoDir: '/var/run/k8s.cni.cncf.io/devinfo/cni',
+  memifRoot: DEFAULT_MEMIF_ROOT,
+  memifForwarder: 'dpdk-testpmd',
+  memifCpu: undefined,
 }
 
 export class ConfigError extends Error {
@@ -152,16 +162,36 @@ export const USAGE = `usage: nsm-agent [--config FILE] [--socket PATH] [--state-
                  [--underlay-address IP] [--peer-url URL] [--node-ttl DURATION] [--token-lifetime DURATION]
                  [--listen HOST:PORT (--tls-cert F --tls-key F --tls-ca F | --insecure)]
                  [--web-address [HOST:]PORT [--web-public]] [--sysfs-root DIR] [--devinfo-dir DIR]
+                 [--memif-root DIR] [--memif-forwarder PROGRAM|none] [--memif-cpu N]
 
 The NSM node agent. Flags override the YAML config file (keys: socket, stateDir, nodeName, netnsAllow,
 endpointTtl, logLevel, logFormat, metricsAddress, podInfoDir, kubernetes, kubeconfig, endpointPolicy, store, etcdEndpoints, etcdPrefix, etcdCa,
-etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic, sysfsRoot, devinfoDir). --netns-allow may repeat or take a comma list; it replaces the default list
+etcdCert, etcdKey, storeNamespace, underlayAddress, peerUrl, nodeTtl, tokenLifetime, listen, tlsCert, tlsKey, tlsCa, insecure, webAddress, webPublic, sysfsRoot, devinfoDir, memifRoot, memifForwarder, memifCpu). --netns-allow may repeat or take a comma list; it replaces the default list
 (${DEFAULT_CONFIG.netnsAllow.join(', ')}); a pattern is ${NETNS_PATTERN_FORMS}.
 --metrics-address serves Prometheus metrics (GET /metrics); traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
 --listen serves the NSM API to other agents with mutual TLS (a peer is the node named by its certificate's one
 DNS subjectAltName, admitted while its node record is live); plain TCP only with --insecure.
 --web-address serves the live topology page (read-only) on loopback (a bare PORT is 127.0.0.1:PORT); another
-address only with --web-public.`
+address only with --web-public.
+--memif-forwarder is DPDK's testpmd (default dpdk-testpmd on PATH; none: MEMIF is not served); its forwarding
+threads run on CPU --memif-cpu (default: the last online CPU).`
+
+function checkMemifRoot(where: string, v: string): string {
+  const problem = memifRootProblem(v)
+  if (problem !== undefined) throw new ConfigError(where, problem)
+  return v
+}
+
+/** A program: 'none', an absolute path, or a plain name looked up on PATH (never a shell word). */
+function checkProgram(where: string, v: string): string {
+  if (v === 'none' || (isAbsolute(v) && !v.includes('\0')) || /^[A-Za-z0-9._+-]+$/.test(v)) return v
+  throw new ConfigError(where, `${JSON.stringify(v)} is not a program name, an absolute path, or none`)
+}
+
+function checkCpu(where: string, v: string): number {
+  if (!/^\d{1,4}$/.test(v)) throw new ConfigError(where, `${JSON.stringify(v)} is not a CPU number`)
+  return Number(v)
+}
 
 /** Parses `30s`, `5m`, `1h`, `250ms`, or a bare number of seconds, into milliseconds. */
 export function parseDuration(text: string): number | undefined {
@@ -175,7 +205,7 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic', 'sysfsRoot', 'devinfoDir']
+const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic', 'sysfsRoot', 'devinfoDir', 'memifRoot', 'memifForwarder', 'memifCpu']
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
@@ -302,6 +332,15 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
       case '--devinfo-dir':
         overrides.devinfoDir = checkAbsolute(flag, value())
         break
+      case '--memif-root':
+        overrides.memifRoot = checkMemifRoot(flag, value())
+        break
+      case '--memif-forwarder':
+        overrides.memifForwarder = checkProgram(flag, value())
+        break
+      case '--memif-cpu':
+        overrides.memifCpu = checkCpu(flag, value())
+        break
       default:
         throw new ConfigError(arg, 'unknown flag (see --help)')
     }
@@ -424,6 +463,15 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
         break
       case 'devinfoDir':
         out.devinfoDir = checkAbsolute(where, str(where, v))
+        break
+      case 'memifRoot':
+        out.memifRoot = checkMemifRoot(where, str(where, v))
+        break
+      case 'memifForwarder':
+        out.memifForwarder = checkProgram(where, str(where, v))
+        break
+      case 'memifCpu':
+        out.memifCpu = checkCpu(where, typeof v === 'number' ? String(v) : str(where, v))
         break
       default:
         throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)

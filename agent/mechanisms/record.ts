@@ -3,12 +3,13 @@
 //
 // Versions: 1 (KERNEL only; endpoint side and IP context as flat fields) is migrated on read into 2, so a
 // journal written before mechanisms owned their datapath still loads, heals and closes; every write is 2.
-// A mechanism part is taken as written (KERNEL), except a VXLAN or SR-IOV part, which must be whole (vxlan/record.ts,
-// sriov/record.ts).
+// A mechanism part is taken as written (KERNEL), except a VXLAN, SR-IOV or MEMIF part, which must be whole (vxlan/record.ts,
+// sriov/record.ts, memif/record.ts).
 import type { IPContext } from '../../proto/gen/networkservice/connectioncontext.js'
 import type { DatapathRecord, MechanismRecord } from './types.js'
 import { isVxlanRecord } from './vxlan/record.js'
 import { isSriovRecord } from './sriov/record.js'
+import { isMemifRecord } from './memif/record.js'
 
 type Obj = Record<string, unknown>
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -26,6 +27,7 @@ export function decodeDatapathRecord(v: unknown): DatapathRecord | undefined {
     if (!isObj(m) || typeof m.type !== 'string') return undefined
     if (m.type === 'VXLAN' && !isVxlanRecord(m)) return undefined
     if (m.type === 'SRIOV' && !isSriovRecord(m)) return undefined
+    if (m.type === 'MEMIF' && !isMemifRecord(m)) return undefined
     return v as unknown as DatapathRecord
   }
   if (v.version === 1) return fromVersion1(v)

@@ -13,6 +13,7 @@ import type { P2PRecord } from '../../ipam/p2p/index.js'
 import type { KernelRecord } from './kernel/record.js'
 import type { VxlanRecord } from './vxlan/record.js'
 import type { SriovRecord } from './sriov/record.js'
+import type { MemifRecord } from './memif/record.js'
 
 export type { CheckProblem, RequestedMechanism, Route }
 
@@ -31,8 +32,8 @@ export interface AppliedIpContext {
   dstRoutes: Route[]
 }
 
-/** The mechanism's own part of a record, one shape per mechanism type (MEMIF, ... add theirs). */
-export type MechanismRecord = KernelRecord | VxlanRecord | SriovRecord
+/** The mechanism's own part of a record, one shape per mechanism type. */
+export type MechanismRecord = KernelRecord | VxlanRecord | SriovRecord | MemifRecord
 
 /** What a request built, persisted with the connection: enough to answer, verify, heal and close it. */
 export interface DatapathRecord {

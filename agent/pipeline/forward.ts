@@ -128,6 +128,8 @@ export function forward(o: ForwardOptions): Element {
           return connection
         }
         const node = endpoint.node
+        // Only a KERNEL interface has a VXLAN half: a memif, a VF or a VFIO device reaches endpoints of this node only.
+        if (mechanism.type !== 'KERNEL') throw AgentError.invalid('mechanism_preferences', `a ${mechanism.type} connection reaches endpoints on this node only; endpoint ${endpoint.name} is on node ${node}`)
         // A connection moving to another peer gives its VNI on the old pair back first.
         if (before !== undefined && before !== node) await o.vnis.release(r.connection.id).catch(o.onUndoError)
         const peer = o.peers.get(node)

@@ -36,6 +36,7 @@ import { RemoteCrossConnects } from './remote.js'
 import { nseElement, NseClients } from './nse.js'
 import { vxlanMechanism } from '../mechanisms/vxlan/index.js'
 import { sriovMechanism, type TakeStep } from '../mechanisms/sriov/index.js'
+import { memifMechanism, type ForwarderControl } from '../mechanisms/memif/index.js'
 import { parsePrefix, formatPrefix } from '../../ipam/p2p/index.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { PipelineObserver } from './observe.js'
@@ -84,6 +85,15 @@ export interface DataplaneOptions {
   insertAfter?: { after: string; element: Element }
   /** The SR-IOV mechanism (agent/mechanisms/sriov/); without it a request for a VF is refused (104). */
   sriov?: SriovOptions
+  /** The MEMIF mechanism (agent/mechanisms/memif/); without it a request for a memif is refused (104). */
+  memif?: MemifOptions
+}
+
+export interface MemifOptions {
+  /** `--memif-root`. */
+  root: string
+  /** The forwarder supervisor (agent/mechanisms/memif/forwarder.ts). */
+  forwarder: ForwarderControl
 }
 
 export interface SriovOptions {
@@ -132,7 +142,8 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
   const vxlan = o.mesh === undefined ? undefined : vxlanMechanism({ sessions, underlay: o.mesh.underlay, defaultMtu: o.defaultMtu ?? 1500, reaper, log: o.log })
   const kernel = kernelMechanism({ sessions, reaper, log: o.log })
   const sriov = o.sriov === undefined ? undefined : sriovMechanism({ sessions, ...o.sriov, clientSide: (r, field) => kernel.parseRequest(r, field), log: o.log })
-  const mechanisms = new MechanismRegistry([kernel, ...(vxlan === undefined ? [] : [vxlan]), ...(sriov === undefined ? [] : [sriov])])
+  const memif = o.memif === undefined ? undefined : memifMechanism({ sessions, ...o.memif, clientSide: (r, field) => kernel.parseRequest(r, field), log: o.log })
+  const mechanisms = new MechanismRegistry([kernel, ...(vxlan === undefined ? [] : [vxlan]), ...(sriov === undefined ? [] : [sriov]), ...(memif === undefined ? [] : [memif])])
   const records = new TableRecords(o.table)
   const pool = P2PPool.fromRecords(records.all().map((r) => r.p2p))
   const roundRobin = new RoundRobin()

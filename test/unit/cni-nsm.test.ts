@@ -60,6 +60,9 @@ t.test('netconf: bad fields are 7 naming them', async (t) => {
     [{ networkServices: [1] }, 'networkServices'],
     [{ deviceID: 3 }, 'deviceID'],
     [{ args: { cni: { podName: 5 } } }, 'args.cni.podName'],
+    [{ mechanism: 'vxlan' }, 'mechanism'],
+    [{ mechanism: 3 }, 'mechanism'],
+    [{ mechanism: 'memif', networkService: 'kernel://web' }, 'networkService'],
   ] as const) {
     const e = err(() => parseNsmConfig(ctx(conf)))
     t.equal(e.code, 7, JSON.stringify(conf))
@@ -79,6 +82,18 @@ t.test('plan: attachment mode', async (t) => {
   t.equal(err(() => makePlan({ cfg: cfg({}), containerId: 'c1', ifname: 'net1', prevResult: undefined, pod: pod({}) })).code, 7)
   const offersOnly = makePlan({ cfg: cfg({}), containerId: 'c1', ifname: 'net1', prevResult: undefined, pod: pod({ 'endpoint.networkservicemesh.io': 'web?cidr=10.0.0.0/24' }) })
   t.same([offersOnly.interfaces.length, offersOnly.offers.length], [0, 1], 'an endpoint pod that asks for nothing')
+})
+
+t.test('netconf mechanism: for entries without a scheme, from the config or the annotations', async (t) => {
+  const cfg = (conf: Record<string, unknown>) => parseNsmConfig(ctx(conf, { CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=p' }))
+  t.equal(cfg({ mechanism: 'MEMIF', networkService: 'web' }).mechanism, 'memif', 'case-insensitive')
+  const explicit = makePlan({ cfg: cfg({ mechanism: 'memif', networkService: 'web' }), containerId: 'c1', ifname: 'net1', prevResult: undefined, pod: undefined })
+  t.equal(explicit.interfaces[0]?.request.mechanism, 'memif')
+  const same = makePlan({ cfg: cfg({ mechanism: 'memif', networkService: 'memif://web' }), containerId: 'c1', ifname: 'net1', prevResult: undefined, pod: undefined })
+  t.equal(same.interfaces[0]?.request.mechanism, 'memif', 'a scheme that agrees')
+  const annotated = makePlan({ cfg: cfg({ mechanism: 'memif' }), containerId: 'c1', ifname: 'eth0', prevResult: { interfaces: [{ name: 'eth0' }] }, pod: pod({ 'networkservicemesh.io': 'kernel://a, b' }) })
+  t.same(annotated.interfaces.map((i) => i.request.mechanism), ['kernel', 'memif'], "an annotation's scheme wins; a bare entry takes the network's")
+  t.equal(cfg({ networkService: 'web' }).mechanism, undefined)
 })
 
 t.test('plan: chained mode names interfaces past prevResult', async (t) => {
