@@ -205,14 +205,85 @@ export function parseDuration(text: string): number | undefined {
 
 type Overrides = Partial<AgentConfig>
 
-const KNOWN_KEYS = ['socket', 'stateDir', 'nodeName', 'netnsAllow', 'endpointTtl', 'logLevel', 'logFormat', 'metricsAddress', 'podInfoDir', 'kubernetes', 'kubeconfig', 'endpointPolicy', 'store', 'etcdEndpoints', 'etcdPrefix', 'etcdCa', 'etcdCert', 'etcdKey', 'storeNamespace', 'underlayAddress', 'peerUrl', 'nodeTtl', 'tokenLifetime', 'listen', 'tlsCert', 'tlsKey', 'tlsCa', 'insecure', 'webAddress', 'webPublic', 'sysfsRoot', 'devinfoDir', 'memifRoot', 'memifForwarder', 'memifCpu']
+/**
+ * One setting: its config file key, the flag (`--` and the key in kebab case), the AgentConfig field it
+ * sets, and how a value is read. `text`: a string (a flag's value, a non-empty string in the file);
+ * `scalar`: the same, a number also accepted in the file (durations, ports, a CPU); `bool`: a flag without a
+ * value, true/false in the file; `list`: a comma list (a flag may repeat), a non-empty list in the file,
+ * each element checked as `[i]`. Every flag and key goes through this one table.
+ */
+interface Setting {
+  key: string
+  field: keyof AgentConfig
+  kind: 'text' | 'scalar' | 'bool' | 'list' | 'file-only'
+  /** Checks one value (one element of a list); `where` names the flag or key for its message. */
+  check(where: string, v: string): unknown
+  /** `list`: what the file's elements are, for its message (`path patterns`). */
+  items?: string
+  /** file-only: the whole value, as the file has it. */
+  fromFile?(where: string, v: unknown): unknown
+  /** Set with it when given as a flag (`--kubeconfig` implies `--kubernetes`). */
+  implies?: Overrides
+}
+
+const text = (key: string, check: Setting['check'], field = key as keyof AgentConfig): Setting => ({ key, field, kind: 'text', check })
+const scalar = (key: string, check: Setting['check'], field = key as keyof AgentConfig): Setting => ({ key, field, kind: 'scalar', check })
+const bool = (key: string): Setting => ({ key, field: key as keyof AgentConfig, kind: 'bool', check: () => true })
+const list = (key: string, check: Setting['check'], items: string): Setting => ({ key, field: key as keyof AgentConfig, kind: 'list', check, items })
+
+const SETTINGS: readonly Setting[] = [
+  text('socket', checkAbsolute),
+  text('stateDir', checkStateDir),
+  text('nodeName', checkNodeName),
+  list('netnsAllow', checkPattern, 'path patterns'),
+  scalar('endpointTtl', checkDuration, 'endpointTtlMs'),
+  text('logLevel', checkLogLevel),
+  text('logFormat', checkLogFormat),
+  text('metricsAddress', checkListen),
+  text('podInfoDir', checkAbsolute),
+  bool('kubernetes'),
+  { ...text('kubeconfig', checkAbsolute), implies: { kubernetes: true } },
+  { key: 'endpointPolicy', field: 'endpointPolicy', kind: 'file-only', check: () => undefined, fromFile: (where, v) => parseEndpointPolicy(where, v) },
+  text('store', checkStore),
+  list('etcdEndpoints', checkEtcdUrl, 'URLs'),
+  text('etcdPrefix', checkPrefix),
+  text('etcdCa', checkAbsolute),
+  text('etcdCert', checkAbsolute),
+  text('etcdKey', checkAbsolute),
+  text('storeNamespace', checkNamespace),
+  text('underlayAddress', checkAddress),
+  text('peerUrl', checkPeerUrl),
+  scalar('nodeTtl', checkDuration, 'nodeTtlMs'),
+  scalar('tokenLifetime', checkDuration, 'tokenLifetimeMs'),
+  text('listen', checkListen),
+  text('tlsCert', checkAbsolute),
+  text('tlsKey', checkAbsolute),
+  text('tlsCa', checkAbsolute),
+  bool('insecure'),
+  scalar('webAddress', checkWebAddress),
+  bool('webPublic'),
+  text('sysfsRoot', checkAbsolute),
+  text('devinfoDir', checkAbsolute),
+  text('memifRoot', checkMemifRoot),
+  text('memifForwarder', checkProgram),
+  scalar('memifCpu', checkCpu),
+]
+
+const KNOWN_KEYS = SETTINGS.map((s) => s.key)
+const flagOf = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+const BY_FLAG = new Map(SETTINGS.filter((s) => s.kind !== 'file-only').map((s) => [flagOf(s.key), s]))
+const BY_KEY = new Map(SETTINGS.map((s) => [s.key, s]))
+
+function assign(o: Overrides, field: keyof AgentConfig, v: unknown): void {
+  ;(o as Record<string, unknown>)[field] = v
+}
 
 /** Parses argv (without node and script) into the config file path and flag overrides. */
 export function parseFlags(argv: readonly string[]): { configFile: string | undefined; overrides: Overrides; help: boolean } {
   const overrides: Overrides = {}
   let configFile: string | undefined
   let help = false
-  const allow: string[] = []
+  const lists = new Map<Setting, unknown[]>()
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? ''
     if (arg === '--help' || arg === '-h') {
@@ -228,124 +299,27 @@ export function parseFlags(argv: readonly string[]): { configFile: string | unde
       i += 1
       return v
     }
-    switch (flag) {
-      case '--config':
-        configFile = value()
-        break
-      case '--socket':
-        overrides.socket = checkAbsolute(flag, value())
-        break
-      case '--state-dir':
-        overrides.stateDir = checkStateDir(flag, value())
-        break
-      case '--node-name':
-        overrides.nodeName = checkNodeName(flag, value())
-        break
-      case '--netns-allow':
-        for (const p of value().split(',')) if (p.trim() !== '') allow.push(checkPattern(flag, p.trim()))
-        break
-      case '--endpoint-ttl':
-        overrides.endpointTtlMs = checkDuration(flag, value())
-        break
-      case '--log-level':
-        overrides.logLevel = checkLogLevel(flag, value())
-        break
-      case '--log-format':
-        overrides.logFormat = checkLogFormat(flag, value())
-        break
-      case '--metrics-address':
-        overrides.metricsAddress = checkListen(flag, value())
-        break
-      case '--pod-info-dir':
-        overrides.podInfoDir = checkAbsolute(flag, value())
-        break
-      case '--kubernetes':
-        overrides.kubernetes = true
-        break
-      case '--kubeconfig':
-        overrides.kubeconfig = checkAbsolute(flag, value())
-        overrides.kubernetes = true
-        break
-      case '--store':
-        overrides.store = checkStore(flag, value())
-        break
-      case '--etcd-endpoints':
-        overrides.etcdEndpoints = value()
-          .split(',')
-          .map((u) => u.trim())
-          .filter((u) => u !== '')
-          .map((u, i) => checkEtcdUrl(`${flag}[${i}]`, u))
-        break
-      case '--etcd-prefix':
-        overrides.etcdPrefix = checkPrefix(flag, value())
-        break
-      case '--etcd-ca':
-        overrides.etcdCa = checkAbsolute(flag, value())
-        break
-      case '--etcd-cert':
-        overrides.etcdCert = checkAbsolute(flag, value())
-        break
-      case '--etcd-key':
-        overrides.etcdKey = checkAbsolute(flag, value())
-        break
-      case '--store-namespace':
-        overrides.storeNamespace = checkNamespace(flag, value())
-        break
-      case '--underlay-address':
-        overrides.underlayAddress = checkAddress(flag, value())
-        break
-      case '--peer-url':
-        overrides.peerUrl = checkPeerUrl(flag, value())
-        break
-      case '--node-ttl':
-        overrides.nodeTtlMs = checkDuration(flag, value())
-        break
-      case '--token-lifetime':
-        overrides.tokenLifetimeMs = checkDuration(flag, value())
-        break
-      case '--listen':
-        overrides.listen = checkListen(flag, value())
-        break
-      case '--tls-cert':
-        overrides.tlsCert = checkAbsolute(flag, value())
-        break
-      case '--tls-key':
-        overrides.tlsKey = checkAbsolute(flag, value())
-        break
-      case '--tls-ca':
-        overrides.tlsCa = checkAbsolute(flag, value())
-        break
-      case '--insecure':
-        if (eq > 0) throw new ConfigError(flag, 'takes no value')
-        overrides.insecure = true
-        break
-      case '--web-address':
-        overrides.webAddress = checkWebAddress(flag, value())
-        break
-      case '--web-public':
-        if (eq > 0) throw new ConfigError(flag, 'takes no value')
-        overrides.webPublic = true
-        break
-      case '--sysfs-root':
-        overrides.sysfsRoot = checkAbsolute(flag, value())
-        break
-      case '--devinfo-dir':
-        overrides.devinfoDir = checkAbsolute(flag, value())
-        break
-      case '--memif-root':
-        overrides.memifRoot = checkMemifRoot(flag, value())
-        break
-      case '--memif-forwarder':
-        overrides.memifForwarder = checkProgram(flag, value())
-        break
-      case '--memif-cpu':
-        overrides.memifCpu = checkCpu(flag, value())
-        break
-      default:
-        throw new ConfigError(arg, 'unknown flag (see --help)')
+    if (flag === '--config') {
+      configFile = value()
+      continue
     }
+    const setting = BY_FLAG.get(flag)
+    if (setting === undefined) throw new ConfigError(arg, 'unknown flag (see --help)')
+    if (setting.kind === 'bool') {
+      if (eq > 0) throw new ConfigError(flag, 'takes no value')
+      assign(overrides, setting.field, true)
+    } else if (setting.kind === 'list') {
+      const got = lists.get(setting) ?? []
+      const items = value()
+        .split(',')
+        .map((x) => x.trim())
+        .filter((x) => x !== '')
+      for (const x of items) got.push(setting.check(setting.key === 'netnsAllow' ? flag : `${flag}[${got.length}]`, x))
+      lists.set(setting, got)
+    } else assign(overrides, setting.field, setting.check(flag, value()))
+    if (setting.implies !== undefined) Object.assign(overrides, setting.implies)
   }
-  if (allow.length > 0) overrides.netnsAllow = allow
+  for (const [setting, values] of lists) if (values.length > 0 || setting.key === 'etcdEndpoints') assign(overrides, setting.field, values)
   return { configFile, overrides, help }
 }
 
@@ -362,119 +336,26 @@ export function parseConfigFile(path: string, text = readFileSync(path, 'utf8'))
   const out: Overrides = {}
   for (const [key, v] of Object.entries(doc as Record<string, unknown>)) {
     const where = `${path}: ${key}`
-    switch (key) {
-      case 'socket':
-        out.socket = checkAbsolute(where, str(where, v))
+    const setting = BY_KEY.get(key)
+    if (setting === undefined) throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
+    switch (setting.kind) {
+      case 'text':
+        assign(out, setting.field, setting.check(where, str(where, v)))
         break
-      case 'stateDir':
-        out.stateDir = checkStateDir(where, str(where, v))
+      case 'scalar':
+        assign(out, setting.field, setting.check(where, typeof v === 'number' ? String(v) : str(where, v)))
         break
-      case 'nodeName':
-        out.nodeName = checkNodeName(where, str(where, v))
-        break
-      case 'netnsAllow':
-        if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty list of path patterns')
-        out.netnsAllow = v.map((p, i) => checkPattern(`${where}[${i}]`, str(`${where}[${i}]`, p)))
-        break
-      case 'endpointTtl':
-        out.endpointTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
-        break
-      case 'logLevel':
-        out.logLevel = checkLogLevel(where, str(where, v))
-        break
-      case 'logFormat':
-        out.logFormat = checkLogFormat(where, str(where, v))
-        break
-      case 'metricsAddress':
-        out.metricsAddress = checkListen(where, str(where, v))
-        break
-      case 'podInfoDir':
-        out.podInfoDir = checkAbsolute(where, str(where, v))
-        break
-      case 'kubernetes':
+      case 'bool':
         if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
-        out.kubernetes = v
+        assign(out, setting.field, v)
         break
-      case 'kubeconfig':
-        out.kubeconfig = checkAbsolute(where, str(where, v))
+      case 'list':
+        if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, `must be a non-empty list of ${setting.items ?? 'values'}`)
+        assign(out, setting.field, v.map((x, i) => setting.check(`${where}[${i}]`, str(`${where}[${i}]`, x))))
         break
-      case 'endpointPolicy':
-        out.endpointPolicy = parseEndpointPolicy(where, v)
+      case 'file-only':
+        assign(out, setting.field, setting.fromFile?.(where, v))
         break
-      case 'store':
-        out.store = checkStore(where, str(where, v))
-        break
-      case 'etcdEndpoints':
-        if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty list of URLs')
-        out.etcdEndpoints = v.map((u, i) => checkEtcdUrl(`${where}[${i}]`, str(`${where}[${i}]`, u)))
-        break
-      case 'etcdPrefix':
-        out.etcdPrefix = checkPrefix(where, str(where, v))
-        break
-      case 'etcdCa':
-        out.etcdCa = checkAbsolute(where, str(where, v))
-        break
-      case 'etcdCert':
-        out.etcdCert = checkAbsolute(where, str(where, v))
-        break
-      case 'etcdKey':
-        out.etcdKey = checkAbsolute(where, str(where, v))
-        break
-      case 'storeNamespace':
-        out.storeNamespace = checkNamespace(where, str(where, v))
-        break
-      case 'underlayAddress':
-        out.underlayAddress = checkAddress(where, str(where, v))
-        break
-      case 'peerUrl':
-        out.peerUrl = checkPeerUrl(where, str(where, v))
-        break
-      case 'nodeTtl':
-        out.nodeTtlMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
-        break
-      case 'tokenLifetime':
-        out.tokenLifetimeMs = checkDuration(where, typeof v === 'number' ? String(v) : str(where, v))
-        break
-      case 'listen':
-        out.listen = checkListen(where, str(where, v))
-        break
-      case 'tlsCert':
-        out.tlsCert = checkAbsolute(where, str(where, v))
-        break
-      case 'tlsKey':
-        out.tlsKey = checkAbsolute(where, str(where, v))
-        break
-      case 'tlsCa':
-        out.tlsCa = checkAbsolute(where, str(where, v))
-        break
-      case 'insecure':
-        if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
-        out.insecure = v
-        break
-      case 'webAddress':
-        out.webAddress = checkWebAddress(where, typeof v === 'number' ? String(v) : str(where, v))
-        break
-      case 'webPublic':
-        if (typeof v !== 'boolean') throw new ConfigError(where, 'must be true or false')
-        out.webPublic = v
-        break
-      case 'sysfsRoot':
-        out.sysfsRoot = checkAbsolute(where, str(where, v))
-        break
-      case 'devinfoDir':
-        out.devinfoDir = checkAbsolute(where, str(where, v))
-        break
-      case 'memifRoot':
-        out.memifRoot = checkMemifRoot(where, str(where, v))
-        break
-      case 'memifForwarder':
-        out.memifForwarder = checkProgram(where, str(where, v))
-        break
-      case 'memifCpu':
-        out.memifCpu = checkCpu(where, typeof v === 'number' ? String(v) : str(where, v))
-        break
-      default:
-        throw new ConfigError(where, `unknown key (known: ${KNOWN_KEYS.join(', ')})`)
     }
   }
   return out
