@@ -15,7 +15,7 @@
 // their DPDK file prefix, which names the test's run directory.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -73,7 +73,7 @@ function testLog(t: Teardown): ForwarderLog & { lines: string[] } {
   return { lines, info: at('info'), warn: at('warn'), error: at('error') }
 }
 
-function makeForwarders(t: Teardown, runDir: string, opts: { pairsPerProcess?: number } = {}): MemifForwarders {
+function makeForwarders(t: Teardown, runDir: string, opts: { pairsPerProcess?: number; outputLimitBytes?: number } = {}): MemifForwarders {
   const fw = new MemifForwarders({ runDir, pollMs: POLL_MS, log: testLog(t), ...opts })
   t.teardown(() => fw.stop({ keepRunning: false }))
   return fw
@@ -140,7 +140,7 @@ t.test('one pair: a pod client answers pings from the endpoint; forwarding only 
   const dir = makeRunDir(t)
   const ep = makeEndpoint(t)
   const clientNs = makeNetns(t, 'cl')
-  const fw = makeForwarders(t, dir)
+  const fw = makeForwarders(t, dir, { outputLimitBytes: 1024 })
   await fw.start()
   const events: string[] = []
   fw.on('connected', (id: string) => events.push(`connected ${id}`))
@@ -172,6 +172,11 @@ t.test('one pair: a pod client answers pings from the endpoint; forwarding only 
   const stats = await fw.stats('c1')
   t.ok(stats !== undefined && stats.kernel.rxPackets >= 5 && stats.memif.txPackets >= 5 && stats.memif.rxPackets >= 5 && stats.kernel.txPackets >= 5, 'forwarder counters on both ports')
   t.ok((await client.stats()).rxPackets >= 5, 'the client received them')
+  // Link polls every 100 ms write ~350 B each: ~7 kB in 2 s unless the output file is truncated.
+  await sleep(2000)
+  const out = forwarderFileNames(dir).find((f) => f.endsWith('.out')) ?? ''
+  t.ok(statSync(join(dir, out)).size < 3000, `the output file is kept short (${statSync(join(dir, out)).size} B)`)
+  t.ok(((await fw.stats('c1'))?.memif.rxPackets ?? 0) >= 5, 'the prompt still answers after truncation')
 
   await client.stop()
   await waitFor('disconnected and stopped', () => fw.state('c1')?.connected === false && fw.processes()[0]?.forwarding === false)

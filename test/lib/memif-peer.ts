@@ -5,7 +5,7 @@
 // pings work against), rxonly counts, txonly sends, io forwards between its ports (looped back on itself
 // when it has only the memif port).
 //
-// A DPDK memif client does not reconnect by itself (/work/shared/MEMIF.md pitfall 7): after the server
+// A DPDK memif client (22.11) does not reconnect by itself: after the server
 // restarts, `reopen()` (port stop / port start) connects it again. Every peer is SIGKILLed at teardown,
 // also when the test fails.
 import { spawn } from 'node:child_process'

@@ -5,14 +5,13 @@
 // starts, adopts, supervises and reconfigures those processes; creating the veth, the socket directory and
 // choosing paths is the mechanism's (./index.ts). The testpmd process and its prompt: ./testpmd.ts.
 //
-// Why one process for many connections (numbers measured on this project's 2-CPU test VM,
-// /work/shared/MEMIF.md): DPDK 22.11's testpmd busy-polls one CPU at 100% while forwarding, whatever the
-// traffic, and has no sleep or rx-interrupt mode; one process per connection would cost a CPU per pod. One
+// Why one process for many connections (measured with Debian 12's DPDK 22.11 on a 2-CPU VM): testpmd busy-polls one CPU at 100% while forwarding, whatever the traffic,
+// and has no sleep or rx-interrupt mode; one process per connection would cost a CPU per pod. One
 // testpmd takes up to 32 ports (16 pairs) attached and detached at run time, so this is a pool: a pair
 // goes into the first process with a free slot, a new process starts when all are full, a process left
 // without pairs quits. The price: every add or remove pauses all pairs of that process for a moment
 // (forwarding is stopped while the port list changes; `--no-flush-rx` keeps queued frames), and a crash
-// of the memif PMD (pitfall 12: it sometimes segfaults when a peer disconnects under load) takes every pair
+// of the memif PMD (22.11's sometimes segfaults when a peer disconnects under load: 2 in 51 client kills) takes every pair
 // of the process down until the restart below.
 //
 // Idle CPU: forwarding runs only while at least one memif link is UP (a pod client is connected). memif
@@ -24,7 +23,10 @@
 // -m 24 and fail at -m 20 (testpmd.ts has the numbers).
 //
 // Surviving the agent: processes are detached and do not depend on the agent's descriptors (testpmd.ts), so an
-// agent restart (SIGKILL, upgrade) leaves every datapath forwarding. Each process has a state file in
+// agent restart (SIGKILL, upgrade) leaves every datapath forwarding. Not a restart that kills the agent's
+// whole process group or cgroup: a container restart (its PID namespace ends) or systemd's default
+// KillMode=control-group ends the forwarders too; the next agent then starts them again from the state
+// files, and the pods' DPDK clients must reopen their port, as after a crash. Each process has a state file in
 // `runDir` (pid, start time, file prefix, CPU, its pairs); `start()` adopts the processes those files name
 // (verified: pid, start time, cmdline) and re-reads their ports, restarts the ones that are gone with
 // their recorded pairs, and kills forwarders of this run directory that have no state file. `reconcile`
@@ -33,7 +35,7 @@
 // Supervision: a process that exits unexpectedly is started again with all its pairs (stale socket files
 // unlinked first: a crashed server leaves them and a new one cannot bind), after a backoff when it keeps
 // crashing (0, 100, 200, 400, 800, 1000 ms), and `restarted` is emitted with the connection ids. DPDK
-// clients in pods do not reconnect by themselves (pitfall 7): after a restart their link stays down until
+// clients in pods do not reconnect by themselves: after a restart their link stays down until
 // they reopen the port (`port stop 0` / `port start 0` in testpmd; VPP's memif reconnects alone). A pod
 // client's socket file is made 0666; the socket's directory (the mechanism's) must let the client in.
 //
@@ -95,6 +97,8 @@ export interface ForwarderOptions {
   pairsPerProcess?: number
   /** Link-state poll period, default 250 ms. */
   pollMs?: number
+  /** A process's output file is truncated between commands once it passes this size (default 1 MiB). */
+  outputLimitBytes?: number
   log?: ForwarderLog
 }
 
@@ -158,6 +162,7 @@ export class MemifForwarders extends EventEmitter {
   private readonly cpu: number
   private readonly perProcess: number
   private readonly pollMs: number
+  private readonly outputLimit: number | undefined
   private readonly log: ForwarderLog
   private readonly forwarders = new Set<Forwarder>()
   private tail: Promise<unknown> = Promise.resolve()
@@ -171,6 +176,7 @@ export class MemifForwarders extends EventEmitter {
     this.cpu = opts.cpu ?? lastOnlineCpu()
     this.perProcess = Math.max(1, Math.min(opts.pairsPerProcess ?? MAX_PAIRS_PER_PROCESS, MAX_PAIRS_PER_PROCESS))
     this.pollMs = opts.pollMs ?? 250
+    this.outputLimit = opts.outputLimitBytes
     this.log = opts.log ?? silent
   }
 
@@ -456,7 +462,7 @@ export class MemifForwarders extends EventEmitter {
         const reply = await proc.console.run(`port start ${port}`)
         if (/fail|error|invalid/i.test(reply)) throw failure(rec, `testpmd did not start port ${port}: ${oneLine(reply)}`)
       }
-      // A vdev that failed to bind is dropped silently (pitfall 4): the socket file must be there.
+      // testpmd drops a vdev that failed to bind (a stale socket: EADDRINUSE) and goes on: the file must be there.
       if (!isSocket(rec.socket)) throw failure(rec, `the memif socket ${rec.socket} did not appear`)
       chmodSync(rec.socket, 0o666)
       if (reconfigure) await this.reconfigure(fwd)
@@ -696,7 +702,7 @@ export class MemifForwarders extends EventEmitter {
         this.log.info(want ? 'memif forwarding started: a client is connected' : 'memif forwarding stopped: no client connected', { pid: proc.pid })
       }
     }
-    await proc.trimOutput()
+    await proc.trimOutput(this.outputLimit)
   }
 
   /** FIFOs and output files in runDir whose process has no state file (a crash between spawn and first write). */
