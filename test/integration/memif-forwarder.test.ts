@@ -15,7 +15,7 @@
 // their DPDK file prefix, which names the test's run directory.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -79,15 +79,19 @@ function makeForwarders(t: Teardown, runDir: string, opts: { pairsPerProcess?: n
   return fw
 }
 
-/** A veth in this netns: `iface` for the af_packet port, `peer` left here too (no netns): for tests that send nothing. */
-function makeVeth(t: Teardown): string {
+/** A veth in this netns (ifindex `index` when given): the end returned takes the af_packet port; for tests that send nothing. */
+function makeVeth(t: Teardown, index?: number): string {
   const iface = uniqueName('fa')
   const peer = uniqueName('fp')
-  ip(undefined, 'link', 'add', iface, 'type', 'veth', 'peer', 'name', peer)
+  ip(undefined, 'link', 'add', iface, ...(index === undefined ? [] : ['index', String(index)]), 'type', 'veth', 'peer', 'name', peer)
   t.teardown(() => removeLink(iface))
   ip(undefined, 'link', 'set', iface, 'up')
   ip(undefined, 'link', 'set', peer, 'up')
   return iface
+}
+
+function ifindex(name: string): number {
+  return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim())
 }
 
 function removeLink(name: string): void {
@@ -218,7 +222,8 @@ t.test('two pairs in one process: one detached while the other keeps forwarding'
   t.ok(lstatSync(sb).isSocket(), 'socket b still served')
   t.equal(fw.state('a'), undefined)
   t.same(fw.processes().map((p) => p.ports), [1])
-  await waitFor('client a link down', async () => !(await ca.linkUp()))
+  // (22.11's client may also crash when its server goes away while it polls: gone is down too.)
+  await waitFor('client a link down', async () => ca.exited || !(await ca.linkUp().catch(() => false)))
   t.same(await ping(a, 2), { sent: 2, received: 0 }, 'pair a no longer forwards')
 })
 
@@ -232,7 +237,7 @@ t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client re
   fw.on('restarted', (ids: string[], reason: string) => restarted.push({ ids, reason }))
   const socket = join(dir, 'sock', 'k.sock')
   await fw.attach({ id: 'k', socket, iface: ep.iface })
-  const client = await startMemifPeer(t, { netns: clientNs.name, socket })
+  let client = await startMemifPeer(t, { netns: clientNs.name, socket })
   await waitFor('connected', () => fw.state('k')?.connected === true)
   const old = fw.processes()[0]?.pid ?? 0
 
@@ -248,8 +253,15 @@ t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client re
   t.ok(lstatSync(socket).isSocket(), 'the socket is there again')
   t.equal(lstatSync(socket).mode & 0o777, 0o666)
 
-  await client.reopen()
-  await client.waitLinkUp()
+  if (client.exited) {
+    // DPDK 22.11's memif client itself segfaults now and then when its server dies while its lcore polls
+    // (1 in 7-15 SIGKILLs here, none with its forwarding stopped): the pod's application restarts.
+    t.comment(`the memif client crashed with its server (${client.exitReason}): a new client`)
+    client = await startMemifPeer(t, { netns: clientNs.name, socket })
+  } else {
+    await client.reopen()
+    await client.waitLinkUp()
+  }
   await waitFor('connected again', () => fw.state('k')?.connected === true)
   t.same(await ping(ep, 3), { sent: 3, received: 3 }, 'ping works again')
   t.equal(restarted.length, 1)
@@ -335,6 +347,17 @@ t.test('pool: a new process when one is full; a process left without pairs ends'
   await fw.attach(ports[2] as (typeof ports)[0])
   t.same(fw.processes().map((p) => p.ports), [2, 1])
   t.same(fw.ports().map((p) => p.id).sort(), ['p0', 'p1', 'p2'])
+
+  // DPDK's af_packet fanout group id is (pid ^ ifindex) & 0xffff, per netns: an interface whose id in the
+  // first process equals the second process's group for p2 must go to the second process.
+  const [a, b] = fw.processes().map((p) => p.pid) as [number, number]
+  await fw.detach('p1')
+  const clash = (a ^ b ^ ifindex(ports[2]?.iface ?? '')) & 0xffff
+  const iface = makeVeth(t, clash)
+  t.equal(ifindex(iface), clash)
+  await fw.attach({ id: 'p3', socket: join(dir, 'sock', 'p3.sock'), iface })
+  t.equal(fw.state('p3')?.pid, b, 'not into the first process, where its fanout group is the second one\'s')
+  t.same(fw.processes().map((p) => p.ports), [1, 2])
 })
 
 t.test('bad input is refused and nothing is started or left behind', async (t) => {

@@ -55,6 +55,8 @@ export interface MemifPeer {
   setMode(mode: PeerMode): Promise<void>
   /** Has the process exited (crashed or stopped)? */
   readonly exited: boolean
+  /** How it exited ('killed by SIGSEGV', 'exit code 0'), '' while it runs. */
+  readonly exitReason: string
   /** All output so far. */
   output(): string
   /** `quit`, SIGKILL if it does not exit within 2 s; resolves once it has exited. */
@@ -80,9 +82,11 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
   const child = opts.netns === undefined ? spawn('stdbuf', args, { stdio: ['pipe', 'pipe', 'pipe'] }) : spawn('ip', ['netns', 'exec', opts.netns, 'stdbuf', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
   let all = ''
   let running = true
+  let exitReason = ''
   const exited = new Promise<void>((res) => {
-    child.once('exit', () => {
+    child.once('exit', (code, signal) => {
       running = false
+      exitReason = signal !== null ? `killed by ${signal}` : `exit code ${String(code)}`
       res()
     })
     child.once('error', () => {
@@ -98,7 +102,7 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
   child.stdout?.setEncoding('utf8').on('data', onData)
   child.stderr?.setEncoding('utf8').on('data', onData)
   child.stdin?.on('error', () => undefined)
-  void exited.then(() => prompt.fail(new Error(`memif peer ${child.pid} exited; output: ${all.slice(-400)}`)))
+  void exited.then(() => prompt.fail(new Error(`memif peer ${child.pid} exited (${exitReason}); output: ${all.slice(-400)}`)))
   const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
     if (running) child.kill(signal)
     await exited
@@ -149,6 +153,9 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
     },
     get exited() {
       return !running
+    },
+    get exitReason() {
+      return exitReason
     },
     output: () => all,
     async stop() {

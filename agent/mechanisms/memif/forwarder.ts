@@ -41,7 +41,7 @@
 //
 // Events: 'restarted' (ids: string[], reason: string), 'connected' (id), 'disconnected' (id).
 import { EventEmitter } from 'node:events'
-import { chmodSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs'
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { AgentError } from '../../errors.js'
 import {
@@ -134,6 +134,10 @@ class Forwarder {
   /** Files of a process that died, removed once its successor's state file is written. */
   staleName: string | undefined
   polling = false
+
+  usable(): boolean {
+    return !this.retiring && this.proc !== undefined && !this.proc.hasExited
+  }
 
   served(p: PairRecord): boolean {
     return this.proc !== undefined && !this.proc.hasExited && p.memifPort !== NOT_ATTACHED
@@ -255,29 +259,26 @@ export class MemifForwarders extends EventEmitter {
         if (rec.socket === p.socket) throw new AgentError('ALREADY_EXISTS', `memif socket ${p.socket} is served for connection ${rec.id}`)
         if (rec.iface === p.iface) throw new AgentError('ALREADY_EXISTS', `interface ${p.iface} is cross-connected for connection ${rec.id}`)
       }
-      let fwd = [...this.forwarders].find((f) => !f.retiring && f.proc !== undefined && !f.proc.hasExited && f.pairs.size < this.perProcess)
-      const fresh = fwd === undefined
-      if (fwd === undefined) {
-        fwd = new Forwarder()
-        this.forwarders.add(fwd)
+      // Into the first process with a free slot whose af_packet fanout group would not clash (see fanoutClash);
+      // a fanout clash with a socket this agent does not know of is retried once in a new process.
+      const rec: PairRecord = { id: p.id, socket: p.socket, iface: p.iface, slot: 0, memifPort: NOT_ATTACHED, kernelPort: NOT_ATTACHED }
+      for (let attempt = 0; ; attempt++) {
+        let fwd = attempt > 0 ? undefined : [...this.forwarders].find((f) => f.usable() && f.pairs.size < this.perProcess && !this.fanoutClash(f, [p.iface]))
+        const fresh = fwd === undefined
+        if (fwd === undefined) fwd = await this.newForwarder([p.iface])
+        rec.slot = fwd.freeSlot()
+        fwd.pairs.set(p.id, rec)
         try {
-          await this.spawnInto(fwd)
+          await this.attachPair(fwd, rec, true)
+          return true
         } catch (err) {
-          this.forwarders.delete(fwd)
-          throw err
+          fwd.pairs.delete(p.id)
+          if (fresh || fwd.pairs.size === 0) await this.retire(fwd)
+          else await this.persist(fwd)
+          if (attempt > 0 || !/PACKET_FANOUT/.test((err as Error).message)) throw err
+          this.log.warn('memif pair: af_packet fanout clash, trying a new process', { id: p.id, iface: p.iface })
         }
       }
-      const rec: PairRecord = { id: p.id, socket: p.socket, iface: p.iface, slot: fwd.freeSlot(), memifPort: NOT_ATTACHED, kernelPort: NOT_ATTACHED }
-      fwd.pairs.set(p.id, rec)
-      try {
-        await this.attachPair(fwd, rec, true)
-      } catch (err) {
-        fwd.pairs.delete(p.id)
-        if (fresh || fwd.pairs.size === 0) await this.retire(fwd)
-        else await this.persist(fwd)
-        throw err
-      }
-      return true
     })
     if (!ready) await this.waitServed(p.id, 15_000)
   }
@@ -414,6 +415,56 @@ export class MemifForwarders extends EventEmitter {
       if (Date.now() > deadline) throw new AgentError('UNAVAILABLE', `memif connection ${id}: its forwarder is restarting and did not serve it within ${ms} ms`)
       await sleep(50)
     }
+  }
+
+  /** A new forwarder in the pool, its process's fanout groups for `ifaces` clear of the others'. */
+  private async newForwarder(ifaces: string[]): Promise<Forwarder> {
+    const fwd = new Forwarder()
+    this.forwarders.add(fwd)
+    try {
+      await this.spawnClear(fwd, ifaces)
+    } catch (err) {
+      this.forwarders.delete(fwd)
+      throw err
+    }
+    return fwd
+  }
+
+  /** spawnInto, again (up to 5 times) while the new pid would put an af_packet port of `ifaces` into another process's fanout group. */
+  private async spawnClear(fwd: Forwarder, ifaces: string[]): Promise<void> {
+    for (let tries = 1; ; tries++) {
+      await this.spawnInto(fwd)
+      if (tries >= 5 || !this.fanoutClash(fwd, ifaces)) return
+      const proc = fwd.proc as TestpmdProcess
+      fwd.proc = undefined
+      this.log.info('memif forwarder: its pid gives an af_packet fanout group in use, starting another', { pid: proc.pid })
+      await proc.quit()
+      removeForwarderFiles(this.runDir, proc.name)
+    }
+  }
+
+  /**
+   * DPDK 22.11's af_packet port joins the fanout group (pid ^ ifindex) & 0xffff, and fanout groups are per
+   * netns: when that id is another process's group on another interface, the attach fails with EINVAL
+   * ("could not set PACKET_FANOUT"). Neighbouring pids and ifindexes make that likely, so a pair goes only
+   * where its id is free. True when an af_packet port of `ifaces` in fwd's process would clash.
+   */
+  private fanoutClash(fwd: Forwarder, ifaces: string[]): boolean {
+    const pid = fwd.proc?.pid
+    if (pid === undefined) return false
+    const mine = new Set<number>()
+    for (const i of ifaces) {
+      const ix = ifindexOf(i)
+      if (ix !== undefined) mine.add((pid ^ ix) & 0xffff)
+    }
+    for (const f of this.forwarders) {
+      if (f === fwd || f.proc === undefined || f.proc.hasExited) continue
+      for (const r of f.pairs.values()) {
+        const ix = r.kernelPort === NOT_ATTACHED ? undefined : ifindexOf(r.iface)
+        if (ix !== undefined && mine.has((f.proc.pid ^ ix) & 0xffff)) return true
+      }
+    }
+    return false
   }
 
   /** A new process for `fwd` (none or a dead one before), its identity on disk before any port. */
@@ -637,7 +688,7 @@ export class MemifForwarders extends EventEmitter {
 
   /** A new process for fwd's pairs (sockets unlinked first); emits `restarted`. */
   private async respawn(fwd: Forwarder, reason: string): Promise<void> {
-    await this.spawnInto(fwd)
+    await this.spawnClear(fwd, [...fwd.pairs.values()].map((r) => r.iface))
     const ids: string[] = []
     fwd.changing += 1
     try {
@@ -749,6 +800,15 @@ function isSocket(path: string): boolean {
 
 function unlinkSocket(path: string): void {
   if (isSocket(path)) rmSync(path, { force: true })
+}
+
+function ifindexOf(iface: string): number | undefined {
+  try {
+    const n = Number(readFileSync(`/sys/class/net/${iface}/ifindex`, 'utf8').trim())
+    return Number.isInteger(n) ? n : undefined
+  } catch {
+    return undefined
+  }
 }
 
 function killPid(pid: number): void {
