@@ -6,8 +6,9 @@
 //
 // Covers: one pair end to end (ping and kernel counters, connected/disconnected, forwarding only while a
 // client is connected), two pairs in one process with one detached while the other forwards, a forwarder
-// SIGKILLed mid-traffic (restarted, the client reopens its port), the agent dropped and a new supervisor
-// adopting the running forwarder (no restart, ping uninterrupted) then reconcile([]), a dead forwarder
+// SIGKILLed mid-traffic (restarted, the client reopens its port) and one that keeps dying, the agent SIGKILLed (a supervisor in a
+// process of its own, test/lib/memif-supervisor.ts) and a new one adopting the running forwarder (no
+// restart, ping uninterrupted) then reconcile([]), a dead forwarder
 // restarted at adoption and reconcile adding a pair, the pool (a new process when one is full, a process
 // without pairs ends), and refused input (nothing started, nothing left).
 //
@@ -22,6 +23,7 @@ import { promisify } from 'node:util'
 import { MemifForwarders, type ForwarderLog } from '../../agent/mechanisms/memif/forwarder'
 import { findForwarderProcesses, processStartTime } from '../../agent/mechanisms/memif/testpmd'
 import { startMemifPeer } from '../lib/memif-peer'
+import { startSupervisorProcess } from '../lib/memif-supervisor'
 import { ip, makeNetns, RUN, sh, uniqueName } from '../lib/netns'
 
 interface Teardown {
@@ -267,22 +269,41 @@ t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client re
   t.equal(restarted.length, 1)
 })
 
-t.test('agent restart: a new supervisor adopts the running forwarder, traffic goes on; reconcile([]) ends it', async (t) => {
+t.test('a forwarder that keeps dying is restarted each time (after a growing backoff)', async (t) => {
+  const dir = makeRunDir(t)
+  const fw = makeForwarders(t, dir)
+  await fw.start()
+  const restarted: string[] = []
+  fw.on('restarted', (ids: string[], reason: string) => restarted.push(`${ids.join(',')}: ${reason}`))
+  const socket = join(dir, 'sock', 'd.sock')
+  await fw.attach({ id: 'd', socket, iface: makeVeth(t) })
+  const pids = new Set([fw.state('d')?.pid])
+  for (let i = 1; i <= 3; i++) {
+    process.kill(fw.state('d')?.pid ?? 0, 'SIGKILL')
+    await waitFor(`restart ${i}`, () => restarted.length === i && fw.state('d')?.served === true)
+    pids.add(fw.state('d')?.pid)
+  }
+  t.same(restarted, Array(3).fill('d: killed by SIGKILL'))
+  t.equal(pids.size, 4, 'a new process each time')
+  t.ok(lstatSync(socket).isSocket(), 'served')
+  t.equal(forwarderFileNames(dir).filter((f) => f.endsWith('.json')).length, 1, 'the dead processes\' files are gone')
+})
+
+t.test('agent SIGKILLed: a new supervisor adopts the running forwarder, traffic goes on; reconcile([]) ends it', async (t) => {
   const dir = makeRunDir(t)
   const ep = makeEndpoint(t)
   const clientNs = makeNetns(t, 'cl')
-  const first = makeForwarders(t, dir)
-  await first.start()
   const socket = join(dir, 'sock', 'ad.sock')
-  await first.attach({ id: 'ad', socket, iface: ep.iface })
-  await startMemifPeer(t, { netns: clientNs.name, socket })
-  await waitFor('connected', () => first.state('ad')?.connected === true && first.processes()[0]?.forwarding === true)
-  const pid = first.processes()[0]?.pid ?? 0
+  // The first "agent" is a process of its own, killed for real.
+  const agent = await startSupervisorProcess(t, dir, [{ id: 'ad', socket, iface: ep.iface }])
+  const [pid] = agent.forwarderPids as [number]
+  const client = await startMemifPeer(t, { netns: clientNs.name, socket })
+  t.same(await ping(ep, 2), { sent: 2, received: 2 }, 'forwarding under the first agent')
 
   const traffic = ping(ep, 100, 0.02)
   await sleep(300)
-  await first.stop() // the agent goes away; its forwarders keep serving
-  t.equal(processStartTime(pid) !== undefined, true, 'the forwarder outlives its supervisor')
+  await agent.kill()
+  t.ok(processStartTime(pid) !== undefined, 'the forwarder outlives its agent')
   const second = makeForwarders(t, dir)
   const events: string[] = []
   second.on('restarted', () => events.push('restarted'))
@@ -291,14 +312,20 @@ t.test('agent restart: a new supervisor adopts the running forwarder, traffic go
   t.same(second.state('ad'), { served: true, connected: true, pid })
   t.same(second.ports(), [{ id: 'ad', socket, iface: ep.iface }])
   const p = await traffic
-  t.ok(p.sent === 100 && p.received >= 99, `ping went on across the agent restart (${p.received}/${p.sent})`)
+  t.ok(p.sent === 100 && p.received >= 99, `ping went on across the agent's death (${p.received}/${p.sent})`)
   await waitFor('forwarding', () => second.processes()[0]?.forwarding === true)
+  t.ok(await client.linkUp(), 'the client never lost its link')
   t.same(events, [])
 
-  t.same(await second.reconcile([]), { attached: [], detached: ['ad'], failed: [] })
+  // A supervisor dropped in this process (stop, keepRunning) is adopted the same way.
+  await second.stop()
+  const third = makeForwarders(t, dir)
+  await third.start()
+  t.same(third.processes().map((p) => p.pid), [pid])
+  t.same(await third.reconcile([]), { attached: [], detached: ['ad'], failed: [] })
   await waitFor('the process to exit', () => processStartTime(pid) === undefined, 4000)
   t.notOk(existsSync(socket))
-  t.same(second.processes(), [])
+  t.same(third.processes(), [])
   t.same(forwarderFileNames(dir), [])
 })
 
