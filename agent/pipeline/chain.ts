@@ -61,6 +61,16 @@ export interface Element {
   readonly name: string
   readonly needs: readonly StateField[]
   readonly provides: readonly StateField[]
+  /**
+   * Which of its calls the instrumentation hook (./observe.ts) watches (default: all). An element whose close,
+   * or whose request for some connections, only hands the call on says so: that call gets no span and no time
+   * of its own (they would only repeat the next element's), which keeps what tracing costs a call down to the
+   * elements that work in it.
+   */
+  readonly observed?: {
+    readonly request?: false | ((r: PipelineRequest) => boolean)
+    readonly close?: false | ((c: PipelineClose) => boolean)
+  }
   wrap(next: Handler): Handler
 }
 
@@ -99,9 +109,11 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   if (observe === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
   return elements.reduceRight<Handler>((next, e) => {
     const h = e.wrap(next)
+    const req = e.observed?.request
+    const cl = e.observed?.close
     return {
-      request: (r) => observe(e.name, 'request', () => h.request(r)),
-      close: (c) => observe(e.name, 'close', () => h.close(c)),
+      request: req === false ? (r) => h.request(r) : req === undefined ? (r) => observe(e.name, 'request', () => h.request(r)) : (r) => (req(r) ? observe(e.name, 'request', () => h.request(r)) : h.request(r)),
+      close: cl === false ? (c) => h.close(c) : cl === undefined ? (c) => observe(e.name, 'close', () => h.close(c)) : (c) => (cl(c) ? observe(e.name, 'close', () => h.close(c)) : h.close(c)),
     }
   }, terminal)
 }

@@ -158,7 +158,9 @@ export function createDataplane(o: DataplaneOptions): Dataplane {
     const live = o.mesh.liveNodes()
     return all.filter((e) => e.local || live.has(e.node))
   }
-  const nseClients = new NseClients()
+  // Calls to NSM endpoints carry the running span's trace context, as calls to peer agents do.
+  const outgoing = o.observe?.outgoing?.bind(o.observe)
+  const nseClients = new NseClients(outgoing)
   const composedPools = (netns: string): readonly string[] => endpoints().find((e) => e.netns === netns)?.pools ?? []
   let healer: Healer | undefined
   const lifetimeMs = o.mesh?.lifetimeMs ?? 60_000

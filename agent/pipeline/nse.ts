@@ -7,7 +7,9 @@
 // route to the other end is added on each side when the answer has none).
 //
 // Undo: a later failure closes the connection at the endpoint. Close (after the veth is removed) closes it
-// there too, best effort within CLOSE_TIMEOUT_MS.
+// there too, best effort within CLOSE_TIMEOUT_MS. Both calls carry the caller's trace context (`traceparent`
+// in their gRPC metadata, from the pipeline hook's `outgoing`) when tracing is on, as calls to peer agents do.
+// For any other endpoint the element only hands the call on, and the hook does not watch it (no span).
 // Needs: endpoint. Provides: endpoint (with its netns), addresses (for API endpoints).
 import { State, type Connection } from '../../proto/gen/networkservice/connection.js'
 import type { Route } from '../../proto/gen/networkservice/connectioncontext.js'
@@ -19,7 +21,7 @@ import { endpointIfname } from '../mechanisms/kernel/names.js'
 import { netnsPathOfUrl } from '../../pkg/netns-url.js'
 import type { NetnsPolicy } from '../../pkg/netns-policy.js'
 import type { Logger } from '../server/log.js'
-import { withUndo, type Element } from './chain.js'
+import { withUndo, type Element, type PipelineClose, type PipelineRequest } from './chain.js'
 import { CLOSE_TIMEOUT_MS, pathBack, peerError } from './forward.js'
 import type { P2PAddresses } from './types.js'
 
@@ -32,15 +34,35 @@ export interface NseOptions {
   onUndoError(err: unknown): void
 }
 
-/** One client per endpoint URL (unix:///path or tcp://host:port), dialed lazily. */
+/** A client of one endpoint: every call carries `metadata()` besides its own (the trace context). */
+class NseClient extends AgentClient {
+  constructor(
+    url: string,
+    target: string,
+    private readonly metadata: (() => Record<string, string>) | undefined,
+  ) {
+    super(url, target)
+  }
+
+  protected override baseMetadata(): Record<string, string> {
+    return this.metadata?.() ?? {}
+  }
+}
+
+/**
+ * One client per endpoint URL (unix:///path or tcp://host:port), dialed lazily. `metadata`: entries every
+ * call carries (the pipeline hook's `outgoing`: the running span's `traceparent`).
+ */
 export class NseClients {
   private readonly clients = new Map<string, AgentClient>()
+
+  constructor(private readonly metadata?: () => Record<string, string>) {}
 
   get(url: string): AgentClient {
     let c = this.clients.get(url)
     if (c === undefined) {
       const target = targetOf(url)
-      c = new AgentClient(url, target)
+      c = new NseClient(url, target, this.metadata)
       this.clients.set(url, c)
     }
     return c
@@ -70,15 +92,22 @@ export function nseElement(o: NseOptions, clients: NseClients): Element {
       o.log.warn('closing a connection at its NSM endpoint failed', { connection: c.id, url, why, err: (err as Error).message })
     }
   }
+  /** The API URL this request goes to: a local endpoint serving the NSM API, addresses not chosen yet. */
+  const requestUrl = (r: PipelineRequest): string | undefined => {
+    const endpoint = r.state.endpoint
+    return endpoint === undefined || !endpoint.local || r.state.addresses !== undefined ? undefined : endpoint.api
+  }
+  const closeUrl = (cl: PipelineClose): string | undefined => (cl.record === undefined ? undefined : o.apiOf(cl.record.endpointName))
   return {
     name: 'nse',
     needs: ['endpoint'],
     provides: ['endpoint', 'addresses'],
+    observed: { request: (r) => requestUrl(r) !== undefined, close: (cl) => closeUrl(cl) !== undefined },
     wrap: (next) => ({
       async request(r) {
         const endpoint = r.state.endpoint
-        if (endpoint?.api === undefined || !endpoint.local || r.state.addresses !== undefined) return next.request(r)
-        const url = endpoint.api
+        const url = requestUrl(r)
+        if (endpoint === undefined || url === undefined) return next.request(r)
         const c = r.connection
         let answer: Connection
         try {
@@ -109,7 +138,7 @@ export function nseElement(o: NseOptions, clients: NseClients): Element {
       },
       async close(cl) {
         await next.close(cl)
-        const url = cl.record === undefined ? undefined : o.apiOf(cl.record.endpointName)
+        const url = closeUrl(cl)
         if (url !== undefined) await closeAt(url, cl.connection, 'closed')
       },
     }),

@@ -25,6 +25,11 @@ export interface PipelineObserver {
   close?(subject: CallSubject, ctx: CallContext, record: DatapathRecord | undefined, run: () => Promise<void>): Promise<void>
   /** Around one heal of a connection: resolves true when it healed, false when it stays DOWN. */
   heal?(subject: CallSubject, reason: string, run: () => Promise<boolean>): Promise<boolean>
+  /**
+   * Metadata a call the pipeline makes to another process carries (an NSM endpoint's API): the running span's
+   * W3C trace context (`traceparent`, `tracestate`) when tracing is on.
+   */
+  outgoing?(): Record<string, string>
 }
 
 /** `namespace/name` from the client labels CNI calls set (agent/cni/plan.ts: podName, namespace). */
@@ -47,10 +52,19 @@ export function combineObservers(list: ReadonlyArray<PipelineObserver | undefine
   if (os.length === 1) return os[0]
   const nest = <T>(pick: (o: PipelineObserver, run: () => Promise<T>) => Promise<T> | undefined, run: () => Promise<T>): Promise<T> =>
     os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
+  // Elements run most often: only the observers that watch them, one closure per observer and call.
+  const elementOf = os.flatMap((o) => (o.element === undefined ? [] : [o.element.bind(o)]))
+  const runElement = <T>(i: number, name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
+    const el = elementOf[i]
+    return el === undefined ? run() : el(name, op, () => runElement(i + 1, name, op, run))
+  }
+  const element = elementOf.length === 0 ? undefined : <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => runElement(0, name, op, run)
+  const outgoing = os.find((o) => o.outgoing !== undefined)
   return {
-    element: (element, op, run) => nest((o, r) => o.element?.(element, op, r), run),
+    ...(element === undefined ? {} : { element }),
     request: (s, ctx, run) => nest((o, r) => o.request?.(s, ctx, r), run),
     close: (s, ctx, rec, run) => nest((o, r) => o.close?.(s, ctx, rec, r), run),
     heal: (s, reason, run) => nest((o, r) => o.heal?.(s, reason, r), run),
+    ...(outgoing === undefined ? {} : { outgoing: () => outgoing.outgoing?.() ?? {} }),
   }
 }

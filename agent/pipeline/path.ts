@@ -48,6 +48,8 @@ export function pathElement(o: PathOptions): Element {
     name: 'path',
     needs: [],
     provides: [],
+    // Its close only hands the call on: no span, no timing of its own (chain.ts `observed`).
+    observed: { close: false },
     wrap: (next) => ({
       request: (r) => next.request({ ...r, connection: { ...r.connection, path: withOwnSegment(r.connection.path, r.connection.id, o) } }),
       close: (c) => next.close(c),

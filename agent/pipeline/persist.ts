@@ -21,6 +21,8 @@ export function persist(store: RecordStore): Element {
     name: 'persist',
     needs: ['datapath'],
     provides: [],
+    // Its close only hands the call on: no span, no timing of its own (chain.ts `observed`).
+    observed: { close: false },
     wrap: (next) => ({
       async request(r) {
         const record = r.state.datapath

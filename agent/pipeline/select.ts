@@ -68,6 +68,8 @@ export function select(opts: SelectOptions): Element {
     name: 'select',
     needs: ['clientLabels'],
     provides: ['service', 'endpoint'],
+    // Its close only hands the call on: no span, no timing of its own (chain.ts `observed`).
+    observed: { close: false },
     wrap: (next) => ({
       async request(r) {
         const c = r.connection

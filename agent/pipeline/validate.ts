@@ -24,6 +24,8 @@ export function validate(opts: ValidateOptions): Element {
     name: 'validate',
     needs: [],
     provides: ['mechanism', 'clientNetns', 'clientIfname', 'clientLabels', 'previous'],
+    // Its close only hands the call on: no span, no timing of its own (chain.ts `observed`).
+    observed: { close: false },
     wrap: (next) => ({
       async request(r) {
         const c = r.connection

@@ -15,7 +15,11 @@
 //
 // Attributes: nsm.connection, nsm.service, nsm.pod (k8s.namespace.name, k8s.pod.name), nsm.endpoint,
 // nsm.mechanism; errors mark the span ERROR with the error model's name (nsm.error) and CNI code.
-// Between agents the context travels as `traceparent` in the peer call's metadata (`outgoing`).
+// Between agents the context travels as `traceparent` in the peer call's metadata (`outgoing`), and so it does
+// in the calls to NSM endpoints that serve the API (agent/pipeline/nse.ts, through the hook's `outgoing`).
+//
+// Cost (BENCHMARKS.md, observe): an element whose call only hands it on gets no span (agent/pipeline/chain.ts
+// `observed`), span names and attributes of elements are made once, a span's child context once.
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import type { TracingChannelSubscribers } from 'node:diagnostics_channel'
@@ -23,7 +27,7 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
-import type { CallSubject, PipelineObserver } from '../pipeline/observe.js'
+import type { CallSubject, PipelineObserver, PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
 import { batchChannel, type BatchTraceContext } from '../../pkg/netlink/rtnl.js'
 import { findInScopes, scopeSlot } from '../server/call-scope.js'
@@ -35,11 +39,23 @@ import { findInScopes, scopeSlot } from '../server/call-scope.js'
  */
 const SPANS = Symbol('tracing: spans running')
 
-function currentSpan(): Span | undefined {
-  return findInScopes(SPANS, (stack: Span[]) => stack[stack.length - 1])
+/** A span running, and the context its children start in (made once, when the first child starts). */
+interface Running {
+  readonly span: Span
+  context: Context | undefined
 }
 
-const contextOf = (span: Span | undefined): Context => (span === undefined ? ROOT_CONTEXT : trace.setSpan(ROOT_CONTEXT, span))
+const top = (stack: Running[]): Running | undefined => stack[stack.length - 1]
+
+function currentSpan(): Running | undefined {
+  return findInScopes(SPANS, top)
+}
+
+/** The context a child of `r` starts in. */
+function contextOf(r: Running | undefined): Context {
+  if (r === undefined) return ROOT_CONTEXT
+  return (r.context ??= trace.setSpan(ROOT_CONTEXT, r.span))
+}
 
 export interface Tracing {
   readonly pipeline: PipelineObserver
@@ -87,8 +103,9 @@ export function startTracing(o: TracingOptions): Tracing {
    */
   const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Context, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> => {
     const span = tracer.startSpan(name, { kind, attributes }, parent)
-    const stack = scopeSlot(SPANS, (): Span[] => [])
-    stack?.push(span)
+    const running: Running = { span, context: undefined }
+    const stack = scopeSlot(SPANS, (): Running[] => [])
+    stack?.push(running)
     try {
       const out = await run()
       done?.(span, out)
@@ -97,9 +114,21 @@ export function startTracing(o: TracingOptions): Tracing {
       failed(span, err)
       throw err
     } finally {
-      if (stack !== undefined && stack[stack.length - 1] === span) stack.pop()
+      if (stack !== undefined && stack[stack.length - 1] === running) stack.pop()
       span.end()
     }
+  }
+
+  /** An element's span name and attributes, made once per element and operation (the SDK copies attributes). */
+  const elementSpans = new Map<string, Record<PipelineOp, { name: string; attributes: Attributes }>>()
+  const elementSpan = (element: string, op: PipelineOp): { name: string; attributes: Attributes } => {
+    let e = elementSpans.get(element)
+    if (e === undefined) {
+      const attributes = { 'nsm.element': element }
+      e = { request: { name: `${element} request`, attributes }, close: { name: `${element} close`, attributes } }
+      elementSpans.set(element, e)
+    }
+    return e[op]
   }
 
   /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
@@ -112,11 +141,23 @@ export function startTracing(o: TracingOptions): Tracing {
     return propagation.extract(ROOT_CONTEXT, { traceparent: tp, ...(ts === undefined ? {} : { tracestate: ts }) })
   }
 
+  /** The running span's trace context as metadata (`traceparent`, `tracestate`) for a call to another process. */
+  const outgoing = (): Record<string, string> => {
+    const running = currentSpan()
+    if (running === undefined) return {}
+    const carrier: Record<string, string> = {}
+    propagation.inject(contextOf(running), carrier)
+    return carrier
+  }
+
   const pipeline: PipelineObserver = {
+    outgoing,
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
     element: (element, op, run) => {
       const parent = currentSpan()
-      return parent === undefined ? run() : inSpan(`${element} ${op}`, SpanKind.INTERNAL, { 'nsm.element': element }, contextOf(parent), run)
+      if (parent === undefined) return run()
+      const { name, attributes } = elementSpan(element, op)
+      return inSpan(name, SpanKind.INTERNAL, attributes, contextOf(parent), run)
     },
     request: (subject, ctx, run) =>
       inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
@@ -156,7 +197,9 @@ export function startTracing(o: TracingOptions): Tracing {
     start(m) {
       const parent = currentSpan()
       if (parent === undefined) return // a batch outside any traced call (the reaper's)
-      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes: { 'netlink.messages': m.messages, 'netlink.first': m.what, ...(m.netns === undefined ? {} : { 'netlink.netns': m.netns }) } }, contextOf(parent)))
+      const attributes: Attributes = { 'netlink.messages': m.messages, 'netlink.first': m.what }
+      if (m.netns !== undefined) attributes['netlink.netns'] = m.netns
+      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes }, contextOf(parent)))
     },
     end() {},
     asyncStart() {},
@@ -176,13 +219,7 @@ export function startTracing(o: TracingOptions): Tracing {
   return {
     pipeline,
     cni,
-    outgoing() {
-      const running = currentSpan()
-      if (running === undefined) return {}
-      const carrier: Record<string, string> = {}
-      propagation.inject(contextOf(running), carrier)
-      return carrier
-    },
+    outgoing,
     async shutdown() {
       batchChannel.unsubscribe(batches)
       await provider.shutdown()

@@ -22,7 +22,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { lstatSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js'
+import { Server, ServerCredentials, status, type Metadata, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js'
 import { NetworkServiceDefinition, type NetworkServiceRequest } from '../../proto/gen/networkservice/networkservice.js'
 import { State, type Connection, type Mechanism, type Path } from '../../proto/gen/networkservice/connection.js'
 import type { IPContext, Route } from '../../proto/gen/networkservice/connectioncontext.js'
@@ -48,6 +48,8 @@ export interface StubNse {
   readonly requests: NetworkServiceRequest[]
   /** Every Close received, in order. */
   readonly closes: Connection[]
+  /** The gRPC metadata of every Request and Close received, in order (text entries; `traceparent` when traced). */
+  readonly metadata: Array<{ method: 'request' | 'close'; id: string; entries: Record<string, string> }>
   /** Pairs held now: connection id → { src, dst } (addresses without prefix length). */
   allocations(): Map<string, { src: string; dst: string }>
   close(): Promise<void>
@@ -112,6 +114,12 @@ export async function startStubNse(opts: StubNseOptions): Promise<StubNse> {
   const held = new Map<string, { src: number; dst: number; segmentId: string }>()
   const requests: NetworkServiceRequest[] = []
   const closes: Connection[] = []
+  const metadata: StubNse['metadata'] = []
+  const record = (method: 'request' | 'close', id: string, md: Metadata): void => {
+    const entries: Record<string, string> = {}
+    for (const [k, v] of Object.entries(md.getMap())) if (typeof v === 'string') entries[k] = v
+    metadata.push({ method, id, entries })
+  }
 
   const allocate = (excluded: readonly string[]): { src: number; dst: number } => {
     const excl = excluded.flatMap((e) => {
@@ -198,6 +206,7 @@ export async function startStubNse(opts: StubNseOptions): Promise<StubNse> {
   server.addService(toGrpcService(NetworkServiceDefinition), {
     request(call: ServerUnaryCall<NetworkServiceRequest, Connection>, cb: sendUnaryData<Connection>) {
       requests.push(call.request)
+      record('request', call.request.connection?.id ?? '', call.metadata)
       try {
         cb(null, request(call.request))
       } catch (err) {
@@ -206,6 +215,7 @@ export async function startStubNse(opts: StubNseOptions): Promise<StubNse> {
     },
     close(call: ServerUnaryCall<Connection, Empty>, cb: sendUnaryData<Empty>) {
       closes.push(call.request)
+      record('close', call.request.id, call.metadata)
       held.delete(call.request.id)
       cb(null, {})
     },
@@ -217,6 +227,7 @@ export async function startStubNse(opts: StubNseOptions): Promise<StubNse> {
     socket: opts.socket,
     requests,
     closes,
+    metadata,
     allocations: () => new Map([...held].map(([id, p]) => [id, { src: formatIpv4(p.src), dst: formatIpv4(p.dst) }])),
     close: () =>
       (closed ??= new Promise<void>((res) => {
