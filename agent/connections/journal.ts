@@ -33,7 +33,7 @@
 // value); zeroing runs from the start of the file, so a crash while zeroing leaves at most a suffix.
 import { constants } from 'node:fs'
 import { open, readFile, unlink, type FileHandle } from 'node:fs/promises'
-import { CoalescedWrites, describeError, quarantineFile, salvageCutJson, writeFileAtomic } from '../registry/atomic-file.js'
+import { CoalescedWrites, describeError, quarantineFile, salvageCutJson, timedFileWrite, writeFileAtomic } from '../registry/atomic-file.js'
 import { encodeLine, readLines, writeFully, type DamagedLine, type JournalOp } from './journal-lines.js'
 
 export type { JournalOp } from './journal-lines.js'
@@ -61,7 +61,10 @@ export interface JournalLoad<E> {
 export class Journal<E> {
   private fh: FileHandle | undefined
   private pending: string[] = []
-  private readonly writes = new CoalescedWrites(() => this.write())
+  // Each physical write is timed (nsm_store_operation_duration_seconds{backend="file",kind="connections"}).
+  private readonly writes = new CoalescedWrites(() => timedFileWrite('connections', () => this.lastWrite, () => this.write()))
+  /** What the last physical write was (its metric's operation). */
+  private lastWrite: 'append' | 'compact' = 'append'
   /** End of the valid content in the journal file. */
   private offset = 0
   /** One past the last byte that may be non-zero: a failed write's bytes are zeroed up to here. */
@@ -193,8 +196,10 @@ export class Journal<E> {
   private async write(): Promise<void> {
     const batch = this.pending.splice(0)
     let data = Buffer.from(batch.join(''))
+    this.lastWrite = 'append'
     if (this.compactRequested || this.offset + data.length > this.capacity) {
       // The snapshot already holds the effects of the batch: the batch needs no journal line.
+      this.lastWrite = 'compact'
       this.compactRequested = false
       data = Buffer.alloc(0)
       const text = JSON.stringify(this.snapshot())

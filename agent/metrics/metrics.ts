@@ -1,6 +1,7 @@
 // agent/metrics: the agent's Prometheus metrics (ARCHITECTURE §13), on one prom-client registry. What is
 // counted as it happens comes through the pipeline's hook (agent/pipeline/observe.ts), the CNI service's
-// (agent/cni deps.observe) and a timing wrapper around the shared store (./kv.ts); what is a level — the
+// (agent/cni deps.observe), a timing wrapper around the shared store (./kv.ts) and the local files' write
+// channel (agent/registry/atomic-file.ts: connection journal, registry file); what is a level — the
 // connections, the registry's size — is read from the connection table and the registry at each scrape, so
 // no gauge can drift from what the agent holds. Node's process metrics come from collectDefaultMetrics.
 //
@@ -15,6 +16,7 @@ import type { CniObserver } from '../cni/deps.js'
 import type { PipelineObserver } from '../pipeline/observe.js'
 import { pipelineMetrics } from './pipeline.js'
 import { cniMetrics } from './cni.js'
+import { fileWriteChannel, type FileWrite } from '../registry/atomic-file.js'
 
 /** Request, Close, heal and CNI call durations: 0.5 ms to 10 s. */
 export const CALL_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -116,8 +118,20 @@ export function createMetrics(): AgentMetrics {
     heals: new Counter({ name: 'nsm_heals_total', help: 'Heals of a connection, by why (endpoint-gone, node-lost, datapath-lost, retry) and outcome (healed, down)', labelNames: ['reason', 'outcome'] as const, registers }),
     cniSeconds: new Histogram({ name: 'nsm_cni_duration_seconds', help: 'CNI calls the shim forwarded, by command and outcome', labelNames: ['command', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
     errors: new Counter({ name: 'nsm_errors_total', help: 'Failed Requests, Closes and CNI calls, by the CNI code a runtime sees (pkg/codes.ts) and error name', labelNames: ['operation', 'code', 'name'] as const, registers }),
-    storeSeconds: new Histogram({ name: 'nsm_store_operation_duration_seconds', help: 'Operations on the shared store (etcd, kubernetes)', labelNames: ['backend', 'operation', 'kind', 'outcome'] as const, buckets: STEP_BUCKETS, registers }),
+    storeSeconds: new Histogram({
+      name: 'nsm_store_operation_duration_seconds',
+      help: 'Operations on the shared store (backend etcd, kubernetes) and physical writes of the local files (backend file: kind connections, operation append or compact; kind registry, operation snapshot)',
+      labelNames: ['backend', 'operation', 'kind', 'outcome'] as const,
+      buckets: STEP_BUCKETS,
+      registers,
+    }),
   }
+  // The local files' writes come through their diagnostics channel (agent/registry/atomic-file.ts): the
+  // connection journal and the registry file need no reference to the metrics.
+  fileWriteChannel.subscribe((m) => {
+    const w = m as FileWrite
+    series.storeSeconds.observe({ backend: 'file', operation: w.operation, kind: w.store, outcome: w.ok ? 'ok' : 'error' }, w.seconds)
+  })
   return {
     registry,
     series,

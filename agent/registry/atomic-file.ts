@@ -4,8 +4,43 @@
 // one, so N concurrent mutations cost at most two writes, and each caller's promise resolves only once a
 // snapshot taken after its mutation is on disk. Every error names the file it is about. Also owns the
 // quarantine of a damaged state file: renamed aside with a timestamp suffix, kept for a human to read.
+//
+// Each physical write of a store (a journal batch, a compaction, a snapshot) is published on the
+// diagnostics channel `nsm:store:file-write` with its duration (agent/metrics/ observes it as
+// nsm_store_operation_duration_seconds{backend="file"}); with no subscriber nothing is timed.
+import { channel } from 'node:diagnostics_channel'
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { performance } from 'node:perf_hooks'
+
+/** One physical write of a local store: which store, what kind of write, how long, whether it failed. */
+export interface FileWrite {
+  /** The store: `connections` (the connection table), `registry`. */
+  store: string
+  /** `append` (journal lines), `compact` (snapshot + journal cleared), `snapshot` (a whole-file rewrite). */
+  operation: string
+  seconds: number
+  ok: boolean
+}
+
+export const fileWriteChannel = channel('nsm:store:file-write')
+
+/**
+ * Runs `write`, publishing its duration on fileWriteChannel when someone listens; `operation` is read once
+ * it ended (a journal knows whether it compacted only once it wrote).
+ */
+export async function timedFileWrite(store: string, operation: string | (() => string), write: () => Promise<void>): Promise<void> {
+  if (!fileWriteChannel.hasSubscribers) return write()
+  const t0 = performance.now()
+  let ok = false
+  try {
+    await write()
+    ok = true
+  } finally {
+    const msg: FileWrite = { store, operation: typeof operation === 'string' ? operation : operation(), seconds: (performance.now() - t0) / 1000, ok }
+    fileWriteChannel.publish(msg)
+  }
+}
 
 let tmpCounter = 0
 
@@ -179,8 +214,10 @@ export class AtomicJsonFile<T> {
     readonly path: string,
     /** Produces the snapshot to write; called once per physical write, after the callers' mutations. */
     private readonly snapshot: () => T,
+    /** What the store is called in the write's metric (fileWriteChannel). */
+    private readonly store = 'registry',
   ) {
-    this.writes = new CoalescedWrites(() => writeFileAtomic(this.path, JSON.stringify(this.snapshot())))
+    this.writes = new CoalescedWrites(() => timedFileWrite(this.store, 'snapshot', () => writeFileAtomic(this.path, JSON.stringify(this.snapshot()))))
   }
 
   /** The stored value, or undefined when the file does not exist. Throws on unparsable content. */

@@ -9,7 +9,8 @@
 //   NetworkService/Request|Close  one per call of the pipeline handler; inside a CNI call its child, otherwise
 //                                 the child of the `traceparent` in the call's gRPC metadata (another agent's
 //                                 forward element, an NSM client), else a root
-//   <element> request|close       one per pipeline element (nested as the elements call each other)
+//   <element> request|close       one per pipeline element that works in the call (nested as the elements call
+//                                 each other; a call an element only hands on has none: pipeline/chain.ts)
 //   heal                          one per heal of a connection, its re-Request's elements inside
 //   netlink batch                 one per kernel batch (pkg/netlink's nsm:netlink:batch channel)
 //

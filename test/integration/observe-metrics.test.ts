@@ -1,6 +1,6 @@
 // Prometheus metrics of a real agent (--metrics-address, ARCHITECTURE §13): the series move with real
 // Requests, Closes, heals, failures and CNI calls; the registry's size and the connection table are read at
-// each scrape; the shared store's operations are timed; Node's process metrics are there.
+// each scrape; the shared store's operations and the local files' writes are timed; Node's process metrics are there.
 import t from 'tap'
 import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
@@ -112,6 +112,29 @@ t.test('the shared store: each Kv operation timed by backend, operation and kind
   t.ok(valueOf(m, 'nsm_store_operation_duration_seconds_count', { backend: 'etcd', kind: 'endpoints', outcome: 'ok' }) > 0, 'the endpoint registration written')
   t.ok(valueOf(m, 'nsm_store_operation_duration_seconds_count', { backend: 'etcd', kind: 'services', outcome: 'ok' }) > 0, 'the service registration written')
   t.equal(valueOf(m, 'nsm_registry_endpoints', { node: 'local' }), 1)
+})
+
+t.test('the local files: each connection-journal write and registry snapshot timed (backend file)', async (t) => {
+  const fw = makeNetns(t, 'fw')
+  const client = makeNetns(t, 'c')
+  const agent = await startAgent(t, { args: ['--metrics-address', '127.0.0.1:0'] })
+  const address = metricsOf(agent)
+  const journal = (m: Sample[], operation: string): number => valueOf(m, 'nsm_store_operation_duration_seconds_count', { backend: 'file', kind: 'connections', operation, outcome: 'ok' })
+  let m = await scrape(address)
+  const appendsBefore = journal(m, 'append')
+  t.ok(journal(m, 'compact') >= 1, 'the connection table compacted at open (snapshot written, journal cleared)')
+  await seedAgent(agent.client, fw.path, ['172.16.53.0/24'])
+  m = await scrape(address)
+  t.ok(valueOf(m, 'nsm_store_operation_duration_seconds_count', { backend: 'file', kind: 'registry', operation: 'snapshot', outcome: 'ok' }) >= 1, 'the registry file written after the registrations')
+  const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`fj-${RUN}`, client.path, 'nsm0'))
+  m = await scrape(address)
+  const afterRequest = journal(m, 'append')
+  t.ok(afterRequest > appendsBefore, `the Request's record appended to the journal (${appendsBefore} → ${afterRequest} writes)`)
+  t.ok(valueOf(m, 'nsm_store_operation_duration_seconds_sum', { backend: 'file', kind: 'connections', operation: 'append' }) > 0, 'with their durations')
+  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+  m = await scrape(address)
+  t.ok(journal(m, 'append') > afterRequest, "the Close's removal appended too")
+  t.equal(valueOf(m, 'nsm_store_operation_duration_seconds_count', { backend: 'file', outcome: 'error' }), 0, 'no failed write')
 })
 
 t.test('--metrics-address is checked and off by default', async (t) => {
