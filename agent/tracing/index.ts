@@ -20,11 +20,11 @@
 // in the calls to NSM endpoints that serve the API (agent/pipeline/nse.ts, through the hook's `outgoing`).
 //
 // Cost (BENCHMARKS.md, observe): an element whose call only hands it on gets no span (agent/pipeline/chain.ts
-// `observed`), span names and attributes of elements are made once, a span's child context once.
+// `observed`), span names and attributes of elements are made once, a span's child context once, and the
+// spans are serialized and sent on a worker thread (./worker-exporter.ts), not on the agent's event loop.
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
 import type { TracingChannelSubscribers } from 'node:diagnostics_channel'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
@@ -32,6 +32,7 @@ import type { CallSubject, PipelineObserver, PipelineOp } from '../pipeline/obse
 import type { CallContext } from '../server/handler.js'
 import { batchChannel, type BatchTraceContext } from '../../pkg/netlink/rtnl.js'
 import { findInScopes, scopeSlot } from '../server/call-scope.js'
+import { startExporter } from './worker-exporter.js'
 
 /**
  * The spans running, per call scope (agent/server/call-scope.ts): the innermost is the parent of the next
@@ -92,7 +93,8 @@ function failed(span: Span, err: unknown): void {
 export function startTracing(o: TracingOptions): Tracing {
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'nsm-agent', 'service.version': o.version, 'k8s.node.name': o.nodeName, 'host.name': o.nodeName }),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
+    // The exporter serializes and sends on a thread of its own (./worker-exporter.ts).
+    spanProcessors: [new BatchSpanProcessor(startExporter())],
   })
   // The W3C trace-context propagator; no context manager (see SPANS).
   provider.register({ contextManager: null })

@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { startAgent } from '../lib/agent'
 import { until } from '../lib/cluster'
-import { SEED, seedAgent } from '../lib/mesh'
+import { kernelRequest, SEED, seedAgent } from '../lib/mesh'
+import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { makeMeshBed, registerEndpointOn, registerService, seenEverywhere } from '../lib/mesh-bed'
 import { makeNetns, RUN } from '../lib/netns'
 import { childrenOf, descendantsOf, startOtlpReceiver, startOtlpReceiverIn, type ReceivedSpan } from '../lib/otlp'
@@ -130,6 +131,22 @@ t.test('no OTEL_EXPORTER_OTLP_ENDPOINT: nothing is exported', async (t) => {
   await seedAgent(agent.client, fw.path, ['172.16.61.0/24'])
   await agent.stop('SIGTERM')
   t.equal(otlp.requests, 0, 'no export request')
+})
+
+t.test("the spans still buffered at SIGTERM are exported (the exporter's thread drained before the agent exits)", async (t) => {
+  const otlp = await startOtlpReceiver(t)
+  const fw = makeNetns(t, 'fw')
+  const pod = makeNetns(t, 'pod')
+  // A delay far past the test: only the shutdown's flush can send these spans.
+  const agent = await startAgent(t, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY: '600000' } })
+  await seedAgent(agent.client, fw.path, ['172.16.62.0/24'])
+  const id = `sig-${RUN}`
+  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, pod.path, 'nsm0'))
+  t.equal(otlp.requests, 0, 'nothing exported yet')
+  const exit = await agent.stop('SIGTERM')
+  t.equal(exit.code, 0, 'a clean exit')
+  t.ok(otlp.spans.some((s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id), 'the Request span arrived')
+  t.ok(otlp.spans.some((s) => s.name === 'mechanism request'), 'with its elements')
 })
 
 t.test('one trace across two agents: the traceparent travels in the peer call', async (t) => {
