@@ -4,8 +4,8 @@
 // other agents (agent/peer/), prints one JSON `ready` line, and on SIGTERM/SIGINT stops gracefully (streams end,
 // the socket is removed, state is flushed) and exits 0. Exit 2: bad config; exit 1: failed to start (the
 // state dir locked by another agent, or state that cannot be written: the message names the file).
-import { mkdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { accessSync, constants, mkdirSync } from 'node:fs'
+import { isAbsolute, join } from 'node:path'
 import pkg from '../package.json'
 import { ConfigError, loadConfig, USAGE, type AgentConfig } from './config/config.js'
 import { ConnectionTable } from './connections/table.js'
@@ -16,7 +16,8 @@ import { DirectoryPodInfoSource } from './podinfo/directory.js'
 import type { PodInfoSource } from './podinfo/types.js'
 import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
-import { createDataplane, type SriovOptions } from './pipeline/index.js'
+import { createDataplane, type MemifOptions, type SriovOptions } from './pipeline/index.js'
+import { MemifForwarders } from './mechanisms/memif/forwarder.js'
 import { CniService, combineCniObservers } from './cni/index.js'
 import { refreshCniEndpoints } from './cni/endpoint.js'
 import { NetnsPolicy } from '../pkg/netns-policy.js'
@@ -216,7 +217,8 @@ async function main(argv: readonly string[]): Promise<number> {
   if (shared !== undefined && mesh === undefined) log.info('no mesh across nodes: only this node\'s endpoints are selected (needs --underlay-address and --listen with TLS or --insecure)', {})
   const observe = combineObservers([tracing?.pipeline, meters?.pipeline])
   const sriov = sriovOptions(config)
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, sriov, ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
+  const memif = memifOptions(config, log)
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, sriov, ...(memif === undefined ? {} : { memif }), ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cniObserver = combineCniObservers([tracing?.cni, meters?.cni])
@@ -275,6 +277,8 @@ async function main(argv: readonly string[]): Promise<number> {
       await Promise.all([server.stop(), peer?.close(), web?.close(), metricsServer?.close()])
       peerTls?.close()
       await dataplane.stop()
+      // The memif forwarders keep serving (a datapath outlives the agent); the next agent adopts them.
+      await memif?.forwarder.stop({ keepRunning: true })
       peers?.close()
       registry.close()
       podInfo?.close()
@@ -370,6 +374,36 @@ main(process.argv.slice(2)).then(
     process.exit(1)
   },
 )
+
+/**
+ * The MEMIF mechanism, when its forwarder program is there (`--memif-forwarder`, found on PATH or at its
+ * absolute path); otherwise a request for a memif is refused (104) and the start says why.
+ */
+function memifOptions(config: AgentConfig, log: Logger): (MemifOptions & { forwarder: MemifForwarders }) | undefined {
+  if (config.memifForwarder === 'none') return undefined
+  const program = findProgram(config.memifForwarder)
+  if (program === undefined) {
+    log.warn('MEMIF is not served: no memif forwarder program (install Debian\'s dpdk-dev for dpdk-testpmd, or set --memif-forwarder)', { memifForwarder: config.memifForwarder })
+    return undefined
+  }
+  const forwarder = new MemifForwarders({ runDir: join(config.stateDir, 'memif-fwd'), testpmd: program, ...(config.memifCpu === undefined ? {} : { cpu: config.memifCpu }), log })
+  forwarder.on('restarted', (ids: string[], reason: string) => log.warn('memif forwarder restarted: its pods\' DPDK clients reopen their ports', { connections: ids, reason }))
+  return { root: config.memifRoot, forwarder }
+}
+
+/** An executable at `name` (absolute) or in a directory of PATH. */
+function findProgram(name: string): string | undefined {
+  const candidates = isAbsolute(name) ? [name] : (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').filter((d) => d !== '').map((d) => join(d, name))
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK)
+      return c
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
 
 /**
  * The SR-IOV mechanism's places. NSM_AGENT_TEST_SRIOV_HANG (`tagged`, `moved`, `configured`) is a crash
