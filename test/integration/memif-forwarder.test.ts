@@ -129,9 +129,12 @@ function makeEndpoint(t: Teardown): Endpoint {
   return { ns: ns.name, iface, inner, target: `10.251.${n}.2` }
 }
 
-/** Pings `count` times from the endpoint netns; the number of replies. */
-async function ping(ep: Endpoint, count: number, intervalS = 0.2): Promise<{ sent: number; received: number }> {
-  const r = await run('ip', ['netns', 'exec', ep.ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', '2', ep.target]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }))
+/**
+ * Pings from the endpoint netns until `count` replies came or `deadlineS` passed (`-c -w`: a late reply is not
+ * a lost one, on a busy machine). `sent - received` is what was lost.
+ */
+async function ping(ep: Endpoint, count: number, intervalS = 0.2, deadlineS = Math.ceil(count * intervalS) + 10): Promise<{ sent: number; received: number }> {
+  const r = await run('ip', ['netns', 'exec', ep.ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-w', String(deadlineS), ep.target]).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }))
   const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout)
   return { sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0) }
 }
@@ -172,7 +175,7 @@ t.test('one pair: a pod client answers pings from the endpoint; forwarding only 
   await waitFor('connected and forwarding', () => fw.state('c1')?.connected === true && fw.processes()[0]?.forwarding === true)
   const before = kernelCounters(ep)
   const p = await ping(ep, 5)
-  t.same(p, { sent: 5, received: 5 }, 'every ping is answered through the forwarder')
+  t.equal(p.received, 5, `pings are answered through the forwarder (${p.received}/${p.sent})`)
   const after = kernelCounters(ep)
   t.ok(after.tx - before.tx >= 5 && after.rx - before.rx >= 5, `the endpoint veth counts them (tx +${after.tx - before.tx}, rx +${after.rx - before.rx})`)
   const stats = await fw.stats('c1')
@@ -211,22 +214,22 @@ t.test('two pairs in one process: one detached while the other keeps forwarding'
   const ca = await startMemifPeer(t, { netns: clientNs.name, socket: sa })
   await startMemifPeer(t, { netns: clientNs.name, socket: sb })
   await waitFor('both connected', () => fw.state('a')?.connected === true && fw.state('b')?.connected === true)
-  t.same(await ping(a, 3), { sent: 3, received: 3 }, 'pair a forwards')
-  t.same(await ping(b, 3), { sent: 3, received: 3 }, 'pair b forwards')
+  t.equal((await ping(a, 3)).received, 3, 'pair a forwards')
+  t.equal((await ping(b, 3)).received, 3, 'pair b forwards')
 
   // A ping every 20 ms on b across the removal of a.
   const onB = ping(b, 100, 0.02)
   await sleep(500)
   await fw.detach('a')
   const pb = await onB
-  t.ok(pb.sent === 100 && pb.received >= 99, `b kept forwarding across the detach of a (${pb.received}/${pb.sent})`)
+  t.ok(pb.received === 100 && pb.sent === 100, `b kept forwarding across the detach of a, nothing lost (${pb.received}/${pb.sent})`)
   t.notOk(existsSync(sa), 'socket a removed')
   t.ok(lstatSync(sb).isSocket(), 'socket b still served')
   t.equal(fw.state('a'), undefined)
   t.same(fw.processes().map((p) => p.ports), [1])
   // (22.11's client may also crash when its server goes away while it polls: gone is down too.)
   await waitFor('client a link down', async () => ca.exited || !(await ca.linkUp().catch(() => false)))
-  t.same(await ping(a, 2), { sent: 2, received: 0 }, 'pair a no longer forwards')
+  t.equal((await ping(a, 2, 0.2, 2)).received, 0, 'pair a no longer forwards')
 })
 
 t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client reopens its port', async (t) => {
@@ -243,10 +246,10 @@ t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client re
   await waitFor('connected', () => fw.state('k')?.connected === true)
   const old = fw.processes()[0]?.pid ?? 0
 
-  const traffic = ping(ep, 40, 0.05)
+  const traffic = ping(ep, 40, 0.05, 3)
   await sleep(500)
   process.kill(old, 'SIGKILL')
-  await waitFor('restarted', () => restarted.length === 1)
+  await waitFor('restarted', () => restarted.length === 1, 20_000)
   await traffic
   t.same(restarted[0]?.ids, ['k'])
   t.match(restarted[0]?.reason, /SIGKILL/)
@@ -265,7 +268,7 @@ t.test('forwarder SIGKILLed mid-traffic: restarted with its pairs, the client re
     await client.waitLinkUp()
   }
   await waitFor('connected again', () => fw.state('k')?.connected === true)
-  t.same(await ping(ep, 3), { sent: 3, received: 3 }, 'ping works again')
+  t.equal((await ping(ep, 3)).received, 3, 'ping works again')
   t.equal(restarted.length, 1)
 })
 
@@ -280,7 +283,7 @@ t.test('a forwarder that keeps dying is restarted each time (after a growing bac
   const pids = new Set([fw.state('d')?.pid])
   for (let i = 1; i <= 3; i++) {
     process.kill(fw.state('d')?.pid ?? 0, 'SIGKILL')
-    await waitFor(`restart ${i}`, () => restarted.length === i && fw.state('d')?.served === true)
+    await waitFor(`restart ${i}`, () => restarted.length === i && fw.state('d')?.served === true, 20_000)
     pids.add(fw.state('d')?.pid)
   }
   t.same(restarted, Array(3).fill('d: killed by SIGKILL'))
@@ -298,7 +301,7 @@ t.test('agent SIGKILLed: a new supervisor adopts the running forwarder, traffic 
   const agent = await startSupervisorProcess(t, dir, [{ id: 'ad', socket, iface: ep.iface }])
   const [pid] = agent.forwarderPids as [number]
   const client = await startMemifPeer(t, { netns: clientNs.name, socket })
-  t.same(await ping(ep, 2), { sent: 2, received: 2 }, 'forwarding under the first agent')
+  t.equal((await ping(ep, 2)).received, 2, 'forwarding under the first agent')
 
   const traffic = ping(ep, 100, 0.02)
   await sleep(300)
@@ -312,7 +315,7 @@ t.test('agent SIGKILLed: a new supervisor adopts the running forwarder, traffic 
   t.same(second.state('ad'), { served: true, connected: true, pid })
   t.same(second.ports(), [{ id: 'ad', socket, iface: ep.iface }])
   const p = await traffic
-  t.ok(p.sent === 100 && p.received >= 99, `ping went on across the agent's death (${p.received}/${p.sent})`)
+  t.ok(p.received === 100 && p.sent === 100, `ping went on across the agent's death, nothing lost (${p.received}/${p.sent})`)
   await waitFor('forwarding', () => second.processes()[0]?.forwarding === true)
   t.ok(await client.linkUp(), 'the client never lost its link')
   t.same(events, [])

@@ -1,4 +1,4 @@
-// A pod-side DPDK memif client for tests: dpdk-testpmd with one `net_memif` client port (plus any extra vdevs)
+// A pod-side DPDK memif client for tests (or a server: `role`): dpdk-testpmd with one `net_memif` port (plus any extra vdevs)
 // on a given socket, in a test netns (`ip netns exec`) or in this one, driven over its prompt (stdin and
 // stdout are pipes to this process; the same reply framing as the forwarder's, agent/mechanisms/memif/testpmd.ts).
 // Modes are testpmd forwarding modes: icmpecho answers ARP and ping for any address (a pod stand-in that
@@ -21,6 +21,8 @@ export type PeerMode = 'icmpecho' | 'rxonly' | 'txonly' | 'io'
 
 export interface MemifPeerOptions {
   socket: string
+  /** client (default: a pod's application) or server (it binds `socket`; a stale file there is removed first). */
+  role?: 'client' | 'server'
   /** A netns name (`ip netns exec`); this process's netns when absent. */
   netns?: string
   /** Forwarding mode, default icmpecho. */
@@ -71,7 +73,9 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
   peers += 1
   const mode = opts.mode ?? 'icmpecho'
   const prefix = `nsmpeer-${RUN}-${process.pid}-${peers}`
-  const vdevs = [`net_memif0,role=client,socket=${opts.socket},socket-abstract=no`, ...(opts.extraVdevs ?? [])]
+  const role = opts.role ?? 'client'
+  if (role === 'server') rmSync(opts.socket, { force: true })
+  const vdevs = [`net_memif0,role=${role},socket=${opts.socket},socket-abstract=no`, ...(opts.extraVdevs ?? [])]
   const args = [
     '-oL', '-eL', opts.testpmd ?? 'dpdk-testpmd',
     '--no-huge', '-m', '32', '--no-pci', '--no-shconf', '--file-prefix', prefix, '--lcores', `(0,1)@${opts.cpu ?? 0}`,
@@ -109,8 +113,9 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
   }
   t.teardown(async () => {
     await kill()
-    // --no-shconf leaves an empty runtime directory behind.
+    // --no-shconf leaves an empty runtime directory behind; a killed server leaves its socket.
     rmSync(`/var/run/dpdk/${prefix}`, { recursive: true, force: true })
+    if (role === 'server') rmSync(opts.socket, { force: true })
   })
   const pid = child.pid
   if (pid === undefined) throw new Error('cannot spawn the memif peer')

@@ -115,6 +115,9 @@ export interface ProcessInfo {
 
 const NOT_ATTACHED = -1
 const RESTART_CAP_MS = 1000
+/** A forwarder silent for UNANSWERED_POLLS link polls in a row, POLL_TIMEOUT_MS each, is killed (and restarted). */
+const POLL_TIMEOUT_MS = 5000
+const UNANSWERED_POLLS = 3
 /** A process that ran this long before exiting starts its backoff anew. */
 const STABLE_MS = 10_000
 
@@ -131,8 +134,10 @@ class Forwarder {
   restartTimer: NodeJS.Timeout | undefined
   streak = 0
   spawnedAt = Date.now()
-  /** Files of a process that died, removed once its successor's state file is written. */
-  staleName: string | undefined
+  /** Files of processes that died, removed once a successor's state file is written. */
+  readonly staleNames: string[] = []
+  /** Consecutive link polls the process did not answer. */
+  unanswered = 0
   polling = false
 
   usable(): boolean {
@@ -646,7 +651,7 @@ export class MemifForwarders extends EventEmitter {
       removeForwarderFiles(this.runDir, proc.name)
       this.log.info('memif forwarder ended', { pid: proc.pid, name: proc.name })
     }
-    if (fwd.staleName !== undefined) removeForwarderFiles(this.runDir, fwd.staleName)
+    this.removeStale(fwd)
     for (const rec of fwd.pairs.values()) unlinkSocket(rec.socket)
     for (const id of fwd.connected) this.emit('disconnected', id)
     fwd.connected.clear()
@@ -661,7 +666,7 @@ export class MemifForwarders extends EventEmitter {
     for (const rec of fwd.pairs.values()) Object.assign(rec, { memifPort: NOT_ATTACHED, kernelPort: NOT_ATTACHED })
     this.log.error('memif forwarder exited', { pid: proc.pid, name: proc.name, reason, pairs: [...fwd.pairs.keys()], output: proc.tailOutput() })
     proc.close()
-    fwd.staleName = proc.name
+    fwd.staleNames.push(proc.name)
     fwd.streak = Date.now() - fwd.spawnedAt > STABLE_MS ? 1 : fwd.streak + 1
     this.scheduleRestart(fwd, reason)
   }
@@ -674,7 +679,7 @@ export class MemifForwarders extends EventEmitter {
         if (this.stopped || fwd.retiring || fwd.proc !== undefined) return
         if (fwd.pairs.size === 0) {
           this.forwarders.delete(fwd)
-          if (fwd.staleName !== undefined) removeForwarderFiles(this.runDir, fwd.staleName)
+          this.removeStale(fwd)
           return
         }
         await this.respawn(fwd, reason)
@@ -689,26 +694,33 @@ export class MemifForwarders extends EventEmitter {
   /** A new process for fwd's pairs (sockets unlinked first); emits `restarted`. */
   private async respawn(fwd: Forwarder, reason: string): Promise<void> {
     await this.spawnClear(fwd, [...fwd.pairs.values()].map((r) => r.iface))
-    const ids: string[] = []
+    const proc = fwd.proc
+    const served: string[] = []
     fwd.changing += 1
     try {
       for (const rec of [...fwd.pairs.values()].sort((a, b) => a.slot - b.slot)) {
+        if (fwd.proc !== proc) break
         try {
           await this.attachPair(fwd, rec, false)
-          ids.push(rec.id)
+          served.push(rec.id)
         } catch (err) {
           this.log.error('memif pair not served after the restart', { id: rec.id, error: (err as Error).message })
         }
       }
+      // Died again meanwhile: its exit has scheduled the next attempt.
+      if (fwd.proc !== proc) return
       await this.reconfigure(fwd)
       await this.persist(fwd)
     } finally {
       fwd.changing -= 1
     }
-    if (fwd.staleName !== undefined) removeForwarderFiles(this.runDir, fwd.staleName)
-    fwd.staleName = undefined
-    this.log.warn('memif forwarder restarted: DPDK clients must reopen their port', { pid: fwd.proc?.pid, ids, reason })
+    this.removeStale(fwd)
+    this.log.warn('memif forwarder restarted: DPDK clients must reopen their port', { pid: proc?.pid, served, reason })
     this.emit('restarted', [...fwd.pairs.keys()], reason)
+  }
+
+  private removeStale(fwd: Forwarder): void {
+    for (const name of fwd.staleNames.splice(0)) removeForwarderFiles(this.runDir, name)
   }
 
   private pollAll(): void {
@@ -717,10 +729,18 @@ export class MemifForwarders extends EventEmitter {
       if (fwd.polling || fwd.proc === undefined) continue
       fwd.polling = true
       this.poll(fwd)
+        .then(() => {
+          fwd.unanswered = 0
+        })
         .catch((err: unknown) => {
           const proc = fwd.proc
           if (proc === undefined || !proc.alive()) return // onExit restarts it
-          this.log.error('memif forwarder does not answer: killed', { pid: proc.pid, error: (err as Error).message })
+          // A process starved of CPU (every CPU busy polling) can be silent for seconds: only one that
+          // stays silent is taken for wedged and replaced.
+          fwd.unanswered += 1
+          this.log.warn('memif forwarder did not answer a link poll', { pid: proc.pid, times: fwd.unanswered, error: (err as Error).message })
+          if (fwd.unanswered < UNANSWERED_POLLS) return
+          this.log.error('memif forwarder does not answer: killed', { pid: proc.pid })
           proc.kill()
         })
         .finally(() => {
@@ -733,7 +753,7 @@ export class MemifForwarders extends EventEmitter {
   private async poll(fwd: Forwarder): Promise<void> {
     const proc = fwd.proc
     if (proc === undefined || !proc.alive()) return
-    const summary = parsePortSummary(await proc.console.run('show port summary all', 3000))
+    const summary = parsePortSummary(await proc.console.run('show port summary all', POLL_TIMEOUT_MS))
     if (fwd.proc !== proc) return
     const up = new Set(summary.filter((s) => s.up).map((s) => s.port))
     for (const rec of fwd.pairs.values()) {
