@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { MemifForwarders, type ForwarderLog } from '../../agent/mechanisms/memif/forwarder'
-import { findForwarderProcesses, processStartTime } from '../../agent/mechanisms/memif/testpmd'
+import { findForwarderProcesses, processStartTime, runDirTag } from '../../agent/mechanisms/memif/testpmd'
 import { startMemifPeer } from '../lib/memif-peer'
 import { startSupervisorProcess } from '../lib/memif-supervisor'
 import { ip, makeNetns, RUN, sh, uniqueName } from '../lib/netns'
@@ -58,6 +58,8 @@ function makeRunDir(t: Teardown): string {
     }
     await waitFor('the run directory forwarders to exit', () => findForwarderProcesses(dir).size === 0, 3000).catch(() => undefined)
     rmSync(dir, { recursive: true, force: true })
+    // DPDK's (empty, --no-shconf) runtime directories of forwarders that were killed.
+    for (const d of readdirSync('/var/run/dpdk')) if (d.startsWith(`nsmfwd-${runDirTag(dir)}-`)) rmSync(join('/var/run/dpdk', d), { recursive: true, force: true })
   })
   return dir
 }
