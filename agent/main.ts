@@ -18,6 +18,7 @@ import { jsonLogger, type Logger } from './server/log.js'
 import { AgentServer } from './server/server.js'
 import { createDataplane, type MemifOptions, type SriovOptions } from './pipeline/index.js'
 import { MemifForwarders } from './mechanisms/memif/forwarder.js'
+import { agentKey } from './mechanisms/memif/endpoint.js'
 import { CniService, combineCniObservers } from './cni/index.js'
 import { refreshCniEndpoints } from './cni/endpoint.js'
 import { NetnsPolicy } from '../pkg/netns-policy.js'
@@ -388,7 +389,7 @@ function memifOptions(config: AgentConfig, log: Logger): (MemifOptions & { forwa
   }
   const forwarder = new MemifForwarders({ runDir: join(config.stateDir, 'memif-fwd'), testpmd: program, ...(config.memifCpu === undefined ? {} : { cpu: config.memifCpu }), log })
   forwarder.on('restarted', (ids: string[], reason: string) => log.warn('memif forwarder restarted: its pods\' DPDK clients reopen their ports', { connections: ids, reason }))
-  return { root: config.memifRoot, forwarder }
+  return { root: config.memifRoot, agent: agentKey(config.stateDir), forwarder }
 }
 
 /** An executable at `name` (absolute) or in a directory of PATH. */

@@ -11,6 +11,7 @@ npx eslint .
 npx tap build >/dev/null
 if [ "$#" -gt 0 ]; then exec npx tap "$@"; fi
 npx tap
-# The fuzz test runs alone after the others (.taprc excludes it from the parallel run): its bound,
-# <= 60 s, holds for the file by itself, not beside another file on a 2-core machine.
-npx tap test/integration/hardening-fuzz.test.ts
+# These run alone after the others, one file at a time (.taprc excludes them from the parallel run): the
+# fuzz test's bound, <= 60 s, holds for the file by itself, not beside another file on a 2-core machine;
+# the memif tests run DPDK testpmd processes that each busy-poll a CPU while they forward.
+npx tap --jobs 1 test/integration/hardening-fuzz.test.ts test/integration/memif-forwarder.test.ts test/integration/memif.test.ts

@@ -92,6 +92,8 @@ export interface DataplaneOptions {
 export interface MemifOptions {
   /** `--memif-root`. */
   root: string
+  /** This agent's key in its memif veth ends' tags (agent/mechanisms/memif/endpoint.ts agentKey). */
+  agent: string
   /** The forwarder supervisor (agent/mechanisms/memif/forwarder.ts). */
   forwarder: ForwarderControl
 }

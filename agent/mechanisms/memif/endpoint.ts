@@ -10,6 +10,11 @@
 // the pair by the ifindexes it was created with. A crash in between leaves a tagged link that the orphan
 // sweep finds: the agent's end in the agent's netns (./index.ts sweep), the endpoint's in its netns (the
 // KERNEL sweep). TX checksum offload is turned off on the endpoint's end (pkg/ethtool.ts says why).
+//
+// The agent's end carries a tag of its own, `nsm-memif:<agent>:<id>` (hostTag): the agent's netns is
+// shared by every agent started in it (the tests run many), and one agent's sweep must find only its own
+// ends there, never another agent's that it has no journal entry for. `<agent>` is a hash of the agent's
+// state dir, the one thing that is the agent's alone.
 import { randomBytes, createHash } from 'node:crypto'
 import { KernelError } from '../../../pkg/errors.js'
 import { setTxChecksum } from '../../../pkg/ethtool.js'
@@ -25,8 +30,24 @@ export function hostIfname(connectionId: string): string {
   return `nsmm-${createHash('sha256').update(`memif:${connectionId}`).digest('hex').slice(0, 10)}`
 }
 
+/** Every agent-side end's tag starts with this; then `<agent key>:`. */
+export const HOST_TAG_PREFIX = 'nsm-memif:'
+
+/** An agent's key in its host ends' tags: a hash of its state dir. */
+export function agentKey(stateDir: string): string {
+  return createHash('sha256').update(stateDir).digest('hex').slice(0, 12)
+}
+
+/** The agent-side end's tag (IFALIAS, at most 255 bytes: a long id is hashed as linkTag does). */
+export function hostTag(key: string, connectionId: string): string {
+  const plain = `${HOST_TAG_PREFIX}${key}:${connectionId}`
+  return Buffer.byteLength(plain) <= 255 ? plain : `${HOST_TAG_PREFIX}${key}:#${createHash('sha256').update(connectionId).digest('hex')}`
+}
+
 export interface KernelSide {
   connectionId: string
+  /** The agent's key (agentKey): its ends' tags in the shared agent netns. */
+  agent: string
   hostIfname: string
   endpointNetns: string
   endpointIfname: string
@@ -38,6 +59,7 @@ export interface KernelSide {
 
 export async function buildKernelSide(sessions: NetlinkSessions, side: KernelSide): Promise<void> {
   const tag = linkTag(side.connectionId)
+  const htag = hostTag(side.agent, side.connectionId)
   const hn = sessions.host()
   let he: Rtnl
   try {
@@ -52,7 +74,7 @@ export async function buildKernelSide(sessions: NetlinkSessions, side: KernelSid
     name: tmpHost,
     mtu: side.mtu,
     queues: 1,
-    alias: tag,
+    alias: htag,
     peer: { name: tmpEp, mtu: side.mtu, mac: side.endpointMac, netns: side.endpointNetns },
   }).catch((err: unknown) => {
     if (KernelError.is(err, 'BAD_NETNS') || KernelError.is(err, 'NETNS_NOT_ALLOWED')) throw new AgentError('BAD_NETNS', err.message, { cause: err })
@@ -95,13 +117,12 @@ export async function buildKernelSide(sessions: NetlinkSessions, side: KernelSid
  * a crash left). Idempotent; a gone endpoint netns is skipped. `onForeign` hears of a same-named link
  * that is not ours (left alone).
  */
-export async function removeKernelSide(sessions: NetlinkSessions, side: Pick<KernelSide, 'connectionId' | 'hostIfname' | 'endpointNetns' | 'endpointIfname'>, onForeign?: (where: string, alias: string | undefined) => void): Promise<void> {
-  const tag = linkTag(side.connectionId)
-  const places: Array<[string, () => Rtnl, string]> = [
-    ["the agent's netns", () => sessions.host(), side.hostIfname],
-    [side.endpointNetns, () => sessions.forNetns(side.endpointNetns), side.endpointIfname],
+export async function removeKernelSide(sessions: NetlinkSessions, side: Pick<KernelSide, 'connectionId' | 'agent' | 'hostIfname' | 'endpointNetns' | 'endpointIfname'>, onForeign?: (where: string, alias: string | undefined) => void): Promise<void> {
+  const places: Array<[string, () => Rtnl, string, string]> = [
+    ["the agent's netns", () => sessions.host(), side.hostIfname, hostTag(side.agent, side.connectionId)],
+    [side.endpointNetns, () => sessions.forNetns(side.endpointNetns), side.endpointIfname, linkTag(side.connectionId)],
   ]
-  for (const [where, open, ifname] of places) {
+  for (const [where, open, ifname, tag] of places) {
     try {
       const h = open()
       const link = await getLink(h, ifname)
@@ -128,7 +149,7 @@ export async function checkKernelSide(sessions: NetlinkSessions, side: KernelSid
   try {
     const link = await getLink(sessions.host(), side.hostIfname)
     if (link === undefined) add('link-missing', `${where} is missing`)
-    else if (link.alias !== tag) add('link-foreign', `${where} is not this connection's (its tag is ${link.alias === undefined ? 'missing' : JSON.stringify(link.alias)})`)
+    else if (link.alias !== hostTag(side.agent, side.connectionId)) add('link-foreign', `${where} is not this connection's (its tag is ${link.alias === undefined ? 'missing' : JSON.stringify(link.alias)})`)
     else if (!link.up) add('link-down', `${where} is down`)
   } catch (err) {
     add('check-failed', `${where}: ${err instanceof Error ? err.message : String(err)}`)
@@ -137,14 +158,16 @@ export async function checkKernelSide(sessions: NetlinkSessions, side: KernelSid
 }
 
 /**
- * The agent's ends (in the agent's netns, under their final or temporary name) whose connection is not
- * live: deleted with their peers. Assumes one agent per netns, like the VXLAN half's sweep.
+ * This agent's ends in the agent's netns (its key in their tag; under their final or temporary name) whose
+ * connection is not live: deleted with their peers. Other agents' ends in the same netns are not looked at.
  */
-export async function sweepHostEnds(sessions: NetlinkSessions, input: SweepInput): Promise<SweptLink[]> {
+export async function sweepHostEnds(sessions: NetlinkSessions, agent: string, input: SweepInput): Promise<SweptLink[]> {
   const h = sessions.host()
+  const mine = `${HOST_TAG_PREFIX}${agent}:`
   const found: FoundLink[] = []
   for (const link of await listLinks(h)) {
-    if (link.kind === 'veth' && link.alias?.startsWith(LINK_TAG_PREFIX) === true && (link.name.startsWith('nsmm-') || link.name.startsWith('nsm.'))) found.push({ netns: "(the agent's netns)", h, link })
+    // deleteNotLive compares `nsm-cni:<id>` tags: the host tag is given in that form for the comparison.
+    if (link.kind === 'veth' && link.alias?.startsWith(mine) === true) found.push({ netns: "(the agent's netns)", h, link: { ...link, alias: `${LINK_TAG_PREFIX}${link.alias.slice(mine.length)}` } })
   }
   return deleteNotLive(found, input)
 }

@@ -65,6 +65,8 @@ export interface MemifMechanismOptions {
   sessions: NetlinkSessions
   /** `--memif-root`: the pods' socket directories are made under it. */
   root: string
+  /** This agent's key in the tags of its veth ends in the agent's netns (./endpoint.ts agentKey of the state dir). */
+  agent: string
   forwarder: ForwarderControl
   /** The client side (`name`, `inodeURL` through the netns policy) as the KERNEL mechanism parses it. */
   clientSide(requested: RequestedMechanism, field: string): ClientSide
@@ -83,7 +85,7 @@ export function memifMechanism(opts: MemifMechanismOptions): Mechanism {
   }
   const kernelSide = (rec: DatapathRecord): KernelSide => {
     const m = memif(rec)
-    return { connectionId: rec.connectionId, hostIfname: m.hostIfname, endpointNetns: m.endpointNetns, endpointIfname: m.endpointIfname, endpointMac: m.endpointMac, mtu: rec.mtu, addresses: rec.ipContext.dst, routes: rec.ipContext.dstRoutes }
+    return { connectionId: rec.connectionId, agent: opts.agent, hostIfname: m.hostIfname, endpointNetns: m.endpointNetns, endpointIfname: m.endpointIfname, endpointMac: m.endpointMac, mtu: rec.mtu, addresses: rec.ipContext.dst, routes: rec.ipContext.dstRoutes }
   }
   const port = (rec: DatapathRecord): MemifPort => ({ id: rec.connectionId, socket: memif(rec).socket, iface: memif(rec).hostIfname })
 
@@ -222,7 +224,7 @@ export function memifMechanism(opts: MemifMechanismOptions): Mechanism {
         await forwarder.detach(p.id)
         opts.log?.warn('removed a memif forwarder pair no connection owns (left by a crash)', { connection: p.id, socket: p.socket })
       }
-      return sweepHostEnds(sessions, input)
+      return sweepHostEnds(sessions, opts.agent, input)
     },
 
     ipContext: ipContextOfRecord,
