@@ -109,6 +109,12 @@ export interface Mechanism {
   build(rec: DatapathRecord): Promise<void>
   /** Removes what `build` made, at once (a later step failed, or it is replaced). Idempotent. */
   remove(rec: DatapathRecord): Promise<void>
+  /**
+   * Turns `previous` (a record of this mechanism) into `next` (a heal or a re-request that changed it), all or
+   * nothing: what `next` needs is built, or what it failed with is removed. Without it: remove, then build.
+   * MEMIF keeps the pod's socket connected when only the endpoint side changes.
+   */
+  replace?(previous: DatapathRecord, next: DatapathRecord): Promise<void>
   /** Tears the datapath down on Close (may batch with other closes). Idempotent. */
   close(rec: DatapathRecord): Promise<void>
   /** Verifies the kernel still matches `rec` on both sides: links, up, addresses, routes. [] = intact. */

@@ -63,8 +63,11 @@ export function mechanismElement(opts: MechanismElementOptions): Element {
         }
         const unchanged = previous !== undefined && sameDatapath(previous, record) && (await mechanism.check(record)).length === 0
         if (!unchanged) {
-          if (previous !== undefined) await opts.mechanisms.of(previous).remove(previous)
-          await mechanism.build(record)
+          if (previous !== undefined && previous.mechanism.type === record.mechanism.type && mechanism.replace !== undefined) await mechanism.replace(previous, record)
+          else {
+            if (previous !== undefined) await opts.mechanisms.of(previous).remove(previous)
+            await mechanism.build(record)
+          }
         }
         r.state.datapath = record
         const out: Connection = {

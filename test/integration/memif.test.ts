@@ -223,6 +223,32 @@ t.test('the forwarder SIGKILLed mid-traffic is restarted with its pairs; a pod d
   await pb.stop()
 })
 
+t.test('heal: the endpoint goes away, the memif is rebuilt toward the standby, its client stays connected', async (t) => {
+  const ep2 = makeNetns(t, 'ep2')
+  await mesh.endpoint({ name: 'web-ep2', netns: ep2.path, pools: ['172.31.6.0/24'] })
+  t.teardown(() => mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'web-ep2' }))
+  const pod = await addPod(t)
+  const peer = await startMemifPeer(t, { socket: pod.socket, netns: pod.netns.name, mode: 'icmpecho', cpu: 0 })
+  const [first] = await mesh.connections()
+  const from = first?.networkServiceEndpointName ?? ''
+  const [standby, standbyNs] = from === 'web-ep' ? ['web-ep2', ep2.name] : ['web-ep', ep.name]
+  const pingFrom = (ns: string): boolean => spawnSync('ip', ['netns', 'exec', ns, 'ping', '-c', '2', '-i', '0.2', '-W', '2', pod.address], { stdio: 'ignore' }).status === 0
+  t.ok(pingFrom(from === 'web-ep' ? ep.name : ep2.name), `the client answers through ${from}`)
+  await mesh.agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: from })
+  await until('the heal to the standby', async () => (await mesh.connections())[0]?.networkServiceEndpointName === standby, 15_000)
+  const [healed] = await mesh.connections()
+  t.equal(healed?.mechanism?.parameters.socketfile, pod.socket, 'the same socket')
+  t.same(healed?.context?.ipContext?.srcIpAddrs, [`${pod.address}/32`], 'the same address')
+  t.ok(existsSync(pod.socket), 'the socket stayed')
+  t.ok(await peer.linkUp(), "the pod's memif client stayed connected: only the endpoint side was made anew")
+  t.ok(mesh.agent.logs.some((l) => l.msg === 'memif pair: its kernel port attached again (the memif stays connected)' && l.id === `${pod.id}-net1`), 'the forwarder re-attached the kernel port in place')
+  t.ok(pingFrom(standbyNs), `the client answers through ${standby}, without reopening its port`)
+  await peer.stop()
+  await pod.del()
+  // The endpoint that went away is registered again for the tests that follow.
+  if (from === 'web-ep') await mesh.endpoint({ name: 'web-ep', netns: ep.path, pools: ['172.31.6.0/24'] })
+})
+
 t.test('the agent SIGKILLed and restarted: the forwarder is adopted and traffic never stops', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nsm-memif-agent-'))
   const root = join(dir, 'memif')

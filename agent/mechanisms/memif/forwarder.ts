@@ -288,6 +288,51 @@ export class MemifForwarders extends EventEmitter {
     if (!ready) await this.waitServed(p.id, 15_000)
   }
 
+  /**
+   * The pair's kernel interface was made anew under the same name (its endpoint changed: a heal): its
+   * af_packet port is attached again and the memif port is left alone, so the pod's client stays connected.
+   * Resolves false when that cannot be done in place (no such pair, its process is being restarted, or the
+   * new ifindex would clash with another process's af_packet fanout group): the caller detaches and attaches
+   * the whole pair instead.
+   */
+  async rejoinKernel(id: string): Promise<boolean> {
+    return this.serial(async () => {
+      const found = this.find(id)
+      if (found === undefined) return false
+      const [fwd, rec] = found
+      const proc = fwd.proc
+      if (proc === undefined || proc.hasExited || rec.memifPort === NOT_ATTACHED || this.fanoutClash(fwd, [rec.iface])) return false
+      const t0 = Date.now()
+      fwd.changing += 1
+      try {
+        await proc.console.run('stop')
+        fwd.forwarding = false
+        if (rec.kernelPort !== NOT_ATTACHED) {
+          await proc.console.run(`port stop ${rec.kernelPort}`)
+          await proc.console.run(`port detach ${rec.kernelPort}`)
+          rec.kernelPort = NOT_ATTACHED
+        }
+        const reply = await proc.console.run(`port attach net_af_packet${rec.slot},iface=${rec.iface}`)
+        const kernelPort = parseAttachedPort(reply)
+        if (kernelPort === undefined) throw failure(rec, `testpmd did not attach the af_packet port on ${rec.iface} again: ${oneLine(reply)}`)
+        rec.kernelPort = kernelPort
+        const started = await proc.console.run(`port start ${kernelPort}`)
+        if (/fail|error|invalid/i.test(started)) throw failure(rec, `testpmd did not start port ${kernelPort}: ${oneLine(started)}`)
+        await this.reconfigure(fwd)
+        await this.persist(fwd)
+        this.log.info('memif pair: its kernel port attached again (the memif stays connected)', { id, iface: rec.iface, pid: proc.pid, port: kernelPort, ms: Date.now() - t0 })
+        return true
+      } catch (err) {
+        // The pair is whole or nothing: whatever is left of it goes, and the caller attaches it anew.
+        await this.detachPair(fwd, rec).catch(() => undefined)
+        this.log.warn('memif pair: attaching its kernel port again failed; the pair is made anew', { id, err })
+        return false
+      } finally {
+        fwd.changing -= 1
+      }
+    })
+  }
+
   /** Stops serving `id` (its socket file is removed); a process left without pairs quits. Idempotent. */
   async detach(id: string): Promise<void> {
     await this.serial(async () => {

@@ -56,6 +56,8 @@ export interface MemifPort {
 export interface ForwarderControl {
   start(): Promise<void>
   attach(p: MemifPort): Promise<void>
+  /** Re-attaches a pair's af_packet port after its veth was made anew; false: not done, attach anew. */
+  rejoinKernel(id: string): Promise<boolean>
   detach(id: string): Promise<void>
   state(id: string): { served: boolean; connected: boolean; pid: number } | undefined
   ports(): MemifPort[]
@@ -127,6 +129,29 @@ export function memifMechanism(opts: MemifMechanismOptions): Mechanism {
     removeDir(m)
   }
 
+  const build = async (rec: DatapathRecord): Promise<void> => {
+    const m = memif(rec)
+    await ready()
+    // The pod's directory: a pod running as non-root opens its socket there (DPDK wants the directory rwx).
+    mkdirSync(dirname(m.socket), { recursive: true, mode: 0o777 })
+    chmodSync(dirname(m.socket), 0o777)
+    try {
+      await buildKernelSide(sessions, kernelSide(rec))
+      try {
+        await forwarder.attach(port(rec))
+      } catch (err) {
+        throw new AgentError('UNAVAILABLE', `memif forwarder: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+      }
+      const forwards = (routes: readonly Route[]): boolean => routes.some((r) => r.nextHop !== '')
+      if (forwards(rec.ipContext.srcRoutes)) enableForwarding(m.endpointNetns)
+    } catch (err) {
+      await forwarder.detach(rec.connectionId).catch(() => undefined)
+      await removeKernelSide(sessions, kernelSide(rec)).catch(() => undefined)
+      removeDir(m)
+      throw err
+    }
+  }
+
   const checkForwarder = (rec: DatapathRecord): CheckProblem[] => {
     const m = memif(rec)
     const s = forwarder.state(rec.connectionId)
@@ -167,30 +192,47 @@ export function memifMechanism(opts: MemifMechanismOptions): Mechanism {
       }
     },
 
-    async build(rec) {
-      const m = memif(rec)
-      await ready()
-      // The pod's directory: a pod running as non-root opens its socket there (DPDK wants the directory rwx).
-      mkdirSync(dirname(m.socket), { recursive: true, mode: 0o777 })
-      chmodSync(dirname(m.socket), 0o777)
-      try {
-        await buildKernelSide(sessions, kernelSide(rec))
-        try {
-          await forwarder.attach(port(rec))
-        } catch (err) {
-          throw new AgentError('UNAVAILABLE', `memif forwarder: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-        }
-        const forwards = (routes: readonly Route[]): boolean => routes.some((r) => r.nextHop !== '')
-        if (forwards(rec.ipContext.srcRoutes)) enableForwarding(m.endpointNetns)
-      } catch (err) {
-        await forwarder.detach(rec.connectionId).catch(() => undefined)
-        await removeKernelSide(sessions, kernelSide(rec)).catch(() => undefined)
-        removeDir(m)
-        throw err
-      }
-    },
+    build,
 
     remove,
+
+    /**
+     * A heal or a re-request that changed the datapath. When the pod's socket stays the same and the
+     * forwarder serves it, only the kernel side is made anew (the veth toward the new endpoint, under the
+     * same name) and the pair's af_packet port attached again: the pod's memif client stays connected. Else
+     * (another socket, or the forwarder cannot rejoin in place) remove and build.
+     */
+    async replace(previous, next) {
+      const [p, n] = [memif(previous), memif(next)]
+      await ready()
+      if (p.socket !== n.socket || p.hostIfname !== n.hostIfname || forwarder.state(next.connectionId)?.served !== true) {
+        await remove(previous)
+        await build(next)
+        return
+      }
+      await removeKernelSide(sessions, kernelSide(previous))
+      try {
+        await buildKernelSide(sessions, kernelSide(next))
+      } catch (err) {
+        await forwarder.detach(next.connectionId).catch(() => undefined)
+        removeDir(n)
+        throw err
+      }
+      if (!(await forwarder.rejoinKernel(next.connectionId))) {
+        try {
+          await forwarder.detach(next.connectionId)
+          await forwarder.attach(port(next))
+        } catch (err) {
+          await forwarder.detach(next.connectionId).catch(() => undefined)
+          await removeKernelSide(sessions, kernelSide(next)).catch(() => undefined)
+          removeDir(n)
+          throw new AgentError('UNAVAILABLE', `memif forwarder: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+        }
+      }
+      const forwards = (routes: readonly Route[]): boolean => routes.some((r) => r.nextHop !== '')
+      if (forwards(next.ipContext.srcRoutes)) enableForwarding(n.endpointNetns)
+    },
+
     close: remove,
     check,
 
