@@ -6,6 +6,7 @@ import type { NetworkService } from '../../proto/gen/registry/registry.js'
 import type { EndpointRegistration, NodeRecord } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { Explanation } from '../select/index.js'
 import { timestampMs } from '../registry/registry.js'
+import { mechanismSummary } from '../topology/model.js'
 
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
@@ -71,21 +72,6 @@ export function endpointsTable(endpoints: readonly EndpointRegistration[], now: 
   )
 }
 
-/**
- * A connection's mechanism and its device: `KERNEL:net1` (a veth), `KERNEL VF:net1 0000:03:02.1` (an SR-IOV
- * VF moved into the pod), `VFIO 0000:03:02.2 group 42` (a VF bound to vfio-pci), `MEMIF:net1 /run/nsm/memif/<pod>/net1.sock`
- * (the pod's memif socket).
- */
-function mechanismText(c: Connection): string {
-  const m = c.mechanism
-  if (m === undefined) return '-'
-  const p = m.parameters
-  if (m.type === 'VFIO') return `VFIO ${p.pciAddress ?? '?'}${p.iommuGroup === undefined ? '' : ` group ${p.iommuGroup}`}`
-  if (m.type === 'MEMIF') return `MEMIF${p.name === undefined ? '' : `:${p.name}`} ${p.socketfile ?? '?'}`
-  const vf = m.type === 'KERNEL' && (p.pciAddress ?? '') !== ''
-  return `${m.type}${vf ? ' VF' : ''}${p.name === undefined ? '' : `:${p.name}`}${vf ? ` ${p.pciAddress ?? ''}` : ''}`
-}
-
 export function connectionsTable(conns: readonly Connection[]): string {
   return table(
     ['ID', 'SERVICE', 'ENDPOINT', 'STATE', 'MECHANISM', 'SRC', 'DST'],
@@ -94,7 +80,8 @@ export function connectionsTable(conns: readonly Connection[]): string {
       c.networkService,
       c.networkServiceEndpointName || '-',
       State[c.state] ?? String(c.state),
-      mechanismText(c),
+      // The mechanism and its device, named as the topology names them.
+      mechanismSummary(c.mechanism),
       list(c.context?.ipContext?.srcIpAddrs ?? []),
       list(c.context?.ipContext?.dstIpAddrs ?? []),
     ]),

@@ -144,11 +144,17 @@ function iso(t: { seconds: number; nanos: number } | undefined): string {
   return new Date(t.seconds * 1000 + Math.floor(t.nanos / 1e6)).toISOString()
 }
 
-/** One line for a mechanism: `KERNEL veth nsm-1`, `VXLAN vni 5001 10.0.0.1->10.0.0.2`. */
+/**
+ * One line for a mechanism: `KERNEL veth nsm-1`, `KERNEL VF nsm-1 0000:03:02.1`, `VFIO 0000:03:02.2 group 42`,
+ * `MEMIF nsm-1 /run/nsm/memif/<pod>/nsm-1.sock`, `VXLAN vni 5001 10.0.0.1->10.0.0.2`.
+ */
 export function mechanismSummary(m: Mechanism | undefined): string {
   if (m === undefined) return '-'
   const p = m.parameters
-  if (m.type === 'KERNEL') return `KERNEL veth${p.name === undefined ? '' : ` ${p.name}`}`
+  const name = p.name === undefined ? '' : ` ${p.name}`
+  if (m.type === 'KERNEL') return (p.pciAddress ?? '') !== '' ? `KERNEL VF${name} ${p.pciAddress ?? ''}` : `KERNEL veth${name}`
+  if (m.type === 'VFIO') return `VFIO ${p.pciAddress ?? '?'}${p.iommuGroup === undefined ? '' : ` group ${p.iommuGroup}`}`
+  if (m.type === 'MEMIF') return `MEMIF${name} ${p.socketfile ?? '?'}`
   if (m.type === 'VXLAN') return `VXLAN vni ${p.vni ?? '?'} ${p.src_ip ?? '?'}->${p.dst_ip ?? '?'}`
   return m.type
 }
@@ -262,7 +268,8 @@ function connectionOf(
   const endpointNode = ep?.node ?? (last !== '' ? last : self)
   const clientNode = far ? first : self
   const labelName = c.labels.podName !== undefined && c.labels.podName !== '' ? `${c.labels.namespace ?? ''}/${c.labels.podName}`.replace(/^\//, '') : undefined
-  const inode = c.mechanism?.type === 'KERNEL' ? c.mechanism.parameters.inodeURL : undefined
+  // The client's netns: KERNEL, MEMIF and VFIO carry it as inodeURL (VXLAN's is the node's business).
+  const inode = c.mechanism !== undefined && c.mechanism.type !== 'VXLAN' ? c.mechanism.parameters.inodeURL : undefined
   const netns = a?.netns || (far || inode === undefined ? '' : netnsOfUrl(inode))
   const client = netns !== '' ? pod(clientNode, netns) : pod(clientNode, '', `${clientNode}|pod:${labelName ?? `connection ${c.id}`}`)
   if (labelName !== undefined) names.set(client.id, labelName)

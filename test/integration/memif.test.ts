@@ -124,7 +124,7 @@ t.test('ADD gives a served socket in the pod directory; frames both ways; CHECK;
 
   const check = await mesh.cni({ command: 'CHECK', containerId: pod.id, netns: pod.netns.path, ifname: 'net1', args: `IgnoreUnknown=1;K8S_POD_UID=${pod.uid}`, stdin: { ...pod.conf, prevResult: { cniVersion: '1.1.0', interfaces: [{ name: 'net1', sandbox: pod.netns.path, socketPath: pod.socket }], ips: [{ address: `${pod.address}/32`, interface: 0 }] } } })
   t.equal(check.exitCode, 0, `CHECK passes: ${check.stdout}`)
-  t.match(nsmctl('get', 'connections'), new RegExp(`MEMIF:net1 ${pod.socket.replace(/[.]/g, '\\.')}`), 'nsmctl shows the mechanism and the socket')
+  t.match(nsmctl('get', 'connections'), new RegExp(`MEMIF net1 ${pod.socket.replace(/[.]/g, '\\.')}`), 'nsmctl shows the mechanism and the socket')
 
   await peer.stop()
   await pod.del()

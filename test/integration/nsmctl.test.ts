@@ -98,7 +98,7 @@ t.test('apply, register, get, explain, unregister', async (t) => {
   t.teardown(() => agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn).then(() => undefined, () => undefined))
   const conns = nsmctl(agent.socket, 'get', 'connections')
   t.match(conns.stdout, /^ID +SERVICE +ENDPOINT +STATE +MECHANISM +SRC +DST\n/)
-  t.match(conns.stdout, /ctl-conn-1 +secure-intranet-connectivity +fw-1 +UP +KERNEL:nsm-1 /)
+  t.match(conns.stdout, /ctl-conn-1 +secure-intranet-connectivity +fw-1 +UP +KERNEL veth nsm-1 /)
   assertAligned(t, conns.stdout)
   const connsJson = JSON.parse(nsmctl(agent.socket, 'get', 'connections', '-o', 'json').stdout) as Array<{ id: string }>
   t.same(connsJson.map((c) => c.id), ['ctl-conn-1'])

@@ -131,7 +131,7 @@ t.test('ADD with a Multus deviceID and mac: the VF in the pod, pciID, ping, devi
   t.same(JSON.parse(readFileSync(file, 'utf8')), { type: 'pci', version: '1.1.0', pci: { 'pci-address': vf.pci, 'pf-pci-address': '0000:5e:00.1' } }, 'the device-info file (spec 1.1.0), Multus\'s name')
   t.ok(existsSync(join(claimDir(mesh), `${vf.pci}.json`)), 'the VF is claimed')
   const table = nsmctl(mesh.socket, 'get', 'connections')
-  t.match(table, `KERNEL VF:net1 ${vf.pci}`, `nsmctl get connections shows the VF:\n${table}`)
+  t.match(table, `KERNEL VF net1 ${vf.pci}`, `nsmctl get connections shows the VF:\n${table}`)
   const check = await mesh.cni({ command: 'CHECK', containerId: id, netns: pod.path, ifname: 'net1', stdin: { ...conf, prevResult: res } })
   t.equal(check.exitCode, 0, `CHECK passes: ${check.stdout}`)
 
