@@ -5,7 +5,7 @@
 // journal written before mechanisms owned their datapath still loads, heals and closes; every write is 2.
 // A mechanism part is taken as written (KERNEL), except a VXLAN, SR-IOV or MEMIF part, which must be whole (vxlan/record.ts,
 // sriov/record.ts, memif/record.ts).
-import type { IPContext } from '../../proto/gen/networkservice/connectioncontext.js'
+import type { ConnectionContext, IPContext } from '../../proto/gen/networkservice/connectioncontext.js'
 import type { DatapathRecord, MechanismRecord } from './types.js'
 import { isVxlanRecord } from './vxlan/record.js'
 import { isSriovRecord } from './sriov/record.js'
@@ -95,5 +95,19 @@ export function ipContextOfRecord(rec: DatapathRecord): IPContext {
     extraPrefixRequest: [],
     extraPrefixes: [],
     policies: [],
+  }
+}
+
+/**
+ * The connection context a mechanism answers with: the record's IP context (the request's excluded
+ * prefixes kept), the request's DNS, VLAN and extra context, the MACs of the two sides and `mtu`.
+ */
+export function connectionContextOf(rec: DatapathRecord, requested: ConnectionContext | undefined, macs: { srcMac: string; dstMac: string }, mtu = rec.mtu): ConnectionContext {
+  return {
+    ipContext: { ...ipContextOfRecord(rec), excludedPrefixes: requested?.ipContext?.excludedPrefixes ?? [] },
+    dnsContext: requested?.dnsContext,
+    ethernetContext: { ...macs, vlanTag: requested?.ethernetContext?.vlanTag ?? 0 },
+    extraContext: requested?.extraContext ?? {},
+    MTU: mtu,
   }
 }

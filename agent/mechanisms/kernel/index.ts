@@ -26,7 +26,7 @@ import { checkEnd } from './check.js'
 import { clientMac, endpointIfname, linkTag } from './names.js'
 import { sweepTaggedLinks } from './sweep.js'
 import type { KernelRecord } from './record.js'
-import { ipContextOfRecord } from '../record.js'
+import { connectionContextOf, ipContextOfRecord } from '../record.js'
 import { forwardingSwitch } from '../forwarding.js'
 
 export { clientMac, endpointIfname, linkTag, LINK_TAG_PREFIX } from './names.js'
@@ -196,13 +196,7 @@ export function kernelMechanism(opts: KernelMechanismOptions): Mechanism {
     },
 
     context(rec, requested): ConnectionContext {
-      return {
-        ipContext: { ...ipContext(rec), excludedPrefixes: requested?.ipContext?.excludedPrefixes ?? [] },
-        dnsContext: requested?.dnsContext,
-        ethernetContext: { srcMac: clientMac(rec.connectionId), dstMac: requested?.ethernetContext?.dstMac ?? '', vlanTag: requested?.ethernetContext?.vlanTag ?? 0 },
-        extraContext: requested?.extraContext ?? {},
-        MTU: rec.mtu,
-      }
+      return connectionContextOf(rec, requested, { srcMac: clientMac(rec.connectionId), dstMac: requested?.ethernetContext?.dstMac ?? '' })
     },
   }
 }

@@ -32,7 +32,7 @@ import { AgentError } from '../../errors.js'
 import type { Logger } from '../../server/log.js'
 import { forwardingSwitch } from '../forwarding.js'
 import { clientMac, endpointIfname } from '../kernel/names.js'
-import { ipContextOfRecord } from '../record.js'
+import { connectionContextOf, ipContextOfRecord } from '../record.js'
 import type { CheckProblem, ClientSide, DatapathRecord, Mechanism, PlanInput, RequestedMechanism, Route } from '../types.js'
 import { endpointMac } from '../vxlan/index.js'
 import { buildKernelSide, checkKernelSide, hostIfname, removeKernelSide, sweepHostEnds, type KernelSide } from './endpoint.js'
@@ -278,13 +278,7 @@ export function memifMechanism(opts: MemifMechanismOptions): Mechanism {
 
     context(rec, requested): ConnectionContext {
       const m = memif(rec)
-      return {
-        ipContext: { ...ipContextOfRecord(rec), excludedPrefixes: requested?.ipContext?.excludedPrefixes ?? [] },
-        dnsContext: requested?.dnsContext,
-        ethernetContext: { srcMac: m.mac, dstMac: m.endpointMac, vlanTag: requested?.ethernetContext?.vlanTag ?? 0 },
-        extraContext: requested?.extraContext ?? {},
-        MTU: rec.mtu,
-      }
+      return connectionContextOf(rec, requested, { srcMac: m.mac, dstMac: m.endpointMac })
     },
   }
 }

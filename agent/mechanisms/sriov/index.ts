@@ -47,7 +47,7 @@ import { ClaimExistsError, ClaimStore, type VfClaim } from './intent.js'
 import type { SriovRecord } from './record.js'
 import { canonicalPciAddress, readPciDevice, SysfsError, VFIO_DRIVER, type PciDevice } from './sysfs.js'
 import { giveBack, takeVf, vfTag, type TakeStep } from './vf.js'
-import { ipContextOfRecord } from '../record.js'
+import { connectionContextOf, ipContextOfRecord } from '../record.js'
 import { forwardingSwitch } from '../forwarding.js'
 
 export { canonicalPciAddress, readPciDevice, VFIO_DRIVER } from './sysfs.js'
@@ -306,13 +306,7 @@ export function sriovMechanism(opts: SriovMechanismOptions): Mechanism {
 
     context(rec, requested): ConnectionContext {
       const m = sriov(rec)
-      return {
-        ipContext: { ...ipContext(rec), excludedPrefixes: requested?.ipContext?.excludedPrefixes ?? [] },
-        dnsContext: requested?.dnsContext,
-        ethernetContext: { srcMac: m.mac, dstMac: m.endpointMac, vlanTag: requested?.ethernetContext?.vlanTag ?? 0 },
-        extraContext: requested?.extraContext ?? {},
-        MTU: rec.mtu,
-      }
+      return connectionContextOf(rec, requested, { srcMac: m.mac, dstMac: m.endpointMac })
     },
   }
 }

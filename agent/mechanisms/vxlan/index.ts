@@ -27,7 +27,7 @@ import type { ClientSide, DatapathRecord, Mechanism, PlanInput, RequestedMechani
 import { buildHalf, checkHalf, removeHalf, sweepHalves, type BuildStep, type HalfContext, type VxlanHalf } from './half.js'
 import { completeVxlanParameters, parseVxlanParameters, underlayFamily, VXLAN, vxlanMtu, vxlanRequestedMechanism } from './params.js'
 import type { VxlanRecord } from './record.js'
-import { ipContextOfRecord } from '../record.js'
+import { connectionContextOf, ipContextOfRecord } from '../record.js'
 import { forwardingSwitch } from '../forwarding.js'
 
 export { VniInUseError, buildHalf, checkHalf, removeHalf, sweepHalves, type BuildStep, type HalfContext, type RemoveResult, type VxlanHalf } from './half.js'
@@ -196,13 +196,7 @@ export function vxlanMechanism(opts: VxlanMechanismOptions): Mechanism {
     },
 
     context(rec, requested): ConnectionContext {
-      return {
-        ipContext: { ...ipContext(rec), excludedPrefixes: requested?.ipContext?.excludedPrefixes ?? [] },
-        dnsContext: requested?.dnsContext,
-        ethernetContext: { srcMac: clientMac(rec.connectionId), dstMac: endpointMac(rec.connectionId), vlanTag: requested?.ethernetContext?.vlanTag ?? 0 },
-        extraContext: requested?.extraContext ?? {},
-        MTU: vxlan(rec).mtu,
-      }
+      return connectionContextOf(rec, requested, { srcMac: clientMac(rec.connectionId), dstMac: endpointMac(rec.connectionId) }, vxlan(rec).mtu)
     },
   }
 }
