@@ -21,16 +21,17 @@ function parseTraceparent(v: string | undefined): { traceId: string; spanId: str
   return m === null ? undefined : { traceId: m[1] as string, spanId: m[2] as string }
 }
 
-t.test("a Request and a Close to an NSM endpoint carry the agent's trace context", async (t) => {
-  const otlp = await startOtlpReceiver(t)
-  const agent = await startAgent(t, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY: '50' } })
-  const svc = `tr-api-${RUN}`
+/**
+ * A service served by a stub NSE (in this process, answering a test netns as its own: the agent builds the
+ * veth there), registered with `agent` by its unix URL, and a client netns.
+ */
+async function nseFor(t: Parameters<typeof makeNetns>[0], agent: Awaited<ReturnType<typeof startAgent>>, tag: string, pool: string) {
+  const svc = `${tag}-api-${RUN}`
   await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
-  // The stub in this process, answering a test netns as its own (the agent builds the veth there).
   const pod = makeNetns(t, 'tn')
   const dir = tempDir(t, 'nsm-trace-nse-')
-  const name = `nse-tr-${RUN}`
-  const nse = await startStubNse({ socket: join(dir, 'n.sock'), name, pool: '10.72.0.0/24', netnsPath: pod.path })
+  const name = `nse-${tag}-${RUN}`
+  const nse = await startStubNse({ socket: join(dir, 'n.sock'), name, pool, netnsPath: pod.path })
   t.teardown(() => nse.close())
   await agent.client.unary(NetworkServiceEndpointRegistryDefinition, NetworkServiceEndpointRegistryDefinition.methods.register, {
     name,
@@ -41,7 +42,13 @@ t.test("a Request and a Close to an NSM endpoint carry the agent's trace context
     initialRegistrationTime: undefined,
     pathIds: [],
   })
-  const client = makeNetns(t, 'tc')
+  return { svc, name, nse, client: makeNetns(t, 'tc') }
+}
+
+t.test("a Request and a Close to an NSM endpoint carry the agent's trace context", async (t) => {
+  const otlp = await startOtlpReceiver(t)
+  const agent = await startAgent(t, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY: '50' } })
+  const { svc, name, nse, client } = await nseFor(t, agent, 'tr', '10.72.0.0/24')
   const id = `trn-${RUN}`
   const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, client.path, 'nsm0', {}, svc))
   t.equal(conn.networkServiceEndpointName, name, 'the NSE served the Request')
@@ -69,23 +76,7 @@ t.test("a Request and a Close to an NSM endpoint carry the agent's trace context
 
 t.test('without tracing no traceparent is sent', async (t) => {
   const agent = await startAgent(t, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: '' } })
-  const svc = `tr-api0-${RUN}`
-  await agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, { name: svc, payload: 'IP', matches: [], pathIds: [] })
-  const pod = makeNetns(t, 'tn')
-  const dir = tempDir(t, 'nsm-trace-nse-')
-  const name = `nse-tr0-${RUN}`
-  const nse = await startStubNse({ socket: join(dir, 'n.sock'), name, pool: '10.73.0.0/24', netnsPath: pod.path })
-  t.teardown(() => nse.close())
-  await agent.client.unary(NetworkServiceEndpointRegistryDefinition, NetworkServiceEndpointRegistryDefinition.methods.register, {
-    name,
-    networkServiceNames: [svc],
-    networkServiceLabels: {},
-    url: `unix://${join(dir, 'n.sock')}`,
-    expirationTime: { seconds: Math.floor(Date.now() / 1000) + 600, nanos: 0 },
-    initialRegistrationTime: undefined,
-    pathIds: [],
-  })
-  const client = makeNetns(t, 'tc')
+  const { svc, name, nse, client } = await nseFor(t, agent, 'tr0', '10.73.0.0/24')
   const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`trn0-${RUN}`, client.path, 'nsm0', {}, svc))
   t.equal(conn.networkServiceEndpointName, name)
   t.equal(nse.metadata[0]?.entries.traceparent, undefined, 'no traceparent')
