@@ -87,7 +87,10 @@ try {
   const runDir = join(mesh.agent.stateDir, 'memif-fwd')
   // Runs before the agent's teardown (LIFO): forwarders outlive an agent on purpose.
   cleanups.unshift(() => {
-    for (const pid of findForwarderProcesses(runDir).keys()) spawnSync('kill', ['-9', String(pid)])
+    for (const [pid, name] of findForwarderProcesses(runDir)) {
+      spawnSync('kill', ['-9', String(pid)])
+      rmSync(`/var/run/dpdk/${name}`, { recursive: true, force: true })
+    }
   })
   const epNs = `${tag}ep`
   await mesh.endpoint({ name: 'bench-ep', netns: `/var/run/netns/${epNs}`, pools: ['172.22.0.0/16'] })

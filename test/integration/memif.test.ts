@@ -30,9 +30,16 @@ const memifRoot = mkdtempSync(join(tmpdir(), 'nsm-memif-'))
 // forwarder killed while it runs). Forwarders outlive an agent on purpose: any a failed test left are killed.
 let runDir = ''
 t.teardown(() => {
-  if (runDir !== '') for (const pid of findForwarderProcesses(runDir).keys()) spawnSync('kill', ['-9', String(pid)])
+  if (runDir !== '') killForwarders(runDir)
   rmSync(memifRoot, { recursive: true, force: true })
 })
+/** SIGKILLs the forwarders of an agent's run directory and removes their DPDK runtime directories. */
+function killForwarders(dir: string): void {
+  for (const [pid, name] of findForwarderProcesses(dir)) {
+    spawnSync('kill', ['-9', String(pid)])
+    rmSync(`/var/run/dpdk/${name}`, { recursive: true, force: true })
+  }
+}
 const agentArgs = ['--memif-root', memifRoot, '--memif-cpu', '1']
 const mesh = await startMesh(t, { agentArgs })
 runDir = join(mesh.agent.stateDir, 'memif-fwd')
@@ -285,7 +292,7 @@ t.test('the agent SIGKILLed and restarted: the forwarder is adopted and traffic 
   const root = join(dir, 'memif')
   let restartRunDir = ''
   t.teardown(() => {
-    if (restartRunDir !== '') for (const pid of findForwarderProcesses(restartRunDir).keys()) spawnSync('kill', ['-9', String(pid)])
+    if (restartRunDir !== '') killForwarders(restartRunDir)
     rmSync(dir, { recursive: true, force: true })
   })
   const args = ['--memif-root', root, '--memif-cpu', '1', '--node-name', 'node-r']
