@@ -44,6 +44,13 @@ t.test('a client on n1 reaches an endpoint on n2 over VXLAN', async (t) => {
     .catch((e: unknown) => e as Error)
   t.match(String((err as Error).message), /REMOTE VXLAN mechanism is requested by peer agents/, 'peer headers from the unix socket are dropped')
   t.notOk(linkNames(ep.name).some((l) => l.startsWith('nsm')), 'nothing built')
+
+  // Only a KERNEL interface has a VXLAN half: a memif (or a VF) toward another node's endpoint is refused, naming it.
+  const plain = kernelRequest(`memif-${RUN}`, client.path, 'nsm0', {}, svc)
+  const memif = { ...plain, mechanismPreferences: plain.mechanismPreferences.map((m) => ({ ...m, type: 'MEMIF' })) }
+  const refused = await n1.agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, memif).catch((e: unknown) => e as Error)
+  t.match(String((refused as Error).message), new RegExp(`a MEMIF connection reaches endpoints on this node only; endpoint ep-${RUN} is on node n2`), 'MEMIF toward another node is refused')
+  t.notOk(linkNames(ep.name).some((l) => l.startsWith('nsm')), 'nothing built for it')
 })
 
 t.test('32 concurrent remote Requests: distinct VNIs, every one carries traffic', async (t) => {
