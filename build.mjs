@@ -70,15 +70,6 @@ async function topologyPageScript() {
   return page.outputFiles[0].text
 }
 
-/**
- * The span exporter's worker thread (agent/tracing/export-worker.ts), bundled and handed to the agent's bundle
- * as a constant (agent/tracing/worker-exporter.ts runs it with `new Worker(code, { eval: true })`).
- */
-async function traceExportWorkerScript() {
-  const worker = await esbuild.build({ ...BUNDLE_OPTIONS, banner: {}, entryPoints: ['agent/tracing/export-worker.ts'] })
-  return worker.outputFiles[0].text
-}
-
 /** Lean plugins whose code cache is still to be trained: name → wrapped source. */
 const untrained = new Map()
 for (const b of binaries) {
@@ -97,7 +88,7 @@ for (const b of binaries) {
     // So does etcd3: it reads its .proto files from its own directory at run time, which no bundle has.
     external: b.lean ? [] : [...NATIVE, '@kubernetes/client-node', 'etcd3'],
     plugins: b.lean ? [forbidNative] : [],
-    ...(b.name === 'nsm-agent' ? { define: { __NSM_TOPOLOGY_PAGE_JS__: JSON.stringify(await topologyPageScript()), __NSM_TRACE_EXPORT_WORKER_JS__: JSON.stringify(await traceExportWorkerScript()) } } : {}),
+    ...(b.name === 'nsm-agent' ? { define: { __NSM_TOPOLOGY_PAGE_JS__: JSON.stringify(await topologyPageScript()) } } : {}),
   })
   const bundle = result.outputFiles[0].text
   if (!b.codeCache) {

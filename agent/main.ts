@@ -32,6 +32,7 @@ import type { P2PRecord } from '../ipam/p2p/index.js'
 import { openSharedStore } from './store/open.js'
 import { PeerTls, PeerTlsError } from './peer/tls.js'
 import { peerUrlFor, startPeerListener, type PeerListener } from './peer/server.js'
+import type { Tracing } from './tracing/index.js'
 import { combineObservers } from './pipeline/observe.js'
 import type { MetricsServer } from './metrics/index.js'
 import { startTopologyPage, type TopologyPage } from './topology/web.js'
@@ -136,8 +137,18 @@ async function main(argv: readonly string[]): Promise<number> {
   // Metrics (agent/metrics/, prom-client) only with --metrics-address: nothing is loaded or wrapped otherwise.
   const metrics = config.metricsAddress === undefined ? undefined : await import('./metrics/index.js')
   const meters = metrics?.createMetrics()
-  // Traces (agent/tracing/, OpenTelemetry) only when OTEL_EXPORTER_OTLP_ENDPOINT is set: nothing is loaded otherwise.
-  const tracing = (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '') === '' ? undefined : (await import('./tracing/index.js')).startTracing({ nodeName: config.nodeName, version: pkg.version })
+  // Traces (agent/tracing/, OpenTelemetry) only when OTEL_EXPORTER_OTLP_ENDPOINT (or its _TRACES_ form) is
+  // set: nothing is loaded otherwise. A bad OTEL_* value is a bad config (exit 2), named.
+  let startedTracing: Tracing | undefined
+  if ((process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '') !== '' || (process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? '') !== '') {
+    try {
+      startedTracing = (await import('./tracing/index.js')).startTracing({ nodeName: config.nodeName, version: pkg.version, warn: (msg, fields) => log.warn(`tracing: ${msg}`, fields) })
+    } catch (err) {
+      process.stderr.write(`nsm-agent: tracing: ${err instanceof Error ? err.message : String(err)}\n`)
+      return 2
+    }
+  }
+  const tracing = startedTracing
   // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
   // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).
   let peerTls: PeerTls | undefined

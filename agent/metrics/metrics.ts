@@ -8,7 +8,8 @@
 // Errors are counted by the CNI code a runtime sees (pkg/codes.ts): a failed Request or Close by its
 // AgentError's code, a failed CNI call by the code in its error JSON. A Request failing inside a CNI ADD is
 // counted twice, once as `request` and once as `ADD`, each under its own `operation`.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Registry as PromRegistry } from 'prom-client'
+import { FastHistogram } from './histogram.js'
 import { stateToJSON } from '../../proto/gen/networkservice/connection.js'
 import type { ConnectionTable } from '../connections/table.js'
 import type { Registry } from '../registry/registry.js'
@@ -32,14 +33,14 @@ export interface MetricsSources {
 
 /** The series the hooks write; exported for the hooks' modules. */
 export interface Series {
-  requestSeconds: Histogram<'service' | 'outcome'>
-  closeSeconds: Histogram<'service' | 'outcome'>
-  elementSeconds: Histogram<'element' | 'op' | 'outcome'>
-  healSeconds: Histogram<'reason' | 'outcome'>
+  requestSeconds: FastHistogram<'service' | 'outcome'>
+  closeSeconds: FastHistogram<'service' | 'outcome'>
+  elementSeconds: FastHistogram<'element' | 'op' | 'outcome'>
+  healSeconds: FastHistogram<'reason' | 'outcome'>
   heals: Counter<'reason' | 'outcome'>
-  cniSeconds: Histogram<'command' | 'outcome'>
+  cniSeconds: FastHistogram<'command' | 'outcome'>
   errors: Counter<'operation' | 'code' | 'name'>
-  storeSeconds: Histogram<'backend' | 'operation' | 'kind' | 'outcome'>
+  storeSeconds: FastHistogram<'backend' | 'operation' | 'kind' | 'outcome'>
 }
 
 export interface AgentMetrics {
@@ -105,20 +106,20 @@ export function createMetrics(): AgentMetrics {
     },
   })
   const series: Series = {
-    requestSeconds: new Histogram({ name: 'nsm_request_duration_seconds', help: 'NSM Requests through the pipeline (CNI ADD and API callers alike), lock wait included', labelNames: ['service', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
-    closeSeconds: new Histogram({ name: 'nsm_close_duration_seconds', help: 'NSM Closes through the pipeline', labelNames: ['service', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
-    elementSeconds: new Histogram({
+    requestSeconds: new FastHistogram({ name: 'nsm_request_duration_seconds', help: 'NSM Requests through the pipeline (CNI ADD and API callers alike), lock wait included', labelNames: ['service', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
+    closeSeconds: new FastHistogram({ name: 'nsm_close_duration_seconds', help: 'NSM Closes through the pipeline', labelNames: ['service', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
+    elementSeconds: new FastHistogram({
       name: 'nsm_pipeline_element_duration_seconds',
       help: "Each pipeline element's own share of a Request or Close (the elements after it not included)",
       labelNames: ['element', 'op', 'outcome'] as const,
       buckets: STEP_BUCKETS,
       registers,
     }),
-    healSeconds: new Histogram({ name: 'nsm_heal_duration_seconds', help: 'Heals of a connection, by why and whether it healed or stays DOWN', labelNames: ['reason', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
+    healSeconds: new FastHistogram({ name: 'nsm_heal_duration_seconds', help: 'Heals of a connection, by why and whether it healed or stays DOWN', labelNames: ['reason', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
     heals: new Counter({ name: 'nsm_heals_total', help: 'Heals of a connection, by why (endpoint-gone, node-lost, datapath-lost, retry) and outcome (healed, down)', labelNames: ['reason', 'outcome'] as const, registers }),
-    cniSeconds: new Histogram({ name: 'nsm_cni_duration_seconds', help: 'CNI calls the shim forwarded, by command and outcome', labelNames: ['command', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
+    cniSeconds: new FastHistogram({ name: 'nsm_cni_duration_seconds', help: 'CNI calls the shim forwarded, by command and outcome', labelNames: ['command', 'outcome'] as const, buckets: CALL_BUCKETS, registers }),
     errors: new Counter({ name: 'nsm_errors_total', help: 'Failed Requests, Closes and CNI calls, by the CNI code a runtime sees (pkg/codes.ts) and error name', labelNames: ['operation', 'code', 'name'] as const, registers }),
-    storeSeconds: new Histogram({
+    storeSeconds: new FastHistogram({
       name: 'nsm_store_operation_duration_seconds',
       help: 'Operations on the shared store (backend etcd, kubernetes) and physical writes of the local files (backend file: kind connections, operation append or compact; kind registry, operation snapshot)',
       labelNames: ['backend', 'operation', 'kind', 'outcome'] as const,

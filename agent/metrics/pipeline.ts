@@ -5,13 +5,9 @@
 import { performance } from 'node:perf_hooks'
 import { scopeSlot } from '../server/call-scope.js'
 import { AgentError } from '../errors.js'
-import type { PipelineObserver } from '../pipeline/observe.js'
+import type { ElementWatch, PipelineObserver, PipelineOp } from '../pipeline/observe.js'
+import type { HistogramChild } from './histogram.js'
 import type { Series } from './metrics.js'
-
-interface Frame {
-  /** Seconds spent in the elements this one called (observed inside its run). */
-  inner: number
-}
 
 export function countError(series: Series, operation: string, err: unknown): void {
   const e = AgentError.from(err)
@@ -19,48 +15,72 @@ export function countError(series: Series, operation: string, err: unknown): voi
 }
 
 const FRAMES = Symbol('metrics: elements running')
+const newStack = (): ElementTiming[] => []
+
+/** One element call being timed: its own share is its time less that of the elements it called (`inner`). */
+class ElementTiming implements ElementWatch {
+  /** Seconds spent in the elements this one called (observed inside its run). */
+  inner = 0
+  private readonly t0 = performance.now()
+  constructor(
+    private readonly ok: HistogramChild,
+    private readonly failed: HistogramChild,
+    /** The scope's stack of elements running; undefined outside any scope. */
+    private readonly stack: ElementTiming[] | undefined,
+  ) {
+    stack?.push(this)
+  }
+
+  done(failed: boolean): void {
+    const total = (performance.now() - this.t0) / 1000
+    const stack = this.stack
+    if (stack !== undefined) {
+      if (stack[stack.length - 1] === this) stack.pop()
+      const outer = stack[stack.length - 1]
+      if (outer !== undefined) outer.inner += total
+    }
+    ;(failed ? this.failed : this.ok).observe(Math.max(0, total - this.inner))
+  }
+}
 
 export function pipelineMetrics(series: Series): PipelineObserver {
+  /** Each element's and operation's two series (ok, error), resolved once. */
+  const children = new Map<string, { ok: HistogramChild; failed: HistogramChild }>()
+  const childrenOf = (element: string, op: PipelineOp): { ok: HistogramChild; failed: HistogramChild } => {
+    const key = `${element}\0${op}`
+    let c = children.get(key)
+    if (c === undefined) {
+      c = { ok: series.elementSeconds.child(element, op, 'ok'), failed: series.elementSeconds.child(element, op, 'error') }
+      children.set(key, c)
+    }
+    return c
+  }
   return {
-    async element(element, op, run) {
+    element(element, op) {
       // The elements of one call nest (each calls the next), so its scope's stack is theirs alone. Outside
       // any scope (a remote half's refresh) an element's time is its own and the rest of the chain's.
-      const stack = scopeSlot(FRAMES, (): Frame[] => [])
-      const outer = stack?.[stack.length - 1]
-      const frame: Frame = { inner: 0 }
-      stack?.push(frame)
-      const t0 = performance.now()
-      let outcome = 'error'
-      try {
-        const out = await run()
-        outcome = 'ok'
-        return out
-      } finally {
-        const total = (performance.now() - t0) / 1000
-        if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
-        if (outer !== undefined) outer.inner += total
-        series.elementSeconds.observe({ element, op, outcome }, Math.max(0, total - frame.inner))
-      }
+      const c = childrenOf(element, op)
+      return new ElementTiming(c.ok, c.failed, scopeSlot(FRAMES, newStack))
     },
     async request(subject, _ctx, run) {
-      const end = series.requestSeconds.startTimer({ service: subject.service })
+      const t0 = performance.now()
       try {
         const out = await run()
-        end({ outcome: 'ok' })
+        series.requestSeconds.child(subject.service, 'ok').observe((performance.now() - t0) / 1000)
         return out
       } catch (err) {
-        end({ outcome: 'error' })
+        series.requestSeconds.child(subject.service, 'error').observe((performance.now() - t0) / 1000)
         countError(series, 'request', err)
         throw err
       }
     },
     async close(subject, _ctx, _record, run) {
-      const end = series.closeSeconds.startTimer({ service: subject.service })
+      const t0 = performance.now()
       try {
         await run()
-        end({ outcome: 'ok' })
+        series.closeSeconds.child(subject.service, 'ok').observe((performance.now() - t0) / 1000)
       } catch (err) {
-        end({ outcome: 'error' })
+        series.closeSeconds.child(subject.service, 'error').observe((performance.now() - t0) / 1000)
         countError(series, 'close', err)
         throw err
       }

@@ -12,7 +12,7 @@ import type { NetworkService } from '../../conf/networkservice.js'
 import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
-import type { PipelineObserver } from './observe.js'
+import type { PipelineObserver, PipelineOp } from './observe.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -86,8 +86,9 @@ export class ChainOrderError extends Error {
 
 export interface ChainOptions {
   /**
-   * Instrumentation (./observe.ts): each element's request and close run inside `observe.element`. Without
-   * it the elements are linked directly, as if the hook did not exist.
+   * Instrumentation (./observe.ts): `observe.element` is told as each element's request and close starts,
+   * and its watch when that call settled. Without it the elements are linked directly, as if the hook did
+   * not exist.
    */
   observe?: PipelineObserver
 }
@@ -107,13 +108,35 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   }
   const observe = opts.observe?.element?.bind(opts.observe)
   if (observe === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
+  /** `run` watched as element `name`'s `op`: one promise reaction, however many observers watch. */
+  const watched = <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
+    const w = observe(name, op)
+    if (w === undefined) return run()
+    let p: Promise<T>
+    try {
+      p = run()
+    } catch (err) {
+      w.done(true, err)
+      throw err
+    }
+    return p.then(
+      (out) => {
+        w.done(false)
+        return out
+      },
+      (err: unknown) => {
+        w.done(true, err)
+        throw err
+      },
+    )
+  }
   return elements.reduceRight<Handler>((next, e) => {
     const h = e.wrap(next)
     const req = e.observed?.request
     const cl = e.observed?.close
     return {
-      request: req === false ? (r) => h.request(r) : req === undefined ? (r) => observe(e.name, 'request', () => h.request(r)) : (r) => (req(r) ? observe(e.name, 'request', () => h.request(r)) : h.request(r)),
-      close: cl === false ? (c) => h.close(c) : cl === undefined ? (c) => observe(e.name, 'close', () => h.close(c)) : (c) => (cl(c) ? observe(e.name, 'close', () => h.close(c)) : h.close(c)),
+      request: req === false ? (r) => h.request(r) : req === undefined ? (r) => watched(e.name, 'request', () => h.request(r)) : (r) => (req(r) ? watched(e.name, 'request', () => h.request(r)) : h.request(r)),
+      close: cl === false ? (c) => h.close(c) : cl === undefined ? (c) => watched(e.name, 'close', () => h.close(c)) : (c) => (cl(c) ? watched(e.name, 'close', () => h.close(c)) : h.close(c)),
     }
   }, terminal)
 }

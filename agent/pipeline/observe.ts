@@ -16,9 +16,19 @@ export interface CallSubject {
   pod?: string
 }
 
+/** One element call being watched (./chain.ts calls `done` once it settled). */
+export interface ElementWatch {
+  /** `error` is what the call threw; undefined when it succeeded. */
+  done(failed: boolean, error?: unknown): void
+}
+
 export interface PipelineObserver {
-  /** Around one element's request or close, the rest of the chain (which it calls) included. */
-  element?<T>(element: string, op: PipelineOp, run: () => Promise<T>): Promise<T>
+  /**
+   * As one element's request or close starts (the rest of the chain, which it calls, runs inside it): what it
+   * returns is told once when that call settled. Synchronous on purpose: elements run most often, and a hook
+   * that wrapped each call in a promise of its own cost every call more than what it recorded.
+   */
+  element?(element: string, op: PipelineOp): ElementWatch | undefined
   /** Around one Request of the handler (the wait for the connection's lock included). */
   request?(subject: CallSubject, ctx: CallContext, run: () => Promise<Connection>): Promise<Connection>
   /** Around one Close of the handler; `record` is what the connection's Request built (undefined: unknown id). */
@@ -52,13 +62,21 @@ export function combineObservers(list: ReadonlyArray<PipelineObserver | undefine
   if (os.length === 1) return os[0]
   const nest = <T>(pick: (o: PipelineObserver, run: () => Promise<T>) => Promise<T> | undefined, run: () => Promise<T>): Promise<T> =>
     os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
-  // Elements run most often: only the observers that watch them, one closure per observer and call.
+  // Elements run most often: one watch per observer that watches them, told in the reverse order of their start.
   const elementOf = os.flatMap((o) => (o.element === undefined ? [] : [o.element.bind(o)]))
-  const runElement = <T>(i: number, name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
-    const el = elementOf[i]
-    return el === undefined ? run() : el(name, op, () => runElement(i + 1, name, op, run))
-  }
-  const element = elementOf.length === 0 ? undefined : <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => runElement(0, name, op, run)
+  const only = elementOf.length === 1 ? elementOf[0] : undefined
+  const element =
+    elementOf.length === 0
+      ? undefined
+      : (only ??
+        ((name: string, op: PipelineOp): ElementWatch => {
+          const watches = elementOf.map((el) => el(name, op))
+          return {
+            done(failed, error) {
+              for (let i = watches.length - 1; i >= 0; i--) watches[i]?.done(failed, error)
+            },
+          }
+        }))
   const outgoing = os.find((o) => o.outgoing !== undefined)
   return {
     ...(element === undefined ? {} : { element }),

@@ -12,27 +12,27 @@
 //   <element> request|close       one per pipeline element that works in the call (nested as the elements call
 //                                 each other; a call an element only hands on has none: pipeline/chain.ts)
 //   heal                          one per heal of a connection, its re-Request's elements inside
-//   netlink batch                 one per kernel batch (pkg/netlink's nsm:netlink:batch channel)
+//   netlink batch                 one per kernel batch (pkg/netlink's batch watcher)
 //
 // Attributes: nsm.connection, nsm.service, nsm.pod (k8s.namespace.name, k8s.pod.name), nsm.endpoint,
 // nsm.mechanism; errors mark the span ERROR with the error model's name (nsm.error) and CNI code.
 // Between agents the context travels as `traceparent` in the peer call's metadata (`outgoing`), and so it does
 // in the calls to NSM endpoints that serve the API (agent/pipeline/nse.ts, through the hook's `outgoing`).
 //
-// Cost (BENCHMARKS.md, observe): an element whose call only hands it on gets no span (agent/pipeline/chain.ts
-// `observed`), span names and attributes of elements are made once, a span's child context once, and the
-// spans are serialized and sent on a worker thread (./worker-exporter.ts), not on the agent's event loop.
-import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
-import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node'
-import type { TracingChannelSubscribers } from 'node:diagnostics_channel'
-import { resourceFromAttributes } from '@opentelemetry/resources'
+// Cost (BENCHMARKS.md, observe): spans are the agent's own lean recorder behind @opentelemetry/api's
+// interfaces (./span.ts: the SDK's samplers and ids, not its span objects), encoded into OTLP protobuf as they
+// end (./otlp.ts); an element whose call only hands it on gets no span (agent/pipeline/chain.ts `observed`),
+// element span names and attributes are made once, and the element hook is synchronous (no promise of its own).
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
-import type { CallSubject, PipelineObserver, PipelineOp } from '../pipeline/observe.js'
+import type { CallSubject, ElementWatch, PipelineObserver, PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
-import { batchChannel, type BatchTraceContext } from '../../pkg/netlink/rtnl.js'
+import { watchBatches } from '../../pkg/netlink/rtnl.js'
 import { findInScopes, scopeSlot } from '../server/call-scope.js'
-import { startExporter } from './worker-exporter.js'
+import { OtlpTraceExporter } from './otlp.js'
+import { RecordedSpan, samplerFromEnv, SpanRecorder, type Parent, type SpanSink } from './span.js'
 
 /**
  * The spans running, per call scope (agent/server/call-scope.ts): the innermost is the parent of the next
@@ -40,23 +40,21 @@ import { startExporter } from './worker-exporter.js'
  * of the agent; the call scope the logs already use carries the spans too.
  */
 const SPANS = Symbol('tracing: spans running')
+const newStack = (): Span[] => []
+const top = (stack: Span[]): Span | undefined => stack[stack.length - 1]
 
-/** A span running, and the context its children start in (made once, when the first child starts). */
-interface Running {
-  readonly span: Span
-  context: Context | undefined
-}
-
-const top = (stack: Running[]): Running | undefined => stack[stack.length - 1]
-
-function currentSpan(): Running | undefined {
+function currentSpan(): Span | undefined {
   return findInScopes(SPANS, top)
 }
 
-/** The context a child of `r` starts in. */
-function contextOf(r: Running | undefined): Context {
-  if (r === undefined) return ROOT_CONTEXT
-  return (r.context ??= trace.setSpan(ROOT_CONTEXT, r.span))
+const propagator = new W3CTraceContextPropagator()
+
+/** The trace context in `traceparent` (and `tracestate`) from another process; undefined when absent or invalid. */
+function remoteParent(traceparent: string | undefined, tracestate: string | undefined): Parent {
+  if (traceparent === undefined) return undefined
+  const ctx = propagator.extract(ROOT_CONTEXT, { traceparent, ...(tracestate === undefined ? {} : { tracestate }) }, { get: (c, k) => c[k as 'traceparent'], keys: (c) => Object.keys(c) })
+  const sc: SpanContext | undefined = trace.getSpanContext(ctx)
+  return sc === undefined ? undefined : { remote: sc }
 }
 
 export interface Tracing {
@@ -71,6 +69,10 @@ export interface Tracing {
 export interface TracingOptions {
   nodeName: string
   version: string
+  /** The OTEL_* variables (default process.env). */
+  env?: NodeJS.ProcessEnv
+  /** Reports the exporter's problems (a failed export, dropped spans). */
+  warn?: (msg: string, fields?: Record<string, unknown>) => void
 }
 
 function podAttributes(pod: string | undefined): Attributes {
@@ -90,25 +92,73 @@ function failed(span: Span, err: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: e.message })
 }
 
+/**
+ * One element call (or kernel batch) traced: an element's span is the innermost of its scope (`stack`) until
+ * the call settled; a batch has no children and no stack.
+ */
+class SpanWatch implements ElementWatch {
+  constructor(
+    private readonly span: Span,
+    private readonly stack: Span[] | undefined,
+  ) {
+    stack?.push(span)
+  }
+
+  done(fails: boolean, error?: unknown): void {
+    const stack = this.stack
+    if (stack !== undefined && stack[stack.length - 1] === this.span) stack.pop()
+    if (fails) failed(this.span, error)
+    this.span.end()
+  }
+}
+
+/**
+ * Spans that ended, encoded for the exporter (./otlp.ts) from a setImmediate: after the Request or Close they
+ * belong to has answered, and a call's spans in one go.
+ */
+class Deferred implements SpanSink {
+  private ended: RecordedSpan[] = []
+  private immediate: NodeJS.Immediate | undefined
+
+  constructor(private readonly exporter: OtlpTraceExporter) {}
+
+  add(span: RecordedSpan): void {
+    this.ended.push(span)
+    this.immediate ??= setImmediate(() => this.drain())
+  }
+
+  drain(): void {
+    if (this.immediate !== undefined) clearImmediate(this.immediate)
+    this.immediate = undefined
+    const ended = this.ended
+    this.ended = []
+    for (const s of ended) this.exporter.add(s)
+  }
+}
+
 export function startTracing(o: TracingOptions): Tracing {
-  const provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ 'service.name': process.env.OTEL_SERVICE_NAME ?? 'nsm-agent', 'service.version': o.version, 'k8s.node.name': o.nodeName, 'host.name': o.nodeName }),
-    // The exporter serializes and sends on a thread of its own (./worker-exporter.ts).
-    spanProcessors: [new BatchSpanProcessor(startExporter())],
+  const env = o.env ?? process.env
+  const exporter = new OtlpTraceExporter({
+    resource: { 'service.name': env.OTEL_SERVICE_NAME || 'nsm-agent', 'service.version': o.version, 'k8s.node.name': o.nodeName, 'host.name': o.nodeName },
+    scope: { name: 'nsm-agent', version: o.version },
+    env,
+    ...(o.warn === undefined ? {} : { warn: o.warn }),
   })
-  // The W3C trace-context propagator; no context manager (see SPANS).
-  provider.register({ contextManager: null })
-  const tracer = provider.getTracer('nsm-agent', o.version)
+  const deferred = new Deferred(exporter)
+  const recorder = new SpanRecorder(deferred, samplerFromEnv(env))
+  // @opentelemetry/api's facade: its propagation is W3C trace context, its global tracer this recorder. No
+  // context manager (see SPANS).
+  propagation.setGlobalPropagator(propagator)
+  trace.setGlobalTracerProvider({ getTracer: () => recorder })
 
   /**
    * Runs `run` as a new span, the innermost of its call scope while it runs (the parent of what starts inside
    * it); `done` adds what is known once it succeeded.
    */
-  const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Context, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> => {
-    const span = tracer.startSpan(name, { kind, attributes }, parent)
-    const running: Running = { span, context: undefined }
-    const stack = scopeSlot(SPANS, (): Running[] => [])
-    stack?.push(running)
+  const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Parent, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> => {
+    const span = recorder.start(name, kind, attributes, parent)
+    const stack = scopeSlot(SPANS, newStack)
+    stack?.push(span)
     try {
       const out = await run()
       done?.(span, out)
@@ -117,12 +167,12 @@ export function startTracing(o: TracingOptions): Tracing {
       failed(span, err)
       throw err
     } finally {
-      if (stack !== undefined && stack[stack.length - 1] === running) stack.pop()
+      if (stack !== undefined && stack[stack.length - 1] === span) stack.pop()
       span.end()
     }
   }
 
-  /** An element's span name and attributes, made once per element and operation (the SDK copies attributes). */
+  /** An element's span name and attributes, made once per element and operation (spans share them). */
   const elementSpans = new Map<string, Record<PipelineOp, { name: string; attributes: Attributes }>>()
   const elementSpan = (element: string, op: PipelineOp): { name: string; attributes: Attributes } => {
     let e = elementSpans.get(element)
@@ -135,13 +185,10 @@ export function startTracing(o: TracingOptions): Tracing {
   }
 
   /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
-  const parentOf = (ctx: CallContext): Context => {
+  const parentOf = (ctx: CallContext): Parent => {
     const running = currentSpan()
-    if (running !== undefined) return contextOf(running)
-    const tp = ctx.metadata.get('traceparent')
-    if (tp === undefined) return ROOT_CONTEXT
-    const ts = ctx.metadata.get('tracestate')
-    return propagation.extract(ROOT_CONTEXT, { traceparent: tp, ...(ts === undefined ? {} : { tracestate: ts }) })
+    if (running !== undefined) return { local: running }
+    return remoteParent(ctx.metadata.get('traceparent'), ctx.metadata.get('tracestate'))
   }
 
   /** The running span's trace context as metadata (`traceparent`, `tracestate`) for a call to another process. */
@@ -149,18 +196,19 @@ export function startTracing(o: TracingOptions): Tracing {
     const running = currentSpan()
     if (running === undefined) return {}
     const carrier: Record<string, string> = {}
-    propagation.inject(contextOf(running), carrier)
+    propagation.inject(trace.setSpan(ROOT_CONTEXT, running), carrier)
     return carrier
   }
 
   const pipeline: PipelineObserver = {
     outgoing,
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
-    element: (element, op, run) => {
+    element: (element, op) => {
+      // A span the sampler dropped is its children's parent too (./span.ts): nothing to watch.
       const parent = currentSpan()
-      if (parent === undefined) return run()
+      if (!(parent instanceof RecordedSpan)) return undefined
       const { name, attributes } = elementSpan(element, op)
-      return inSpan(name, SpanKind.INTERNAL, attributes, contextOf(parent), run)
+      return new SpanWatch(recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }), scopeSlot(SPANS, newStack))
     },
     request: (subject, ctx, run) =>
       inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
@@ -169,16 +217,15 @@ export function startTracing(o: TracingOptions): Tracing {
     close: (subject, ctx, record, run) =>
       inSpan('NetworkService/Close', SpanKind.SERVER, { ...subjectAttributes(subject), ...(record === undefined ? {} : { 'nsm.endpoint': record.endpointName, 'nsm.mechanism': record.mechanism.type }) }, parentOf(ctx), run),
     heal: (subject, reason, run) =>
-      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, ROOT_CONTEXT, run, (span, healed) => {
+      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, undefined, run, (span, healed) => {
         span.setAttribute('nsm.heal.outcome', healed ? 'healed' : 'down')
         if (!healed) span.setStatus({ code: SpanStatusCode.ERROR, message: 'no replacement: the connection stays DOWN' })
       }),
   }
 
   const cni: CniObserver = (call, run) => {
-    const parent = call.traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, { traceparent: call.traceparent, ...(call.tracestate === undefined ? {} : { tracestate: call.tracestate }) })
     const attributes: Attributes = { 'cni.command': call.command, 'cni.container_id': call.containerId, 'cni.ifname': call.ifname, ...podAttributes(call.pod) }
-    return inSpan(`CNI ${call.command}`, SpanKind.SERVER, attributes, parent, run, (span, answer) => {
+    return inSpan(`CNI ${call.command}`, SpanKind.SERVER, attributes, remoteParent(call.traceparent, call.tracestate), run, (span, answer) => {
       span.setAttribute('cni.exit_code', answer.exitCode)
       if (answer.exitCode !== 0) {
         let msg = answer.stdout
@@ -194,38 +241,25 @@ export function startTracing(o: TracingOptions): Tracing {
     })
   }
 
-  // Kernel batches: a span per batch, the child of whatever span is active where the batch is sent.
-  const spans = new WeakMap<BatchTraceContext, Span>()
-  const batches: TracingChannelSubscribers<BatchTraceContext> = {
-    start(m) {
-      const parent = currentSpan()
-      if (parent === undefined) return // a batch outside any traced call (the reaper's)
-      const attributes: Attributes = { 'netlink.messages': m.messages, 'netlink.first': m.what }
-      if (m.netns !== undefined) attributes['netlink.netns'] = m.netns
-      spans.set(m, tracer.startSpan('netlink batch', { kind: SpanKind.CLIENT, attributes }, contextOf(parent)))
-    },
-    end() {},
-    asyncStart() {},
-    asyncEnd(m) {
-      spans.get(m)?.end()
-    },
-    error(m) {
-      const span = spans.get(m)
-      if (span === undefined) return
-      const err = m.error instanceof Error ? m.error : new Error(String(m.error))
-      span.recordException(err)
-      span.setStatus({ code: SpanStatusCode.ERROR, message: err.message })
-    },
-  }
-  batchChannel.subscribe(batches)
+  // Kernel batches: a span per batch, the child of the span running where the batch is sent (none outside a
+  // traced call, e.g. the reaper's).
+  watchBatches((netns, messages, what) => {
+    const parent = currentSpan()
+    if (!(parent instanceof RecordedSpan)) return undefined
+    const attributes: Attributes = netns === undefined ? { 'netlink.messages': messages, 'netlink.first': what } : { 'netlink.messages': messages, 'netlink.first': what, 'netlink.netns': netns }
+    return new SpanWatch(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }), undefined)
+  })
 
   return {
     pipeline,
     cni,
     outgoing,
     async shutdown() {
-      batchChannel.unsubscribe(batches)
-      await provider.shutdown()
+      watchBatches(undefined)
+      deferred.drain()
+      await exporter.shutdown()
+      trace.disable()
+      propagation.disable()
     },
   }
 }

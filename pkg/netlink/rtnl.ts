@@ -13,7 +13,6 @@
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
-import { tracingChannel } from 'node:diagnostics_channel'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
 import { netnsKey, withNetns } from '../netns'
@@ -64,19 +63,26 @@ interface Inflight {
   fail(err: Error): void
 }
 
-/** What a batch's trace events carry (the agent's tracing makes a span of each: agent/tracing/). */
-export interface BatchTraceContext {
-  netns: string | undefined
-  messages: number
-  /** The first message's description ("add address 10.0.0.1/32 to nsm-1"). */
-  what: string
+/**
+ * Watches kernel batches (the agent's tracing makes a span of each: agent/tracing/): called as a batch is
+ * sent with its namespace path (undefined: the agent's own), its message count and the first message's
+ * description ("add address 10.0.0.1/32 to nsm-1"); the watch it returns is told once the batch settled. A
+ * plain function, not a diagnostics tracing channel: that channel's start, asyncStart and asyncEnd events
+ * cost each batch more than the span they make.
+ */
+export type BatchWatcher = (netns: string | undefined, messages: number, what: string) => BatchWatch | undefined
+
+export interface BatchWatch {
+  /** `error` is what the batch failed with; undefined when it succeeded. */
+  done(failed: boolean, error?: unknown): void
 }
 
-/**
- * `nsm:netlink:batch`: every batch as a traced async operation (node:diagnostics_channel). Nobody
- * subscribed (tracing off): one boolean check per batch.
- */
-export const batchChannel = tracingChannel<unknown, BatchTraceContext>('nsm:netlink:batch')
+let batchWatcher: BatchWatcher | undefined
+
+/** Sets (or, with undefined, removes) the process's batch watcher. Nobody watching: one check per batch. */
+export function watchBatches(w: BatchWatcher | undefined): void {
+  batchWatcher = w
+}
 
 export class Rtnl {
   private closed = false
@@ -115,8 +121,18 @@ export class Rtnl {
    * consequences of the first.
    */
   batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
-    if (batchChannel.start.hasSubscribers && msgs.length > 0) return batchChannel.tracePromise(() => this.send(msgs), { netns: this.netns, messages: msgs.length, what: msgs[0]?.what ?? '' })
-    return this.send(msgs)
+    const w = batchWatcher === undefined || msgs.length === 0 ? undefined : batchWatcher(this.netns, msgs.length, msgs[0]?.what ?? '')
+    if (w === undefined) return this.send(msgs)
+    return this.send(msgs).then(
+      (replies) => {
+        w.done(false)
+        return replies
+      },
+      (err: unknown) => {
+        w.done(true, err)
+        throw err
+      },
+    )
   }
 
   private send(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {

@@ -68,7 +68,11 @@ t.test('Requests, Closes, heals, errors and CNI calls move their series', async 
   t.equal(valueOf(m, 'nsm_connections', { service: SEED, state: 'DOWN' }), 2, 'both DOWN')
   t.equal(valueOf(m, 'nsm_heal_duration_seconds_count', { reason: 'endpoint-gone', outcome: 'down' }), 2, 'heal durations')
   await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'firewall-2', netns: fw2.path, labels: { app: 'firewall' }, pools: ['172.16.51.0/24'] }))
-  await until(async () => valueOf(await scrape(address), 'nsm_connections', { service: SEED, state: 'UP' }) === 2)
+  // A connection is UP in the table a moment before its heal has returned and been counted.
+  await until(async () => {
+    const now = await scrape(address)
+    return valueOf(now, 'nsm_connections', { service: SEED, state: 'UP' }) === 2 && valueOf(now, 'nsm_heals_total', { outcome: 'healed' }) === 2
+  })
   m = await scrape(address)
   t.equal(valueOf(m, 'nsm_heals_total', { outcome: 'healed' }), 2, 'two heals succeeded')
   t.equal(valueOf(m, 'nsm_registry_endpoints', { node: 'local' }), 1)

@@ -1,0 +1,226 @@
+// The agent's span recorder (ARCHITECTURE §13): spans behind @opentelemetry/api's Tracer and Span
+// interfaces, recorded as plain fields and handed, as they end, to the OTLP exporter (./otlp.ts), which
+// encodes each into protobuf at once. Sampling is the SDK's (@opentelemetry/sdk-trace-base's samplers, from
+// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG), and so are the ids (its RandomIdGenerator).
+//
+// Why not the SDK's own spans: with them a traced Request and its Close cost the agent ~1 ms more CPU (15
+// spans: attribute copies and limits, hrtime arithmetic, span processor and exporter objects, a worker thread
+// to serialize them), about 16 % of what the Request costs without tracing; BENCHMARKS.md "Observability
+// overhead" has the numbers before and after. What the SDK's spans offer beyond these — span limits, several
+// span processors, resource detectors — the agent does not use.
+//
+// A span's children sample as it did (the parent-based rule the default sampler and every sampler the
+// variables can name give a local parent); only a span without a local parent asks the sampler. A span the
+// sampler drops is a non-recording span that still carries its trace context to the calls it makes.
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Attributes, type AttributeValue, type Context, type Exception, type Link, type Span, type SpanAttributes, type SpanContext, type SpanOptions, type SpanStatus, type TimeInput, type Tracer } from '@opentelemetry/api'
+import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, RandomIdGenerator, SamplingDecision, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-base'
+import { performance } from 'node:perf_hooks'
+import type { FinishedSpan } from './otlp.js'
+
+/** Where finished spans go (the OTLP exporter). */
+export interface SpanSink {
+  add(span: FinishedSpan): void
+}
+
+/** Epoch milliseconds now, fractional (the monotonic clock anchored at the process's start). */
+const nowMs = (): number => performance.timeOrigin + performance.now()
+
+function timeMs(t: TimeInput | undefined): number {
+  if (t === undefined) return nowMs()
+  if (typeof t === 'number') return t < performance.timeOrigin / 2 ? performance.timeOrigin + t : t // a performance.now() reading, else epoch ms
+  if (t instanceof Date) return t.getTime()
+  return t[0] * 1000 + t[1] / 1e6
+}
+
+/** The sampler OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG) name; a bad value is an error naming the variable. */
+export function samplerFromEnv(env: NodeJS.ProcessEnv): Sampler {
+  const name = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on'
+  const ratio = (): number => {
+    const raw = env.OTEL_TRACES_SAMPLER_ARG?.trim() ?? ''
+    const r = raw === '' ? 1 : Number(raw)
+    if (!Number.isFinite(r) || r < 0 || r > 1) throw new Error(`OTEL_TRACES_SAMPLER_ARG: ${JSON.stringify(raw)} is not a ratio between 0 and 1`)
+    return r
+  }
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler()
+    case 'always_off':
+      return new AlwaysOffSampler()
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio())
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() })
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio()) })
+    default:
+      throw new Error(`OTEL_TRACES_SAMPLER: ${JSON.stringify(name)} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio`)
+  }
+}
+
+/** A recording span: what the exporter reads (FinishedSpan) plus the api's Span methods. */
+export class RecordedSpan implements Span, FinishedSpan {
+  readonly traceId: string
+  readonly spanId: string
+  readonly traceState: string | undefined
+  readonly flags: number
+  endMs = 0
+  status: { code: number; message?: string } = { code: SpanStatusCode.UNSET }
+  events: Array<{ name: string; timeMs: number; attributes?: Attributes }> = []
+  links: Array<{ traceId: string; spanId: string; traceState?: string; flags: number; attributes?: Attributes }> = []
+  /** False while `attributes` is the caller's object (element spans share theirs): copied on first change. */
+  private ownAttributes = false
+  private ended = false
+
+  constructor(
+    private readonly sink: SpanSink,
+    private readonly context: SpanContext,
+    readonly parentSpanId: string | undefined,
+    readonly parentIsRemote: boolean,
+    public name: string,
+    readonly kind: SpanKind,
+    readonly startMs: number,
+    public attributes: Attributes,
+  ) {
+    this.traceId = context.traceId
+    this.spanId = context.spanId
+    this.traceState = context.traceState?.serialize() || undefined
+    this.flags = context.traceFlags
+  }
+
+  spanContext(): SpanContext {
+    return this.context
+  }
+
+  setAttribute(key: string, value: AttributeValue): this {
+    if (this.ended) return this
+    if (!this.ownAttributes) {
+      this.attributes = { ...this.attributes }
+      this.ownAttributes = true
+    }
+    this.attributes[key] = value
+    return this
+  }
+
+  setAttributes(attributes: SpanAttributes): this {
+    for (const [k, v] of Object.entries(attributes)) if (v !== undefined) this.setAttribute(k, v)
+    return this
+  }
+
+  addEvent(name: string, attributesOrTime?: SpanAttributes | TimeInput, time?: TimeInput): this {
+    if (this.ended) return this
+    const isTime = typeof attributesOrTime === 'number' || attributesOrTime instanceof Date || Array.isArray(attributesOrTime)
+    const attributes = isTime || attributesOrTime === undefined ? undefined : (attributesOrTime as Attributes)
+    this.events.push({ name, timeMs: timeMs(isTime ? (attributesOrTime as TimeInput) : time), ...(attributes === undefined ? {} : { attributes }) })
+    return this
+  }
+
+  addLink(link: Link): this {
+    if (this.ended) return this
+    const c = link.context
+    const traceState = c.traceState?.serialize()
+    this.links.push({ traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags, ...(traceState ? { traceState } : {}), ...(link.attributes === undefined ? {} : { attributes: link.attributes }) })
+    return this
+  }
+
+  addLinks(links: Link[]): this {
+    for (const l of links) this.addLink(l)
+    return this
+  }
+
+  /** As the SDK: OK is final; a message only goes with ERROR. */
+  setStatus(status: SpanStatus): this {
+    if (this.ended || this.status.code === SpanStatusCode.OK) return this
+    this.status = status.code === SpanStatusCode.ERROR && status.message !== undefined ? { code: status.code, message: status.message } : { code: status.code }
+    return this
+  }
+
+  updateName(name: string): this {
+    if (!this.ended) this.name = name
+    return this
+  }
+
+  end(endTime?: TimeInput): void {
+    if (this.ended) return
+    this.ended = true
+    this.endMs = Math.max(this.startMs, timeMs(endTime))
+    this.sink.add(this)
+  }
+
+  isRecording(): boolean {
+    return !this.ended
+  }
+
+  /** The semantic conventions' `exception` event. */
+  recordException(exception: Exception, time?: TimeInput): void {
+    const attributes: Attributes = {}
+    if (typeof exception === 'string') attributes['exception.message'] = exception
+    else {
+      if (exception.name !== undefined) attributes['exception.type'] = exception.name
+      else if (exception.code !== undefined) attributes['exception.type'] = String(exception.code)
+      if (exception.message !== undefined) attributes['exception.message'] = exception.message
+      if (exception.stack !== undefined) attributes['exception.stacktrace'] = exception.stack
+    }
+    this.addEvent('exception', attributes, time)
+  }
+}
+
+/** The parent of a span being started: a span of this agent, or a context from another process. */
+export type Parent = { local: Span } | { remote: SpanContext } | undefined
+
+export class SpanRecorder implements Tracer {
+  private readonly ids = new RandomIdGenerator()
+
+  constructor(
+    private readonly sink: SpanSink,
+    private readonly sampler: Sampler,
+  ) {}
+
+  /**
+   * Starts a span. `attributes` is kept as it is (not copied) until the span changes it: callers pass the
+   * same object for many spans.
+   */
+  start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent): Span {
+    if (parent !== undefined && 'local' in parent) {
+      const pc = parent.local.spanContext()
+      // A local parent's decision holds for its children; a non-recording parent's children are the parent.
+      if (!(parent.local instanceof RecordedSpan)) return parent.local
+      const context: SpanContext = { traceId: pc.traceId, spanId: this.ids.generateSpanId(), traceFlags: pc.traceFlags, ...(pc.traceState === undefined ? {} : { traceState: pc.traceState }) }
+      return new RecordedSpan(this.sink, context, pc.spanId, false, name, kind, nowMs(), attributes)
+    }
+    const remote = parent?.remote
+    const valid = remote !== undefined && trace.isSpanContextValid(remote)
+    const traceId = valid ? remote.traceId : this.ids.generateTraceId()
+    const sampled = this.sampler.shouldSample(valid ? trace.setSpanContext(ROOT_CONTEXT, remote) : ROOT_CONTEXT, traceId, name, kind, attributes, [])
+    const traceState = sampled.traceState ?? (valid ? remote.traceState : undefined)
+    const context: SpanContext = {
+      traceId,
+      spanId: this.ids.generateSpanId(),
+      traceFlags: sampled.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
+      ...(traceState === undefined ? {} : { traceState }),
+    }
+    // RECORD without SAMPLED: recorded for no one (nothing but the exporter reads spans here), so not at all.
+    if (sampled.decision !== SamplingDecision.RECORD_AND_SAMPLED) return trace.wrapSpanContext(context)
+    const attrs = sampled.attributes === undefined ? attributes : { ...attributes, ...sampled.attributes }
+    return new RecordedSpan(this.sink, context, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, nowMs(), attrs)
+  }
+
+  // The api's Tracer (for code that goes through @opentelemetry/api's global tracer provider).
+  startSpan(name: string, options: SpanOptions = {}, context: Context = ROOT_CONTEXT): Span {
+    const parentSpan = options.root === true ? undefined : trace.getSpan(context)
+    const pc = parentSpan?.spanContext()
+    const parent: Parent = parentSpan === undefined || pc === undefined ? undefined : pc.isRemote === true ? { remote: pc } : { local: parentSpan }
+    const span = this.start(name, options.kind ?? SpanKind.INTERNAL, { ...options.attributes }, parent)
+    if (options.links !== undefined && span instanceof RecordedSpan) span.addLinks(options.links)
+    return span
+  }
+
+  startActiveSpan<F extends (span: Span) => unknown>(name: string, ...args: unknown[]): ReturnType<F> {
+    const fn = args[args.length - 1] as F
+    const options = (args.length > 1 ? args[0] : {}) as SpanOptions
+    const context = (args.length > 2 ? args[1] : ROOT_CONTEXT) as Context
+    // No context manager is registered (./index.ts): the span is handed to `fn`, not made active.
+    return fn(this.startSpan(name, options, context)) as ReturnType<F>
+  }
+}
