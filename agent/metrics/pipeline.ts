@@ -45,15 +45,16 @@ class ElementTiming implements ElementWatch {
 
 export function pipelineMetrics(series: Series): PipelineObserver {
   /** Each element's and operation's two series (ok, error), resolved once. */
-  const children = new Map<string, { ok: HistogramChild; failed: HistogramChild }>()
-  const childrenOf = (element: string, op: PipelineOp): { ok: HistogramChild; failed: HistogramChild } => {
-    const key = `${element}\0${op}`
-    let c = children.get(key)
+  type Pair = { ok: HistogramChild; failed: HistogramChild }
+  const children = new Map<string, Record<PipelineOp, Pair>>()
+  const pairOf = (element: string, op: PipelineOp): Pair => ({ ok: series.elementSeconds.child(element, op, 'ok'), failed: series.elementSeconds.child(element, op, 'error') })
+  const childrenOf = (element: string, op: PipelineOp): Pair => {
+    let c = children.get(element)
     if (c === undefined) {
-      c = { ok: series.elementSeconds.child(element, op, 'ok'), failed: series.elementSeconds.child(element, op, 'error') }
-      children.set(key, c)
+      c = { request: pairOf(element, 'request'), close: pairOf(element, 'close') }
+      children.set(element, c)
     }
-    return c
+    return c[op]
   }
   return {
     element(element, op) {

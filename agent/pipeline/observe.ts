@@ -55,6 +55,21 @@ export function subjectOf(connection: Connection, record?: DatapathRecord): Call
   return { connection: connection.id, service, ...(pod === undefined ? {} : { pod }) }
 }
 
+/** Two watches as one (the usual case: metrics and traces), the inner one told first. */
+class PairWatch implements ElementWatch {
+  constructor(
+    private readonly outer: ElementWatch,
+    private readonly inner: ElementWatch,
+  ) {}
+
+  done(failed: boolean, error?: unknown): void {
+    this.inner.done(failed, error)
+    this.outer.done(failed, error)
+  }
+}
+
+const pair = (outer: ElementWatch | undefined, inner: ElementWatch | undefined): ElementWatch | undefined => (outer === undefined ? inner : inner === undefined ? outer : new PairWatch(outer, inner))
+
 /** Several observers as one: the first one listed is the outermost. */
 export function combineObservers(list: ReadonlyArray<PipelineObserver | undefined>): PipelineObserver | undefined {
   const os = list.filter((o): o is PipelineObserver => o !== undefined)
@@ -64,19 +79,22 @@ export function combineObservers(list: ReadonlyArray<PipelineObserver | undefine
     os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
   // Elements run most often: one watch per observer that watches them, told in the reverse order of their start.
   const elementOf = os.flatMap((o) => (o.element === undefined ? [] : [o.element.bind(o)]))
-  const only = elementOf.length === 1 ? elementOf[0] : undefined
+  const [first, second] = elementOf
   const element =
-    elementOf.length === 0
+    first === undefined
       ? undefined
-      : (only ??
-        ((name: string, op: PipelineOp): ElementWatch => {
-          const watches = elementOf.map((el) => el(name, op))
-          return {
-            done(failed, error) {
-              for (let i = watches.length - 1; i >= 0; i--) watches[i]?.done(failed, error)
-            },
-          }
-        }))
+      : second === undefined
+        ? first
+        : elementOf.length === 2
+          ? (name: string, op: PipelineOp): ElementWatch | undefined => pair(first(name, op), second(name, op))
+          : (name: string, op: PipelineOp): ElementWatch => {
+              const watches = elementOf.map((el) => el(name, op))
+              return {
+                done(failed, error) {
+                  for (let i = watches.length - 1; i >= 0; i--) watches[i]?.done(failed, error)
+                },
+              }
+            }
   const outgoing = os.find((o) => o.outgoing !== undefined)
   return {
     ...(element === undefined ? {} : { element }),

@@ -205,10 +205,11 @@ export function startTracing(o: TracingOptions): Tracing {
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
     element: (element, op) => {
       // A span the sampler dropped is its children's parent too (./span.ts): nothing to watch.
-      const parent = currentSpan()
+      const stack = scopeSlot(SPANS, newStack)
+      const parent = (stack === undefined ? undefined : top(stack)) ?? currentSpan()
       if (!(parent instanceof RecordedSpan)) return undefined
       const { name, attributes } = elementSpan(element, op)
-      return new SpanWatch(recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }), scopeSlot(SPANS, newStack))
+      return new SpanWatch(recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }), stack)
     },
     request: (subject, ctx, run) =>
       inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {

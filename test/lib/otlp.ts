@@ -1,5 +1,5 @@
 // An OTLP/HTTP trace receiver for tests: POST /v1/traces with an ExportTraceServiceRequest in protobuf
-// (what @opentelemetry/exporter-trace-otlp-proto sends), decoded with protobufjs from the message
+// (what the agent's exporter, agent/tracing/otlp.ts, sends), decoded with protobufjs from the message
 // definitions below (the subset of opentelemetry/proto's trace.proto, common.proto and resource.proto the
 // agent's spans use, same field numbers), answered 200 with an empty ExportTraceServiceResponse.
 //
