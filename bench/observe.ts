@@ -1,15 +1,15 @@
 // What observability costs a Request (issue 14, ARCHITECTURE §13): NSM Request→UP and Close p50/p99 through
 // the agent's socket (local endpoint, KERNEL, concurrency 1) with metrics (--metrics-address, scraped once a
 // round) and tracing (OTEL_EXPORTER_OTLP_ENDPOINT, every span exported to an OTLP receiver in a process of its own)
-// both on, against both off, and each alone, in one run, with a second agent with both off for the noise
-// floor, and one with both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). Six agents run side by side on the same
-// namespaces; they take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40,
-// Requests then their Closes each), the order rotating every round, so drift and noise spread over all of
-// them alike. Before them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the
-// agents' CPU: the code of OpenTelemetry's SDK and exporter is cold in a fresh agent (interpreted, then
-// compiled), and costs several times its steady-state cost over the first few hundred calls; the warm-up
-// column shows what that costs. Goal: both on within 5 % of both off.
-// Run: npx tsx bench/observe.ts (root). On a loaded machine (check `uptime`) give it more rounds:
+// both on, against both off, in one run. Two agents doing the same work differ by several per cent over a run,
+// so each of the two is three agents, pooled; one agent each runs metrics alone, tracing alone and both on
+// sampling 10 % of traces (OTEL_TRACES_SAMPLER). The nine agents run side by side on the same namespaces and
+// take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40, Requests then their
+// Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
+// them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
+// cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that costs. Goal: both on
+// within 5 % of both off.
+// Run: npx tsx bench/observe.ts (root; ~5 min). On a loaded machine (check `uptime`) give it more rounds:
 // BENCH_OBSERVE_ROUNDS=40.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -77,14 +77,15 @@ async function main(): Promise<void> {
   const otlp = await startOtlpReceiverIn(td, undefined, '127.0.0.1', true)
   const ep = netns('ep')
   const clients = Array.from({ length: 10 }, (_, i) => netns(`c${i}`))
+  const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), req: [], close: [], cpuMs: 0 })
+  // Three agents of each of the two compared settings: two agents doing the same work differ by several per cent
+  // over a run (the kernel work each is charged, its memory layout), so each setting is the pool of three.
   const variants: Variant[] = [
-    { label: 'both off', metrics: false, tracing: false, req: [], close: [], cpuMs: 0 },
-    // The same agent again: how far two agents doing the same work differ in this run (the noise floor).
-    { label: 'both off (a second agent)', metrics: false, tracing: false, req: [], close: [], cpuMs: 0 },
-    { label: 'metrics on', metrics: true, tracing: false, req: [], close: [], cpuMs: 0 },
-    { label: 'tracing on', metrics: false, tracing: true, req: [], close: [], cpuMs: 0 },
-    { label: 'metrics and tracing on', metrics: true, tracing: true, req: [], close: [], cpuMs: 0 },
-    { label: 'metrics and tracing on, 10 % of traces sampled', metrics: true, tracing: true, sampled: 0.1, req: [], close: [], cpuMs: 0 },
+    ...[1, 2, 3].map((i) => agent(`both off #${i}`, false, false)),
+    ...[1, 2, 3].map((i) => agent(`metrics and tracing on #${i}`, true, true)),
+    agent('metrics on', true, false),
+    agent('tracing on', false, true),
+    agent('metrics and tracing on, 10 % of traces sampled', true, true, 0.1),
   ]
   for (const v of variants) {
     v.agent = await startAgent(td, {
@@ -116,69 +117,80 @@ async function main(): Promise<void> {
     else v.warmCpuMs = (v.warmCpuMs ?? 0) + cpuMs(agent.pid) - cpu0
     if (v.metricsAddress !== undefined) await (await fetch(`http://${v.metricsAddress}/metrics`)).text()
   }
-  for (let r = 0; r < WARMUP; r++) {
-    for (let k = 0; k < variants.length; k++) await round(variants[(r + k) % variants.length] as Variant, -1 - r, false)
+  // Each round in a new order (a fixed-seed shuffle): the kernel's deferred work after one agent's Closes
+  // (veth teardown) is charged to whoever runs next, so no agent may always follow the same one.
+  let seed = 0x2545f491
+  const random = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+  const order = (): Variant[] => {
+    const o = [...variants]
+    for (let i = o.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1))
+      ;[o[i], o[j]] = [o[j] as Variant, o[i] as Variant]
+    }
+    return o
   }
-  for (let r = 0; r < ROUNDS; r++) {
-    for (let k = 0; k < variants.length; k++) await round(variants[(r + k) % variants.length] as Variant, r, true)
-  }
+  for (let r = 0; r < WARMUP; r++) for (const v of order()) await round(v, -1 - r, false)
+  for (let r = 0; r < ROUNDS; r++) for (const v of order()) await round(v, r, true)
   await new Promise((res) => setTimeout(res, 6000)) // the last batch of spans (the exporter's default 5 s delay)
   const spans = otlp.requests
 
-  const base = variants[0] as Variant
-  const b = { req: stats(base.req), close: stats(base.close) }
+  /** A group of agents as one: their Requests and Closes pooled, CPU per Request + Close over all of them. */
+  const pool = (vs: Variant[]): { req: ReturnType<typeof stats>; close: ReturnType<typeof stats>; cpu: number; warm: number } => {
+    const req = stats(vs.flatMap((v) => v.req))
+    return { req, close: stats(vs.flatMap((v) => v.close)), cpu: vs.reduce((n, v) => n + v.cpuMs, 0) / req.n, warm: vs.reduce((n, v) => n + (v.warmCpuMs ?? 0), 0) / (WARMUP * N * vs.length) }
+  }
+  const offs = variants.filter((v) => !v.metrics && !v.tracing)
+  const ons = variants.filter((v) => v.metrics && v.tracing && v.sampled === undefined)
+  const b = pool(offs)
+  const on = pool(ons)
   const pct = (x: number, y: number): string => `${x >= y ? '+' : ''}${(((x - y) / y) * 100).toFixed(1)} %`
-  const rows = variants.map((v) => {
-    const s = stats(v.req)
-    const c = stats(v.close)
-    const vs = v === base ? '' : ` (${pct(s.p50, b.req.p50)} / ${pct(s.p99, b.req.p99)})`
-    const cpu = v.cpuMs / s.n
-    const warm = (v.warmCpuMs ?? 0) / (WARMUP * N)
-    const baseWarm = (base.warmCpuMs ?? 0) / (WARMUP * N)
-    return `| ${v.label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(c.p50)} | ${ms(c.p99)} |${vs === '' ? ' baseline' : vs} | ${ms(cpu)}${v === base ? '' : ` (${pct(cpu, base.cpuMs / b.req.n)})`} | ${ms(warm)}${v === base ? '' : ` (${pct(warm, baseWarm)})`} |`
-  })
-  const bothOn = variants.find((v) => v.metrics && v.tracing && v.sampled === undefined) as Variant
-  const both = stats(bothOn.req)
-  const floor = stats((variants[1] as Variant).req)
+  const row = (label: string, s: ReturnType<typeof stats>, c: ReturnType<typeof stats>, cpu: number, warm: number, isBase: boolean): string =>
+    `| ${label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(c.p50)} | ${ms(c.p99)} |${isBase ? ' baseline' : ` ${pct(s.p50, b.req.p50)} / ${pct(s.p99, b.req.p99)}`} | ${ms(cpu)}${isBase ? '' : ` (${pct(cpu, b.cpu)})`} | ${ms(warm)}${isBase ? '' : ` (${pct(warm, b.warm)})`} |`
+  const rows = [
+    row('**both off** (the three below pooled)', b.req, b.close, b.cpu, b.warm, true),
+    row('**metrics and tracing on** (the three below pooled)', on.req, on.close, on.cpu, on.warm, false),
+    ...variants.map((v) => {
+      const p = pool([v])
+      return row(v.label, p.req, p.close, p.cpu, p.warm, false)
+    }),
+  ]
   const within = (x: number, y: number): boolean => (x - y) / y <= 0.05
-  const verdict = [
-    `p50 ${within(both.p50, b.req.p50) ? 'met' : 'missed'}`,
-    `p99 ${within(both.p99, b.req.p99) ? 'met' : 'missed'}`,
-    `CPU ${within(bothOn.cpuMs / both.n, base.cpuMs / b.req.n) ? 'met' : 'missed'}`,
-  ].join(', ')
+  const verdict = [`p50 ${within(on.req.p50, b.req.p50) ? 'met' : 'missed'}`, `p99 ${within(on.req.p99, b.req.p99) ? 'met' : 'missed'}`, `CPU ${within(on.cpu, b.cpu) ? 'met' : 'missed'}`].join(', ')
+  const spread = (f: (v: Variant) => number): string => {
+    const xs = offs.map(f)
+    return `${(((Math.max(...xs) - Math.min(...xs)) / Math.min(...xs)) * 100).toFixed(1)} %`
+  }
   // Spans per Request + Close of an agent tracing every call (two such agents, and the sampled one's ~10 %).
   const tracedPairs = (WARMUP + ROUNDS) * N * (variants.filter((v) => v.tracing && v.sampled === undefined).length + 0.1)
   const md = `## Observability overhead (bench/observe.ts)
 
 ${machine()}. NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
-six agents side by side (both off twice: the second row is the noise floor) taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes each, the order
-rotating every round): metrics on = \`--metrics-address\` (scraped once a round), tracing on =
+nine agents side by side taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes
+each, in a new order every round): three with both off and three with both on, each three pooled, and one each with metrics
+alone, tracing alone and both on sampling 10 % of traces. Metrics on = \`--metrics-address\` (scraped once a round); tracing on =
 \`OTEL_EXPORTER_OTLP_ENDPOINT\` to an OTLP/HTTP receiver (test/lib/otlp.ts, a process of its own) that decodes every span
 (${spans.toLocaleString('en-US')} spans received, ≈ ${(spans / tracedPairs).toFixed(1)} per Request + Close: the Request, one span per element that works in it, its kernel batches; the Close, the ipam and mechanism
 elements' spans and its kernel batches).
 
-| agent | Requests | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | Request vs both off (p50 / p99) | agent CPU ms per Request + Close | the same in the ${WARMUP * N} warm-up ones (cold code) |
+| agent | Requests | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | Request against both off (p50 / p99) | agent CPU ms per Request + Close | the same in the ${WARMUP * N} warm-up ones (cold code) |
 |---|---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
-Both on against both off: Request p50 ${pct(both.p50, b.req.p50)}, p99 ${pct(both.p99, b.req.p99)}, agent CPU per Request + Close
-${pct(bothOn.cpuMs / both.n, base.cpuMs / b.req.n)} (goal ≤ 5 %: ${verdict}). The two agents with both off differ by ${pct(floor.p50, b.req.p50)} at p50
-and ${pct(floor.p99, b.req.p99)} at p99 in this run: a latency difference within that is noise (\`uptime\` at the start: load ${load}). The agent's CPU time
-per Request and its Close (from /proc: all its threads, the span exporter's included) is the steadier measure of what the work costs;
-latency rows differ by a few percent between agents that do the same work. The sampled row is the knob an operator
-has (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer
-started keeps its own sampling decision.
+Both on against both off (pooled): Request p50 ${pct(on.req.p50, b.req.p50)}, p99 ${pct(on.req.p99, b.req.p99)}, agent CPU per Request + Close
+${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). Between the three agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
+and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a single agent's row carries (\`uptime\` at the start: load ${load}). The agent's CPU
+time per Request and its Close is read from /proc (all its threads). The sampled row is the knob an operator has
+(\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
+own sampling decision.
 
-What was cut since the first run (both on: p50 +10.8 %, p99 +23.4 %, CPU +16.5 %; tracing alone p50 +21 %; ~21 spans per
-Request + Close, every element's span whether it worked or only handed the call on): an element whose call only hands it on
-gets no span and no timing (\`Element.observed\` in agent/pipeline/chain.ts: validate, path, select and persist on Close, nse for
-an endpoint without the NSM API), element span names and attributes are made once, a span's child context once; the spans are
-serialized and sent on a worker thread (agent/tracing/worker-exporter.ts), so a batch's export no longer holds up the Request
-that runs meanwhile; the metrics' and traces' element hooks nest once per call instead of through a list built per call.
-Where that leaves it: the sampled row costs the agent nearly as much CPU as tracing every call, so most of what is left is not
-the spans' recording and export but what runs for every call whether or not its trace is sampled (the hooks around each
-element and kernel batch, OpenTelemetry's span start and end), much of it code that is still cold in an agent this young (the
-warm-up column).`
+What changed since the first runs (those with one agent per setting; first: both on p50 +10.8 %, p99 +23.4 %, CPU +16.5 %, ~21 spans per Request + Close;
+then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %): the SDK's
+span objects, span processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api
+(agent/tracing/span.ts, the SDK's samplers and ids) and exporter (agent/tracing/otlp.ts: each span encoded straight into
+protobuf, ~1–2 µs, after its call answered); no worker thread; the element hook is synchronous (one promise reaction per
+element call, however many observers); kernel batches are watched by a plain function, not a diagnostics tracing channel;
+metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an observation a bucket search
+and two additions). An element whose call only hands it on still gets no span and no timing (\`Element.observed\`).`
   process.stdout.write(`${md}\n`)
   writeSection('observe', md)
 }

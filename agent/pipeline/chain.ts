@@ -13,6 +13,7 @@ import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
 import type { PipelineObserver, PipelineOp } from './observe.js'
+import { watched } from '../../pkg/watch.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -109,7 +110,7 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   const observe = opts.observe?.element?.bind(opts.observe)
   if (observe === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
   /** `run` watched as element `name`'s `op`: one promise reaction, however many observers watch. */
-  const watched = <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
+  const watch = <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
     const w = observe(name, op)
     if (w === undefined) return run()
     let p: Promise<T>
@@ -119,24 +120,15 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
       w.done(true, err)
       throw err
     }
-    return p.then(
-      (out) => {
-        w.done(false)
-        return out
-      },
-      (err: unknown) => {
-        w.done(true, err)
-        throw err
-      },
-    )
+    return watched(p, w)
   }
   return elements.reduceRight<Handler>((next, e) => {
     const h = e.wrap(next)
     const req = e.observed?.request
     const cl = e.observed?.close
     return {
-      request: req === false ? (r) => h.request(r) : req === undefined ? (r) => watched(e.name, 'request', () => h.request(r)) : (r) => (req(r) ? watched(e.name, 'request', () => h.request(r)) : h.request(r)),
-      close: cl === false ? (c) => h.close(c) : cl === undefined ? (c) => watched(e.name, 'close', () => h.close(c)) : (c) => (cl(c) ? watched(e.name, 'close', () => h.close(c)) : h.close(c)),
+      request: req === false ? (r) => h.request(r) : req === undefined ? (r) => watch(e.name, 'request', () => h.request(r)) : (r) => (req(r) ? watch(e.name, 'request', () => h.request(r)) : h.request(r)),
+      close: cl === false ? (c) => h.close(c) : cl === undefined ? (c) => watch(e.name, 'close', () => h.close(c)) : (c) => (cl(c) ? watch(e.name, 'close', () => h.close(c)) : h.close(c)),
     }
   }, terminal)
 }

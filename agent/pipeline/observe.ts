@@ -2,6 +2,7 @@
 // (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method runs
 // `run` exactly once and returns (or throws) what it did; an observer only watches. With no observer the
 // chain and the handler are built exactly as before: nothing is wrapped, nothing costs.
+import type { Watch } from '../../pkg/watch.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { CallContext } from '../server/handler.js'
 import type { DatapathRecord } from './types.js'
@@ -17,10 +18,7 @@ export interface CallSubject {
 }
 
 /** One element call being watched (./chain.ts calls `done` once it settled). */
-export interface ElementWatch {
-  /** `error` is what the call threw; undefined when it succeeded. */
-  done(failed: boolean, error?: unknown): void
-}
+export type ElementWatch = Watch
 
 export interface PipelineObserver {
   /**

@@ -12,6 +12,7 @@
 // round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
+import { watched, type Watch } from '../watch.js'
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
@@ -70,12 +71,7 @@ interface Inflight {
  * plain function, not a diagnostics tracing channel: that channel's start, asyncStart and asyncEnd events
  * cost each batch more than the span they make.
  */
-export type BatchWatcher = (netns: string | undefined, messages: number, what: string) => BatchWatch | undefined
-
-export interface BatchWatch {
-  /** `error` is what the batch failed with; undefined when it succeeded. */
-  done(failed: boolean, error?: unknown): void
-}
+export type BatchWatcher = (netns: string | undefined, messages: number, what: string) => Watch | undefined
 
 let batchWatcher: BatchWatcher | undefined
 
@@ -123,16 +119,7 @@ export class Rtnl {
   batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
     const w = batchWatcher === undefined || msgs.length === 0 ? undefined : batchWatcher(this.netns, msgs.length, msgs[0]?.what ?? '')
     if (w === undefined) return this.send(msgs)
-    return this.send(msgs).then(
-      (replies) => {
-        w.done(false)
-        return replies
-      },
-      (err: unknown) => {
-        w.done(true, err)
-        throw err
-      },
-    )
+    return watched(this.send(msgs), w)
   }
 
   private send(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {

@@ -13,7 +13,8 @@ import { pathToFileURL } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import protobuf from 'protobufjs'
 
-const OTLP_TRACE_PROTO = `
+/** The OTLP messages as protobuf text (test/unit/otlp-export.test.ts decodes and re-encodes with them too). */
+export const OTLP_TRACE_PROTO = `
 syntax = "proto3";
 package otlp;
 message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
@@ -37,6 +38,8 @@ message AnyValue {
 }
 message ArrayValue { repeated AnyValue values = 1; }
 message KeyValueList { repeated KeyValue values = 1; }
+message ExportTraceServiceResponse { ExportTracePartialSuccess partial_success = 1; }
+message ExportTracePartialSuccess { int64 rejected_spans = 1; string error_message = 2; }
 `
 
 const ExportRequest = protobuf.parse(OTLP_TRACE_PROTO, { keepCase: false }).root.lookupType('otlp.ExportTraceServiceRequest')

@@ -17,40 +17,12 @@ import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import protobuf from 'protobufjs'
 import { OtlpTraceExporter, type FinishedSpan } from '../../agent/tracing/otlp.js'
-import { startOtlpReceiver } from '../lib/otlp.js'
+import { OTLP_TRACE_PROTO, startOtlpReceiver } from '../lib/otlp.js'
 import { Pki } from '../lib/pki.js'
 
-// opentelemetry-proto's ExportTraceServiceRequest and what it holds, field numbers as upstream
-// (collector/trace/v1/trace_service.proto, trace/v1/trace.proto, resource/v1/resource.proto, common/v1/common.proto).
-const PROTO = `
-syntax = "proto3";
-package t;
-message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
-message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
-message Resource { repeated KeyValue attributes = 1; uint32 dropped_attributes_count = 2; }
-message ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
-message InstrumentationScope { string name = 1; string version = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
-message Span {
-  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; fixed32 flags = 16; string name = 5;
-  int32 kind = 6; fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8;
-  repeated KeyValue attributes = 9; uint32 dropped_attributes_count = 10;
-  message Event { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
-  repeated Event events = 11; uint32 dropped_events_count = 12;
-  message Link { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated KeyValue attributes = 4; uint32 dropped_attributes_count = 5; fixed32 flags = 6; }
-  repeated Link links = 13; uint32 dropped_links_count = 14;
-  Status status = 15;
-}
-message Status { string message = 2; int32 code = 3; }
-message KeyValue { string key = 1; AnyValue value = 2; }
-message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4; ArrayValue array_value = 5; KeyValueList kvlist_value = 6; bytes bytes_value = 7; } }
-message ArrayValue { repeated AnyValue values = 1; }
-message KeyValueList { repeated KeyValue values = 1; }
-message ExportTraceServiceResponse { ExportTracePartialSuccess partial_success = 1; }
-message ExportTracePartialSuccess { int64 rejected_spans = 1; string error_message = 2; }
-`
-const root = protobuf.parse(PROTO).root
-const ExportRequest = root.lookupType('t.ExportTraceServiceRequest')
-const ExportResponse = root.lookupType('t.ExportTraceServiceResponse')
+const root = protobuf.parse(OTLP_TRACE_PROTO).root
+const ExportRequest = root.lookupType('otlp.ExportTraceServiceRequest')
+const ExportResponse = root.lookupType('otlp.ExportTraceServiceResponse')
 
 type Plain = string | number | boolean | Plain[] | undefined
 interface DecodedKv {
