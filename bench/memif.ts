@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { startMesh, WEB, resultOf } from '../test/integration/nsm-fixture'
 import { startMemifPeer, type MemifPeer } from '../test/lib/memif-peer'
 import { findForwarderProcesses } from '../agent/mechanisms/memif/testpmd'
-import { CLK_TCK, machine, ms, stats, writeSection } from './lib/report'
+import { CLK_TCK, latencyTable, machine, ms, stats, writeSection } from './lib/report'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 10)
@@ -155,10 +155,6 @@ try {
   await dclient.stop()
   await server.stop()
 
-  const row = (label: string, xs: number[]): string => {
-    const s = stats(xs)
-    return `| ${label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.mean)} |`
-  }
   const tput = (label: string, size: number, m: { mpps: number; gbps: number; sent: number; received: number }): string =>
     `| ${label} | ${size} | ${m.mpps.toFixed(3)} | ${m.gbps.toFixed(2)} | ${(m.sent / 1e6).toFixed(2)} M | ${(m.received / 1e6).toFixed(2)} M |`
   const md = [
@@ -194,12 +190,12 @@ try {
       `list change) and removes the rest. The first memif pod of a node also starts the forwarder process: its ADD took ${ms(firstAddMs)} ms here. ` +
       'Milliseconds, wall time of the exec.',
     '',
-    '| call | n | p50 | p99 | mean |',
-    '|---|---|---|---|---|',
-    row('veth ADD (KERNEL)', lat.veth.add),
-    row('memif ADD (MEMIF)', lat.memif.add),
-    row('veth DEL (KERNEL)', lat.veth.del),
-    row('memif DEL (MEMIF)', lat.memif.del),
+    latencyTable([
+      ['veth ADD (KERNEL)', lat.veth.add],
+      ['memif ADD (MEMIF)', lat.memif.add],
+      ['veth DEL (KERNEL)', lat.veth.del],
+      ['memif DEL (MEMIF)', lat.memif.del],
+    ]),
   ].join('\n')
   writeSection('memif', md)
   process.stdout.write(`${md}\n`)

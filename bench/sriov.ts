@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startMesh, WEB } from '../test/integration/nsm-fixture'
-import { machine, ms, stats, writeSection } from './lib/report'
+import { latencyTable, machine, ms, stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 40)
 const cleanups: Array<() => void | Promise<void>> = []
@@ -71,10 +71,6 @@ try {
   }
   const back = spawnSync('ip', ['-j', 'link', 'show', 'dev', vf], { encoding: 'utf8' })
   if (back.status !== 0) throw new Error(`the VF ${vf} is not back in the host netns after the run`)
-  const row = (label: string, xs: number[]): string => {
-    const s = stats(xs)
-    return `| ${label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.mean)} |`
-  }
   const md = [
     '## SR-IOV VF vs veth: CNI ADD / DEL latency',
     '',
@@ -85,12 +81,12 @@ try {
       'macvlan on the PF and writes the device-info file; DEL gives it back (name, MAC, MTU, down) and removes the rest. A real VF ' +
       'adds its driver\'s own time for the move and MAC change. Milliseconds, wall time of the exec.',
     '',
-    '| call | n | p50 | p99 | mean |',
-    '|---|---|---|---|---|',
-    row('veth ADD (KERNEL)', samples.veth.add),
-    row('VF ADD (SR-IOV)', samples.vf.add),
-    row('veth DEL (KERNEL)', samples.veth.del),
-    row('VF DEL (SR-IOV)', samples.vf.del),
+    latencyTable([
+      ['veth ADD (KERNEL)', samples.veth.add],
+      ['VF ADD (SR-IOV)', samples.vf.add],
+      ['veth DEL (KERNEL)', samples.veth.del],
+      ['VF DEL (SR-IOV)', samples.vf.del],
+    ]),
   ].join('\n')
   writeSection('sriov', md)
   process.stdout.write(`${md}\n`)

@@ -26,6 +26,15 @@ export const ms = (x: number): string => x.toFixed(2)
 /** The middle sample (the upper one of an even count). */
 export const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number
 
+/** A Markdown table of latency samples (ms): a row per label with n, p50, p99 and mean. */
+export function latencyTable(rows: ReadonlyArray<readonly [label: string, samples: number[]]>): string {
+  const lines = rows.map(([label, xs]) => {
+    const s = stats(xs)
+    return `| ${label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.mean)} |`
+  })
+  return ['| call | n | p50 | p99 | mean |', '|---|---|---|---|---|', ...lines].join('\n')
+}
+
 export function machine(): string {
   let kernel = ''
   try {
