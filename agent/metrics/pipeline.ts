@@ -44,6 +44,19 @@ class ElementTiming implements ElementWatch {
 }
 
 export function pipelineMetrics(series: Series): PipelineObserver {
+  /** A Request's or Close's duration by service and outcome; a failure also counted by its CNI code. */
+  const timed = async <T>(h: Series['requestSeconds'], service: string, operation: 'request' | 'close', run: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now()
+    try {
+      const out = await run()
+      h.child(service, 'ok').observe((performance.now() - t0) / 1000)
+      return out
+    } catch (err) {
+      h.child(service, 'error').observe((performance.now() - t0) / 1000)
+      countError(series, operation, err)
+      throw err
+    }
+  }
   /** Each element's and operation's two series (ok, error), resolved once. */
   type Pair = { ok: HistogramChild; failed: HistogramChild }
   const children = new Map<string, Record<PipelineOp, Pair>>()
@@ -63,29 +76,8 @@ export function pipelineMetrics(series: Series): PipelineObserver {
       const c = childrenOf(element, op)
       return new ElementTiming(c.ok, c.failed, scopeSlot(FRAMES, newStack))
     },
-    async request(subject, _ctx, run) {
-      const t0 = performance.now()
-      try {
-        const out = await run()
-        series.requestSeconds.child(subject.service, 'ok').observe((performance.now() - t0) / 1000)
-        return out
-      } catch (err) {
-        series.requestSeconds.child(subject.service, 'error').observe((performance.now() - t0) / 1000)
-        countError(series, 'request', err)
-        throw err
-      }
-    },
-    async close(subject, _ctx, _record, run) {
-      const t0 = performance.now()
-      try {
-        await run()
-        series.closeSeconds.child(subject.service, 'ok').observe((performance.now() - t0) / 1000)
-      } catch (err) {
-        series.closeSeconds.child(subject.service, 'error').observe((performance.now() - t0) / 1000)
-        countError(series, 'close', err)
-        throw err
-      }
-    },
+    request: (subject, _ctx, run) => timed(series.requestSeconds, subject.service, 'request', run),
+    close: (subject, _ctx, _record, run) => timed(series.closeSeconds, subject.service, 'close', run),
     async heal(_subject, reason, run) {
       const end = series.healSeconds.startTimer({ reason })
       let outcome = 'error'

@@ -1,6 +1,6 @@
 // The pipeline's instrumentation hook (ARCHITECTURE §13): what metrics (agent/metrics/) and traces
-// (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method runs
-// `run` exactly once and returns (or throws) what it did; an observer only watches. With no observer the
+// (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method given a
+// `run` runs it exactly once and returns (or throws) what it did; an observer only watches. With no observer the
 // chain and the handler are built exactly as before: nothing is wrapped, nothing costs.
 import type { Watch } from '../../pkg/watch.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
