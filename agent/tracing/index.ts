@@ -112,24 +112,37 @@ class SpanWatch implements ElementWatch {
   }
 }
 
+/** Spans handed to the exporter together: at least this many, or whatever ended within DRAIN_MS. */
+const DRAIN_AT = 64
+const DRAIN_MS = 50
+
 /**
- * Spans that ended, encoded for the exporter (./otlp.ts) from a setImmediate: after the Request or Close they
- * belong to has answered, and a call's spans in one go.
+ * Spans that ended, handed to the exporter (./otlp.ts encodes them) in batches: from a setImmediate once
+ * DRAIN_AT spans wait (after the call that ended the last one has answered), else DRAIN_MS after the first one
+ * ended. Handed over a call's few at a time, each span cost several times what it costs in a batch: between
+ * calls the encoder's code and data are cold (BENCHMARKS.md "Observability overhead").
  */
 class Deferred implements SpanSink {
   private ended: RecordedSpan[] = []
   private immediate: NodeJS.Immediate | undefined
+  private timer: NodeJS.Timeout | undefined
 
   constructor(private readonly exporter: OtlpTraceExporter) {}
 
   add(span: RecordedSpan): void {
-    this.ended.push(span)
-    this.immediate ??= setImmediate(() => this.drain())
+    const n = this.ended.push(span)
+    if (n >= DRAIN_AT) this.immediate ??= setImmediate(() => this.drain())
+    else if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.drain(), DRAIN_MS)
+      this.timer.unref()
+    }
   }
 
   drain(): void {
-    if (this.immediate !== undefined) clearImmediate(this.immediate)
+    clearImmediate(this.immediate)
+    clearTimeout(this.timer)
     this.immediate = undefined
+    this.timer = undefined
     const ended = this.ended
     this.ended = []
     for (const s of ended) this.exporter.add(s)

@@ -22,12 +22,15 @@ export interface SpanSink {
   add(span: FinishedSpan): void
 }
 
+/** Epoch milliseconds of performance.now()'s zero, read once (the getter is not free). */
+const ORIGIN_MS = performance.timeOrigin
+
 /** Epoch milliseconds now, fractional (the monotonic clock anchored at the process's start). */
-const nowMs = (): number => performance.timeOrigin + performance.now()
+const nowMs = (): number => ORIGIN_MS + performance.now()
 
 function timeMs(t: TimeInput | undefined): number {
   if (t === undefined) return nowMs()
-  if (typeof t === 'number') return t < performance.timeOrigin / 2 ? performance.timeOrigin + t : t // a performance.now() reading, else epoch ms
+  if (typeof t === 'number') return t < ORIGIN_MS / 2 ? ORIGIN_MS + t : t // a performance.now() reading, else epoch ms
   if (t instanceof Date) return t.getTime()
   return t[0] * 1000 + t[1] / 1e6
 }
@@ -59,38 +62,71 @@ export function samplerFromEnv(env: NodeJS.ProcessEnv): Sampler {
   }
 }
 
-/** A recording span: what the exporter reads (FinishedSpan) plus the api's Span methods. */
+type SpanEvent = { name: string; timeMs: number; attributes?: Attributes }
+type SpanLink = { traceId: string; spanId: string; traceState?: string; flags: number; attributes?: Attributes }
+/** What a span has until it records an event, a link or a status: shared, never written. */
+const NO_EVENTS: readonly SpanEvent[] = Object.freeze([])
+const NO_LINKS: readonly SpanLink[] = Object.freeze([])
+const UNSET: { readonly code: number } = Object.freeze({ code: SpanStatusCode.UNSET })
+
+/** Where a span's id comes from: made when first read (most are first read by the exporter, after the call). */
+export interface SpanIds {
+  generateSpanId(): string
+}
+
+/**
+ * A recording span: what the exporter reads (FinishedSpan) plus the api's Span methods. Starting one is kept to
+ * a few field writes, since spans start inside the calls they time: its span id is made when first read (by
+ * a child's export, the exporter, or `spanContext()` for a call to another process), its events, links and
+ * status are shared empty values until set.
+ */
 export class RecordedSpan implements Span, FinishedSpan {
-  readonly traceId: string
-  readonly spanId: string
-  readonly traceState: string | undefined
-  readonly flags: number
   endMs = 0
-  status: { code: number; message?: string } = { code: SpanStatusCode.UNSET }
-  events: Array<{ name: string; timeMs: number; attributes?: Attributes }> = []
-  links: Array<{ traceId: string; spanId: string; traceState?: string; flags: number; attributes?: Attributes }> = []
+  status: { code: number; message?: string } = UNSET
+  events: readonly SpanEvent[] = NO_EVENTS
+  links: readonly SpanLink[] = NO_LINKS
   /** False while `attributes` is the caller's object (element spans share theirs): copied on first change. */
   private ownAttributes = false
   private ended = false
+  private id: string | undefined
+  private context: SpanContext | undefined
 
   constructor(
     private readonly sink: SpanSink,
-    private readonly context: SpanContext,
-    readonly parentSpanId: string | undefined,
+    private readonly ids: SpanIds,
+    readonly traceId: string,
+    readonly flags: number,
+    /** The W3C tracestate this span carries (its parent's, or the sampler's). */
+    private readonly state: SpanContext['traceState'],
+    /** A span of this agent, or a remote parent's span id; undefined for a root. */
+    private readonly parent: RecordedSpan | string | undefined,
     readonly parentIsRemote: boolean,
     public name: string,
     readonly kind: SpanKind,
     readonly startMs: number,
     public attributes: Attributes,
-  ) {
-    this.traceId = context.traceId
-    this.spanId = context.spanId
-    this.traceState = context.traceState?.serialize() || undefined
-    this.flags = context.traceFlags
+  ) {}
+
+  get spanId(): string {
+    return (this.id ??= this.ids.generateSpanId())
+  }
+
+  get parentSpanId(): string | undefined {
+    const p = this.parent
+    return p === undefined || typeof p === 'string' ? p : p.spanId
+  }
+
+  get traceState(): string | undefined {
+    return this.state?.serialize() || undefined
+  }
+
+  /** The trace context its children carry: ids, flags and tracestate. */
+  get traceStateObject(): SpanContext['traceState'] {
+    return this.state
   }
 
   spanContext(): SpanContext {
-    return this.context
+    return (this.context ??= { traceId: this.traceId, spanId: this.spanId, traceFlags: this.flags, ...(this.state === undefined ? {} : { traceState: this.state }) })
   }
 
   setAttribute(key: string, value: AttributeValue): this {
@@ -112,7 +148,9 @@ export class RecordedSpan implements Span, FinishedSpan {
     if (this.ended) return this
     const isTime = typeof attributesOrTime === 'number' || attributesOrTime instanceof Date || Array.isArray(attributesOrTime)
     const attributes = isTime || attributesOrTime === undefined ? undefined : (attributesOrTime as Attributes)
-    this.events.push({ name, timeMs: timeMs(isTime ? (attributesOrTime as TimeInput) : time), ...(attributes === undefined ? {} : { attributes }) })
+    const event = { name, timeMs: timeMs(isTime ? (attributesOrTime as TimeInput) : time), ...(attributes === undefined ? {} : { attributes }) }
+    if (this.events === NO_EVENTS) this.events = [event]
+    else (this.events as SpanEvent[]).push(event)
     return this
   }
 
@@ -120,7 +158,9 @@ export class RecordedSpan implements Span, FinishedSpan {
     if (this.ended) return this
     const c = link.context
     const traceState = c.traceState?.serialize()
-    this.links.push({ traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags, ...(traceState ? { traceState } : {}), ...(link.attributes === undefined ? {} : { attributes: link.attributes }) })
+    const l = { traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags, ...(traceState ? { traceState } : {}), ...(link.attributes === undefined ? {} : { attributes: link.attributes }) }
+    if (this.links === NO_LINKS) this.links = [l]
+    else (this.links as SpanLink[]).push(l)
     return this
   }
 
@@ -183,27 +223,22 @@ export class SpanRecorder implements Tracer {
    */
   start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent): Span {
     if (parent !== undefined && 'local' in parent) {
-      const pc = parent.local.spanContext()
       // A local parent's decision holds for its children; a non-recording parent's children are the parent.
-      if (!(parent.local instanceof RecordedSpan)) return parent.local
-      const context: SpanContext = { traceId: pc.traceId, spanId: this.ids.generateSpanId(), traceFlags: pc.traceFlags, ...(pc.traceState === undefined ? {} : { traceState: pc.traceState }) }
-      return new RecordedSpan(this.sink, context, pc.spanId, false, name, kind, nowMs(), attributes)
+      const p = parent.local
+      if (!(p instanceof RecordedSpan)) return p
+      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, nowMs(), attributes)
     }
     const remote = parent?.remote
     const valid = remote !== undefined && trace.isSpanContextValid(remote)
     const traceId = valid ? remote.traceId : this.ids.generateTraceId()
     const sampled = this.sampler.shouldSample(valid ? trace.setSpanContext(ROOT_CONTEXT, remote) : ROOT_CONTEXT, traceId, name, kind, attributes, [])
     const traceState = sampled.traceState ?? (valid ? remote.traceState : undefined)
-    const context: SpanContext = {
-      traceId,
-      spanId: this.ids.generateSpanId(),
-      traceFlags: sampled.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
-      ...(traceState === undefined ? {} : { traceState }),
-    }
     // RECORD without SAMPLED: recorded for no one (nothing but the exporter reads spans here), so not at all.
-    if (sampled.decision !== SamplingDecision.RECORD_AND_SAMPLED) return trace.wrapSpanContext(context)
+    if (sampled.decision !== SamplingDecision.RECORD_AND_SAMPLED) {
+      return trace.wrapSpanContext({ traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, ...(traceState === undefined ? {} : { traceState }) })
+    }
     const attrs = sampled.attributes === undefined ? attributes : { ...attributes, ...sampled.attributes }
-    return new RecordedSpan(this.sink, context, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, nowMs(), attrs)
+    return new RecordedSpan(this.sink, this.ids, traceId, TraceFlags.SAMPLED, traceState, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, nowMs(), attrs)
   }
 
   // The api's Tracer (for code that goes through @opentelemetry/api's global tracer provider).

@@ -12,7 +12,7 @@
 // round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
-import { watched, type Watch } from '../watch.js'
+import type { Watch } from '../watch.js'
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
@@ -118,12 +118,22 @@ export class Rtnl {
    */
   batch(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
     const w = batchWatcher === undefined || msgs.length === 0 ? undefined : batchWatcher(this.netns, msgs.length, msgs[0]?.what ?? '')
-    if (w === undefined) return this.send(msgs)
-    return watched(this.send(msgs), w)
+    if (w === undefined) return this.send(msgs, undefined)
+    try {
+      return this.send(msgs, w)
+    } catch (err) {
+      w.done(true, err)
+      throw err
+    }
   }
 
-  private send(msgs: readonly RtnlMessage[]): Promise<NetlinkMessage[][]> {
-    if (this.closed) return Promise.reject(this.closedError(msgs[0]?.what ?? 'request'))
+  /** Sends `msgs` as one batch; `w` (the batch watcher's) is told as the batch settles, with no promise of its own. */
+  private send(msgs: readonly RtnlMessage[], w: Watch | undefined): Promise<NetlinkMessage[][]> {
+    if (this.closed) {
+      const err = this.closedError(msgs[0]?.what ?? 'request')
+      w?.done(true, err)
+      return Promise.reject(err)
+    }
     if (msgs.length === 0) return Promise.resolve([])
     const seqs = msgs.map(() => this.sock.generateSeq())
     const parts: Buffer[] = []
@@ -139,7 +149,15 @@ export class Rtnl {
       // The kernel steps from message to message by NLMSG_ALIGN(nlmsg_len).
       if (align4(len) > len) parts.push(Buffer.alloc(align4(len) - len))
     })
-    return new Promise<NetlinkMessage[][]>((resolve, reject) => {
+    return new Promise<NetlinkMessage[][]>((settleOk, settleFailed) => {
+      const resolve = (replies: NetlinkMessage[][]): void => {
+        w?.done(false)
+        settleOk(replies)
+      }
+      const reject = (err: Error): void => {
+        w?.done(true, err)
+        settleFailed(err)
+      }
       const errnos: number[] = new Array<number>(msgs.length).fill(0)
       const replies: NetlinkMessage[][] = msgs.map(() => [])
       let waiting = msgs.length
