@@ -12,8 +12,8 @@ import type { NetworkService } from '../../conf/networkservice.js'
 import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
-import type { PipelineObserver, PipelineOp } from './observe.js'
-import { watched } from '../../pkg/watch.js'
+import { performance } from 'node:perf_hooks'
+import { CallFrame, frameStack, type PipelineObserver, type PipelineOp } from './observe.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -87,8 +87,8 @@ export class ChainOrderError extends Error {
 
 export interface ChainOptions {
   /**
-   * Instrumentation (./observe.ts): `observe.element` is told as each element's request and close starts,
-   * and its watch when that call settled. Without it the elements are linked directly, as if the hook did
+   * Instrumentation (./observe.ts): `observe.elementStart` is told as each element's request and close
+   * starts, and `elementEnd` when that call settled. Without it the elements are linked directly, as if the hook did
    * not exist.
    */
   observe?: PipelineObserver
@@ -107,20 +107,43 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
     }
     for (const f of e.provides) provided.add(f)
   }
-  const observe = opts.observe?.element?.bind(opts.observe)
-  if (observe === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
-  /** `run` watched as element `name`'s `op`: one promise reaction, however many observers watch. */
+  const observer = opts.observe
+  const start = observer?.elementStart?.bind(observer)
+  const end = observer?.elementEnd?.bind(observer)
+  if (start === undefined || end === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
+  /** Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told. */
+  const settle = (frame: CallFrame, stack: CallFrame[] | undefined, failed: boolean, error: unknown): void => {
+    frame.endMs = performance.now()
+    if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
+    if (frame.outer !== undefined) frame.outer.innerMs += frame.endMs - frame.startMs
+    end(frame, failed, error)
+  }
+  /**
+   * `run` watched as element `name`'s `op`: one frame and one promise reaction, however many observers watch
+   * (none when none records it).
+   */
   const watch = <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
-    const w = observe(name, op)
-    if (w === undefined) return run()
+    const stack = frameStack()
+    const frame = new CallFrame(name, op, stack?.[stack.length - 1], performance.now())
+    if (!start(frame)) return run()
+    stack?.push(frame)
     let p: Promise<T>
     try {
       p = run()
     } catch (err) {
-      w.done(true, err)
+      settle(frame, stack, true, err)
       throw err
     }
-    return watched(p, w)
+    return p.then(
+      (out) => {
+        settle(frame, stack, false, undefined)
+        return out
+      },
+      (err: unknown) => {
+        settle(frame, stack, true, err)
+        throw err
+      },
+    )
   }
   return elements.reduceRight<Handler>((next, e) => {
     const h = e.wrap(next)

@@ -2,8 +2,9 @@
 // (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method given a
 // `run` runs it exactly once and returns (or throws) what it did; an observer only watches. With no observer the
 // chain and the handler are built exactly as before: nothing is wrapped, nothing costs.
-import type { Watch } from '../../pkg/watch.js'
+import type { Span } from '@opentelemetry/api'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
+import { findInScopes, scopeSlot } from '../server/call-scope.js'
 import type { CallContext } from '../server/handler.js'
 import type { DatapathRecord } from './types.js'
 
@@ -17,16 +18,61 @@ export interface CallSubject {
   pod?: string
 }
 
-/** One element call being watched (./chain.ts calls `done` once it settled). */
-export type ElementWatch = Watch
+/**
+ * What runs in a call scope (agent/server/call-scope.ts) and is watched: an element's request or close, made
+ * by the chain (./chain.ts) once however many observers watch it, timed once, and nested on its scope's stack;
+ * or, pushed by traces, the span of a Request, Close, heal or CNI call (`element` undefined). Observers keep
+ * what they record of it in its fields.
+ */
+export class CallFrame {
+  /** performance.now() once the call settled. */
+  endMs = 0
+  /** Milliseconds spent in the element calls this one made (their whole time each, added as they end). */
+  innerMs = 0
+  /** The span traces record for this call (agent/tracing/); undefined when none does. */
+  span: Span | undefined = undefined
+
+  constructor(
+    /** The element; undefined for a span's frame. */
+    readonly element: string | undefined,
+    /** The element's operation; undefined for a span's frame. */
+    readonly op: PipelineOp | undefined,
+    /** The frame this one runs inside, in the same scope: the element that called it, or the call's span. */
+    readonly outer: CallFrame | undefined,
+    /** performance.now() at the start. */
+    readonly startMs: number,
+  ) {}
+}
+
+const FRAMES = Symbol('pipeline: frames running')
+const newStack = (): CallFrame[] => []
+
+/** This call scope's stack of frames (innermost last); undefined outside any scope. */
+export function frameStack(): CallFrame[] | undefined {
+  return scopeSlot(FRAMES, newStack)
+}
+
+/** The innermost span of the frames running, in this scope or an outer one. */
+export function runningSpan(): Span | undefined {
+  return findInScopes(FRAMES, (stack: CallFrame[]) => {
+    for (let i = stack.length - 1; i >= 0; i--) {
+      const span = stack[i]?.span
+      if (span !== undefined) return span
+    }
+    return undefined
+  })
+}
 
 export interface PipelineObserver {
   /**
-   * As one element's request or close starts (the rest of the chain, which it calls, runs inside it): what it
-   * returns is told once when that call settled. Synchronous on purpose: elements run most often, and a hook
-   * that wrapped each call in a promise of its own cost every call more than what it recorded.
+   * As one element's request or close starts (the rest of the chain, which it calls, runs inside it): true when
+   * this observer records it, and wants `elementEnd` once it settled. Synchronous on purpose, as `elementEnd`:
+   * elements run most often, and a hook that wrapped each call in a promise of its own cost every call more
+   * than what it recorded.
    */
-  element?(element: string, op: PipelineOp): ElementWatch | undefined
+  elementStart?(frame: CallFrame): boolean
+  /** Once the call settled (`frame.endMs` set, the frames it called ended); `error` when it failed. */
+  elementEnd?(frame: CallFrame, failed: boolean, error: unknown): void
   /** Around one Request of the handler (the wait for the connection's lock included). */
   request?(subject: CallSubject, ctx: CallContext, run: () => Promise<Connection>): Promise<Connection>
   /** Around one Close of the handler; `record` is what the connection's Request built (undefined: unknown id). */
@@ -53,21 +99,6 @@ export function subjectOf(connection: Connection, record?: DatapathRecord): Call
   return { connection: connection.id, service, ...(pod === undefined ? {} : { pod }) }
 }
 
-/** Two watches as one (the usual case: metrics and traces), the inner one told first. */
-class PairWatch implements ElementWatch {
-  constructor(
-    private readonly outer: ElementWatch,
-    private readonly inner: ElementWatch,
-  ) {}
-
-  done(failed: boolean, error?: unknown): void {
-    this.inner.done(failed, error)
-    this.outer.done(failed, error)
-  }
-}
-
-const pair = (outer: ElementWatch | undefined, inner: ElementWatch | undefined): ElementWatch | undefined => (outer === undefined ? inner : inner === undefined ? outer : new PairWatch(outer, inner))
-
 /** Several observers as one: the first one listed is the outermost. */
 export function combineObservers(list: ReadonlyArray<PipelineObserver | undefined>): PipelineObserver | undefined {
   const os = list.filter((o): o is PipelineObserver => o !== undefined)
@@ -75,27 +106,25 @@ export function combineObservers(list: ReadonlyArray<PipelineObserver | undefine
   if (os.length === 1) return os[0]
   const nest = <T>(pick: (o: PipelineObserver, run: () => Promise<T>) => Promise<T> | undefined, run: () => Promise<T>): Promise<T> =>
     os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
-  // Elements run most often: one watch per observer that watches them, told in the reverse order of their start.
-  const elementOf = os.flatMap((o) => (o.element === undefined ? [] : [o.element.bind(o)]))
-  const [first, second] = elementOf
-  const element =
-    first === undefined
-      ? undefined
-      : second === undefined
-        ? first
-        : elementOf.length === 2
-          ? (name: string, op: PipelineOp): ElementWatch | undefined => pair(first(name, op), second(name, op))
-          : (name: string, op: PipelineOp): ElementWatch => {
-              const watches = elementOf.map((el) => el(name, op))
-              return {
-                done(failed, error) {
-                  for (let i = watches.length - 1; i >= 0; i--) watches[i]?.done(failed, error)
-                },
-              }
-            }
+  // Elements run most often: every observer sees each frame start, and the end when any of them records it.
+  const starts = os.flatMap((o) => (o.elementStart === undefined ? [] : [o.elementStart.bind(o)]))
+  const ends = os.flatMap((o) => (o.elementEnd === undefined ? [] : [o.elementEnd.bind(o)])).reverse()
+  const elementHooks =
+    starts.length === 0
+      ? {}
+      : {
+          elementStart(frame: CallFrame): boolean {
+            let watched = false
+            for (const start of starts) watched = start(frame) || watched
+            return watched
+          },
+          elementEnd(frame: CallFrame, failed: boolean, error: unknown): void {
+            for (const end of ends) end(frame, failed, error)
+          },
+        }
   const outgoing = os.find((o) => o.outgoing !== undefined)
   return {
-    ...(element === undefined ? {} : { element }),
+    ...elementHooks,
     request: (s, ctx, run) => nest((o, r) => o.request?.(s, ctx, r), run),
     close: (s, ctx, rec, run) => nest((o, r) => o.close?.(s, ctx, rec, r), run),
     heal: (s, reason, run) => nest((o, r) => o.heal?.(s, reason, r), run),

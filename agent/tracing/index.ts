@@ -27,25 +27,13 @@ import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attrib
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
-import type { CallSubject, ElementWatch, PipelineObserver, PipelineOp } from '../pipeline/observe.js'
+import { CallFrame, frameStack, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
 import { watchBatches } from '../../pkg/netlink/rtnl.js'
-import { findInScopes, scopeSlot } from '../server/call-scope.js'
+import { performance } from 'node:perf_hooks'
+import type { Watch } from '../../pkg/watch.js'
 import { OtlpTraceExporter } from './otlp.js'
-import { RecordedSpan, samplerFromEnv, SpanRecorder, type Parent, type SpanSink } from './span.js'
-
-/**
- * The spans running, per call scope (agent/server/call-scope.ts): the innermost is the parent of the next
- * span. No OpenTelemetry context manager is registered: a second AsyncLocalStorage would cost every promise
- * of the agent; the call scope the logs already use carries the spans too.
- */
-const SPANS = Symbol('tracing: spans running')
-const newStack = (): Span[] => []
-const top = (stack: Span[]): Span | undefined => stack[stack.length - 1]
-
-function currentSpan(): Span | undefined {
-  return findInScopes(SPANS, top)
-}
+import { ORIGIN_MS, RecordedSpan, samplerFromEnv, SpanRecorder, type Parent, type SpanSink } from './span.js'
 
 const propagator = new W3CTraceContextPropagator()
 
@@ -92,21 +80,11 @@ function failed(span: Span, err: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: e.message })
 }
 
-/**
- * One element call (or kernel batch) traced: an element's span is the innermost of its scope (`stack`) until
- * the call settled; a batch has no children and no stack.
- */
-class SpanWatch implements ElementWatch {
-  constructor(
-    private readonly span: Span,
-    private readonly stack: Span[] | undefined,
-  ) {
-    stack?.push(span)
-  }
+/** One kernel batch traced: its span, ended as the batch settles. */
+class BatchWatch implements Watch {
+  constructor(private readonly span: Span) {}
 
   done(fails: boolean, error?: unknown): void {
-    const stack = this.stack
-    if (stack !== undefined && stack[stack.length - 1] === this.span) stack.pop()
     if (fails) failed(this.span, error)
     this.span.end()
   }
@@ -160,18 +138,21 @@ export function startTracing(o: TracingOptions): Tracing {
   const deferred = new Deferred(exporter)
   const recorder = new SpanRecorder(deferred, samplerFromEnv(env))
   // @opentelemetry/api's facade: its propagation is W3C trace context, its global tracer this recorder. No
-  // context manager (see SPANS).
+  // context manager: a second AsyncLocalStorage would cost every promise of the agent, and the spans running
+  // are on the frames of the call scope the logs already use (agent/pipeline/observe.ts `runningSpan`).
   propagation.setGlobalPropagator(propagator)
   trace.setGlobalTracerProvider({ getTracer: () => recorder })
 
   /**
-   * Runs `run` as a new span, the innermost of its call scope while it runs (the parent of what starts inside
-   * it); `done` adds what is known once it succeeded.
+   * Runs `run` as a new span, on its call scope's frames while it runs (the parent of what starts inside it);
+   * `done` adds what is known once it succeeded.
    */
   const inSpan = async <T>(name: string, kind: SpanKind, attributes: Attributes, parent: Parent, run: () => Promise<T>, done?: (span: Span, out: T) => void): Promise<T> => {
-    const span = recorder.start(name, kind, attributes, parent)
-    const stack = scopeSlot(SPANS, newStack)
-    stack?.push(span)
+    const stack = frameStack()
+    const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now())
+    const span = recorder.start(name, kind, attributes, parent, ORIGIN_MS + frame.startMs)
+    frame.span = span
+    stack?.push(frame)
     try {
       const out = await run()
       done?.(span, out)
@@ -180,7 +161,7 @@ export function startTracing(o: TracingOptions): Tracing {
       failed(span, err)
       throw err
     } finally {
-      if (stack !== undefined && stack[stack.length - 1] === span) stack.pop()
+      if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
       span.end()
     }
   }
@@ -199,14 +180,14 @@ export function startTracing(o: TracingOptions): Tracing {
 
   /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
   const parentOf = (ctx: CallContext): Parent => {
-    const running = currentSpan()
+    const running = runningSpan()
     if (running !== undefined) return { local: running }
     return remoteParent(ctx.metadata.get('traceparent'), ctx.metadata.get('tracestate'))
   }
 
   /** The running span's trace context as metadata (`traceparent`, `tracestate`) for a call to another process. */
   const outgoing = (): Record<string, string> => {
-    const running = currentSpan()
+    const running = runningSpan()
     if (running === undefined) return {}
     const carrier: Record<string, string> = {}
     propagation.inject(trace.setSpan(ROOT_CONTEXT, running), carrier)
@@ -216,13 +197,19 @@ export function startTracing(o: TracingOptions): Tracing {
   const pipeline: PipelineObserver = {
     outgoing,
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
-    element: (element, op) => {
-      // A span the sampler dropped is its children's parent too (./span.ts): nothing to watch.
-      const stack = scopeSlot(SPANS, newStack)
-      const parent = (stack === undefined ? undefined : top(stack)) ?? currentSpan()
-      if (!(parent instanceof RecordedSpan)) return undefined
-      const { name, attributes } = elementSpan(element, op)
-      return new SpanWatch(recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }), stack)
+    // A span the sampler dropped is its children's parent too (./span.ts): nothing to record under it.
+    elementStart(frame) {
+      const parent = frame.outer?.span ?? runningSpan()
+      if (!(parent instanceof RecordedSpan) || frame.element === undefined || frame.op === undefined) return false
+      const { name, attributes } = elementSpan(frame.element, frame.op)
+      frame.span = recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }, ORIGIN_MS + frame.startMs)
+      return true
+    },
+    elementEnd(frame, fails, error) {
+      const span = frame.span
+      if (span === undefined) return
+      if (fails) failed(span, error)
+      span.end(ORIGIN_MS + frame.endMs)
     },
     request: (subject, ctx, run) =>
       inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
@@ -258,10 +245,10 @@ export function startTracing(o: TracingOptions): Tracing {
   // Kernel batches: a span per batch, the child of the span running where the batch is sent (none outside a
   // traced call, e.g. the reaper's).
   watchBatches((netns, messages, what) => {
-    const parent = currentSpan()
+    const parent = runningSpan()
     if (!(parent instanceof RecordedSpan)) return undefined
     const attributes: Attributes = netns === undefined ? { 'netlink.messages': messages, 'netlink.first': what } : { 'netlink.messages': messages, 'netlink.first': what, 'netlink.netns': netns }
-    return new SpanWatch(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }), undefined)
+    return new BatchWatch(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }))
   })
 
   return {

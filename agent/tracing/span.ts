@@ -23,7 +23,7 @@ export interface SpanSink {
 }
 
 /** Epoch milliseconds of performance.now()'s zero, read once (the getter is not free). */
-const ORIGIN_MS = performance.timeOrigin
+export const ORIGIN_MS = performance.timeOrigin
 
 /** Epoch milliseconds now, fractional (the monotonic clock anchored at the process's start). */
 const nowMs = (): number => ORIGIN_MS + performance.now()
@@ -218,15 +218,15 @@ export class SpanRecorder implements Tracer {
   ) {}
 
   /**
-   * Starts a span. `attributes` is kept as it is (not copied) until the span changes it: callers pass the
-   * same object for many spans.
+   * Starts a span at `startMs` (epoch milliseconds, default now). `attributes` is kept as it is (not copied)
+   * until the span changes it: callers pass the same object for many spans.
    */
-  start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent): Span {
+  start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent, startMs = nowMs()): Span {
     if (parent !== undefined && 'local' in parent) {
       // A local parent's decision holds for its children; a non-recording parent's children are the parent.
       const p = parent.local
       if (!(p instanceof RecordedSpan)) return p
-      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, nowMs(), attributes)
+      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, startMs, attributes)
     }
     const remote = parent?.remote
     const valid = remote !== undefined && trace.isSpanContextValid(remote)
@@ -238,7 +238,7 @@ export class SpanRecorder implements Tracer {
       return trace.wrapSpanContext({ traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, ...(traceState === undefined ? {} : { traceState }) })
     }
     const attrs = sampled.attributes === undefined ? attributes : { ...attributes, ...sampled.attributes }
-    return new RecordedSpan(this.sink, this.ids, traceId, TraceFlags.SAMPLED, traceState, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, nowMs(), attrs)
+    return new RecordedSpan(this.sink, this.ids, traceId, TraceFlags.SAMPLED, traceState, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, startMs, attrs)
   }
 
   // The api's Tracer (for code that goes through @opentelemetry/api's global tracer provider).
