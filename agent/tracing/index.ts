@@ -29,9 +29,8 @@ import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
 import { CallFrame, frameStack, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
-import { watchBatches } from '../../pkg/netlink/rtnl.js'
+import { watchBatches, type BatchWatch } from '../../pkg/netlink/rtnl.js'
 import { performance } from 'node:perf_hooks'
-import type { Watch } from '../../pkg/watch.js'
 import { OtlpTraceExporter } from './otlp.js'
 import { ORIGIN_MS, RecordedSpan, samplerFromEnv, SpanRecorder, type Parent, type SpanSink } from './span.js'
 
@@ -81,7 +80,7 @@ function failed(span: Span, err: unknown): void {
 }
 
 /** One kernel batch traced: its span, ended as the batch settles. */
-class BatchWatch implements Watch {
+class BatchSpan implements BatchWatch {
   constructor(private readonly span: Span) {}
 
   done(fails: boolean, error?: unknown): void {
@@ -248,7 +247,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const parent = runningSpan()
     if (!(parent instanceof RecordedSpan)) return undefined
     const attributes: Attributes = netns === undefined ? { 'netlink.messages': messages, 'netlink.first': what } : { 'netlink.messages': messages, 'netlink.first': what, 'netlink.netns': netns }
-    return new BatchWatch(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }))
+    return new BatchSpan(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }))
   })
 
   return {

@@ -12,7 +12,6 @@
 // round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
-import type { Watch } from '../watch.js'
 import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
@@ -64,14 +63,20 @@ interface Inflight {
   fail(err: Error): void
 }
 
+/** One kernel batch watched: told once, as the batch settles (before its caller sees the outcome). */
+export interface BatchWatch {
+  /** `error` is what the batch failed with; undefined when it succeeded. */
+  done(failed: boolean, error?: unknown): void
+}
+
 /**
  * Watches kernel batches (the agent's tracing makes a span of each: agent/tracing/): called as a batch is
  * sent with its namespace path (undefined: the agent's own), its message count and the first message's
- * description ("add address 10.0.0.1/32 to nsm-1"); the watch it returns is told once the batch settled. A
- * plain function, not a diagnostics tracing channel: that channel's start, asyncStart and asyncEnd events
- * cost each batch more than the span they make.
+ * description ("add address 10.0.0.1/32 to nsm-1"); the watch it returns is told once the batch settled,
+ * from the code that settles it (no promise of its own). A plain function, not a diagnostics tracing channel:
+ * that channel's start, asyncStart and asyncEnd events cost each batch more than the span they make.
  */
-export type BatchWatcher = (netns: string | undefined, messages: number, what: string) => Watch | undefined
+export type BatchWatcher = (netns: string | undefined, messages: number, what: string) => BatchWatch | undefined
 
 let batchWatcher: BatchWatcher | undefined
 
@@ -128,7 +133,7 @@ export class Rtnl {
   }
 
   /** Sends `msgs` as one batch; `w` (the batch watcher's) is told as the batch settles, with no promise of its own. */
-  private send(msgs: readonly RtnlMessage[], w: Watch | undefined): Promise<NetlinkMessage[][]> {
+  private send(msgs: readonly RtnlMessage[], w: BatchWatch | undefined): Promise<NetlinkMessage[][]> {
     if (this.closed) {
       const err = this.closedError(msgs[0]?.what ?? 'request')
       w?.done(true, err)
