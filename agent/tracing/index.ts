@@ -92,12 +92,16 @@ class BatchSpan implements BatchWatch {
 /** Spans handed to the exporter together: at least this many, or whatever ended within DRAIN_MS. */
 const DRAIN_AT = 64
 const DRAIN_MS = 50
+/** Spans encoded per turn of the event loop (~30 µs): a call arriving meanwhile waits for one slice at most. */
+const DRAIN_SLICE = 16
 
 /**
- * Spans that ended, handed to the exporter (./otlp.ts encodes them) in batches: from a setImmediate once
- * DRAIN_AT spans wait (after the call that ended the last one has answered), else DRAIN_MS after the first one
- * ended. Handed over a call's few at a time, each span cost several times what it costs in a batch: between
- * calls the encoder's code and data are cold (BENCHMARKS.md "Observability overhead").
+ * Spans that ended, handed to the exporter (./otlp.ts encodes them) in batches: once DRAIN_AT spans wait
+ * (from a setImmediate: after the call that ended the last one has answered), else DRAIN_MS after the first
+ * one ended, DRAIN_SLICE per turn of the event loop. Handed over a call's few at a time, each span cost
+ * several times what it costs in a batch: between calls the encoder's code and data are cold (BENCHMARKS.md
+ * "Observability overhead"); in slices, the encoding runs while the calls that arrived meanwhile wait for the
+ * kernel instead of before them.
  */
 class Deferred implements SpanSink {
   private ended: RecordedSpan[] = []
@@ -108,13 +112,23 @@ class Deferred implements SpanSink {
 
   add(span: RecordedSpan): void {
     const n = this.ended.push(span)
-    if (n >= DRAIN_AT) this.immediate ??= setImmediate(() => this.drain())
-    else if (this.timer === undefined) {
-      this.timer = setTimeout(() => this.drain(), DRAIN_MS)
+    if (n >= DRAIN_AT) this.immediate ??= setImmediate(this.slice)
+    else if (this.timer === undefined && this.immediate === undefined) {
+      this.timer = setTimeout(this.slice, DRAIN_MS)
       this.timer.unref()
     }
   }
 
+  /** Hands the oldest DRAIN_SLICE spans over; the rest go from the next turn. */
+  private readonly slice = (): void => {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.immediate = undefined
+    for (const s of this.ended.splice(0, DRAIN_SLICE)) this.exporter.add(s)
+    if (this.ended.length > 0) this.immediate = setImmediate(this.slice)
+  }
+
+  /** Hands every span over now (shutdown). */
   drain(): void {
     clearImmediate(this.immediate)
     clearTimeout(this.timer)
