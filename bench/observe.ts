@@ -2,8 +2,8 @@
 // the agent's socket (local endpoint, KERNEL, concurrency 1) with metrics (--metrics-address, scraped once a
 // round) and tracing (OTEL_EXPORTER_OTLP_ENDPOINT, every span exported to an OTLP receiver in a process of its own)
 // both on, against both off, in one run. Two agents doing the same work differ by several per cent over a run,
-// so each of the two is three agents, pooled; one agent each runs metrics alone, tracing alone and both on
-// sampling 10 % of traces (OTEL_TRACES_SAMPLER). The nine agents run side by side on the same namespaces and
+// so each of the two is BENCH_OBSERVE_POOL agents (default 4), pooled; one agent each runs metrics alone, tracing
+// alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same namespaces and
 // take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40, Requests then their
 // Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
 // them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
@@ -26,6 +26,7 @@ import { CLK_TCK, machine, ms, stats, writeSection } from './lib/report'
 const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
 const WARMUP = Number(process.env.BENCH_OBSERVE_WARMUP ?? 5)
 const N = Number(process.env.BENCH_OBSERVE_N ?? 40)
+const POOL = Number(process.env.BENCH_OBSERVE_POOL ?? 4)
 const P = `bo${process.pid % 1000}`
 const cleanups: Array<() => void | Promise<void>> = []
 const td = { teardown: (fn: () => void | Promise<void>) => void cleanups.push(fn) }
@@ -78,11 +79,12 @@ async function main(): Promise<void> {
   const ep = netns('ep')
   const clients = Array.from({ length: 10 }, (_, i) => netns(`c${i}`))
   const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), req: [], close: [], cpuMs: 0 })
-  // Three agents of each of the two compared settings: two agents doing the same work differ by several per cent
-  // over a run (the kernel work each is charged, its memory layout), so each setting is the pool of three.
+  // POOL agents of each of the two compared settings: two agents doing the same work differ by several per cent
+  // over a run (the kernel work each is charged, its memory layout, the CPU it is scheduled on), so each setting
+  // is the pool of POOL.
   const variants: Variant[] = [
-    ...[1, 2, 3].map((i) => agent(`both off #${i}`, false, false)),
-    ...[1, 2, 3].map((i) => agent(`metrics and tracing on #${i}`, true, true)),
+    ...Array.from({ length: POOL }, (_, i) => agent(`both off #${i + 1}`, false, false)),
+    ...Array.from({ length: POOL }, (_, i) => agent(`metrics and tracing on #${i + 1}`, true, true)),
     agent('metrics on', true, false),
     agent('tracing on', false, true),
     agent('metrics and tracing on, 10 % of traces sampled', true, true, 0.1),
@@ -147,8 +149,8 @@ async function main(): Promise<void> {
   const row = (label: string, s: ReturnType<typeof stats>, c: ReturnType<typeof stats>, cpu: number, warm: number, isBase: boolean): string =>
     `| ${label} | ${s.n} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(c.p50)} | ${ms(c.p99)} |${isBase ? ' baseline' : ` ${pct(s.p50, b.req.p50)} / ${pct(s.p99, b.req.p99)}`} | ${ms(cpu)}${isBase ? '' : ` (${pct(cpu, b.cpu)})`} | ${ms(warm)}${isBase ? '' : ` (${pct(warm, b.warm)})`} |`
   const rows = [
-    row('**both off** (the three below pooled)', b.req, b.close, b.cpu, b.warm, true),
-    row('**metrics and tracing on** (the three below pooled)', on.req, on.close, on.cpu, on.warm, false),
+    row(`**both off** (the ${POOL} below pooled)`, b.req, b.close, b.cpu, b.warm, true),
+    row(`**metrics and tracing on** (the ${POOL} below pooled)`, on.req, on.close, on.cpu, on.warm, false),
     ...variants.map((v) => {
       const p = pool([v])
       return row(v.label, p.req, p.close, p.cpu, p.warm, false)
@@ -165,8 +167,8 @@ async function main(): Promise<void> {
   const md = `## Observability overhead (bench/observe.ts)
 
 ${machine()}. NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
-nine agents side by side taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes
-each, in a new order every round): three with both off and three with both on, each three pooled, and one each with metrics
+${variants.length} agents side by side taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes
+each, in a new order every round): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
 alone, tracing alone and both on sampling 10 % of traces. Metrics on = \`--metrics-address\` (scraped once a round); tracing on =
 \`OTEL_EXPORTER_OTLP_ENDPOINT\` to an OTLP/HTTP receiver (test/lib/otlp.ts, a process of its own) that decodes every span
 (${spans.toLocaleString('en-US')} spans received, ≈ ${(spans / tracedPairs).toFixed(1)} per Request + Close: the Request, one span per element that works in it, its kernel batches; the Close, the ipam and mechanism
@@ -177,20 +179,23 @@ elements' spans and its kernel batches).
 ${rows.join('\n')}
 
 Both on against both off (pooled): Request p50 ${pct(on.req.p50, b.req.p50)}, p99 ${pct(on.req.p99, b.req.p99)}, agent CPU per Request + Close
-${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). Between the three agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
+${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). Between the ${POOL} agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
 and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a single agent's row carries (\`uptime\` at the start: load ${load}). The agent's CPU
 time per Request and its Close is read from /proc (all its threads). The sampled row is the knob an operator has
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
 own sampling decision.
 
 What changed since the first runs (those with one agent per setting; first: both on p50 +10.8 %, p99 +23.4 %, CPU +16.5 %, ~21 spans per Request + Close;
-then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %): the SDK's
-span objects, span processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api
-(agent/tracing/span.ts, the SDK's samplers and ids) and exporter (agent/tracing/otlp.ts: each span encoded straight into
-protobuf, ~1–2 µs, after its call answered); no worker thread; the element hook is synchronous (one promise reaction per
-element call, however many observers); kernel batches are watched by a plain function, not a diagnostics tracing channel;
-metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an observation a bucket search
-and two additions). An element whose call only hands it on still gets no span and no timing (\`Element.observed\`).`
+then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %; then, with three
+agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %): the SDK's span objects, span
+processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
+the SDK's samplers and ids; a span's id made when first read, its events, links and status shared empty values until set) and
+exporter (agent/tracing/otlp.ts: spans encoded straight into protobuf, ~1–2 µs each, 64 at a time, 16 per turn of the event
+loop, after the calls they belong to answered); no worker thread; an element call is one frame made, timed and stacked once
+by the chain for every observer (agent/pipeline/observe.ts CallFrame: one promise reaction, the metrics' share and the span
+kept on it); kernel batches are watched by a plain function told as the batch settles, not a diagnostics tracing channel and
+no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an observation a
+bucket search and two additions). An element whose call only hands it on still gets no span and no timing (\`Element.observed\`).`
   process.stdout.write(`${md}\n`)
   writeSection('observe', md)
 }
