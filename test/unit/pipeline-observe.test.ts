@@ -1,0 +1,228 @@
+// agent/pipeline/chain.ts and observe.ts: the instrumentation hook's frames. Each watched element call is one
+// CallFrame, started and ended once for every observer, nested on its call scope's stack (`outer`), its time
+// added to the frame that called it (`innerMs`); a frame no observer records is not stacked and not ended; a
+// failure, thrown or rejected, ends the frame failed with its error; several observers see every start and
+// are told the ends in reverse order.
+import t from 'tap'
+import { buildChain, type Element, type Handler, type PipelineClose, type PipelineRequest } from '../../agent/pipeline/chain.js'
+import { CallFrame, combineObservers, frameStack, runningSpan, type PipelineObserver } from '../../agent/pipeline/observe.js'
+import { inCallScope } from '../../agent/server/call-scope.js'
+import type { Connection } from '../../proto/gen/networkservice/connection.js'
+import type { Span } from '@opentelemetry/api'
+
+interface Seen {
+  starts: CallFrame[]
+  ends: Array<{ frame: CallFrame; failed: boolean; error: unknown }>
+}
+
+/** An observer that records what it is told; `records` decides elementStart's answer. */
+function recorder(records: (f: CallFrame) => boolean = () => true): PipelineObserver & Seen {
+  const seen: Seen = { starts: [], ends: [] }
+  return {
+    ...seen,
+    elementStart(frame) {
+      seen.starts.push(frame)
+      return records(frame)
+    },
+    elementEnd(frame, failed, error) {
+      seen.ends.push({ frame, failed, error })
+    },
+  }
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+/** An element that waits a turn, calls the next one, and waits again; `fail` makes it throw or reject. */
+function el(name: string, fail?: 'throw' | 'reject', observed?: Element['observed']): Element {
+  return {
+    name,
+    needs: [],
+    provides: [],
+    ...(observed === undefined ? {} : { observed }),
+    wrap: (next: Handler): Handler => ({
+      request(r) {
+        if (fail === 'throw') throw new Error(`${name} threw`)
+        return (async () => {
+          await tick()
+          if (fail === 'reject') throw new Error(`${name} rejected`)
+          const out = await next.request(r)
+          await tick()
+          return out
+        })()
+      },
+      async close(c) {
+        await tick()
+        await next.close(c)
+      },
+    }),
+  }
+}
+
+const request = { connection: { id: 'c1' } as Connection, mechanismPreferences: [], ctx: {} as PipelineRequest['ctx'], state: {} } as PipelineRequest
+const close = { connection: { id: 'c1' } as Connection, ctx: {} as PipelineClose['ctx'], record: undefined } as PipelineClose
+
+t.test('nested elements: one frame each, outer links, inner time added to the caller, stack empty after', async (t) => {
+  const o = recorder()
+  const chain = buildChain([el('a'), el('b'), el('c')], { observe: o })
+  let stackAfter: CallFrame[] | undefined
+  await inCallScope({}, async () => {
+    await chain.request(request)
+    stackAfter = frameStack()
+  })
+  t.same(
+    o.starts.map((f) => [f.element, f.op, f.outer?.element]),
+    [
+      ['a', 'request', undefined],
+      ['b', 'request', 'a'],
+      ['c', 'request', 'b'],
+    ],
+    'each element started once, inside the one that called it',
+  )
+  t.same(
+    o.ends.map((e) => [e.frame.element, e.failed]),
+    [
+      ['c', false],
+      ['b', false],
+      ['a', false],
+    ],
+    'ended innermost first, none failed',
+  )
+  const [a, b, c] = o.starts as [CallFrame, CallFrame, CallFrame]
+  for (const f of [a, b, c]) t.ok(f.endMs >= f.startMs, `${f.element}: end set, not before start`)
+  t.equal(c.innerMs, 0, 'the innermost called nothing watched')
+  t.equal(b.innerMs, c.endMs - c.startMs, "b's inner time is c's whole time")
+  t.equal(a.innerMs, b.endMs - b.startMs, "a's inner time is b's whole time (c's counted once, inside b)")
+  t.same(stackAfter, [], 'nothing left on the scope')
+})
+
+t.test('close runs the same frames with op close; an element whose close is not observed has none', async (t) => {
+  const o = recorder()
+  const chain = buildChain([el('a'), el('b', undefined, { close: false }), el('c')], { observe: o })
+  await inCallScope({}, () => chain.close(close))
+  t.same(
+    o.starts.map((f) => [f.element, f.op, f.outer?.element]),
+    [
+      ['a', 'close', undefined],
+      ['c', 'close', 'a'],
+    ],
+    'b hands the close on unwatched: c runs inside a',
+  )
+})
+
+t.test('a frame no observer records: neither stacked nor ended', async (t) => {
+  const o = recorder((f) => f.element !== 'b')
+  const chain = buildChain([el('a'), el('b'), el('c')], { observe: o })
+  await inCallScope({}, () => chain.request(request))
+  t.same(
+    o.starts.map((f) => [f.element, f.outer?.element]),
+    [
+      ['a', undefined],
+      ['b', 'a'],
+      ['c', 'a'],
+    ],
+    "b was declined: c's outer is a",
+  )
+  t.same(
+    o.ends.map((e) => e.frame.element),
+    ['c', 'a'],
+    'b not ended',
+  )
+})
+
+t.test('a thrown and a rejected failure end their frames and the callers\' failed, with the error', async (t) => {
+  for (const how of ['throw', 'reject'] as const) {
+    const o = recorder()
+    const chain = buildChain([el('a'), el('b'), el('c', how)], { observe: o })
+    let stackAfter: CallFrame[] | undefined
+    await inCallScope({}, async () => {
+      await t.rejects(chain.request(request), { message: `c ${how === 'throw' ? 'threw' : 'rejected'}` }, `${how}: the caller sees the error`)
+      stackAfter = frameStack()
+    })
+    t.same(
+      o.ends.map((e) => [e.frame.element, e.failed, (e.error as Error).message]),
+      ['c', 'b', 'a'].map((n) => [n, true, `c ${how === 'throw' ? 'threw' : 'rejected'}`]),
+      `${how}: every frame ended failed with c's error`,
+    )
+    t.same(stackAfter, [], `${how}: nothing left on the scope`)
+  }
+})
+
+t.test('outside any call scope frames do not nest', async (t) => {
+  const o = recorder()
+  const chain = buildChain([el('a'), el('b')], { observe: o })
+  await chain.request(request)
+  t.same(
+    o.starts.map((f) => f.outer),
+    [undefined, undefined],
+    'no outer frames',
+  )
+  t.equal(o.starts[0]?.innerMs, 0, 'no inner time added: an element\'s time is its own and the rest of the chain\'s')
+  t.equal(o.ends.length, 2)
+})
+
+t.test('two observers: each sees every start; a frame either records is ended for both, innermost observer first', async (t) => {
+  const order: string[] = []
+  const mk = (name: string, records: (f: CallFrame) => boolean): PipelineObserver => ({
+    elementStart(f) {
+      order.push(`${name} start ${f.element}`)
+      return records(f)
+    },
+    elementEnd(f) {
+      order.push(`${name} end ${f.element}`)
+    },
+  })
+  const outer = mk('outer', (f) => f.element === 'a')
+  const inner = mk('inner', () => false)
+  const both = combineObservers([outer, inner])
+  t.ok(both !== undefined)
+  const chain = buildChain([el('a'), el('b')], { observe: both as PipelineObserver })
+  await inCallScope({}, () => chain.request(request))
+  t.same(order, ['outer start a', 'inner start a', 'outer start b', 'inner start b', 'inner end a', 'outer end a'], 'b recorded by neither: not ended; a ended for both')
+  t.equal(combineObservers([undefined, inner]), inner, 'one observer: itself')
+  t.equal(combineObservers([undefined]), undefined, 'none: undefined')
+})
+
+t.test('runningSpan: the innermost frame with a span, in this scope or an outer one', async (t) => {
+  const span = (name: string): Span => ({ name }) as unknown as Span
+  const s1 = span('request')
+  const s2 = span('element')
+  t.equal(runningSpan(), undefined, 'outside any scope: none')
+  await inCallScope({}, async () => {
+    const stack = frameStack() as CallFrame[]
+    const f1 = new CallFrame(undefined, undefined, undefined, 0)
+    f1.span = s1
+    stack.push(f1)
+    t.equal(runningSpan(), s1)
+    stack.push(new CallFrame('a', 'request', f1, 0))
+    t.equal(runningSpan(), s1, 'a frame without a span is skipped')
+    await inCallScope({}, async () => {
+      t.equal(runningSpan(), s1, 'an inner scope without frames: the outer scope\'s')
+      const f3 = new CallFrame('b', 'request', undefined, 0)
+      f3.span = s2
+      frameStack()?.push(f3)
+      t.equal(runningSpan(), s2, "the inner scope's own span first")
+    })
+  })
+})
+
+t.test('without element hooks the chain is linked directly: no frame while an element runs', async (t) => {
+  const depths: Array<number | undefined> = []
+  const probe: Element = {
+    name: 'probe',
+    needs: [],
+    provides: [],
+    wrap: (next) => ({
+      request: (r) => {
+        depths.push(frameStack()?.length)
+        return next.request(r)
+      },
+      close: (c) => next.close(c),
+    }),
+  }
+  const watchedToo = recorder()
+  for (const observe of [undefined, { outgoing: () => ({}) }, watchedToo]) {
+    const chain = buildChain([el('a'), probe], observe === undefined ? {} : { observe })
+    await inCallScope({}, () => chain.request(request))
+  }
+  t.same(depths, [0, 0, 2], 'none without an observer or without element hooks; a and probe with one')
+})
