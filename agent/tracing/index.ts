@@ -20,9 +20,11 @@
 // in the calls to NSM endpoints that serve the API (agent/pipeline/nse.ts, through the hook's `outgoing`).
 //
 // Cost (BENCHMARKS.md, observe): spans are the agent's own lean recorder behind @opentelemetry/api's
-// interfaces (./span.ts: the SDK's samplers and ids, not its span objects), encoded into OTLP protobuf as they
-// end (./otlp.ts); an element whose call only hands it on gets no span (agent/pipeline/chain.ts `observed`),
-// element span names and attributes are made once, and the element hook is synchronous (no promise of its own).
+// interfaces (./span.ts: the SDK's samplers and ids, not its span objects; an id made when first read),
+// encoded into OTLP protobuf in batches after the calls they belong to answered (Deferred, ./otlp.ts); an
+// element whose call only hands it on gets no span (agent/pipeline/chain.ts `observed`), element span names and
+// attributes are made once, and an element's span lives on the call frame the chain makes for every observer
+// (agent/pipeline/observe.ts CallFrame: no promise of its own).
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { AgentError } from '../errors.js'
