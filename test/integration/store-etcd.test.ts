@@ -265,7 +265,7 @@ t.test('etcd frozen (SIGSTOP): calls reject within the timeout, the watch finds 
   t.teardown(w.watch('nodes', revision, rec.handlers))
   const n1 = await kv.put('nodes', 'n1', sampleValue('nodes', 'n1'))
   await rec.until('n1', () => rec.view.has('n1'))
-  etcd.freeze()
+  await etcd.freeze()
   await Promise.all([
     rejectsUnavailable(t, kv.get('nodes', 'n1'), 'etcd', timeoutMs, 'get'),
     rejectsUnavailable(t, kv.put('nodes', 'n2', sampleValue('nodes', 'n2'), { ttlMs: 5000 }), 'etcd', timeoutMs, 'put with ttl'),

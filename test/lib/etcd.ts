@@ -68,8 +68,12 @@ export interface TestEtcd {
   stop(): Promise<void>
   /** SIGKILL, and waits for the exit. */
   kill(): Promise<void>
-  /** SIGSTOP: etcd keeps its connections and answers nothing (a hung member, or a network gone quiet). */
-  freeze(): void
+  /**
+   * SIGSTOP: etcd keeps its connections and answers nothing (a hung member, or a network gone quiet).
+   * Resolves once every thread of it is stopped: kill(2) returns before they are, and a thread still running
+   * could answer a call made right after.
+   */
+  freeze(): Promise<void>
   /** SIGCONT after freeze(). */
   thaw(): void
   /** Starts the member again on the same ports and data dir; resolves once it is healthy. */
@@ -207,8 +211,21 @@ class EtcdProcess implements TestEtcd {
     await this.signal('SIGKILL', 10_000)
   }
 
-  freeze(): void {
+  async freeze(): Promise<void> {
+    const pid = this.child?.pid
+    if (pid === undefined) return
     this.child?.kill('SIGSTOP')
+    /** Each thread's state letter (the field after the parenthesised name in /proc/<pid>/task/<tid>/stat). */
+    const states = (): string[] =>
+      readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+        return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+      })
+    const deadline = Date.now() + 5_000
+    while (!states().every((s) => s === 'T')) {
+      if (Date.now() > deadline) throw new Error(`etcd (pid ${pid}) not stopped 5 s after SIGSTOP: thread states ${states().join('')}`)
+      await sleep(5)
+    }
   }
 
   thaw(): void {
