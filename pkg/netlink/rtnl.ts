@@ -12,12 +12,12 @@
 // round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
 // 'message' events (their sequence numbers are not in its own request table) and are matched here.
-import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
+import { createNetlink, parseMessages, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
 import { netnsKey, withNetns } from '../netns'
 import { NetnsPolicy, type JudgedNetns } from '../netns-policy'
-import { NLM_F, NLMSG_ERROR } from './codec'
+import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './codec'
 
 const REQUEST_TIMEOUT_MS = 5000
 const SOCKET_BUFFER = 4 * 1024 * 1024
@@ -95,6 +95,8 @@ export class Rtnl {
   private readonly port: number
   /** Batch messages waiting for their ACK, by sequence number. */
   private readonly inflight = new Map<number, Inflight>()
+  /** The dump in flight (one at a time: dumpTail), read from the raw datagrams (see dumpOnce). */
+  private dumping: { seq: number; onMessage(m: NetlinkMessage): void; fail(err: Error): void } | undefined
 
   constructor(
     /** The namespace path this socket is bound to; undefined for the agent's own namespace. */
@@ -103,6 +105,7 @@ export class Rtnl {
   ) {
     this.port = sock.address().port
     sock.on('message', (msgs) => this.onMessages(msgs))
+    sock.socket.on('message', (datagram) => this.onDatagram(datagram))
   }
 
   /** Sends a request that expects an ACK; throws the typed error on a kernel error. */
@@ -230,16 +233,61 @@ export class Rtnl {
   private async dumpNow(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw this.closedError(what)
-      const [msgs] = await this.sock.request(type, body, { flags: NLM_F.DUMP, timeout: REQUEST_TIMEOUT_MS, checkError: false, localPort: this.port })
-      const err = msgs.find((m) => m.type === NLMSG_ERROR)
-      if (err !== undefined) {
-        const errno = -err.data.readInt32LE(0)
-        if (errno !== 0) throw fromErrno(errno, this.describe(what))
-      }
+      const msgs = await this.dumpOnce(type, body, what)
       if (!msgs.some((m) => (m.flags & NLM_F.DUMP_INTR) !== 0)) return msgs.filter((m) => m.type === type - 2) // replies to GETx are NEWx
       this.dumpRetries += 1
       if (attempt >= DUMP_RETRIES) throw fromErrno(Errno.EINTR, `${this.describe(what)}: dump kept being interrupted`)
     }
+  }
+
+  /**
+   * One dump: its request sent, its replies collected until NLMSG_DONE (or an NLMSG_ERROR), however many
+   * datagrams they take. They are read from the socket's datagrams here, not through the package's request():
+   * that one groups a dump's datagrams itself and fails the dump ("Multipart message not terminated properly")
+   * when another message of the socket, the ACK of a batch running meanwhile, arrives between two of them.
+   */
+  private dumpOnce(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
+    return new Promise<NetlinkMessage[]>((resolve, reject) => {
+      const seq = this.sock.generateSeq()
+      const replies: NetlinkMessage[] = []
+      const settle = (err: Error | undefined): void => {
+        if (this.dumping?.seq !== seq) return
+        this.dumping = undefined
+        clearTimeout(timer)
+        if (err === undefined) resolve(replies)
+        else reject(err)
+      }
+      const timer = setTimeout(() => settle(new KernelError('KERNEL', `${this.describe(what)}: no answer from the kernel within ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS)
+      this.dumping = {
+        seq,
+        onMessage: (m) => {
+          // A dump ends with NLMSG_DONE, whose payload is its error (0, or a negative errno); a request the
+          // kernel refuses at once gets an NLMSG_ERROR instead.
+          if (m.type === NLMSG_DONE || m.type === NLMSG_ERROR) {
+            const errno = m.data.length >= 4 ? -m.data.readInt32LE(0) : 0
+            replies.push(m) // its flags count too: the kernel marks DONE as well when the dump was interrupted
+            settle(errno === 0 ? undefined : fromErrno(errno, this.describe(what)))
+          } else replies.push(m)
+        },
+        fail: settle,
+      }
+      this.sock.send(type, body, { seq, flags: NLM_F.REQUEST | NLM_F.DUMP, localPort: this.port }, (err) => {
+        if (err !== undefined && err !== null) settle(new KernelError('KERNEL', `${this.describe(what)}: sendmsg failed (${err.message})`, { cause: err }))
+      })
+    })
+  }
+
+  /** A datagram from the kernel: the messages of the dump in flight are handed to it (batches: onMessages). */
+  private onDatagram(datagram: Buffer): void {
+    const dump = this.dumping
+    if (dump === undefined) return
+    let msgs: NetlinkMessage[]
+    try {
+      msgs = parseMessages(datagram)
+    } catch {
+      return // not ours to judge: the package reports what it cannot parse
+    }
+    for (const m of msgs) if (m.seq === dump.seq && this.dumping === dump) dump.onMessage(m)
   }
 
   /** Exposed so that callers which need the reply body (single GET) can parse it. */
@@ -278,6 +326,7 @@ export class Rtnl {
     const pending = [...new Set(this.inflight.values())]
     this.inflight.clear()
     for (const f of pending) f.fail(new KernelError('BAD_NETNS', this.describe("the namespace's netlink socket was closed while a request was in flight")))
+    this.dumping?.fail(new KernelError('BAD_NETNS', this.describe("the namespace's netlink socket was closed while a dump was in flight")))
     this.sock.close()
   }
 

@@ -3,6 +3,7 @@
 // fails midway leaves nothing behind, and createVeth's ifindexes (from the kernel's echo, or looked up)
 // are the kernel's. Assertions read the kernel back through `ip -j`, not through our own code.
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import {
   NetlinkSessions,
   addAddressMessage,
@@ -10,6 +11,7 @@ import {
   buildCrossConnect,
   createVeth,
   getLink,
+  listLinks,
   setLinkMessage,
 } from '../../pkg/netlink'
 import { ip, linkAddresses, linkNames, makeNetns, showLink, type IpLink } from '../lib/netns'
@@ -145,4 +147,36 @@ t.test('a cross-connect: both ends up with their addresses, routes, MTU and MAC,
   t.same(linkAddresses(endpoint.name, 'nsm-e').filter((x) => !x.startsWith('fe80')), ['172.16.6.2/32'])
   t.ok(routesOf(client.name).some((r) => r.dst === '10.62.0.0/16' && r.gateway === '172.16.6.2'), 'the route via the endpoint')
   t.ok(routesOf(endpoint.name).some((r) => r.dst === '172.16.6.3'), 'the host route back')
+})
+
+t.test('a dump spanning many datagrams, with batch ACKs arriving between them on the same socket, lists every link', async (t) => {
+  const a = makeNetns(t)
+  // 40 veth pairs (no dummy links in this kernel), 80 links: their RTM_NEWLINK replies (~1.5 KB each) take
+  // many datagrams.
+  const pairs = Array.from({ length: 40 }, (_, i) => [`dd${i}`, `de${i}`] as const)
+  execFileSync('ip', ['-n', a.name, '-batch', '-'], { input: pairs.map(([x, y]) => `link add ${x} type veth peer name ${y}\n`).join('') })
+  const names = pairs.flat()
+  const h = sessions.forNetns(a.path)
+  const flip = await getLink(h, 'dd0')
+  t.ok(flip !== undefined)
+  const link = { index: flip?.index ?? 0, name: 'dd0' }
+  let batches = 0
+  for (let round = 0; round < 20; round++) {
+    let listing = true
+    // Batches on the same socket for as long as the dump runs: their ACKs land between its datagrams.
+    const flipping = (async () => {
+      for (let up = true; listing; up = !up) {
+        await h.batch([setLinkMessage(link, { up })])
+        batches++
+      }
+    })()
+    const listed = await listLinks(h).finally(() => (listing = false))
+    await flipping
+    t.same(
+      listed.map((l) => l.name).sort(),
+      ['lo', ...names].sort(),
+      `round ${round}: every link listed`,
+    )
+  }
+  t.ok(batches >= 20, `${batches} batches ran while the dumps did`)
 })
