@@ -11,7 +11,9 @@
 // so a batch of N changes costs one system call and one event-loop round trip instead of N of each — the
 // round trips, not the kernel's work, were most of a cross-connect's time. A single request is a batch
 // of one. The `netlink` package carries the bytes; the ACKs of our batches reach us as its unmatched
-// 'message' events (their sequence numbers are not in its own request table) and are matched here.
+// 'message' events (their sequence numbers are not in its own request table) and are matched here. A dump's
+// replies are read from the socket's datagrams directly (dumpOnce), since the package's own grouping of a
+// dump breaks when a batch's ACK arrives in the middle of it.
 import { createNetlink, parseMessages, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { closeSync } from 'node:fs'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
