@@ -13,7 +13,7 @@ import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
 import { performance } from 'node:perf_hooks'
-import { CallFrame, frameStack, type PipelineObserver, type PipelineOp } from './observe.js'
+import { CallFrame, frameStack, popFrame, pushFrame, type PipelineObserver, type PipelineOp } from './observe.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -114,7 +114,7 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   /** Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told. */
   const settle = (frame: CallFrame, stack: CallFrame[] | undefined, failed: boolean, error: unknown): void => {
     frame.endMs = performance.now()
-    if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
+    popFrame(stack, frame)
     if (frame.outer !== undefined) frame.outer.innerMs += frame.endMs - frame.startMs
     end(frame, failed, error)
   }
@@ -126,7 +126,7 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
     const stack = frameStack()
     const frame = new CallFrame(name, op, stack?.[stack.length - 1], performance.now())
     if (!start(frame)) return run()
-    stack?.push(frame)
+    pushFrame(stack, frame)
     let p: Promise<T>
     try {
       p = run()

@@ -52,6 +52,16 @@ export function frameStack(): CallFrame[] | undefined {
   return scopeSlot(FRAMES, newStack)
 }
 
+/** Puts `frame` on `stack` (this scope's, from frameStack(); undefined outside any scope). */
+export function pushFrame(stack: CallFrame[] | undefined, frame: CallFrame): void {
+  stack?.push(frame)
+}
+
+/** Takes `frame` off `stack` when it is the innermost (a frame that ended out of order stays until its outer ends). */
+export function popFrame(stack: CallFrame[] | undefined, frame: CallFrame): void {
+  if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
+}
+
 /** The innermost span of the frames running, in this scope or an outer one. */
 export function runningSpan(): Span | undefined {
   return findInScopes(FRAMES, (stack: CallFrame[]) => {

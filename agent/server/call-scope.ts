@@ -1,6 +1,7 @@
 // The one per-call context of the agent (ARCHITECTURE §13): a CNI call, a Request, a Close or a heal runs
-// inside a scope (AsyncLocalStorage) that carries its log fields and a few per-scope slots the metrics and
-// trace hooks keep their stacks in (the element being timed, the span being run). One AsyncLocalStorage for
+// inside a scope (AsyncLocalStorage) that carries its log fields and per-scope slots: the pipeline's
+// instrumentation keeps its stack of frames running there (agent/pipeline/observe.ts: the element calls being
+// watched, the spans of Requests, Closes, heals and CNI calls). One AsyncLocalStorage for
 // all of them: each instance in use adds work to every promise the agent makes, so logs, metrics and traces
 // share this one (tracing registers no context manager of its own: agent/tracing/).
 //

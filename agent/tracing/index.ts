@@ -29,7 +29,7 @@ import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attrib
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
-import { CallFrame, frameStack, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
+import { CallFrame, frameStack, popFrame, pushFrame, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
 import { watchBatches, type BatchWatch } from '../../pkg/netlink/rtnl.js'
 import { performance } from 'node:perf_hooks'
@@ -167,7 +167,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now())
     const span = recorder.start(name, kind, attributes, parent, ORIGIN_MS + frame.startMs)
     frame.span = span
-    stack?.push(frame)
+    pushFrame(stack, frame)
     try {
       const out = await run()
       done?.(span, out)
@@ -176,7 +176,7 @@ export function startTracing(o: TracingOptions): Tracing {
       failed(span, err)
       throw err
     } finally {
-      if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
+      popFrame(stack, frame)
       span.end()
     }
   }
