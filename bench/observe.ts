@@ -3,8 +3,10 @@
 // round) and tracing (OTEL_EXPORTER_OTLP_ENDPOINT, every span exported to an OTLP receiver in a process of its own)
 // both on, against both off, in one run. Two agents doing the same work differ by several per cent over a run,
 // so each of the two is BENCH_OBSERVE_POOL agents (default 4), pooled; one agent each runs metrics alone, tracing
-// alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same namespaces and
-// take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40, Requests then their
+// alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same client
+// namespaces, each with an endpoint namespace of its own (an agent's orphan sweep, every 30 s, deletes the links
+// in its endpoints' namespaces that none of its connections owns: sharing one, the idle agents deleted the links of
+// the agent whose turn it was, midway through its Requests), and take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40, Requests then their
 // Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
 // them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
 // cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that costs. Goal: both on
@@ -76,7 +78,6 @@ async function main(): Promise<void> {
     .join(' ')
   // The receiver in a process of its own: decoding every span costs the benchmark's event loop nothing.
   const otlp = await startOtlpReceiverIn(td, undefined, '127.0.0.1', true)
-  const ep = netns('ep')
   const clients = Array.from({ length: 10 }, (_, i) => netns(`c${i}`))
   const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), req: [], close: [], cpuMs: 0 })
   // POOL agents of each of the two compared settings: two agents doing the same work differ by several per cent
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
     agent('tracing on', false, true),
     agent('metrics and tracing on, 10 % of traces sampled', true, true, 0.1),
   ]
-  for (const v of variants) {
+  for (const [i, v] of variants.entries()) {
     v.agent = await startAgent(td, {
       args: v.metrics ? ['--metrics-address', '127.0.0.1:0'] : [],
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: v.tracing ? otlp.endpoint : '', ...(v.sampled === undefined ? {} : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(v.sampled) }) },
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
     const ready = v.agent.logs.find((l) => l.msg === 'ready')
     if (v.metrics) v.metricsAddress = String(ready?.metrics)
     for (const s of seedServices()) await v.agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
-    await v.agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'fw-1', netns: nsPath(ep), labels: { app: 'firewall' }, pools: ['10.201.0.0/16'] }))
+    await v.agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'fw-1', netns: nsPath(netns(`ep${i}`)), labels: { app: 'firewall' }, pools: ['10.201.0.0/16'] }))
   }
   const round = async (v: Variant, r: number, keep: boolean): Promise<void> => {
     const agent = v.agent as RunningAgent
