@@ -169,7 +169,7 @@ async function main(): Promise<void> {
 
 ${machine()}. NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
 ${variants.length} agents side by side taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes
-each, in a new order every round): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
+each, in a new order every round; each agent with an endpoint namespace of its own): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
 alone, tracing alone and both on sampling 10 % of traces. Metrics on = \`--metrics-address\` (scraped once a round); tracing on =
 \`OTEL_EXPORTER_OTLP_ENDPOINT\` to an OTLP/HTTP receiver (test/lib/otlp.ts, a process of its own) that decodes every span
 (${spans.toLocaleString('en-US')} spans received, ≈ ${(spans / tracedPairs).toFixed(1)} per Request + Close: the Request, one span per element that works in it, its kernel batches; the Close, the ipam and mechanism
@@ -188,7 +188,9 @@ own sampling decision.
 
 What changed since the first runs (those with one agent per setting; first: both on p50 +10.8 %, p99 +23.4 %, CPU +16.5 %, ~21 spans per Request + Close;
 then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %; then, with three
-agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %): the SDK's span objects, span
+agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %; then, four per setting: p50 +6.3 %,
+p99 +5.2 %, CPU +11.8 %, with all agents' endpoint in one namespace, whose links every idle agent's orphan sweep deleted midway
+through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work): the SDK's span objects, span
 processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
 the SDK's samplers and ids; a span's id made when first read, its events, links and status shared empty values until set) and
 exporter (agent/tracing/otlp.ts: spans encoded straight into protobuf, ~1–2 µs each, 64 at a time, 16 per turn of the event
