@@ -6,8 +6,8 @@
 // alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same client
 // namespaces, each with an endpoint namespace of its own (an agent's orphan sweep, every 30 s, deletes the links
 // in its endpoints' namespaces that none of its connections owns: sharing one, the idle agents deleted the links of
-// the agent whose turn it was, midway through its Requests), and take turns by rounds (BENCH_OBSERVE_ROUNDS, default 20, of BENCH_OBSERVE_N, default 40, Requests then their
-// Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
+// the agent whose turn it was, midway through its Requests), and take turns by rounds (BENCH_OBSERVE_ROUNDS,
+// default 20, of BENCH_OBSERVE_N, default 40, Requests then their Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
 // them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
 // cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that costs. Goal: both on
 // within 5 % of both off.
