@@ -116,7 +116,9 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
     frame.endMs = performance.now()
     popFrame(stack, frame)
     if (frame.outer !== undefined) frame.outer.innerMs += frame.endMs - frame.startMs
-    end(frame, failed, error)
+    frame.failed = failed
+    frame.error = error
+    end(frame)
   }
   /**
    * `run` watched as element `name`'s `op`: one frame and one promise reaction, however many observers watch

@@ -7,7 +7,7 @@ import { AgentError } from '../errors.js'
 import type { CallContext, NetworkServiceHandler } from '../server/handler.js'
 import type { Handler } from './chain.js'
 import type { RecordStore } from './persist.js'
-import { subjectOf, type PipelineObserver } from './observe.js'
+import { subjectOf, watchCall, watchesCalls, type PipelineObserver } from './observe.js'
 import { silentLogger, withLogFields, type Logger } from '../server/log.js'
 
 /** Serializes async work per key. */
@@ -47,6 +47,7 @@ export interface PipelineHandler extends NetworkServiceHandler {
  */
 export function pipelineHandler(chain: Handler, store: RecordStore, observe?: PipelineObserver, log: Logger = silentLogger): PipelineHandler {
   const locks = new KeyedMutex()
+  const watched = watchesCalls(observe)
   const requestLocked = (req: NetworkServiceRequest, ctx: CallContext): Promise<Connection> => {
     const connection = req.connection
     if (connection === undefined) throw AgentError.invalid('connection', 'is required')
@@ -77,12 +78,12 @@ export function pipelineHandler(chain: Handler, store: RecordStore, observe?: Pi
     async request(req, ctx) {
       if (req.connection === undefined) throw AgentError.invalid('connection', 'is required')
       const subject = subjectOf(req.connection)
-      return withLogFields(subject, () => (observe?.request === undefined ? request(req, ctx) : observe.request(subject, ctx, () => request(req, ctx))))
+      return withLogFields(subject, () => (watched ? watchCall(observe, { op: 'request', subject, ctx }, () => request(req, ctx)) : request(req, ctx)))
     },
     async close(conn, ctx) {
       const record = conn.id === '' ? undefined : store.record(conn.id)
       const subject = subjectOf(conn, record)
-      await withLogFields(subject, () => (observe?.close === undefined ? close(conn, ctx) : observe.close(subject, ctx, record, () => close(conn, ctx))))
+      await withLogFields(subject, () => (watched ? watchCall(observe, { op: 'close', subject, ctx, record }, () => close(conn, ctx)) : close(conn, ctx)))
     },
   }
 }

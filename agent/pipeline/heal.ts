@@ -42,7 +42,7 @@ import type { OrphanSweeper } from './sweep.js'
 import type { SweptLink } from '../mechanisms/types.js'
 import type { ReconcileVerdict, RequestedMechanism } from '../mechanisms/types.js'
 import { HealIndex } from './heal-index.js'
-import { podOf, type PipelineObserver } from './observe.js'
+import { podOf, watchCall, watchesCalls, type PipelineObserver } from './observe.js'
 import { withLogFields } from '../server/log.js'
 
 export interface HealerOptions {
@@ -286,7 +286,8 @@ export class Healer {
         return // closed meanwhile
       }
       const heal = (): Promise<boolean> => this.healLocked(id, entry, rec, avoid)
-      await (this.opts.observe?.heal === undefined ? heal() : this.opts.observe.heal(subject, reason, heal))
+      const observe = this.opts.observe
+      await (watchesCalls(observe) ? watchCall(observe, { op: 'heal', subject, reason }, heal) : heal())
     }))
   }
 

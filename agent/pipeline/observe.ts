@@ -1,7 +1,9 @@
 // The pipeline's instrumentation hook (ARCHITECTURE §13): what metrics (agent/metrics/) and traces
-// (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Every method given a
-// `run` runs it exactly once and returns (or throws) what it did; an observer only watches. With no observer the
-// chain and the handler are built exactly as before: nothing is wrapped, nothing costs.
+// (agent/tracing/) see of a Request, a Close, a heal and each element's part in them. Each is a CallFrame,
+// made once however many observers watch, and told to them synchronously as it starts and as it settled: an
+// observer only watches, and wraps nothing in a promise of its own. With no observer the chain and the handler
+// are built exactly as before: nothing is wrapped, nothing costs.
+import { performance } from 'node:perf_hooks'
 import type { Span } from '@opentelemetry/api'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { findInScopes, scopeSlot } from '../server/call-scope.js'
@@ -18,29 +20,41 @@ export interface CallSubject {
   pod?: string
 }
 
+/** A Request, Close or heal of the handler (./handler.ts, ./heal.ts), as observers see it. */
+export type PipelineCall =
+  | { readonly op: 'request'; readonly subject: CallSubject; readonly ctx: CallContext }
+  /** `record`: what the connection's Request built (undefined: an unknown id). */
+  | { readonly op: 'close'; readonly subject: CallSubject; readonly ctx: CallContext; readonly record: DatapathRecord | undefined }
+  | { readonly op: 'heal'; readonly subject: CallSubject; readonly reason: string }
+
 /**
- * What runs in a call scope (agent/server/call-scope.ts) and is watched: an element's request or close, made
- * by the chain (./chain.ts) once however many observers watch it, timed once, and nested on its scope's stack;
- * or, pushed by traces, the span of a Request, Close, heal or CNI call (`element` undefined). Observers keep
- * what they record of it in its fields.
+ * What runs in a call scope (agent/server/call-scope.ts) and is watched, timed once and nested on its scope's
+ * stack: an element's request or close, made by the chain (./chain.ts); a Request, Close or heal (`call`), made
+ * by `watchCall`; or, pushed by traces, a CNI call's span. Observers keep what they record of it in its fields.
  */
 export class CallFrame {
   /** performance.now() once the call settled. */
   endMs = 0
   /** Milliseconds spent in the element calls this one made (their whole time each, added as they end). */
   innerMs = 0
+  /** Set as the call settled: whether it failed, and with what; else what it resolved with. */
+  failed = false
+  error: unknown = undefined
+  result: unknown = undefined
   /** The span traces record for this call (agent/tracing/); undefined when none does. */
   span: Span | undefined = undefined
 
   constructor(
-    /** The element; undefined for a span's frame. */
+    /** The element; undefined for a call's or a span's frame. */
     readonly element: string | undefined,
-    /** The element's operation; undefined for a span's frame. */
+    /** The element's operation; undefined for a call's or a span's frame. */
     readonly op: PipelineOp | undefined,
     /** The frame this one runs inside, in the same scope: the element that called it, or the call's span. */
     readonly outer: CallFrame | undefined,
     /** performance.now() at the start. */
     readonly startMs: number,
+    /** The Request, Close or heal this frame is (`watchCall`). */
+    readonly call?: PipelineCall,
   ) {}
 }
 
@@ -81,14 +95,15 @@ export interface PipelineObserver {
    * than what it recorded.
    */
   elementStart?(frame: CallFrame): boolean
-  /** Once the call settled (`frame.endMs` set, the frames it called ended); `error` when it failed. */
-  elementEnd?(frame: CallFrame, failed: boolean, error: unknown): void
-  /** Around one Request of the handler (the wait for the connection's lock included). */
-  request?(subject: CallSubject, ctx: CallContext, run: () => Promise<Connection>): Promise<Connection>
-  /** Around one Close of the handler; `record` is what the connection's Request built (undefined: unknown id). */
-  close?(subject: CallSubject, ctx: CallContext, record: DatapathRecord | undefined, run: () => Promise<void>): Promise<void>
-  /** Around one heal of a connection: resolves true when it healed, false when it stays DOWN. */
-  heal?(subject: CallSubject, reason: string, run: () => Promise<boolean>): Promise<boolean>
+  /** Once the call settled (`frame.endMs`, `failed` and `error` set, the frames it called ended). */
+  elementEnd?(frame: CallFrame): void
+  /**
+   * As a Request, Close or heal starts (`frame.call`; the lock's wait included), before its frame is on the
+   * scope's stack. Synchronous, as `callEnd`.
+   */
+  callStart?(frame: CallFrame): void
+  /** Once it settled: `endMs`, `failed` and `error` set, else `result` (a Request's Connection, a heal's outcome). */
+  callEnd?(frame: CallFrame): void
   /**
    * Metadata a call the pipeline makes to another process carries (an NSM endpoint's API): the running span's
    * W3C trace context (`traceparent`, `tracestate`) when tracing is on.
@@ -109,16 +124,48 @@ export function subjectOf(connection: Connection, record?: DatapathRecord): Call
   return { connection: connection.id, service, ...(pod === undefined ? {} : { pod }) }
 }
 
-/** Several observers as one: the first one listed is the outermost. */
+/**
+ * Runs `run` as `call`, watched by `observe`: one frame, told to `callStart` before it runs and to `callEnd` once
+ * it settled, and on this scope's stack meanwhile. Resolves or rejects as `run` did.
+ */
+export async function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run: () => Promise<T>): Promise<T> {
+  const stack = frameStack()
+  const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now(), call)
+  observe.callStart?.(frame)
+  pushFrame(stack, frame)
+  try {
+    const out = await run()
+    frame.result = out
+    return out
+  } catch (err) {
+    frame.failed = true
+    frame.error = err
+    throw err
+  } finally {
+    frame.endMs = performance.now()
+    popFrame(stack, frame)
+    observe.callEnd?.(frame)
+  }
+}
+
+/** Whether `observe` watches Requests, Closes and heals (`watchCall` is worth its frame). */
+export function watchesCalls(observe: PipelineObserver | undefined): observe is PipelineObserver {
+  return observe?.callStart !== undefined || observe?.callEnd !== undefined
+}
+
+/** Several observers as one: the first one listed is the outermost (told first as a call starts, last as it ends). */
 export function combineObservers(list: ReadonlyArray<PipelineObserver | undefined>): PipelineObserver | undefined {
   const os = list.filter((o): o is PipelineObserver => o !== undefined)
   if (os.length === 0) return undefined
   if (os.length === 1) return os[0]
-  const nest = <T>(pick: (o: PipelineObserver, run: () => Promise<T>) => Promise<T> | undefined, run: () => Promise<T>): Promise<T> =>
-    os.reduceRight<() => Promise<T>>((inner, o) => () => pick(o, inner) ?? inner(), run)()
+  const hooks = <K extends 'elementStart' | 'elementEnd' | 'callStart' | 'callEnd'>(k: K): Array<NonNullable<PipelineObserver[K]>> =>
+    os.flatMap((o) => {
+      const h = o[k]
+      return h === undefined ? [] : [h.bind(o) as NonNullable<PipelineObserver[K]>]
+    })
   // Elements run most often: every observer sees each frame start, and the end when any of them records it.
-  const starts = os.flatMap((o) => (o.elementStart === undefined ? [] : [o.elementStart.bind(o)]))
-  const ends = os.flatMap((o) => (o.elementEnd === undefined ? [] : [o.elementEnd.bind(o)])).reverse()
+  const starts = hooks('elementStart')
+  const ends = hooks('elementEnd').reverse()
   const elementHooks =
     starts.length === 0
       ? {}
@@ -128,16 +175,27 @@ export function combineObservers(list: ReadonlyArray<PipelineObserver | undefine
             for (const start of starts) watched = start(frame) || watched
             return watched
           },
-          elementEnd(frame: CallFrame, failed: boolean, error: unknown): void {
-            for (const end of ends) end(frame, failed, error)
+          elementEnd(frame: CallFrame): void {
+            for (const end of ends) end(frame)
+          },
+        }
+  const callStarts = hooks('callStart')
+  const callEnds = hooks('callEnd').reverse()
+  const callHooks =
+    callStarts.length + callEnds.length === 0
+      ? {}
+      : {
+          callStart(frame: CallFrame): void {
+            for (const start of callStarts) start(frame)
+          },
+          callEnd(frame: CallFrame): void {
+            for (const end of callEnds) end(frame)
           },
         }
   const outgoing = os.find((o) => o.outgoing !== undefined)
   return {
     ...elementHooks,
-    request: (s, ctx, run) => nest((o, r) => o.request?.(s, ctx, r), run),
-    close: (s, ctx, rec, run) => nest((o, r) => o.close?.(s, ctx, rec, r), run),
-    heal: (s, reason, run) => nest((o, r) => o.heal?.(s, reason, r), run),
+    ...callHooks,
     ...(outgoing === undefined ? {} : { outgoing: () => outgoing.outgoing?.() ?? {} }),
   }
 }

@@ -27,6 +27,7 @@
 // (agent/pipeline/observe.ts CallFrame: no promise of its own).
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
 import { CallFrame, frameStack, popFrame, pushFrame, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
@@ -70,8 +71,12 @@ function podAttributes(pod: string | undefined): Attributes {
   return { 'nsm.pod': pod, 'k8s.namespace.name': pod.slice(0, slash), 'k8s.pod.name': pod.slice(slash + 1) }
 }
 
+/** A call's attributes, made for its span alone (it adds to them as the call ends). */
 function subjectAttributes(s: CallSubject): Attributes {
-  return { 'nsm.connection': s.connection, 'nsm.service': s.service, ...podAttributes(s.pod) }
+  const pod = s.pod
+  if (pod === undefined) return { 'nsm.connection': s.connection, 'nsm.service': s.service }
+  const slash = pod.indexOf('/')
+  return { 'nsm.connection': s.connection, 'nsm.service': s.service, 'nsm.pod': pod, 'k8s.namespace.name': pod.slice(0, slash), 'k8s.pod.name': pod.slice(slash + 1) }
 }
 
 function failed(span: Span, err: unknown): void {
@@ -80,6 +85,9 @@ function failed(span: Span, err: unknown): void {
   span.setAttributes({ 'nsm.error': e.code, 'nsm.cni_code': e.cniCode })
   span.setStatus({ code: SpanStatusCode.ERROR, message: e.message })
 }
+
+/** The span of each call the pipeline handler runs. */
+const CALL_SPANS = { request: 'NetworkService/Request', close: 'NetworkService/Close', heal: 'heal' } as const
 
 /** One kernel batch traced: its span, ended as the batch settles. */
 class BatchSpan implements BatchWatch {
@@ -91,43 +99,73 @@ class BatchSpan implements BatchWatch {
   }
 }
 
-/** Spans handed to the exporter together: at least this many, or whatever ended within DRAIN_MS. */
-const DRAIN_AT = 64
-const DRAIN_MS = 50
+/** Idle: no traced call has run for this long. */
+const IDLE_MS = 10
+/** Spans handed over even while calls keep coming: this many waiting, or waiting this long (since the last slice). */
+const BUSY_AT = 1024
+const MAX_WAIT_MS = 1000
 /** Spans encoded per turn of the event loop (~30 µs): a call arriving meanwhile waits for one slice at most. */
 const DRAIN_SLICE = 16
 
 /**
- * Spans that ended, handed to the exporter (./otlp.ts encodes them) in batches: once DRAIN_AT spans wait
- * (from a setImmediate: after the call that ended the last one has answered), else DRAIN_MS after the first
- * one ended, DRAIN_SLICE per turn of the event loop. Handed over a call's few at a time, each span cost
- * several times what it costs in a batch: between calls the encoder's code and data are cold (BENCHMARKS.md
- * "Observability overhead"); in slices, the encoding runs while the calls that arrived meanwhile wait for the
- * kernel instead of before them.
+ * Spans that ended, handed to the exporter (./otlp.ts encodes them) once the agent is idle: no traced call
+ * (Request, Close, heal, CNI call) running and none ended in the last IDLE_MS; while calls keep coming, once
+ * BUSY_AT spans wait or they have waited MAX_WAIT_MS. DRAIN_SLICE per turn of the event loop. Encoded
+ * between calls that follow each other, the spans cost the next call what they cost the event loop and more:
+ * code and data of the encoder and the exporter's POST push the calls' own out of the caches
+ * (BENCHMARKS.md "Observability overhead").
  */
 class Deferred implements SpanSink {
   private ended: RecordedSpan[] = []
   private immediate: NodeJS.Immediate | undefined
   private timer: NodeJS.Timeout | undefined
+  /** Traced calls running, and performance.now() when the last one ended. */
+  private active = 0
+  private lastEndMs = 0
+  /** performance.now() when the spans waiting began to: the first one's add, or the last slice. */
+  private waitingSinceMs = 0
 
   constructor(private readonly exporter: OtlpTraceExporter) {}
 
-  add(span: RecordedSpan): void {
-    const n = this.ended.push(span)
-    if (n >= DRAIN_AT) this.immediate ??= setImmediate(this.slice)
-    else if (this.timer === undefined && this.immediate === undefined) {
-      this.timer = setTimeout(this.slice, DRAIN_MS)
-      this.timer.unref()
-    }
+  callStarted(): void {
+    this.active++
   }
 
-  /** Hands the oldest DRAIN_SLICE spans over; the rest go from the next turn. */
+  callEnded(): void {
+    this.active--
+    this.lastEndMs = performance.now()
+  }
+
+  add(span: RecordedSpan): void {
+    const n = this.ended.push(span)
+    if (n === 1) this.waitingSinceMs = performance.now()
+    if (n >= BUSY_AT) this.immediate ??= setImmediate(this.slice)
+    else if (this.timer === undefined && this.immediate === undefined) this.arm()
+  }
+
+  private arm(): void {
+    this.timer = setTimeout(this.check, IDLE_MS)
+    this.timer.unref()
+  }
+
+  /** Drains when idle or when the spans cannot wait longer; else looks again in IDLE_MS. */
+  private readonly check = (): void => {
+    this.timer = undefined
+    const now = performance.now()
+    if ((this.active === 0 && now - this.lastEndMs >= IDLE_MS) || now - this.waitingSinceMs >= MAX_WAIT_MS) this.slice()
+    else this.arm()
+  }
+
+  /** Hands the oldest DRAIN_SLICE spans over; the rest go from the next turn, or once idle again when a call came. */
   private readonly slice = (): void => {
     clearTimeout(this.timer)
     this.timer = undefined
     this.immediate = undefined
     for (const s of this.ended.splice(0, DRAIN_SLICE)) this.exporter.add(s)
-    if (this.ended.length > 0) this.immediate = setImmediate(this.slice)
+    if (this.ended.length === 0) return
+    this.waitingSinceMs = performance.now()
+    if (this.active === 0 || this.ended.length >= BUSY_AT) this.immediate = setImmediate(this.slice)
+    else this.arm()
   }
 
   /** Hands every span over now (shutdown). */
@@ -168,6 +206,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const span = recorder.start(name, kind, attributes, parent, ORIGIN_MS + frame.startMs)
     frame.span = span
     pushFrame(stack, frame)
+    deferred.callStarted()
     try {
       const out = await run()
       done?.(span, out)
@@ -177,6 +216,7 @@ export function startTracing(o: TracingOptions): Tracing {
       throw err
     } finally {
       popFrame(stack, frame)
+      deferred.callEnded()
       span.end()
     }
   }
@@ -220,23 +260,47 @@ export function startTracing(o: TracingOptions): Tracing {
       frame.span = recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }, ORIGIN_MS + frame.startMs)
       return true
     },
-    elementEnd(frame, fails, error) {
+    elementEnd(frame) {
       const span = frame.span
       if (span === undefined) return
-      if (fails) failed(span, error)
+      if (frame.failed) failed(span, frame.error)
       span.end(ORIGIN_MS + frame.endMs)
     },
-    request: (subject, ctx, run) =>
-      inSpan('NetworkService/Request', SpanKind.SERVER, subjectAttributes(subject), parentOf(ctx), run, (span, conn) => {
-        span.setAttributes({ 'nsm.endpoint': conn.networkServiceEndpointName, 'nsm.mechanism': conn.mechanism?.type ?? '' })
-      }),
-    close: (subject, ctx, record, run) =>
-      inSpan('NetworkService/Close', SpanKind.SERVER, { ...subjectAttributes(subject), ...(record === undefined ? {} : { 'nsm.endpoint': record.endpointName, 'nsm.mechanism': record.mechanism.type }) }, parentOf(ctx), run),
-    heal: (subject, reason, run) =>
-      inSpan('heal', SpanKind.INTERNAL, { ...subjectAttributes(subject), 'nsm.heal.reason': reason }, undefined, run, (span, healed) => {
+    callStart(frame) {
+      const call = frame.call
+      if (call === undefined) return
+      const attributes = subjectAttributes(call.subject)
+      let parent: Parent
+      if (call.op === 'heal') {
+        attributes['nsm.heal.reason'] = call.reason
+        parent = undefined
+      } else {
+        if (call.op === 'close' && call.record !== undefined) {
+          attributes['nsm.endpoint'] = call.record.endpointName
+          attributes['nsm.mechanism'] = call.record.mechanism.type
+        }
+        parent = parentOf(call.ctx)
+      }
+      frame.span = recorder.start(CALL_SPANS[call.op], call.op === 'heal' ? SpanKind.INTERNAL : SpanKind.SERVER, attributes, parent, ORIGIN_MS + frame.startMs, true)
+      deferred.callStarted()
+    },
+    callEnd(frame) {
+      const span = frame.span
+      const call = frame.call
+      if (span === undefined || call === undefined) return
+      if (frame.failed) failed(span, frame.error)
+      else if (call.op === 'request') {
+        const conn = frame.result as Connection
+        span.setAttribute('nsm.endpoint', conn.networkServiceEndpointName)
+        span.setAttribute('nsm.mechanism', conn.mechanism?.type ?? '')
+      } else if (call.op === 'heal') {
+        const healed = frame.result === true
         span.setAttribute('nsm.heal.outcome', healed ? 'healed' : 'down')
         if (!healed) span.setStatus({ code: SpanStatusCode.ERROR, message: 'no replacement: the connection stays DOWN' })
-      }),
+      }
+      span.end(ORIGIN_MS + frame.endMs)
+      deferred.callEnded()
+    },
   }
 
   const cni: CniObserver = (call, run) => {
@@ -263,7 +327,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const parent = runningSpan()
     if (!(parent instanceof RecordedSpan)) return undefined
     const attributes: Attributes = netns === undefined ? { 'netlink.messages': messages, 'netlink.first': what } : { 'netlink.messages': messages, 'netlink.first': what, 'netlink.netns': netns }
-    return new BatchSpan(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }))
+    return new BatchSpan(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }, undefined, true))
   })
 
   return {

@@ -1,7 +1,9 @@
 // The agent's span recorder (ARCHITECTURE §13): spans behind @opentelemetry/api's Tracer and Span
 // interfaces, recorded as plain fields and handed, as they end, to the OTLP exporter (./otlp.ts), which
 // encodes each into protobuf at once. Sampling is the SDK's (@opentelemetry/sdk-trace-base's samplers, from
-// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG), and so are the ids (its RandomIdGenerator).
+// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG), asked for every span without a local parent unless it
+// samples all of those (always_on, parentbased_always_on: the answer is known). Ids are random hex from
+// Math.random, as the SDK's RandomIdGenerator makes them, without its round trip through a Buffer.
 //
 // Why not the SDK's own spans: with them a traced Request and its Close cost the agent ~1 ms more CPU (15
 // spans: attribute copies and limits, hrtime arithmetic, span processor and exporter objects, a worker thread
@@ -13,7 +15,7 @@
 // variables can name give a local parent); only a span without a local parent asks the sampler. A span the
 // sampler drops is a non-recording span that still carries its trace context to the calls it makes.
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Attributes, type AttributeValue, type Context, type Exception, type Link, type Span, type SpanAttributes, type SpanContext, type SpanOptions, type SpanStatus, type TimeInput, type Tracer } from '@opentelemetry/api'
-import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, RandomIdGenerator, SamplingDecision, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-base'
+import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, SamplingDecision, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace-base'
 import { performance } from 'node:perf_hooks'
 import type { FinishedSpan } from './otlp.js'
 
@@ -35,6 +37,9 @@ function timeMs(t: TimeInput | undefined): number {
   return t[0] * 1000 + t[1] / 1e6
 }
 
+/** Samplers that sample every span without a parent (the recorder need not ask them): samplerFromEnv's. */
+const SAMPLES_EVERY_ROOT = new WeakSet<Sampler>()
+
 /** The sampler OTEL_TRACES_SAMPLER (and OTEL_TRACES_SAMPLER_ARG) name; a bad value is an error naming the variable. */
 export function samplerFromEnv(env: NodeJS.ProcessEnv): Sampler {
   const name = env.OTEL_TRACES_SAMPLER?.trim() || 'parentbased_always_on'
@@ -51,8 +56,11 @@ export function samplerFromEnv(env: NodeJS.ProcessEnv): Sampler {
       return new AlwaysOffSampler()
     case 'traceidratio':
       return new TraceIdRatioBasedSampler(ratio())
-    case 'parentbased_always_on':
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() })
+    case 'parentbased_always_on': {
+      const sampler = new ParentBasedSampler({ root: new AlwaysOnSampler() })
+      SAMPLES_EVERY_ROOT.add(sampler)
+      return sampler
+    }
     case 'parentbased_always_off':
       return new ParentBasedSampler({ root: new AlwaysOffSampler() })
     case 'parentbased_traceidratio':
@@ -68,6 +76,27 @@ type SpanLink = { traceId: string; spanId: string; traceState?: string; flags: n
 const NO_EVENTS: readonly SpanEvent[] = Object.freeze([])
 const NO_LINKS: readonly SpanLink[] = Object.freeze([])
 const UNSET: { readonly code: number } = Object.freeze({ code: SpanStatusCode.UNSET })
+
+/** Two lowercase hex digits per byte value. */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
+
+/** 8 hex digits, 32 random bits. */
+function hex32(): string {
+  const r = (Math.random() * 0x100000000) >>> 0
+  return (HEX[r >>> 24] as string) + (HEX[(r >>> 16) & 255] as string) + (HEX[(r >>> 8) & 255] as string) + (HEX[r & 255] as string)
+}
+
+/** Random W3C ids (never all zero, which is invalid: the last byte becomes 01). */
+export const randomIds = {
+  generateTraceId(): string {
+    const id = hex32() + hex32() + hex32() + hex32()
+    return id === '00000000000000000000000000000000' ? `${id.slice(0, 30)}01` : id
+  },
+  generateSpanId(): string {
+    const id = hex32() + hex32()
+    return id === '0000000000000000' ? '0000000000000001' : id
+  },
+}
 
 /** Where a span's id comes from: made when first read (most are first read by the exporter, after the call). */
 export interface SpanIds {
@@ -85,8 +114,6 @@ export class RecordedSpan implements Span, FinishedSpan {
   status: { code: number; message?: string } = UNSET
   events: readonly SpanEvent[] = NO_EVENTS
   links: readonly SpanLink[] = NO_LINKS
-  /** False while `attributes` is the caller's object (element spans share theirs): copied on first change. */
-  private ownAttributes = false
   private ended = false
   private id: string | undefined
   private context: SpanContext | undefined
@@ -105,6 +132,8 @@ export class RecordedSpan implements Span, FinishedSpan {
     readonly kind: SpanKind,
     readonly startMs: number,
     public attributes: Attributes,
+    /** False while `attributes` is the caller's object (element spans share theirs): copied on first change. */
+    private ownAttributes = false,
   ) {}
 
   get spanId(): string {
@@ -210,24 +239,28 @@ export class RecordedSpan implements Span, FinishedSpan {
 export type Parent = { local: Span } | { remote: SpanContext } | undefined
 
 export class SpanRecorder implements Tracer {
-  private readonly ids = new RandomIdGenerator()
+  private readonly ids = randomIds
+  private readonly everyRoot: boolean
 
   constructor(
     private readonly sink: SpanSink,
     private readonly sampler: Sampler,
-  ) {}
+  ) {
+    this.everyRoot = sampler instanceof AlwaysOnSampler || SAMPLES_EVERY_ROOT.has(sampler)
+  }
 
   /**
-   * Starts a span at `startMs` (epoch milliseconds, default now). `attributes` is kept as it is (not copied)
-   * until the span changes it: callers pass the same object for many spans.
+   * Starts a span at `startMs` (epoch milliseconds, default now). `attributes` is kept as it is, and copied
+   * before the span changes it (callers pass the same object for many spans) unless `owned`: made for this span.
    */
-  start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent, startMs = nowMs()): Span {
+  start(name: string, kind: SpanKind, attributes: Attributes, parent: Parent, startMs = nowMs(), owned = false): Span {
     if (parent !== undefined && 'local' in parent) {
       // A local parent's decision holds for its children; a non-recording parent's children are the parent.
       const p = parent.local
       if (!(p instanceof RecordedSpan)) return p
-      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, startMs, attributes)
+      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, startMs, attributes, owned)
     }
+    if (parent === undefined && this.everyRoot) return new RecordedSpan(this.sink, this.ids, this.ids.generateTraceId(), TraceFlags.SAMPLED, undefined, undefined, false, name, kind, startMs, attributes, owned)
     const remote = parent?.remote
     const valid = remote !== undefined && trace.isSpanContextValid(remote)
     const traceId = valid ? remote.traceId : this.ids.generateTraceId()
@@ -238,7 +271,7 @@ export class SpanRecorder implements Tracer {
       return trace.wrapSpanContext({ traceId, spanId: this.ids.generateSpanId(), traceFlags: TraceFlags.NONE, ...(traceState === undefined ? {} : { traceState }) })
     }
     const attrs = sampled.attributes === undefined ? attributes : { ...attributes, ...sampled.attributes }
-    return new RecordedSpan(this.sink, this.ids, traceId, TraceFlags.SAMPLED, traceState, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, startMs, attrs)
+    return new RecordedSpan(this.sink, this.ids, traceId, TraceFlags.SAMPLED, traceState, valid ? remote.spanId : undefined, valid ? remote.isRemote === true : false, name, kind, startMs, attrs, owned || attrs !== attributes)
   }
 
   // The api's Tracer (for code that goes through @opentelemetry/api's global tracer provider).

@@ -24,8 +24,8 @@ function recorder(records: (f: CallFrame) => boolean = () => true): PipelineObse
       seen.starts.push(frame)
       return records(frame)
     },
-    elementEnd(frame, failed, error) {
-      seen.ends.push({ frame, failed, error })
+    elementEnd(frame) {
+      seen.ends.push({ frame, failed: frame.failed, error: frame.error })
     },
   }
 }
