@@ -20,11 +20,11 @@
 // in the calls to NSM endpoints that serve the API (agent/pipeline/nse.ts, through the hook's `outgoing`).
 //
 // Cost (BENCHMARKS.md, observe): spans are the agent's own lean recorder behind @opentelemetry/api's
-// interfaces (./span.ts: the SDK's samplers and ids, not its span objects; an id made when first read),
-// encoded into OTLP protobuf in batches after the calls they belong to answered (Deferred, ./otlp.ts); an
-// element whose call only hands it on gets no span (agent/pipeline/chain.ts `observed`), element span names and
-// attributes are made once, and an element's span lives on the call frame the chain makes for every observer
-// (agent/pipeline/observe.ts CallFrame: no promise of its own).
+// interfaces (./span.ts: the SDK's samplers, not its span objects or ids; an id made when first read), encoded
+// into OTLP protobuf once the agent is idle (./idle-queue.ts, ./otlp.ts); an element whose call only hands it on
+// gets no span (agent/pipeline/chain.ts `observed`), element span names and attributes are made once, and a
+// span lives on the frame the chain or the handler makes for every observer (agent/pipeline/observe.ts
+// CallFrame, told to the hooks synchronously: no promise of tracing's own).
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type SpanContext } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
@@ -34,8 +34,9 @@ import { CallFrame, frameStack, popFrame, pushFrame, runningSpan, type CallSubje
 import type { CallContext } from '../server/handler.js'
 import { watchBatches, type BatchWatch } from '../../pkg/netlink/rtnl.js'
 import { performance } from 'node:perf_hooks'
+import { IdleSpanQueue } from './idle-queue.js'
 import { OtlpTraceExporter } from './otlp.js'
-import { ORIGIN_MS, RecordedSpan, samplerFromEnv, SpanRecorder, type Parent, type SpanSink } from './span.js'
+import { ORIGIN_MS, RecordedSpan, samplerFromEnv, SpanRecorder, type Parent } from './span.js'
 
 const propagator = new W3CTraceContextPropagator()
 
@@ -99,87 +100,6 @@ class BatchSpan implements BatchWatch {
   }
 }
 
-/** Idle: no traced call has run for this long. */
-const IDLE_MS = 10
-/** Spans handed over even while calls keep coming: this many waiting, or waiting this long (since the last slice). */
-const BUSY_AT = 1024
-const MAX_WAIT_MS = 1000
-/** Spans encoded per turn of the event loop (~30 µs): a call arriving meanwhile waits for one slice at most. */
-const DRAIN_SLICE = 16
-
-/**
- * Spans that ended, handed to the exporter (./otlp.ts encodes them) once the agent is idle: no traced call
- * (Request, Close, heal, CNI call) running and none ended in the last IDLE_MS; while calls keep coming, once
- * BUSY_AT spans wait or they have waited MAX_WAIT_MS. DRAIN_SLICE per turn of the event loop. Encoded
- * between calls that follow each other, the spans cost the next call what they cost the event loop and more:
- * code and data of the encoder and the exporter's POST push the calls' own out of the caches
- * (BENCHMARKS.md "Observability overhead").
- */
-class Deferred implements SpanSink {
-  private ended: RecordedSpan[] = []
-  private immediate: NodeJS.Immediate | undefined
-  private timer: NodeJS.Timeout | undefined
-  /** Traced calls running, and performance.now() when the last one ended. */
-  private active = 0
-  private lastEndMs = 0
-  /** performance.now() when the spans waiting began to: the first one's add, or the last slice. */
-  private waitingSinceMs = 0
-
-  constructor(private readonly exporter: OtlpTraceExporter) {}
-
-  callStarted(): void {
-    this.active++
-  }
-
-  callEnded(): void {
-    this.active--
-    this.lastEndMs = performance.now()
-  }
-
-  add(span: RecordedSpan): void {
-    const n = this.ended.push(span)
-    if (n === 1) this.waitingSinceMs = performance.now()
-    if (n >= BUSY_AT) this.immediate ??= setImmediate(this.slice)
-    else if (this.timer === undefined && this.immediate === undefined) this.arm()
-  }
-
-  private arm(): void {
-    this.timer = setTimeout(this.check, IDLE_MS)
-    this.timer.unref()
-  }
-
-  /** Drains when idle or when the spans cannot wait longer; else looks again in IDLE_MS. */
-  private readonly check = (): void => {
-    this.timer = undefined
-    const now = performance.now()
-    if ((this.active === 0 && now - this.lastEndMs >= IDLE_MS) || now - this.waitingSinceMs >= MAX_WAIT_MS) this.slice()
-    else this.arm()
-  }
-
-  /** Hands the oldest DRAIN_SLICE spans over; the rest go from the next turn, or once idle again when a call came. */
-  private readonly slice = (): void => {
-    clearTimeout(this.timer)
-    this.timer = undefined
-    this.immediate = undefined
-    for (const s of this.ended.splice(0, DRAIN_SLICE)) this.exporter.add(s)
-    if (this.ended.length === 0) return
-    this.waitingSinceMs = performance.now()
-    if (this.active === 0 || this.ended.length >= BUSY_AT) this.immediate = setImmediate(this.slice)
-    else this.arm()
-  }
-
-  /** Hands every span over now (shutdown). */
-  drain(): void {
-    clearImmediate(this.immediate)
-    clearTimeout(this.timer)
-    this.immediate = undefined
-    this.timer = undefined
-    const ended = this.ended
-    this.ended = []
-    for (const s of ended) this.exporter.add(s)
-  }
-}
-
 export function startTracing(o: TracingOptions): Tracing {
   const env = o.env ?? process.env
   const exporter = new OtlpTraceExporter({
@@ -188,8 +108,8 @@ export function startTracing(o: TracingOptions): Tracing {
     env,
     ...(o.warn === undefined ? {} : { warn: o.warn }),
   })
-  const deferred = new Deferred(exporter)
-  const recorder = new SpanRecorder(deferred, samplerFromEnv(env))
+  const waiting = new IdleSpanQueue(exporter)
+  const recorder = new SpanRecorder(waiting, samplerFromEnv(env))
   // @opentelemetry/api's facade: its propagation is W3C trace context, its global tracer this recorder. No
   // context manager: a second AsyncLocalStorage would cost every promise of the agent, and the spans running
   // are on the frames of the call scope the logs already use (agent/pipeline/observe.ts `runningSpan`).
@@ -206,7 +126,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const span = recorder.start(name, kind, attributes, parent, ORIGIN_MS + frame.startMs)
     frame.span = span
     pushFrame(stack, frame)
-    deferred.callStarted()
+    waiting.callStarted()
     try {
       const out = await run()
       done?.(span, out)
@@ -216,7 +136,7 @@ export function startTracing(o: TracingOptions): Tracing {
       throw err
     } finally {
       popFrame(stack, frame)
-      deferred.callEnded()
+      waiting.callEnded()
       span.end()
     }
   }
@@ -282,7 +202,7 @@ export function startTracing(o: TracingOptions): Tracing {
         parent = parentOf(call.ctx)
       }
       frame.span = recorder.start(CALL_SPANS[call.op], call.op === 'heal' ? SpanKind.INTERNAL : SpanKind.SERVER, attributes, parent, ORIGIN_MS + frame.startMs, true)
-      deferred.callStarted()
+      waiting.callStarted()
     },
     callEnd(frame) {
       const span = frame.span
@@ -299,7 +219,7 @@ export function startTracing(o: TracingOptions): Tracing {
         if (!healed) span.setStatus({ code: SpanStatusCode.ERROR, message: 'no replacement: the connection stays DOWN' })
       }
       span.end(ORIGIN_MS + frame.endMs)
-      deferred.callEnded()
+      waiting.callEnded()
     },
   }
 
@@ -336,7 +256,7 @@ export function startTracing(o: TracingOptions): Tracing {
     outgoing,
     async shutdown() {
       watchBatches(undefined)
-      deferred.drain()
+      waiting.drain()
       await exporter.shutdown()
       trace.disable()
       propagation.disable()

@@ -1,7 +1,7 @@
 // The agent's OTLP/HTTP trace exporter (http/protobuf). The recorder's spans (./span.ts) come in after they
-// ended, several at a time (./index.ts, Deferred); add() encodes each at once into the pending batch's bytes
-// (./otlp-encode.ts, a few µs, no object tree), and batches are POSTed from timers and setImmediate callbacks,
-// never from inside add().
+// ended, several at a time, once the agent is idle (./idle-queue.ts); add() encodes each at once into the
+// pending batch's bytes (./otlp-encode.ts, a few µs, no object tree), and batches are POSTed from timers and
+// setImmediate callbacks, never from inside add().
 //
 // Settings are OpenTelemetry's standard variables, read once at construction; a bad value is a ConfigError
 // naming the variable (agent/main.ts turns it into exit 2):

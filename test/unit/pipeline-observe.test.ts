@@ -2,10 +2,11 @@
 // CallFrame, started and ended once for every observer, nested on its call scope's stack (`outer`), its time
 // added to the frame that called it (`innerMs`); a frame no observer records is not stacked and not ended; a
 // failure, thrown or rejected, ends the frame failed with its error; several observers see every start and
-// are told the ends in reverse order.
+// are told the ends in reverse order. A Request, Close or heal (`watchCall`) is a frame too, told to callStart
+// before it runs (not yet on the stack) and to callEnd once it settled, with its result or error.
 import t from 'tap'
 import { buildChain, type Element, type Handler, type PipelineClose, type PipelineRequest } from '../../agent/pipeline/chain.js'
-import { CallFrame, combineObservers, frameStack, runningSpan, type PipelineObserver } from '../../agent/pipeline/observe.js'
+import { CallFrame, combineObservers, frameStack, runningSpan, watchCall, watchesCalls, type PipelineCall, type PipelineObserver } from '../../agent/pipeline/observe.js'
 import { inCallScope } from '../../agent/server/call-scope.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { Span } from '@opentelemetry/api'
@@ -225,4 +226,57 @@ t.test('without element hooks the chain is linked directly: no frame while an el
     await inCallScope({}, () => chain.request(request))
   }
   t.same(depths, [0, 0, 2], 'none without an observer or without element hooks; a and probe with one')
+})
+
+t.test('watchCall: one frame, told as it starts (not yet stacked) and once it settled, with the result or the error', async (t) => {
+  const seen: string[] = []
+  const frames: CallFrame[] = []
+  const o: PipelineObserver = {
+    callStart(f) {
+      frames.push(f)
+      seen.push(`start ${f.call?.op} stacked=${frameStack()?.includes(f) === true}`)
+    },
+    callEnd(f) {
+      seen.push(`end ${f.call?.op} failed=${f.failed} result=${String(f.result)} error=${(f.error as Error | undefined)?.message} stacked=${frameStack()?.includes(f) === true}`)
+    },
+  }
+  const call: PipelineCall = { op: 'heal', subject: { connection: 'c1', service: 's' }, reason: 'endpoint-gone' }
+  await inCallScope({}, async () => {
+    const out = await watchCall(o, call, async () => {
+      seen.push(`run stacked=${frameStack()?.includes(frames[0] as CallFrame) === true}`)
+      await tick()
+      return true
+    })
+    t.equal(out, true, 'resolves with what run did')
+    await t.rejects(
+      watchCall(o, { op: 'request', subject: { connection: 'c2', service: 's' }, ctx: {} as PipelineRequest['ctx'] }, async () => {
+        throw new Error('no endpoint')
+      }),
+      { message: 'no endpoint' },
+      'rejects as run did',
+    )
+    t.same(frameStack(), [], 'nothing left on the scope')
+  })
+  t.same(seen, [
+    'start heal stacked=false',
+    'run stacked=true',
+    'end heal failed=false result=true error=undefined stacked=false',
+    'start request stacked=false',
+    'end request failed=true result=undefined error=no endpoint stacked=false',
+  ])
+  const [heal] = frames as [CallFrame]
+  t.equal(heal.call, call, 'the frame carries the call')
+  t.equal(heal.element, undefined, 'not an element')
+  t.ok(heal.endMs >= heal.startMs, 'timed')
+})
+
+t.test('call hooks of several observers: started outermost first, ended innermost first; watchesCalls', async (t) => {
+  const order: string[] = []
+  const mk = (name: string): PipelineObserver => ({ callStart: () => void order.push(`${name} start`), callEnd: () => void order.push(`${name} end`) })
+  const both = combineObservers([mk('outer'), { elementStart: () => false }, mk('inner')]) as PipelineObserver
+  await watchCall(both, { op: 'close', subject: { connection: 'c1', service: 's' }, ctx: {} as PipelineClose['ctx'], record: undefined }, async () => undefined)
+  t.same(order, ['outer start', 'inner start', 'inner end', 'outer end'])
+  t.ok(watchesCalls(both), 'a combination with call hooks watches calls')
+  t.notOk(watchesCalls(combineObservers([{ elementStart: () => true }, { outgoing: () => ({}) }])), 'none of them has call hooks: calls are not wrapped')
+  t.notOk(watchesCalls(undefined), 'no observer')
 })

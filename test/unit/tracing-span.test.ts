@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { createTraceState, ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Attributes, type Context, type Span, type SpanContext, type Tracer } from '@opentelemetry/api'
 import { SamplingDecision, type Sampler } from '@opentelemetry/sdk-trace-base'
-import { RecordedSpan, samplerFromEnv, SpanRecorder, type SpanSink } from '../../agent/tracing/span.js'
+import { randomIds, RecordedSpan, samplerFromEnv, SpanRecorder, type SpanSink } from '../../agent/tracing/span.js'
 import type { FinishedSpan } from '../../agent/tracing/otlp.js'
 
 const HEX32 = /^[0-9a-f]{32}$/
@@ -136,6 +136,43 @@ t.test('SpanRecorder.start: a root gets a fresh trace id and span id, and no par
   t.ok(Math.abs(a.startMs - Date.now()) < 60_000, 'startMs is epoch milliseconds')
 })
 
+t.test('SpanRecorder.start: a root is the same whether the sampler is asked or known to sample every root', async (t) => {
+  // parentbased_always_on and always_on are not asked for a root (the answer is known); traceidratio 1 is.
+  for (const env of [{}, { OTEL_TRACES_SAMPLER: 'always_on' }, { OTEL_TRACES_SAMPLER: 'parentbased_always_on' }, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' }]) {
+    const { recorder } = recorderWith(env)
+    const attributes = { 'nsm.service': 'web' }
+    const a = recorded(t, recorder.start('NetworkService/Request', SpanKind.SERVER, attributes, undefined, 1234.5))
+    const what = JSON.stringify(env)
+    t.match(a.traceId, HEX32, `${what}: a trace id`)
+    t.equal(a.flags, TraceFlags.SAMPLED, `${what}: sampled`)
+    t.equal(a.parentSpanId, undefined, `${what}: no parent`)
+    t.equal(a.traceState, undefined, `${what}: no trace state`)
+    t.equal(a.startMs, 1234.5, `${what}: the start given`)
+    t.equal(a.attributes, attributes, `${what}: the attributes given`)
+  }
+  const { recorder } = recorderWith({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' })
+  t.notOk(recorder.start('root', SpanKind.SERVER, {}, undefined).isRecording(), 'parentbased_always_off is asked: the root is dropped')
+})
+
+t.test('randomIds: lowercase hex of the W3C lengths, all different', async (t) => {
+  const traces = new Set<string>()
+  const spans = new Set<string>()
+  for (let i = 0; i < 10_000; i++) {
+    const tr = randomIds.generateTraceId()
+    const sp = randomIds.generateSpanId()
+    if (!HEX32.test(tr) || !HEX16.test(sp)) t.fail(`not hex of the length: ${tr} ${sp}`)
+    traces.add(tr)
+    spans.add(sp)
+  }
+  t.equal(traces.size, 10_000, 'no trace id twice')
+  t.equal(spans.size, 10_000, 'no span id twice')
+  // Each hex digit position takes many values (no constant or stuck digit from the byte table).
+  for (let pos = 0; pos < 32; pos++) {
+    const seen = new Set([...traces].map((id) => id[pos]))
+    if (seen.size < 16) t.fail(`trace id digit ${pos} took only ${seen.size} values`)
+  }
+})
+
 t.test('SpanRecorder.start: a local child shares the trace, its parent is the local span', async (t) => {
   const { recorder } = recorderWith({ OTEL_TRACES_SAMPLER: 'always_on' })
   const parent = recorded(t, recorder.start('NetworkService/Request', SpanKind.SERVER, {}, undefined))
@@ -234,6 +271,15 @@ t.test('RecordedSpan: attributes are the caller\'s object until a span changes t
   t.strictSame(b.attributes, { 'nsm.service': 'web', 'nsm.connection': 'c1', 'nsm.mechanism': 'KERNEL', n: 3, list: ['a', 'b'] }, 'setAttributes adds all but undefined values')
   t.notOk('skipped' in b.attributes, 'an undefined value is skipped, not stored')
   t.strictSame(shared, { 'nsm.service': 'web', 'nsm.connection': 'c1' }, "the caller's object is still unchanged")
+})
+
+t.test('RecordedSpan: attributes started as owned are changed in place', async (t) => {
+  const { recorder } = recorderWith()
+  const mine: Attributes = { 'nsm.service': 'web' }
+  const a = recorded(t, recorder.start('NetworkService/Request', SpanKind.SERVER, mine, undefined, undefined, true))
+  a.setAttribute('nsm.endpoint', 'nse-1')
+  t.equal(a.attributes, mine, 'not copied')
+  t.strictSame(mine, { 'nsm.service': 'web', 'nsm.endpoint': 'nse-1' }, 'the change is in the object given')
 })
 
 t.test('RecordedSpan: events with attributes and times', async (t) => {

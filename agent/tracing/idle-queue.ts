@@ -1,0 +1,126 @@
+// Spans that ended, waiting for the agent to be idle before the exporter (./otlp.ts) encodes them
+// (ARCHITECTURE §13). Encoded between calls that follow each other, spans cost the next call what they cost
+// the event loop and more: the encoder's and the exporter's code and data push the calls' own out of the
+// caches (BENCHMARKS.md "Observability overhead"). So they wait until no traced call (Request, Close, heal,
+// CNI call) runs and none ended in the last `idleMs`; while calls keep coming, until `busyAt` spans wait or
+// some have waited `maxWaitMs`, and then all of them go whatever runs. They are handed over `slice` per turn of
+// the event loop (~30 µs): a call arriving meanwhile waits for one slice at most, and an idle drain pauses
+// while calls run again.
+import { performance } from 'node:perf_hooks'
+import type { FinishedSpan } from './otlp-encode.js'
+
+/** What takes the spans (the exporter's add(): encodes one at once). */
+export interface SpanTaker {
+  add(span: FinishedSpan): void
+}
+
+export interface IdleQueueOptions {
+  /** Idle: no traced call for this long (ms, default 10). */
+  idleMs?: number
+  /** Spans waiting that are handed over however busy the agent is (default 1024). */
+  busyAt?: number
+  /** Spans that waited this long (ms, default 1000) are handed over however busy the agent is. */
+  maxWaitMs?: number
+  /** Spans handed over per turn of the event loop (default 16). */
+  slice?: number
+}
+
+export class IdleSpanQueue {
+  private waiting: FinishedSpan[] = []
+  private readonly idleMs: number
+  private readonly busyAt: number
+  private readonly maxWaitMs: number
+  private readonly sliceSize: number
+  private immediate: NodeJS.Immediate | undefined
+  private timer: NodeJS.Timeout | undefined
+  /** Traced calls running, and performance.now() when the last one ended. */
+  private active = 0
+  private lastEndMs = 0
+  /** performance.now() when the queue last went from empty to not. */
+  private waitingSinceMs = 0
+  /** Draining whatever runs (busyAt or maxWaitMs reached), until the queue is empty. */
+  private urgent = false
+
+  constructor(
+    private readonly taker: SpanTaker,
+    o: IdleQueueOptions = {},
+  ) {
+    this.idleMs = o.idleMs ?? 10
+    this.busyAt = o.busyAt ?? 1024
+    this.maxWaitMs = o.maxWaitMs ?? 1000
+    this.sliceSize = o.slice ?? 16
+  }
+
+  /** Spans waiting. */
+  get size(): number {
+    return this.waiting.length
+  }
+
+  callStarted(): void {
+    this.active++
+  }
+
+  callEnded(): void {
+    this.active--
+    this.lastEndMs = performance.now()
+  }
+
+  add(span: FinishedSpan): void {
+    const n = this.waiting.push(span)
+    if (n === 1) this.waitingSinceMs = performance.now()
+    if (n >= this.busyAt) this.drainSoon(true)
+    else if (this.timer === undefined && this.immediate === undefined) this.arm()
+  }
+
+  /** Hands every span over now (shutdown). */
+  drain(): void {
+    this.stop()
+    const waiting = this.waiting
+    this.waiting = []
+    for (const s of waiting) this.taker.add(s)
+  }
+
+  /** Stops the timers; what waits stays (drain() hands it over). */
+  stop(): void {
+    clearImmediate(this.immediate)
+    clearTimeout(this.timer)
+    this.immediate = undefined
+    this.timer = undefined
+    this.urgent = false
+  }
+
+  private arm(): void {
+    this.timer = setTimeout(this.check, this.idleMs)
+    this.timer.unref()
+  }
+
+  private drainSoon(urgent: boolean): void {
+    this.urgent ||= urgent
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.immediate ??= setImmediate(this.slice)
+  }
+
+  /** Drains when idle, or urgently when the spans cannot wait longer; else looks again in idleMs. */
+  private readonly check = (): void => {
+    this.timer = undefined
+    const now = performance.now()
+    if (now - this.waitingSinceMs >= this.maxWaitMs) this.drainSoon(true)
+    else if (this.active === 0 && now - this.lastEndMs >= this.idleMs) this.drainSoon(false)
+    else this.arm()
+  }
+
+  /** Hands the oldest `slice` spans over; the rest from the next turn, or (idle drain) once idle again. */
+  private readonly slice = (): void => {
+    this.immediate = undefined
+    const n = Math.min(this.sliceSize, this.waiting.length)
+    for (let i = 0; i < n; i++) this.taker.add(this.waiting[i] as FinishedSpan)
+    this.waiting.splice(0, n)
+    if (this.waiting.length === 0) {
+      this.urgent = false
+      return
+    }
+    if (this.urgent || this.active === 0) this.immediate = setImmediate(this.slice)
+    else this.arm()
+  }
+}
