@@ -41,8 +41,15 @@ export class CallFrame {
   failed = false
   error: unknown = undefined
   result: unknown = undefined
-  /** The span traces record for this call (agent/tracing/); undefined when none does. */
+  /**
+   * The span traces record for this call (agent/tracing/): a Request's, Close's, heal's or CNI call's from its
+   * start (a span the sampler dropped included); an element's once the agent is idle, or when first needed (a
+   * call it makes carries its context). Undefined while none is made.
+   */
   span: Span | undefined = undefined
+  /** Traces record a span for this call (made now or later: `span`), the child of `spanParent`'s. */
+  traced = false
+  spanParent: CallFrame | undefined = undefined
 
   constructor(
     /** The element; undefined for a call's or a span's frame. */
@@ -76,12 +83,12 @@ export function popFrame(stack: CallFrame[] | undefined, frame: CallFrame): void
   if (stack !== undefined && stack[stack.length - 1] === frame) stack.pop()
 }
 
-/** The innermost span of the frames running, in this scope or an outer one. */
-export function runningSpan(): Span | undefined {
+/** The innermost frame running with a span, made or to be made (`span`, `traced`), in this scope or an outer one. */
+export function runningFrame(): CallFrame | undefined {
   return findInScopes(FRAMES, (stack: CallFrame[]) => {
     for (let i = stack.length - 1; i >= 0; i--) {
-      const span = stack[i]?.span
-      if (span !== undefined) return span
+      const f = stack[i] as CallFrame
+      if (f.traced || f.span !== undefined) return f
     }
     return undefined
   })

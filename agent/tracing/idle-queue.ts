@@ -7,12 +7,7 @@
 // the event loop (~30 µs): a call arriving meanwhile waits for one slice at most, and an idle drain pauses
 // while calls run again.
 import { performance } from 'node:perf_hooks'
-import type { FinishedSpan } from './otlp-encode.js'
 
-/** What takes the spans (the exporter's add(): encodes one at once). */
-export interface SpanTaker {
-  add(span: FinishedSpan): void
-}
 
 export interface IdleQueueOptions {
   /** Idle: no traced call for this long (ms, default 10). */
@@ -25,8 +20,9 @@ export interface IdleQueueOptions {
   slice?: number
 }
 
-export class IdleSpanQueue {
-  private waiting: FinishedSpan[] = []
+/** Items (spans, or what spans are made of) handed to `take` once the agent is idle. */
+export class IdleSpanQueue<T> {
+  private waiting: T[] = []
   private readonly idleMs: number
   private readonly busyAt: number
   private readonly maxWaitMs: number
@@ -42,7 +38,8 @@ export class IdleSpanQueue {
   private urgent = false
 
   constructor(
-    private readonly taker: SpanTaker,
+    /** Takes one item: the exporter's add() (encodes a span at once), or makes the span of one and ends it. */
+    private readonly take: (item: T) => void,
     o: IdleQueueOptions = {},
   ) {
     this.idleMs = o.idleMs ?? 10
@@ -65,19 +62,21 @@ export class IdleSpanQueue {
     this.lastEndMs = performance.now()
   }
 
-  add(span: FinishedSpan): void {
-    const n = this.waiting.push(span)
+  add(item: T): void {
+    const n = this.waiting.push(item)
     if (n === 1) this.waitingSinceMs = performance.now()
     if (n >= this.busyAt) this.drainSoon(true)
     else if (this.timer === undefined && this.immediate === undefined) this.arm()
   }
 
-  /** Hands every span over now (shutdown). */
+  /** Hands everything over now, what taking adds included (shutdown). */
   drain(): void {
     this.stop()
-    const waiting = this.waiting
-    this.waiting = []
-    for (const s of waiting) this.taker.add(s)
+    while (this.waiting.length > 0) {
+      const waiting = this.waiting
+      this.waiting = []
+      for (const item of waiting) this.take(item)
+    }
   }
 
   /** Stops the timers; what waits stays (drain() hands it over). */
@@ -114,13 +113,16 @@ export class IdleSpanQueue {
   private readonly slice = (): void => {
     this.immediate = undefined
     const n = Math.min(this.sliceSize, this.waiting.length)
-    for (let i = 0; i < n; i++) this.taker.add(this.waiting[i] as FinishedSpan)
-    this.waiting.splice(0, n)
+    const items = this.waiting.splice(0, n)
+    for (const item of items) this.take(item)
     if (this.waiting.length === 0) {
       this.urgent = false
       return
     }
-    if (this.urgent || this.active === 0) this.immediate = setImmediate(this.slice)
-    else this.arm()
+    // (What taking added may have set a timer or the next slice already.)
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.urgent || this.active === 0) this.immediate ??= setImmediate(this.slice)
+    else if (this.immediate === undefined) this.arm()
   }
 }

@@ -30,7 +30,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { AgentError } from '../errors.js'
 import type { CniObserver } from '../cni/deps.js'
-import { CallFrame, frameStack, popFrame, pushFrame, runningSpan, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
+import { CallFrame, frameStack, popFrame, pushFrame, runningFrame, type CallSubject, type PipelineObserver, type PipelineOp } from '../pipeline/observe.js'
 import type { CallContext } from '../server/handler.js'
 import { watchBatches, type BatchWatch } from '../../pkg/netlink/rtnl.js'
 import { performance } from 'node:perf_hooks'
@@ -90,15 +90,32 @@ function failed(span: Span, err: unknown): void {
 /** The span of each call the pipeline handler runs. */
 const CALL_SPANS = { request: 'NetworkService/Request', close: 'NetworkService/Close', heal: 'heal' } as const
 
-/** One kernel batch traced: its span, ended as the batch settles. */
-class BatchSpan implements BatchWatch {
-  constructor(private readonly span: Span) {}
+/** One kernel batch traced: what its span is made of once the agent is idle (./idle-queue.ts). */
+class BatchRecord implements BatchWatch {
+  endMs = 0
+  fails = false
+  error: unknown = undefined
+
+  constructor(
+    private readonly queue: IdleSpanQueue<Pending>,
+    /** The frame running where the batch was sent: its span is the batch's parent. */
+    readonly parent: CallFrame,
+    readonly netns: string | undefined,
+    readonly messages: number,
+    readonly what: string,
+    readonly startMs: number,
+  ) {}
 
   done(fails: boolean, error?: unknown): void {
-    if (fails) failed(this.span, error)
-    this.span.end()
+    this.endMs = performance.now()
+    this.fails = fails
+    this.error = error
+    this.queue.add(this)
   }
 }
+
+/** What waits in the idle queue: spans that ended, and element calls and kernel batches to make spans of. */
+type Pending = RecordedSpan | CallFrame | BatchRecord
 
 export function startTracing(o: TracingOptions): Tracing {
   const env = o.env ?? process.env
@@ -108,11 +125,16 @@ export function startTracing(o: TracingOptions): Tracing {
     env,
     ...(o.warn === undefined ? {} : { warn: o.warn }),
   })
-  const waiting = new IdleSpanQueue(exporter)
+  const take = (item: Pending): void => {
+    if (item instanceof RecordedSpan) exporter.add(item)
+    else if (item instanceof CallFrame) endElementSpan(item)
+    else emitBatch(item)
+  }
+  const waiting = new IdleSpanQueue<Pending>(take)
   const recorder = new SpanRecorder(waiting, samplerFromEnv(env))
   // @opentelemetry/api's facade: its propagation is W3C trace context, its global tracer this recorder. No
   // context manager: a second AsyncLocalStorage would cost every promise of the agent, and the spans running
-  // are on the frames of the call scope the logs already use (agent/pipeline/observe.ts `runningSpan`).
+  // are on the frames of the call scope the logs already use (agent/pipeline/observe.ts `runningFrame`).
   propagation.setGlobalPropagator(propagator)
   trace.setGlobalTracerProvider({ getTracer: () => recorder })
 
@@ -125,6 +147,7 @@ export function startTracing(o: TracingOptions): Tracing {
     const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now())
     const span = recorder.start(name, kind, attributes, parent, ORIGIN_MS + frame.startMs)
     frame.span = span
+    frame.traced = span instanceof RecordedSpan
     pushFrame(stack, frame)
     waiting.callStarted()
     try {
@@ -153,38 +176,64 @@ export function startTracing(o: TracingOptions): Tracing {
     return e[op]
   }
 
+  /**
+   * A traced frame's span: an element's is made when first needed (once the agent is idle, from the frame's
+   * start; earlier when a call it makes carries its context), its parent's first.
+   */
+  const spanOf = (frame: CallFrame): Span => {
+    if (frame.span !== undefined) return frame.span
+    const parent = frame.spanParent
+    if (parent === undefined || frame.element === undefined || frame.op === undefined) throw new Error('tracing: a frame with no span and no parent to make one under')
+    const { name, attributes } = elementSpan(frame.element, frame.op)
+    return (frame.span = recorder.start(name, SpanKind.INTERNAL, attributes, { local: spanOf(parent) }, ORIGIN_MS + frame.startMs))
+  }
+
+  /** An element call's span, made and ended once the agent is idle. */
+  const endElementSpan = (frame: CallFrame): void => {
+    const span = spanOf(frame)
+    if (frame.failed) failed(span, frame.error)
+    span.end(ORIGIN_MS + frame.endMs)
+  }
+
+  /** A kernel batch's span, once the agent is idle. */
+  const emitBatch = (b: BatchRecord): void => {
+    const attributes: Attributes = b.netns === undefined ? { 'netlink.messages': b.messages, 'netlink.first': b.what } : { 'netlink.messages': b.messages, 'netlink.first': b.what, 'netlink.netns': b.netns }
+    const span = recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: spanOf(b.parent) }, ORIGIN_MS + b.startMs, true)
+    if (b.fails) failed(span, b.error)
+    span.end(ORIGIN_MS + b.endMs)
+  }
+
   /** The parent of a Request or Close: the span running now (a CNI call, a heal), else the caller's metadata. */
   const parentOf = (ctx: CallContext): Parent => {
-    const running = runningSpan()
-    if (running !== undefined) return { local: running }
+    const running = runningFrame()
+    if (running !== undefined) return { local: spanOf(running) }
     return remoteParent(ctx.metadata.get('traceparent'), ctx.metadata.get('tracestate'))
   }
 
   /** The running span's trace context as metadata (`traceparent`, `tracestate`) for a call to another process. */
   const outgoing = (): Record<string, string> => {
-    const running = runningSpan()
+    const running = runningFrame()
     if (running === undefined) return {}
     const carrier: Record<string, string> = {}
-    propagation.inject(trace.setSpan(ROOT_CONTEXT, running), carrier)
+    propagation.inject(trace.setSpan(ROOT_CONTEXT, spanOf(running)), carrier)
     return carrier
   }
 
   const pipeline: PipelineObserver = {
     outgoing,
     // Only inside a traced call: a remote half's periodic refresh runs the elements with no call around them.
-    // A span the sampler dropped is its children's parent too (./span.ts): nothing to record under it.
+    // A span the sampler dropped is its children's parent too (./span.ts): nothing to record under it. The
+    // frame is marked now (the batches and calls inside it find it), its span made once the agent is idle.
     elementStart(frame) {
-      const parent = frame.outer?.span ?? runningSpan()
-      if (!(parent instanceof RecordedSpan) || frame.element === undefined || frame.op === undefined) return false
-      const { name, attributes } = elementSpan(frame.element, frame.op)
-      frame.span = recorder.start(name, SpanKind.INTERNAL, attributes, { local: parent }, ORIGIN_MS + frame.startMs)
+      const o = frame.outer
+      const parent = o !== undefined && (o.traced || o.span !== undefined) ? o : runningFrame()
+      if (parent === undefined || !parent.traced) return false
+      frame.traced = true
+      frame.spanParent = parent
       return true
     },
     elementEnd(frame) {
-      const span = frame.span
-      if (span === undefined) return
-      if (frame.failed) failed(span, frame.error)
-      span.end(ORIGIN_MS + frame.endMs)
+      if (frame.traced) waiting.add(frame)
     },
     callStart(frame) {
       const call = frame.call
@@ -201,7 +250,9 @@ export function startTracing(o: TracingOptions): Tracing {
         }
         parent = parentOf(call.ctx)
       }
-      frame.span = recorder.start(CALL_SPANS[call.op], call.op === 'heal' ? SpanKind.INTERNAL : SpanKind.SERVER, attributes, parent, ORIGIN_MS + frame.startMs, true)
+      const span = recorder.start(CALL_SPANS[call.op], call.op === 'heal' ? SpanKind.INTERNAL : SpanKind.SERVER, attributes, parent, ORIGIN_MS + frame.startMs, true)
+      frame.span = span
+      frame.traced = span instanceof RecordedSpan
       waiting.callStarted()
     },
     callEnd(frame) {
@@ -244,10 +295,9 @@ export function startTracing(o: TracingOptions): Tracing {
   // Kernel batches: a span per batch, the child of the span running where the batch is sent (none outside a
   // traced call, e.g. the reaper's).
   watchBatches((netns, messages, what) => {
-    const parent = runningSpan()
-    if (!(parent instanceof RecordedSpan)) return undefined
-    const attributes: Attributes = netns === undefined ? { 'netlink.messages': messages, 'netlink.first': what } : { 'netlink.messages': messages, 'netlink.first': what, 'netlink.netns': netns }
-    return new BatchSpan(recorder.start('netlink batch', SpanKind.CLIENT, attributes, { local: parent }, undefined, true))
+    const parent = runningFrame()
+    if (parent === undefined || !parent.traced) return undefined
+    return new BatchRecord(waiting, parent, netns, messages, what, performance.now())
   })
 
   return {

@@ -19,9 +19,9 @@ import { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, SamplingDecision
 import { performance } from 'node:perf_hooks'
 import type { FinishedSpan } from './otlp.js'
 
-/** Where finished spans go (the OTLP exporter). */
+/** Where finished spans go (the idle queue before the OTLP exporter). */
 export interface SpanSink {
-  add(span: FinishedSpan): void
+  add(span: RecordedSpan): void
 }
 
 /** Epoch milliseconds of performance.now()'s zero, read once (the getter is not free). */

@@ -6,7 +6,7 @@
 // before it runs (not yet on the stack) and to callEnd once it settled, with its result or error.
 import t from 'tap'
 import { buildChain, type Element, type Handler, type PipelineClose, type PipelineRequest } from '../../agent/pipeline/chain.js'
-import { CallFrame, combineObservers, frameStack, runningSpan, watchCall, watchesCalls, type PipelineCall, type PipelineObserver } from '../../agent/pipeline/observe.js'
+import { CallFrame, combineObservers, frameStack, runningFrame, watchCall, watchesCalls, type PipelineCall, type PipelineObserver } from '../../agent/pipeline/observe.js'
 import { inCallScope } from '../../agent/server/call-scope.js'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import type { Span } from '@opentelemetry/api'
@@ -183,25 +183,22 @@ t.test('two observers: each sees every start; a frame either records is ended fo
   t.equal(combineObservers([undefined]), undefined, 'none: undefined')
 })
 
-t.test('runningSpan: the innermost frame with a span, in this scope or an outer one', async (t) => {
-  const span = (name: string): Span => ({ name }) as unknown as Span
-  const s1 = span('request')
-  const s2 = span('element')
-  t.equal(runningSpan(), undefined, 'outside any scope: none')
+t.test('runningFrame: the innermost frame with a span or traced, in this scope or an outer one', async (t) => {
+  t.equal(runningFrame(), undefined, 'outside any scope: none')
   await inCallScope({}, async () => {
     const stack = frameStack() as CallFrame[]
     const f1 = new CallFrame(undefined, undefined, undefined, 0)
-    f1.span = s1
+    f1.span = { name: 'request' } as unknown as Span
     stack.push(f1)
-    t.equal(runningSpan(), s1)
+    t.equal(runningFrame(), f1)
     stack.push(new CallFrame('a', 'request', f1, 0))
-    t.equal(runningSpan(), s1, 'a frame without a span is skipped')
+    t.equal(runningFrame(), f1, 'a frame neither with a span nor traced is skipped')
     await inCallScope({}, async () => {
-      t.equal(runningSpan(), s1, 'an inner scope without frames: the outer scope\'s')
+      t.equal(runningFrame(), f1, "an inner scope without frames: the outer scope's")
       const f3 = new CallFrame('b', 'request', undefined, 0)
-      f3.span = s2
+      f3.traced = true
       frameStack()?.push(f3)
-      t.equal(runningSpan(), s2, "the inner scope's own span first")
+      t.equal(runningFrame(), f3, "the inner scope's own traced frame first, its span not made yet")
     })
   })
 })

@@ -2,20 +2,19 @@
 // to the exporter in slices; while calls keep coming they go once busyAt wait or maxWaitMs passed, all of them
 // then; an idle drain pauses when a call starts; drain() hands everything over at once (shutdown).
 import t, { type Test } from 'tap'
-import { IdleSpanQueue, type SpanTaker } from '../../agent/tracing/idle-queue.js'
-import type { FinishedSpan } from '../../agent/tracing/otlp-encode.js'
+import { IdleSpanQueue } from '../../agent/tracing/idle-queue.js'
 
-const span = (name: string): FinishedSpan => ({ name }) as unknown as FinishedSpan
+const span = (name: string): { name: string } => ({ name })
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
 
 /** Collects what it takes; `firstTurn`: what it had taken by the end of the turn of its first span. */
-type Taker = SpanTaker & { got: string[]; firstTurn: string[] | undefined; onFirst?: () => void }
+type Taker = { take: (s: { name: string }) => void; got: string[]; firstTurn: string[] | undefined; onFirst?: () => void }
 function taker(): Taker {
   const out: Taker = {
     got: [],
     firstTurn: undefined,
-    add(s) {
+    take(s) {
       out.got.push(s.name)
       if (out.got.length === 1) out.onFirst?.()
       // Queued before the queue's next slice is: runs after this turn's slice, before the next one.
@@ -38,7 +37,7 @@ async function until(t: Test, what: string, ok: () => boolean, ms = 2000): Promi
 
 t.test('no call running: the spans go once idleMs passed, in order, a slice per turn', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 20, slice: 2 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 20, slice: 2 })
   t.teardown(() => q.stop())
   for (let i = 0; i < 5; i++) q.add(span(`s${i}`))
   await tick()
@@ -52,7 +51,7 @@ t.test('no call running: the spans go once idleMs passed, in order, a slice per 
 
 t.test('while a call runs nothing goes; idleMs after it ended everything does', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 20, slice: 100 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 20, slice: 100 })
   t.teardown(() => q.stop())
   q.callStarted()
   q.add(span('a'))
@@ -67,7 +66,7 @@ t.test('while a call runs nothing goes; idleMs after it ended everything does', 
 
 t.test('an idle drain pauses when a call starts, and goes on once idle again', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 20, slice: 1 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 20, slice: 1 })
   t.teardown(() => q.stop())
   for (let i = 0; i < 50; i++) q.add(span(`s${i}`))
   // A call starts while the first slice is handed over.
@@ -82,7 +81,7 @@ t.test('an idle drain pauses when a call starts, and goes on once idle again', a
 
 t.test('busy: busyAt spans waiting go whatever runs, all of them', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 20, busyAt: 10, slice: 3, maxWaitMs: 60_000 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 20, busyAt: 10, slice: 3, maxWaitMs: 60_000 })
   t.teardown(() => q.stop())
   q.callStarted()
   for (let i = 0; i < 9; i++) q.add(span(`s${i}`))
@@ -96,7 +95,7 @@ t.test('busy: busyAt spans waiting go whatever runs, all of them', async (t) => 
 
 t.test('busy: spans that waited maxWaitMs go whatever runs', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 10, maxWaitMs: 100, slice: 2 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 10, maxWaitMs: 100, slice: 2 })
   t.teardown(() => q.stop())
   q.callStarted()
   const start = Date.now()
@@ -106,9 +105,29 @@ t.test('busy: spans that waited maxWaitMs go whatever runs', async (t) => {
   q.callEnded()
 })
 
+t.test('what taking adds goes too: in the same drain, and in drain()', async (t) => {
+  const got: string[] = []
+  const q: IdleSpanQueue<string> = new IdleSpanQueue<string>(
+    (item) => {
+      got.push(item)
+      if (item.startsWith('frame')) q.add(`span of ${item}`)
+    },
+    { idleMs: 10, slice: 1 },
+  )
+  t.teardown(() => q.stop())
+  q.add('frame a')
+  await until(t, 'the frame and the span made of it', () => got.length === 2)
+  t.same(got, ['frame a', 'span of frame a'])
+  q.callStarted()
+  q.add('frame b')
+  q.drain()
+  t.same(got, ['frame a', 'span of frame a', 'frame b', 'span of frame b'], 'drain() takes until nothing is left')
+  t.equal(q.size, 0)
+})
+
 t.test('drain(): everything at once, the timers stopped', async (t) => {
   const out = taker()
-  const q = new IdleSpanQueue(out, { idleMs: 20 })
+  const q = new IdleSpanQueue(out.take, { idleMs: 20 })
   q.callStarted()
   q.add(span('a'))
   q.add(span('b'))
