@@ -29,6 +29,8 @@ const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
 const WARMUP = Number(process.env.BENCH_OBSERVE_WARMUP ?? 5)
 const N = Number(process.env.BENCH_OBSERVE_N ?? 40)
 const POOL = Number(process.env.BENCH_OBSERVE_POOL ?? 4)
+/** After an agent's round, before its CPU time is read (see round()). */
+const SETTLE_MS = 100
 const P = `bo${process.pid % 1000}`
 const cleanups: Array<() => void | Promise<void>> = []
 const td = { teardown: (fn: () => void | Promise<void>) => void cleanups.push(fn) }
@@ -116,6 +118,9 @@ async function main(): Promise<void> {
       await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, c)
       if (keep) v.close.push(performance.now() - a)
     }
+    // Tracing encodes its spans once the agent is idle (agent/tracing/idle-queue.ts: 10 ms without a call):
+    // the pause lets that work land in the round it belongs to, and every agent pauses alike.
+    await new Promise((res) => setTimeout(res, SETTLE_MS))
     if (keep) v.cpuMs += cpuMs(agent.pid) - cpu0
     else v.warmCpuMs = (v.warmCpuMs ?? 0) + cpuMs(agent.pid) - cpu0
     if (v.metricsAddress !== undefined) await (await fetch(`http://${v.metricsAddress}/metrics`)).text()
@@ -182,7 +187,7 @@ ${rows.join('\n')}
 Both on against both off (pooled): Request p50 ${pct(on.req.p50, b.req.p50)}, p99 ${pct(on.req.p99, b.req.p99)}, agent CPU per Request + Close
 ${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). Between the ${POOL} agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
 and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a single agent's row carries (\`uptime\` at the start: load ${load}). The agent's CPU
-time per Request and its Close is read from /proc (all its threads). The sampled row is the knob an operator has
+time per Request and its Close is read from /proc (all its threads), ${SETTLE_MS} ms after its round's last Close (tracing encodes spans once the agent is idle). The sampled row is the knob an operator has
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
 own sampling decision.
 
@@ -190,15 +195,21 @@ What changed since the first runs (those with one agent per setting; first: both
 then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %; then, with three
 agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %; then, four per setting: p50 +6.3 %,
 p99 +5.2 %, CPU +11.8 %, with all agents' endpoint in one namespace, whose links every idle agent's orphan sweep deleted midway
-through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work): the SDK's span objects, span
+through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work; then, with
+an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %): the SDK's span objects, span
 processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
-the SDK's samplers and ids; a span's id made when first read, its events, links and status shared empty values until set) and
-exporter (agent/tracing/otlp.ts: spans encoded straight into protobuf, ~1–2 µs each, 64 at a time, 16 per turn of the event
-loop, after the calls they belong to answered); no worker thread; an element call is one frame made, timed and stacked once
-by the chain for every observer (agent/pipeline/observe.ts CallFrame: one promise reaction, the metrics' share and the span
-kept on it); kernel batches are watched by a plain function told as the batch settles, not a diagnostics tracing channel and
-no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an observation a
-bucket search and two additions). An element whose call only hands it on still gets no span and no timing (\`Element.observed\`).`
+the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id made
+when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
+straight into protobuf, ~1–2 µs each); no worker thread; spans, and the element calls and kernel batches they are made of, wait in
+agent/tracing/idle-queue.ts until the agent is idle (10 ms without a traced call; 1024 waiting or 1 s while busy), then go 16 per
+turn of the event loop: between calls that follow each other the span work made the next call slower than what it cost, the
+encoder's code and data pushing the calls' own out of the caches; a Request, Close or heal and each element call are one frame
+made, timed and stacked once for every observer (agent/pipeline/observe.ts CallFrame, watchCall; the hooks told synchronously, no
+promise of an observer's own: a call's frame was an async wrapper per observer before); an element's span is made from its frame
+once the agent is idle (earlier only when a call it makes carries its context); kernel batches are watched by a plain function told
+as the batch settles, no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an
+observation a bucket search and two additions). An element whose call only hands it on still gets no span and no timing
+(\`Element.observed\`).`
   process.stdout.write(`${md}\n`)
   writeSection('observe', md)
 }

@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Span } from '@opentelemetry/api'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
-import { findInScopes, scopeSlot } from '../server/call-scope.js'
+import { findInScopes, scopeFrames } from '../server/call-scope.js'
 import type { CallContext } from '../server/handler.js'
 import type { DatapathRecord } from './types.js'
 
@@ -65,12 +65,9 @@ export class CallFrame {
   ) {}
 }
 
-const FRAMES = Symbol('pipeline: frames running')
-const newStack = (): CallFrame[] => []
-
 /** This call scope's stack of frames (innermost last); undefined outside any scope. */
 export function frameStack(): CallFrame[] | undefined {
-  return scopeSlot(FRAMES, newStack)
+  return scopeFrames()
 }
 
 /** Puts `frame` on `stack` (this scope's, from frameStack(); undefined outside any scope). */
@@ -85,7 +82,7 @@ export function popFrame(stack: CallFrame[] | undefined, frame: CallFrame): void
 
 /** The innermost frame running with a span, made or to be made (`span`, `traced`), in this scope or an outer one. */
 export function runningFrame(): CallFrame | undefined {
-  return findInScopes(FRAMES, (stack: CallFrame[]) => {
+  return findInScopes((stack) => {
     for (let i = stack.length - 1; i >= 0; i--) {
       const f = stack[i] as CallFrame
       if (f.traced || f.span !== undefined) return f
@@ -135,24 +132,37 @@ export function subjectOf(connection: Connection, record?: DatapathRecord): Call
  * Runs `run` as `call`, watched by `observe`: one frame, told to `callStart` before it runs and to `callEnd` once
  * it settled, and on this scope's stack meanwhile. Resolves or rejects as `run` did.
  */
-export async function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run: () => Promise<T>): Promise<T> {
+export function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run: () => Promise<T>): Promise<T> {
   const stack = frameStack()
   const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now(), call)
   observe.callStart?.(frame)
   pushFrame(stack, frame)
-  try {
-    const out = await run()
-    frame.result = out
-    return out
-  } catch (err) {
-    frame.failed = true
-    frame.error = err
-    throw err
-  } finally {
+  const settle = (failed: boolean, result: unknown, error: unknown): void => {
     frame.endMs = performance.now()
+    frame.failed = failed
+    frame.result = result
+    frame.error = error
     popFrame(stack, frame)
     observe.callEnd?.(frame)
   }
+  let p: Promise<T>
+  try {
+    p = run()
+  } catch (err) {
+    settle(true, undefined, err)
+    return Promise.reject(err)
+  }
+  // One promise reaction (an async function would add a promise the call scope's hooks see too).
+  return p.then(
+    (out) => {
+      settle(false, out, undefined)
+      return out
+    },
+    (err: unknown) => {
+      settle(true, undefined, err)
+      throw err
+    },
+  )
 }
 
 /** Whether `observe` watches Requests, Closes and heals (`watchCall` is worth its frame). */

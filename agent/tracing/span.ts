@@ -1,6 +1,6 @@
 // The agent's span recorder (ARCHITECTURE §13): spans behind @opentelemetry/api's Tracer and Span
-// interfaces, recorded as plain fields and handed, as they end, to the OTLP exporter (./otlp.ts), which
-// encodes each into protobuf at once. Sampling is the SDK's (@opentelemetry/sdk-trace-base's samplers, from
+// interfaces, recorded as plain fields and handed, as they end, to the sink: the queue that waits for the
+// agent to be idle (./idle-queue.ts) before the OTLP exporter (./otlp.ts) encodes them into protobuf. Sampling is the SDK's (@opentelemetry/sdk-trace-base's samplers, from
 // OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG), asked for every span without a local parent unless it
 // samples all of those (always_on, parentbased_always_on: the answer is known). Ids are random hex from
 // Math.random, as the SDK's RandomIdGenerator makes them, without its round trip through a Buffer.

@@ -252,6 +252,13 @@ t.test('watchCall: one frame, told as it starts (not yet stacked) and once it se
       { message: 'no endpoint' },
       'rejects as run did',
     )
+    await t.rejects(
+      watchCall(o, { op: 'close', subject: { connection: 'c3', service: 's' }, ctx: {} as PipelineClose['ctx'], record: undefined }, () => {
+        throw new Error('thrown before a promise')
+      }),
+      { message: 'thrown before a promise' },
+      'a run that throws: a rejection too',
+    )
     t.same(frameStack(), [], 'nothing left on the scope')
   })
   t.same(seen, [
@@ -260,6 +267,8 @@ t.test('watchCall: one frame, told as it starts (not yet stacked) and once it se
     'end heal failed=false result=true error=undefined stacked=false',
     'start request stacked=false',
     'end request failed=true result=undefined error=no endpoint stacked=false',
+    'start close stacked=false',
+    'end close failed=true result=undefined error=thrown before a promise stacked=false',
   ])
   const [heal] = frames as [CallFrame]
   t.equal(heal.call, call, 'the frame carries the call')
