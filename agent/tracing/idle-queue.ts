@@ -18,6 +18,8 @@ export interface IdleQueueOptions {
   maxWaitMs?: number
   /** Spans handed over per turn of the event loop (default 16). */
   slice?: number
+  /** Told when taking an item threw (a bug: the item is dropped, the rest go on); default: ignored. */
+  onError?: (err: unknown) => void
 }
 
 /** Items (spans, or what spans are made of) handed to `take` once the agent is idle. */
@@ -27,6 +29,7 @@ export class IdleSpanQueue<T> {
   private readonly busyAt: number
   private readonly maxWaitMs: number
   private readonly sliceSize: number
+  private readonly onError: (err: unknown) => void
   private immediate: NodeJS.Immediate | undefined
   private timer: NodeJS.Timeout | undefined
   /** Traced calls running, and performance.now() when the last one ended. */
@@ -46,6 +49,7 @@ export class IdleSpanQueue<T> {
     this.busyAt = o.busyAt ?? 1024
     this.maxWaitMs = o.maxWaitMs ?? 1000
     this.sliceSize = o.slice ?? 16
+    this.onError = o.onError ?? (() => undefined)
   }
 
   /** Spans waiting. */
@@ -75,7 +79,16 @@ export class IdleSpanQueue<T> {
     while (this.waiting.length > 0) {
       const waiting = this.waiting
       this.waiting = []
-      for (const item of waiting) this.take(item)
+      for (const item of waiting) this.takeOne(item)
+    }
+  }
+
+  /** `take`, a throw reported: it runs from timers and immediates, where a throw would end the process. */
+  private takeOne(item: T): void {
+    try {
+      this.take(item)
+    } catch (err) {
+      this.onError(err)
     }
   }
 
@@ -114,7 +127,7 @@ export class IdleSpanQueue<T> {
     this.immediate = undefined
     const n = Math.min(this.sliceSize, this.waiting.length)
     const items = this.waiting.splice(0, n)
-    for (const item of items) this.take(item)
+    for (const item of items) this.takeOne(item)
     if (this.waiting.length === 0) {
       this.urgent = false
       return

@@ -130,7 +130,7 @@ export function startTracing(o: TracingOptions): Tracing {
     else if (item instanceof CallFrame) endElementSpan(item)
     else emitBatch(item)
   }
-  const waiting = new IdleSpanQueue<Pending>(take)
+  const waiting = new IdleSpanQueue<Pending>(take, { onError: (err) => o.warn?.('a span could not be recorded', { err }) })
   const recorder = new SpanRecorder(waiting, samplerFromEnv(env))
   // @opentelemetry/api's facade: its propagation is W3C trace context, its global tracer this recorder. No
   // context manager: a second AsyncLocalStorage would cost every promise of the agent, and the spans running

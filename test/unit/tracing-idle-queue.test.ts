@@ -125,6 +125,28 @@ t.test('what taking adds goes too: in the same drain, and in drain()', async (t)
   t.equal(q.size, 0)
 })
 
+t.test('an item whose taking throws is reported and dropped; the others go on', async (t) => {
+  const got: string[] = []
+  const errors: unknown[] = []
+  const q = new IdleSpanQueue<string>(
+    (item) => {
+      if (item === 'bad') throw new Error('no parent')
+      got.push(item)
+    },
+    { idleMs: 10, onError: (err) => void errors.push(err) },
+  )
+  t.teardown(() => q.stop())
+  q.add('a')
+  q.add('bad')
+  q.add('b')
+  await until(t, 'the good ones', () => got.length === 2)
+  t.same(got, ['a', 'b'])
+  t.match(errors, [{ message: 'no parent' }], 'the throw reported')
+  q.add('bad')
+  q.drain()
+  t.equal(errors.length, 2, 'drain() reports too')
+})
+
 t.test('drain(): everything at once, the timers stopped', async (t) => {
   const out = taker()
   const q = new IdleSpanQueue(out.take, { idleMs: 20 })
