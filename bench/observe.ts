@@ -202,8 +202,7 @@ the SDK's samplers, not asked for a root when they sample every root; ids from M
 when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
 straight into protobuf, ~1–2 µs each); no worker thread; spans, and the element calls and kernel batches they are made of, wait in
 agent/tracing/idle-queue.ts until the agent is idle (10 ms without a traced call; 1024 waiting or 1 s while busy), then go 16 per
-turn of the event loop: between calls that follow each other the span work made the next call slower than what it cost, the
-encoder's code and data pushing the calls' own out of the caches; a Request, Close or heal and each element call are one frame
+turn of the event loop, out of the way of calls that follow each other; a Request, Close or heal and each element call are one frame
 made, timed and stacked once for every observer (agent/pipeline/observe.ts CallFrame, watchCall; the hooks told synchronously, no
 promise of an observer's own: a call's frame was an async wrapper per observer before); an element's span is made from its frame
 once the agent is idle (earlier only when a call it makes carries its context); kernel batches are watched by a plain function told

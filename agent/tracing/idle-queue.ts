@@ -1,7 +1,7 @@
 // Spans that ended, waiting for the agent to be idle before the exporter (./otlp.ts) encodes them
-// (ARCHITECTURE §13). Encoded between calls that follow each other, spans cost the next call what they cost
-// the event loop and more: the encoder's and the exporter's code and data push the calls' own out of the
-// caches (BENCHMARKS.md "Observability overhead"). So they wait until no traced call (Request, Close, heal,
+// (ARCHITECTURE §13). Encoded and exported between calls that follow each other, spans are in the next call's
+// way: it arrives while they are encoded, or finds the caches full of the encoder's code and data instead of its
+// own (BENCHMARKS.md "Observability overhead"). So they wait until no traced call (Request, Close, heal,
 // CNI call) runs and none ended in the last `idleMs`; while calls keep coming, until `busyAt` spans wait or
 // some have waited `maxWaitMs`, and then all of them go whatever runs. They are handed over `slice` per turn of
 // the event loop (~30 µs): a call arriving meanwhile waits for one slice at most, and an idle drain pauses
