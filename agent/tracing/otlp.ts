@@ -16,7 +16,7 @@
 //   size above the queue size is refused (the SDK shrinks it quietly).
 //
 // One POST at a time, over a keep-alive agent. 429, 502, 503, 504 and network errors are retried (backoff
-// from 100 ms doubling, or the server's Retry-After) until the export's time is up; any other answer drops
+// from 100 ms doubling, or the server's Retry-After: seconds or an HTTP-date) until the export's time is up; any other answer drops
 // the batch. Problems go to `warn`, at most one report per kind per 10 s (the count of those held back
 // rides on the next). Nothing here throws into the caller after construction.
 import { X509Certificate } from 'node:crypto'
@@ -387,8 +387,13 @@ export class OtlpTraceExporter {
   }
 }
 
-/** Retry-After in seconds (the HTTP-date form is not used by collectors here): ms, or undefined. */
-function retryAfterMs(v: string | undefined): number | undefined {
-  if (v === undefined || !/^\d+$/.test(v.trim())) return undefined
-  return Number(v.trim()) * 1000
+/** Retry-After (RFC 9110: delay-seconds, or an HTTP-date) as ms from now; undefined when absent or unreadable. */
+export function retryAfterMs(v: string | undefined, now = Date.now()): number | undefined {
+  const s = v?.trim() ?? ''
+  if (s === '') return undefined
+  if (/^\d+$/.test(s)) return Number(s) * 1000
+  // An HTTP-date names a day of the week and GMT (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
+  if (!/^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)/.test(s)) return undefined
+  const at = Date.parse(/GMT$/.test(s) ? s : `${s} GMT`)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
 }

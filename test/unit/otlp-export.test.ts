@@ -16,7 +16,7 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import protobuf from 'protobufjs'
-import { OtlpTraceExporter, type FinishedSpan } from '../../agent/tracing/otlp.js'
+import { OtlpTraceExporter, retryAfterMs, type FinishedSpan } from '../../agent/tracing/otlp.js'
 import { OTLP_TRACE_PROTO, startOtlpReceiver } from '../lib/otlp.js'
 import { Pki } from '../lib/pki.js'
 
@@ -357,6 +357,36 @@ t.test('503 is retried, and the batch arrives once', async (t) => {
   t.same(srv.hits[1]!.body, srv.hits[0]!.body, 'the same batch again')
   t.same(e.stats, { exported: 1, dropped: 0, failedExports: 0 })
   t.same(warnings, [])
+})
+
+t.test('Retry-After as seconds or as an HTTP-date sets the wait before the retry', async (t) => {
+  for (const form of ['seconds', 'date'] as const) {
+    const srv = await rawServer(t, (_hit, n, res) => {
+      if (n > 1) return void res.writeHead(200).end()
+      // One second from now as an IMF-fixdate (whole seconds: between 0 and 1 s away once sent).
+      const value = form === 'seconds' ? '1' : new Date(Date.now() + 1500).toUTCString()
+      res.writeHead(429, { 'retry-after': value }).end()
+    })
+    const e = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: srv.url }, [])
+    e.add(span())
+    const started = Date.now()
+    await e.forceFlush()
+    const waited = Date.now() - started
+    t.equal(srv.hits.length, 2, `${form}: retried once`)
+    t.ok(waited >= (form === 'seconds' ? 950 : 400), `${form}: waited as told, not the 100 ms backoff (${waited} ms)`)
+    t.same(e.stats, { exported: 1, dropped: 0, failedExports: 0 }, `${form}: delivered`)
+  }
+})
+
+t.test('retryAfterMs: the forms RFC 9110 allows, anything else unread', async (t) => {
+  const now = Date.parse('2026-12-03T05:00:00Z')
+  t.equal(retryAfterMs('120', now), 120_000, 'delay-seconds')
+  t.equal(retryAfterMs(' 0 ', now), 0)
+  t.equal(retryAfterMs('Thu, 03 Dec 2026 05:00:30 GMT', now), 30_000, 'IMF-fixdate')
+  t.equal(retryAfterMs('Thursday, 03-Dec-26 05:00:30 GMT', now), 30_000, 'RFC 850')
+  t.equal(retryAfterMs('Thu Dec  3 05:00:30 2026', now), 30_000, 'asctime (GMT)')
+  t.equal(retryAfterMs('Thu, 03 Dec 2026 04:00:00 GMT', now), 0, 'a date passed: at once')
+  for (const bad of [undefined, '', '-5', '1.5', 'soon', 'Thu, 99 Foo 2026 GMT']) t.equal(retryAfterMs(bad, now), undefined, `unread: ${JSON.stringify(bad)}`)
 })
 
 t.test('a partial success is delivered, and its rejection reported', async (t) => {
