@@ -56,7 +56,7 @@ export class CallFrame {
     readonly element: string | undefined,
     /** The element's operation; undefined for a call's or a span's frame. */
     readonly op: PipelineOp | undefined,
-    /** The frame this one runs inside, in the same scope: the element that called it, or the call's span. */
+    /** The frame this one runs inside, in the same scope: the element that called it, or the call it is part of. */
     readonly outer: CallFrame | undefined,
     /** performance.now() at the start. */
     readonly startMs: number,
