@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# What a killed earlier run of the fuzz test may have left under /var/run/netns (a file, a directory and a
+# FIFO named t<run>f[fdo]<n>, never namespaces): iproute2 opens every entry there to name a link's peer
+# netns, and its open(2) of a FIFO waits for a writer, so `ip link show` would hang in the tests below.
+for p in /var/run/netns/t[0-9a-f][0-9a-f][0-9a-f][0-9a-f]f[fdo][0-9]*; do
+  if [ -e "$p" ] && ! mountpoint -q "$p"; then rm -rf -- "$p"; echo "removed $p, left by an earlier run"; fi
+done
 npx tsc --noEmit
 npx eslint .
 # The plugin set in .taprc (tsx instead of ts-node) takes effect only after a build; on a fresh

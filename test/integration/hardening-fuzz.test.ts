@@ -690,17 +690,26 @@ t.comment(`${steps.nsm.length} nsm steps, ${steps.ipam.length} nsm-ipam steps ($
 
 t.test('fuzz: every answer exits, has the CNI shape and a known code, and no stack trace', async (tt) => {
   const started = Date.now()
-  let next = 0
-  const worker = async (): Promise<void> => {
-    for (;;) {
-      const s = queue[next++]
-      if (s === undefined) return
-      if (ONLY.size > 0 && !ONLY.has(s.id)) continue
-      if ('valid' in s) await validSeq(s, tt)
-      else await fuzzCase(s)
+  const runAll = async (steps: Step[]): Promise<void> => {
+    let next = 0
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        const s = steps[next++]
+        if (s === undefined) return
+        if (ONLY.size > 0 && !ONLY.has(s.id)) continue
+        if ('valid' in s) await validSeq(s, tt)
+        else await fuzzCase(s)
+      }
     }
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker))
   }
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+  // The steps naming a path that may block run first; then the entries this file put under
+  // /var/run/netns go at once, not at teardown: iproute2 opens every entry there to name a link's peer
+  // netns (`ip link show`), and would wait on the FIFO for ever if a kill left it behind.
+  const blockingSteps = queue.filter(mayBlock)
+  await runAll(blockingSteps)
+  for (const p of [runFile, runDir, runFifo]) rmSync(p, { recursive: true, force: true })
+  await runAll(queue.filter((s) => !blockingSteps.includes(s)))
   const ms = Date.now() - started
   tt.comment(`${calls} execs in ${ms} ms (slowest ${slowest.id}: ${slowest.ms} ms)`)
   for (const [k, n] of Object.entries(codes).sort()) tt.comment(`  ${k}: ${n}`)
