@@ -111,18 +111,33 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   const start = observer?.elementStart?.bind(observer)
   const end = observer?.elementEnd?.bind(observer)
   if (start === undefined || end === undefined) return elements.reduceRight<Handler>((next, e) => e.wrap(next), terminal)
-  /** Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told. */
+  /** The promise `watch` returned last, and its frame: an element that returns it unchanged ends with that frame. */
+  let lastPromise: Promise<unknown> | undefined
+  let lastFrame: CallFrame | undefined
+  /**
+   * Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told;
+   * then the frames that handed on its promise as theirs (`endsWith`), which end with it.
+   */
   const settle = (frame: CallFrame, stack: CallFrame[] | undefined, failed: boolean, error: unknown): void => {
-    frame.endMs = performance.now()
-    popFrame(stack, frame)
-    if (frame.outer !== undefined) frame.outer.innerMs += frame.endMs - frame.startMs
-    frame.failed = failed
-    frame.error = error
-    end(frame)
+    const endMs = performance.now()
+    for (let f: CallFrame | undefined = frame; f !== undefined; f = f.endsWith) {
+      f.endMs = endMs
+      popFrame(stack, f)
+      if (f.outer !== undefined) f.outer.innerMs += endMs - f.startMs
+      f.failed = failed
+      f.error = error
+      end(f)
+    }
+    // Nothing more can be handed on: not kept until the next call.
+    if (lastFrame?.endMs !== 0) {
+      lastPromise = undefined
+      lastFrame = undefined
+    }
   }
   /**
    * `run` watched as element `name`'s `op`: one frame and one promise reaction, however many observers watch
-   * (none when none records it).
+   * (none when none records it). An element whose call hands on the next one's watched promise unchanged (its
+   * work done before: validate, path) gets no reaction of its own: its frame ends with that one's.
    */
   const watch = <T>(name: string, op: PipelineOp, run: () => Promise<T>): Promise<T> => {
     const stack = frameStack()
@@ -136,7 +151,13 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
       settle(frame, stack, true, err)
       throw err
     }
-    return p.then(
+    if (p === lastPromise && lastFrame !== undefined && lastFrame.outer === frame && lastFrame.endMs === 0) {
+      // That frame (the last of a hand-on chain already) settles this one too.
+      lastFrame.endsWith = frame
+      lastFrame = frame
+      return p
+    }
+    const q = p.then(
       (out) => {
         settle(frame, stack, false, undefined)
         return out
@@ -146,6 +167,9 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
         throw err
       },
     )
+    lastPromise = q
+    lastFrame = frame
+    return q
   }
   return elements.reduceRight<Handler>((next, e) => {
     const h = e.wrap(next)

@@ -50,6 +50,11 @@ export class CallFrame {
   /** Traces record a span for this call (made now or later: `span`), the child of `spanParent`'s. */
   traced = false
   spanParent: CallFrame | undefined = undefined
+  /**
+   * The element frame that ends with this one: its call returned this one's promise unchanged, its own work done
+   * before (agent/pipeline/chain.ts). Set by the chain.
+   */
+  endsWith: CallFrame | undefined = undefined
 
   constructor(
     /** The element; undefined for a call's or a span's frame. */

@@ -148,6 +148,114 @@ t.test('a thrown and a rejected failure end their frames and the callers\' faile
   }
 })
 
+/** An element that does its work synchronously and hands on the next one's promise as it is (validate, path). */
+function handOn(name: string, work: () => void = () => undefined): Element {
+  return {
+    name,
+    needs: [],
+    provides: [],
+    wrap: (next: Handler): Handler => ({
+      request(r) {
+        work()
+        return next.request(r)
+      },
+      close: (c) => next.close(c),
+    }),
+  }
+}
+
+t.test('elements that hand on the next one\'s promise unchanged end with it: no reaction of their own, own time before the hand-on', async (t) => {
+  const o = recorder()
+  const busy = (ms: number) => (): void => {
+    const until = performance.now() + ms
+    while (performance.now() < until);
+  }
+  const chain = buildChain([handOn('v', busy(3)), handOn('p', busy(2)), el('s'), el('m')], { observe: o })
+  let stackAfter: CallFrame[] | undefined
+  await inCallScope({}, async () => {
+    await chain.request(request)
+    stackAfter = frameStack()
+  })
+  t.same(
+    o.ends.map((e) => [e.frame.element, e.failed]),
+    [
+      ['m', false],
+      ['s', false],
+      ['p', false],
+      ['v', false],
+    ],
+    'ended innermost first, each once',
+  )
+  const [v, p, s, m] = o.starts as [CallFrame, CallFrame, CallFrame, CallFrame]
+  t.equal(s.endsWith, p, 'p ends with s, whose promise it handed on')
+  t.equal(p.endsWith, v, 'v ends with p (the same promise, handed on twice)')
+  t.equal(m.endsWith, undefined, 'm awaited nothing it handed on: its own reaction')
+  t.equal(p.endMs, s.endMs, 'p ends when s does')
+  t.equal(v.endMs, s.endMs, 'v ends when s does')
+  t.equal(p.innerMs, s.endMs - s.startMs, "p's inner time is s's whole time")
+  t.equal(v.innerMs, p.endMs - p.startMs, "v's inner time is p's whole time")
+  const own = (f: CallFrame): number => f.endMs - f.startMs - f.innerMs
+  t.ok(own(v) >= 3 && own(v) < s.endMs - v.startMs, `v's own time is its work before the hand-on (${own(v).toFixed(2)} ms)`)
+  t.ok(own(p) >= 2 && Math.abs(own(p) - (s.startMs - p.startMs)) < 1e-6, `p's own time is the time until s started (${own(p).toFixed(2)} ms)`)
+  t.same(stackAfter, [], 'nothing left on the scope')
+
+  // A rejection ends them all failed, with its error.
+  const f = recorder()
+  const failing = buildChain([handOn('v'), handOn('p'), el('s', 'reject')], { observe: f })
+  await inCallScope({}, async () => {
+    await t.rejects(failing.request(request), { message: 's rejected' })
+  })
+  t.same(
+    f.ends.map((e) => [e.frame.element, e.failed, (e.error as Error).message]),
+    ['s', 'p', 'v'].map((n) => [n, true, 's rejected']),
+    'a rejection ends the hand-on frames failed with the same error',
+  )
+
+  // A check that throws in the hand-on element itself: its own frame fails, synchronously.
+  const g = recorder()
+  const throwing = buildChain([handOn('v', () => {
+    throw new Error('v refused')
+  }), el('s')], { observe: g })
+  await inCallScope({}, async () => {
+    t.throws(() => throwing.request(request), { message: 'v refused' })
+  })
+  t.same(
+    g.ends.map((e) => [e.frame.element, e.failed]),
+    [['v', true]],
+    'only v started and ended, failed',
+  )
+})
+
+t.test('a promise handed on after its frame ended (a cached one) is not a hand-on: the element gets its own reaction', async (t) => {
+  const o = recorder()
+  let cached: Promise<Connection> | undefined
+  const cache: Element = {
+    name: 'cache',
+    needs: [],
+    provides: [],
+    wrap: (next: Handler): Handler => ({
+      request(r) {
+        cached ??= next.request(r)
+        return cached
+      },
+      close: (c) => next.close(c),
+    }),
+  }
+  const chain = buildChain([cache, el('s')], { observe: o })
+  await inCallScope({}, async () => {
+    await chain.request(request)
+    await chain.request(request)
+  })
+  t.same(
+    o.ends.map((e) => e.frame.element),
+    ['s', 'cache', 'cache'],
+    'both calls of cache ended, the second on its own (s ran once)',
+  )
+  const second = o.starts[2] as CallFrame
+  t.equal(second.element, 'cache')
+  t.ok(second.endMs >= second.startMs, 'the second call has an end of its own')
+})
+
 t.test('outside any call scope frames do not nest', async (t) => {
   const o = recorder()
   const chain = buildChain([el('a'), el('b')], { observe: o })
