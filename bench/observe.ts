@@ -196,7 +196,8 @@ then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans
 agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %; then, four per setting: p50 +6.3 %,
 p99 +5.2 %, CPU +11.8 %, with all agents' endpoint in one namespace, whose links every idle agent's orphan sweep deleted midway
 through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work; then, with
-an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %): the SDK's span objects, span
+an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %; then, with call
+frames and the idle queue, three runs: p50 +5.1, +5.4 and +5.9 %, p99 −7.3, +1.2 and −2.1 %, CPU +12.3, +12.2 and +12.0 %): the SDK's span objects, span
 processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
 the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id made
 when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
@@ -208,7 +209,8 @@ promise of an observer's own: a call's frame was an async wrapper per observer b
 once the agent is idle (earlier only when a call it makes carries its context); kernel batches are watched by a plain function told
 as the batch settles, no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an
 observation a bucket search and two additions). An element whose call only hands it on still gets no span and no timing
-(\`Element.observed\`).`
+(\`Element.observed\`); one that does its work and then hands on the next element's watched promise unchanged (validate, path)
+gets no promise reaction of its own: its frame ends with that one's (agent/pipeline/chain.ts, \`endsWith\`).`
   process.stdout.write(`${md}\n`)
   writeSection('observe', md)
 }

@@ -29,17 +29,28 @@ export const fileWriteChannel = channel('nsm:store:file-write')
  * Runs `write`, publishing its duration on fileWriteChannel when someone listens; `operation` is read once
  * it ended (a journal knows whether it compacted only once it wrote).
  */
-export async function timedFileWrite(store: string, operation: string | (() => string), write: () => Promise<void>): Promise<void> {
+export function timedFileWrite(store: string, operation: string | (() => string), write: () => Promise<void>): Promise<void> {
   if (!fileWriteChannel.hasSubscribers) return write()
   const t0 = performance.now()
-  let ok = false
-  try {
-    await write()
-    ok = true
-  } finally {
+  const publish = (ok: boolean): void => {
     const msg: FileWrite = { store, operation: typeof operation === 'string' ? operation : operation(), seconds: (performance.now() - t0) / 1000, ok }
     fileWriteChannel.publish(msg)
   }
+  // One promise reaction (the journal's write is in a Request's path: an async function would add a promise and turns).
+  let p: Promise<void>
+  try {
+    p = write()
+  } catch (err) {
+    publish(false)
+    return Promise.reject(err)
+  }
+  return p.then(
+    () => publish(true),
+    (err: unknown) => {
+      publish(false)
+      throw err
+    },
+  )
 }
 
 let tmpCounter = 0
