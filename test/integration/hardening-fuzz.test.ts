@@ -703,13 +703,15 @@ t.test('fuzz: every answer exits, has the CNI shape and a known code, and no sta
     }
     await Promise.all(Array.from({ length: CONCURRENCY }, worker))
   }
-  // The steps naming a path that may block run first; then the entries this file put under
-  // /var/run/netns go at once, not at teardown: iproute2 opens every entry there to name a link's peer
-  // netns (`ip link show`), and would wait on the FIFO for ever if a kill left it behind.
-  const blockingSteps = queue.filter(mayBlock)
-  await runAll(blockingSteps)
-  for (const p of [runFile, runDir, runFifo]) rmSync(p, { recursive: true, force: true })
-  await runAll(queue.filter((s) => !blockingSteps.includes(s)))
+  // The steps naming a path that may block or an entry this file put under /var/run/netns run first; then
+  // those entries go at once, not at teardown: iproute2 opens every entry there to name a link's peer netns
+  // (`ip link show`), and would wait on the FIFO for ever if a kill left it behind.
+  const runEntries = [runFile, runDir, runFifo]
+  const usesRunEntries = (s: Step): boolean => !('valid' in s) && (Object.values(s.env).some((v) => runEntries.includes(v)) || runEntries.some((p) => s.stdin.includes(p)))
+  const first = queue.filter((s) => mayBlock(s) || usesRunEntries(s))
+  await runAll(first)
+  for (const p of runEntries) rmSync(p, { recursive: true, force: true })
+  await runAll(queue.filter((s) => !first.includes(s)))
   const ms = Date.now() - started
   tt.comment(`${calls} execs in ${ms} ms (slowest ${slowest.id}: ${slowest.ms} ms)`)
   for (const [k, n] of Object.entries(codes).sort()) tt.comment(`  ${k}: ${n}`)
