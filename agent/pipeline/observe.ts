@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks'
 import type { Span } from '@opentelemetry/api'
 import type { Connection } from '../../proto/gen/networkservice/connection.js'
 import { findInScopes, scopeFrames } from '../server/call-scope.js'
+import { whenSettled } from '../settled.js'
 import type { CallContext } from '../server/handler.js'
 import type { DatapathRecord } from './types.js'
 
@@ -142,32 +143,14 @@ export function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run:
   const frame = new CallFrame(undefined, undefined, stack?.[stack.length - 1], performance.now(), call)
   observe.callStart?.(frame)
   pushFrame(stack, frame)
-  const settle = (failed: boolean, result: unknown, error: unknown): void => {
+  return whenSettled(run, (failed, result, error) => {
     frame.endMs = performance.now()
     frame.failed = failed
     frame.result = result
     frame.error = error
     popFrame(stack, frame)
     observe.callEnd?.(frame)
-  }
-  let p: Promise<T>
-  try {
-    p = run()
-  } catch (err) {
-    settle(true, undefined, err)
-    return Promise.reject(err)
-  }
-  // One promise reaction (an async function would add a promise the call scope's hooks see too).
-  return p.then(
-    (out) => {
-      settle(false, out, undefined)
-      return out
-    },
-    (err: unknown) => {
-      settle(true, undefined, err)
-      throw err
-    },
-  )
+  })
 }
 
 /** Whether `observe` watches Requests, Closes and heals (`watchCall` is worth its frame). */

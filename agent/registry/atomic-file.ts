@@ -12,6 +12,7 @@ import { channel } from 'node:diagnostics_channel'
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { whenSettled } from '../settled.js'
 
 /** One physical write of a local store: which store, what kind of write, how long, whether it failed. */
 export interface FileWrite {
@@ -32,25 +33,10 @@ export const fileWriteChannel = channel('nsm:store:file-write')
 export function timedFileWrite(store: string, operation: string | (() => string), write: () => Promise<void>): Promise<void> {
   if (!fileWriteChannel.hasSubscribers) return write()
   const t0 = performance.now()
-  const publish = (ok: boolean): void => {
-    const msg: FileWrite = { store, operation: typeof operation === 'string' ? operation : operation(), seconds: (performance.now() - t0) / 1000, ok }
+  return whenSettled(write, (failed) => {
+    const msg: FileWrite = { store, operation: typeof operation === 'string' ? operation : operation(), seconds: (performance.now() - t0) / 1000, ok: !failed }
     fileWriteChannel.publish(msg)
-  }
-  // One promise reaction (the journal's write is in a Request's path: an async function would add a promise and turns).
-  let p: Promise<void>
-  try {
-    p = write()
-  } catch (err) {
-    publish(false)
-    return Promise.reject(err)
-  }
-  return p.then(
-    () => publish(true),
-    (err: unknown) => {
-      publish(false)
-      throw err
-    },
-  )
+  })
 }
 
 let tmpCounter = 0
