@@ -33,7 +33,7 @@ import { openSharedStore } from './store/open.js'
 import { PeerTls, PeerTlsError } from './peer/tls.js'
 import { peerUrlFor, startPeerListener, type PeerListener } from './peer/server.js'
 import type { Tracing } from './tracing/index.js'
-import { combineObservers, tellHeld } from './pipeline/observe.js'
+import { combineObservers } from './pipeline/observe.js'
 import type { MetricsServer } from './metrics/index.js'
 import { startTopologyPage, type TopologyPage } from './topology/web.js'
 import { agentTopologySource } from './topology/source.js'
@@ -297,7 +297,6 @@ async function main(argv: readonly string[]): Promise<number> {
       await nodes?.stop()
       await shared?.close()
       await table.flush()
-      tellHeld() // the ends of the last calls, before their spans are exported
       await tracing?.shutdown().catch((err: unknown) => log.warn('traces: the last spans could not be exported', { err }))
       log.info('stopped', {})
     })()

@@ -13,7 +13,7 @@ import type { CallContext } from '../server/handler.js'
 import type { Mechanism as MechanismImpl } from '../mechanisms/types.js'
 import type { DatapathRecord, EndpointInfo, P2PAddresses } from './types.js'
 import { performance } from 'node:perf_hooks'
-import { CallFrame, frameStack, popFrame, pushFrame, tellLater, type PipelineObserver, type PipelineOp } from './observe.js'
+import { CallFrame, frameStack, popFrame, pushFrame, type PipelineObserver, type PipelineOp } from './observe.js'
 
 export interface RequestState {
   /** The implementation of the requested mechanism (from the mechanism registry) that will build it. */
@@ -115,9 +115,8 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
   let lastPromise: Promise<unknown> | undefined
   let lastFrame: CallFrame | undefined
   /**
-   * Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told
-   * once this turn's I/O is answered (`tellLater`); then the frames that handed on its promise as theirs
-   * (`endsWith`), which end with it.
+   * Ends `frame`: its time taken once, off its scope's stack, added to the frame that called it, observers told;
+   * then the frames that handed on its promise as theirs (`endsWith`), which end with it.
    */
   const settle = (frame: CallFrame, stack: CallFrame[] | undefined, failed: boolean, error: unknown): void => {
     const endMs = performance.now()
@@ -127,7 +126,7 @@ export function buildChain(elements: readonly Element[], opts: ChainOptions = {}
       if (f.outer !== undefined) f.outer.innerMs += endMs - f.startMs
       f.failed = failed
       f.error = error
-      tellLater(end, f)
+      end(f)
     }
     // Nothing more can be handed on: not kept until the next call.
     if (lastFrame?.endMs !== 0) {

@@ -71,46 +71,6 @@ export class CallFrame {
   ) {}
 }
 
-/**
- * The ends of frames, told once the turn that settled them has answered its I/O (`tellLater`): a Request's
- * elements and the Request itself settle one after another as the last kernel reply comes in, and the gRPC
- * answer goes out from the same turn of the event loop (its write is one of the runtime's own immediates, run
- * before the script's). Held until a setImmediate of their own, the observers' work — histograms, spans handed
- * to the idle queue — is done after the caller has its answer, not before. The frame is complete when held
- * (endMs, failed, error or result set; off the stack, its time added to its caller's); only the telling waits.
- */
-const heldHooks: Array<(frame: CallFrame) => void> = []
-const heldFrames: CallFrame[] = []
-let heldScheduled = false
-
-/** `hook(frame)` once this turn's I/O is answered, in the order asked (ends innermost first, then the call's). */
-export function tellLater(hook: (frame: CallFrame) => void, frame: CallFrame): void {
-  heldHooks.push(hook)
-  heldFrames.push(frame)
-  if (!heldScheduled) {
-    heldScheduled = true
-    setImmediate(tellHeld)
-  }
-}
-
-/**
- * Tells every held end now (the scheduled turn, or a stop that must not lose the last ones). A hook that throws
- * is a bug in an observer: reported as a process warning, and the rest are still told.
- */
-export function tellHeld(): void {
-  heldScheduled = false
-  // Ends told here may hold more (an observer's end that settles nothing more does not): taken as they come.
-  for (let i = 0; i < heldHooks.length; i++) {
-    try {
-      ;(heldHooks[i] as (frame: CallFrame) => void)(heldFrames[i] as CallFrame)
-    } catch (err) {
-      process.emitWarning(`pipeline observer: a frame's end could not be recorded: ${err instanceof Error ? err.message : String(err)}`)
-    }
-  }
-  heldHooks.length = 0
-  heldFrames.length = 0
-}
-
 /** This call scope's stack of frames (innermost last); undefined outside any scope. */
 export function frameStack(): CallFrame[] | undefined {
   return scopeFrames()
@@ -145,20 +105,14 @@ export interface PipelineObserver {
    * than what it recorded.
    */
   elementStart?(frame: CallFrame): boolean
-  /**
-   * Once the call settled (`frame.endMs`, `failed` and `error` set, the frames it called ended), told after that
-   * turn's I/O is answered (`tellLater`).
-   */
+  /** Once the call settled (`frame.endMs`, `failed` and `error` set, the frames it called ended). */
   elementEnd?(frame: CallFrame): void
   /**
    * As a Request, Close or heal starts (`frame.call`; the lock's wait included), before its frame is on the
-   * scope's stack. Synchronous: what it records is there before the call's first element starts.
+   * scope's stack. Synchronous, as `callEnd`.
    */
   callStart?(frame: CallFrame): void
-  /**
-   * Once it settled: `endMs`, `failed` and `error` set, else `result` (a Request's Connection, a heal's outcome);
-   * told after that turn's I/O is answered, after the ends of its elements (`tellLater`).
-   */
+  /** Once it settled: `endMs`, `failed` and `error` set, else `result` (a Request's Connection, a heal's outcome). */
   callEnd?(frame: CallFrame): void
   /**
    * Metadata a call the pipeline makes to another process carries (an NSM endpoint's API): the running span's
@@ -195,7 +149,7 @@ export function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run:
     frame.result = result
     frame.error = error
     popFrame(stack, frame)
-    if (observe.callEnd !== undefined) tellLater((f) => observe.callEnd?.(f), frame)
+    observe.callEnd?.(frame)
   })
 }
 
