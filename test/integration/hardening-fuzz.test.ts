@@ -708,10 +708,10 @@ t.test('fuzz: every answer exits, has the CNI shape and a known code, and no sta
   // (`ip link show`), and would wait on the FIFO for ever if a kill left it behind.
   const runEntries = [runFile, runDir, runFifo]
   const usesRunEntries = (s: Step): boolean => !('valid' in s) && (Object.values(s.env).some((v) => runEntries.includes(v)) || runEntries.some((p) => s.stdin.includes(p)))
-  const first = queue.filter((s) => mayBlock(s) || usesRunEntries(s))
-  await runAll(first)
+  const first = new Set(queue.filter((s) => mayBlock(s) || usesRunEntries(s)))
+  await runAll([...first])
   for (const p of runEntries) rmSync(p, { recursive: true, force: true })
-  await runAll(queue.filter((s) => !first.includes(s)))
+  await runAll(queue.filter((s) => !first.has(s)))
   const ms = Date.now() - started
   tt.comment(`${calls} execs in ${ms} ms (slowest ${slowest.id}: ${slowest.ms} ms)`)
   for (const [k, n] of Object.entries(codes).sort()) tt.comment(`  ${k}: ${n}`)
