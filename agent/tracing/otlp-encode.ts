@@ -370,35 +370,3 @@ export function encodeRequest(head: { resource: Buffer; scope: Buffer }, spans: 
   out.pos += spans.length
   return out.buf
 }
-
-/**
- * ExportTraceServiceResponse.partial_success (1){ rejected_spans (1, int64), error_message (2) } when the
- * collector set it; undefined for an empty or unreadable body (it is advice, not the export's outcome).
- */
-export function partialSuccess(body: Buffer): { rejectedSpans: number; message: string } | undefined {
-  if (body.length < 2 || body[0] !== 0x0a) return undefined
-  let p = 1
-  const varint = (): number => {
-    let v = 0
-    for (let shift = 0; p < body.length && shift < 64; shift += 7) {
-      const b = body[p++]!
-      v += (b & 0x7f) * 2 ** shift
-      if (b < 0x80) return v
-    }
-    return NaN
-  }
-  const len = varint()
-  const end = Math.min(p + len, body.length)
-  let rejectedSpans = 0
-  let message = ''
-  while (p < end) {
-    const tag = varint()
-    if (tag === 0x08) rejectedSpans = varint()
-    else if (tag === 0x12) {
-      const n = varint()
-      message = body.subarray(p, p + n).toString('utf8')
-      p += n
-    } else return undefined
-  }
-  return rejectedSpans === 0 && message === '' ? undefined : { rejectedSpans, message }
-}

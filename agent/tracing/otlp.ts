@@ -1,37 +1,42 @@
-// The agent's OTLP/HTTP trace exporter (http/protobuf). The recorder's spans (./span.ts) come in after they
+// The agent's OTLP trace exporter (http/protobuf, or grpc). The recorder's spans (./span.ts) come in after they
 // ended, several at a time, once the agent is idle (./idle-queue.ts); add() encodes each at once into the
 // pending batch's bytes (./otlp-encode.ts, a few µs, no object tree), and batches are POSTed from timers and
-// setImmediate callbacks, never from inside add().
+// setImmediate callbacks, never from inside add(). How a batch travels is ./otlp-transport.ts.
 //
 // Settings are OpenTelemetry's standard variables, read once at construction; a bad value is a ConfigError
 // naming the variable (agent/main.ts turns it into exit 2):
 //   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (as is) or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces; http: or https:
+//                                            (grpc: either one as is, a host and port with no path; https: is TLS;
+//                                            default http://localhost:4318/v1/traces, for grpc http://localhost:4317)
 //   OTEL_EXPORTER_OTLP_[TRACES_]HEADERS      k=v,k2=v2, values URL-decoded; the TRACES_ form wins per key
 //   OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT      ms, default 10000: one export, its retries included
-//   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION  gzip | none (default), gzip on libuv's threads (zlib async)
+//   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION  gzip | none (default), gzip on libuv's threads (zlib async; grpc:
+//                                            the channel's message compression)
 //   OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE: PEM files for https
-//   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     only http/protobuf is served; another value is reported once
+//   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     http/protobuf (default) or grpc; http/json is not served (reported
+//                                            once, http/protobuf used); any other value is an error
 //   OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_MAX_QUEUE_SIZE (2048),
 //   OTEL_BSP_EXPORT_TIMEOUT (30000 ms): as the SDK's BatchSpanProcessor reads them, except that a batch
 //   size above the queue size is refused (the SDK shrinks it quietly).
 //
-// One POST at a time, over a keep-alive agent. 429, 502, 503, 504 and network errors are retried (backoff
-// from 100 ms doubling, or the server's Retry-After: seconds or an HTTP-date) until the export's time is up; any other answer drops
-// the batch. Problems go to `warn`, at most one report per kind per 10 s (the count of those held back
+// One export at a time. What the transport calls retryable (./otlp-transport.ts: for http 429, 502, 503, 504
+// and network errors; for grpc UNAVAILABLE and the other codes the specification names) is retried, backoff
+// from 100 ms doubling or the server's own delay (Retry-After, RetryInfo), until the export's time is up; any
+// other answer drops the batch. Problems go to `warn`, at most one report per kind per 10 s (the count of those held back
 // rides on the next). Nothing here throws into the caller after construction.
 import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { performance } from 'node:perf_hooks'
 import { createSecureContext } from 'node:tls'
 import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
 import type { Attributes } from '@opentelemetry/api'
 import { ConfigError } from '../config/config.js'
-import { encodeRequest, encodeResourceAndScope, encodeSpan, partialSuccess, ProtoWriter, type FinishedSpan } from './otlp-encode.js'
+import { encodeRequest, encodeResourceAndScope, encodeSpan, ProtoWriter, type FinishedSpan } from './otlp-encode.js'
+import { grpcMetadata, grpcTransport, httpTransport, partialSuccess, type OtlpTransport } from './otlp-transport.js'
 
 export type { FinishedSpan } from './otlp-encode.js'
+export { retryAfterMs, retryInfoMs } from './otlp-transport.js'
 
 export interface OtlpExporterOptions {
   /** The Resource's attributes (service.name, ...). */
@@ -45,6 +50,7 @@ export interface OtlpExporterOptions {
 }
 
 interface ExporterConfig {
+  protocol: 'http/protobuf' | 'grpc'
   url: URL
   headers: Record<string, string>
   /** One export's time, retries included: the smaller of the OTLP timeout and OTEL_BSP_EXPORT_TIMEOUT. */
@@ -54,11 +60,10 @@ interface ExporterConfig {
   scheduleDelayMs: number
   maxBatch: number
   maxQueue: number
-  /** OTEL_EXPORTER_OTLP_*PROTOCOL when it is not http/protobuf (reported, then ignored). */
+  /** OTEL_EXPORTER_OTLP_*PROTOCOL when it names http/json, which is not served (reported, then ignored). */
   otherProtocol: string | undefined
 }
 
-const RETRYABLE = new Set([429, 502, 503, 504])
 const REPORT_EVERY_MS = 10_000
 const gzipAsync = promisify(gzip)
 
@@ -114,10 +119,15 @@ function readPem(env: NodeJS.ProcessEnv, what: string): { name: string; pem: Buf
 }
 
 function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
+  const protocolSetting = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL')
+  if (protocolSetting !== undefined && !['http/protobuf', 'grpc', 'http/json'].includes(protocolSetting.value)) {
+    throw new ConfigError(protocolSetting.name, `${JSON.stringify(protocolSetting.value)} is not http/protobuf, grpc or http/json`)
+  }
+  const grpc = protocolSetting?.value === 'grpc'
   const endpoint = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT')
   const base = setting(env, 'OTEL_EXPORTER_OTLP_ENDPOINT')
   const where = endpoint?.name ?? base?.name ?? 'OTEL_EXPORTER_OTLP_ENDPOINT'
-  const raw = endpoint?.value ?? (base === undefined ? 'http://localhost:4318/v1/traces' : `${base.value.replace(/\/+$/, '')}/v1/traces`)
+  const raw = grpc ? (endpoint?.value ?? base?.value ?? 'http://localhost:4317') : (endpoint?.value ?? (base === undefined ? 'http://localhost:4318/v1/traces' : `${base.value.replace(/\/+$/, '')}/v1/traces`))
   let url: URL
   try {
     url = new URL(raw)
@@ -125,6 +135,8 @@ function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
     throw new ConfigError(where, `${JSON.stringify(raw)} is not a URL`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(where, `${JSON.stringify(raw)}: only http: and https: are served`)
+  // A gRPC call goes to a host and port; a path there is most likely the http/protobuf endpoint by mistake.
+  if (grpc && (url.pathname !== '/' || url.search !== '')) throw new ConfigError(where, `${JSON.stringify(raw)}: with ${protocolSetting?.name}=grpc the endpoint is a host and port, with no path`)
 
   const compression = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION')
   if (compression !== undefined && compression.value !== 'gzip' && compression.value !== 'none') throw new ConfigError(compression.name, `${JSON.stringify(compression.value)} is not gzip or none`)
@@ -154,22 +166,30 @@ function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
   const maxQueue = integer(env, ['OTEL_BSP_MAX_QUEUE_SIZE'], 2048, 1)
   const maxBatch = integer(env, ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], 512, 1)
   if (maxBatch > maxQueue) throw new ConfigError('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', `${maxBatch} is more than OTEL_BSP_MAX_QUEUE_SIZE (${maxQueue})`)
-  const protocol = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL')
+  const headers = headersOf(env)
+  // What gRPC metadata cannot carry (a -bin key with a text value), named by the variable it came from.
+  if (grpc) {
+    for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']) {
+      try {
+        grpcMetadata(headersOf({ [name]: env[name] }))
+      } catch (err) {
+        throw new ConfigError(name, (err as Error).message)
+      }
+    }
+  }
   return {
+    protocol: grpc ? 'grpc' : 'http/protobuf',
     url,
-    headers: headersOf(env),
+    headers,
     exportMs: Math.min(integer(env, ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'], 10_000, 1), integer(env, ['OTEL_BSP_EXPORT_TIMEOUT'], 30_000, 1)),
     gzip: compression?.value === 'gzip',
     tls,
     scheduleDelayMs: integer(env, ['OTEL_BSP_SCHEDULE_DELAY'], 5000, 0),
     maxBatch,
     maxQueue,
-    otherProtocol: protocol === undefined || protocol.value === 'http/protobuf' ? undefined : `${protocol.name}=${protocol.value}`,
+    otherProtocol: protocolSetting?.value === 'http/json' ? `${protocolSetting.name}=http/json` : undefined,
   }
 }
-
-/** The answer to one POST: a status and the start of the body, or the network error. */
-type Answer = { status: number; body: Buffer; retryAfterMs: number | undefined } | { error: Error }
 
 /** Encoded spans waiting to be sent, up to one batch's worth. */
 interface Chunk {
@@ -183,8 +203,7 @@ export class OtlpTraceExporter {
 
   private readonly cfg: ExporterConfig
   private readonly head: { resource: Buffer; scope: Buffer }
-  private readonly agent: HttpAgent
-  private readonly send: typeof httpRequest
+  private readonly transport: OtlpTransport
   private readonly warnHook: OtlpExporterOptions['warn']
   /** The oldest first; the last one is being filled. */
   private readonly chunks: Chunk[]
@@ -207,9 +226,8 @@ export class OtlpTraceExporter {
     this.cfg = configOf(o.env ?? process.env)
     this.warnHook = o.warn
     this.head = encodeResourceAndScope(o.resource, o.scope)
-    const https = this.cfg.url.protocol === 'https:'
-    this.agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 1, ...this.cfg.tls }) : new HttpAgent({ keepAlive: true, maxSockets: 1 })
-    this.send = https ? httpsRequest : httpRequest
+    const t = { url: this.cfg.url, headers: this.cfg.headers, gzip: this.cfg.gzip, tls: this.cfg.tls }
+    this.transport = this.cfg.protocol === 'grpc' ? grpcTransport(t) : httpTransport(t, gzipAsync)
     this.chunks = [{ w: new ProtoWriter(16_384), spans: 0 }]
     if (this.cfg.otherProtocol !== undefined) this.report('protocol', `${this.cfg.otherProtocol} is not served: exporting over http/protobuf`)
   }
@@ -264,7 +282,7 @@ export class OtlpTraceExporter {
     await this.forceFlush()
     clearTimeout(this.timer)
     clearImmediate(this.immediate)
-    this.agent.destroy()
+    this.transport.close()
   }
 
   private armTimer(): NodeJS.Timeout {
@@ -310,29 +328,23 @@ export class OtlpTraceExporter {
       })
   }
 
-  /** POSTs one batch, retrying what may pass later, until the export's time is up. */
+  /** Sends one batch, retrying what may pass later, until the export's time is up. */
   private async exportBatch(body: Buffer, spans: number): Promise<void> {
     const deadline = performance.now() + this.cfg.exportMs
-    const payload = this.cfg.gzip ? await gzipAsync(body) : body
     let backoffMs = 100
     for (let attempt = 1; ; attempt++) {
-      const answer = await this.post(payload, deadline - performance.now())
-      if ('status' in answer && answer.status >= 200 && answer.status < 300) {
+      const d = await this.transport.send(body, deadline - performance.now())
+      if (d.ok) {
         this.stats.exported += spans
-        const rejected = partialSuccess(answer.body)
+        const rejected = partialSuccess(d.body)
         if (rejected !== undefined) this.report('partial-success', 'the collector rejected spans of an export', { spans, ...rejected })
         return
       }
-      const retryable = 'error' in answer || RETRYABLE.has(answer.status)
-      const waitMs = ('status' in answer ? answer.retryAfterMs : undefined) ?? backoffMs
-      if (!retryable || performance.now() + waitMs >= deadline) {
+      const waitMs = d.retryAfterMs ?? backoffMs
+      if (!d.retryable || performance.now() + waitMs >= deadline) {
         this.stats.dropped += spans
         this.stats.failedExports++
-        const fields =
-          'error' in answer
-            ? { spans, attempts: attempt, err: answer.error.message }
-            : { spans, attempts: attempt, status: answer.status, body: answer.body.subarray(0, 200).toString('utf8') }
-        this.report(retryable ? 'export-failed' : 'export-rejected', `a trace export to ${this.cfg.url.href} failed`, fields)
+        this.report(d.retryable ? 'export-failed' : 'export-rejected', `a trace export to ${this.cfg.url.href} failed`, { spans, attempts: attempt, ...d.fields })
         return
       }
       // Not unref'd: an export under way holds the process (for at most its time), or a shutdown's last
@@ -340,34 +352,6 @@ export class OtlpTraceExporter {
       await new Promise((resolve) => setTimeout(resolve, waitMs))
       backoffMs = Math.min(backoffMs * 2, 5000)
     }
-  }
-
-  /** One POST, aborted after `timeoutMs`; never rejects. */
-  private post(payload: Buffer, timeoutMs: number): Promise<Answer> {
-    return new Promise<Answer>((resolve) => {
-      const headers: Record<string, string | number> = { ...this.cfg.headers, 'content-type': 'application/x-protobuf', 'content-length': payload.length }
-      if (this.cfg.gzip) headers['content-encoding'] = 'gzip'
-      const req = this.send(this.cfg.url, { method: 'POST', agent: this.agent, headers })
-      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${Math.round(timeoutMs)} ms`)), Math.max(timeoutMs, 1))
-      const done = (a: Answer): void => {
-        clearTimeout(timer)
-        resolve(a)
-      }
-      req.once('error', (error) => done({ error }))
-      req.once('response', (res: IncomingMessage) => {
-        // Keep the start of the body (a collector's reason, partial_success); read the rest to free the socket.
-        const kept: Buffer[] = []
-        let size = 0
-        res.on('data', (d: Buffer) => {
-          if (size < 4096) kept.push(d)
-          size += d.length
-        })
-        res.once('error', (error) => done({ error }))
-        res.once('close', () => done({ error: new Error('the answer was cut off') })) // after 'end' this changes nothing
-        res.once('end', () => done({ status: res.statusCode ?? 0, body: Buffer.concat(kept), retryAfterMs: retryAfterMs(res.headers['retry-after']) }))
-      })
-      req.end(payload)
-    })
   }
 
   /** `warn`, at most once per kind per REPORT_EVERY_MS; `held` counts the reports held back since. */
@@ -385,15 +369,4 @@ export class OtlpTraceExporter {
       // a logger that throws must not break the export path
     }
   }
-}
-
-/** Retry-After (RFC 9110: delay-seconds, or an HTTP-date) as ms from now; undefined when absent or unreadable. */
-export function retryAfterMs(v: string | undefined, now = Date.now()): number | undefined {
-  const s = v?.trim() ?? ''
-  if (s === '') return undefined
-  if (/^\d+$/.test(s)) return Number(s) * 1000
-  // An HTTP-date names a day of the week and GMT (IMF-fixdate, or the obsolete RFC 850 and asctime forms).
-  if (!/^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)/.test(s)) return undefined
-  const at = Date.parse(/GMT$/.test(s) ? s : `${s} GMT`)
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
 }

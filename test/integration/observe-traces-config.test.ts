@@ -64,6 +64,16 @@ const cases: Array<{ name: string; env: Record<string, string>; err: RegExp }> =
     env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'ftp://x' },
     err: /^nsm-agent: tracing: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "ftp:\/\/x": only http: and https: are served$/m,
   },
+  {
+    name: 'protocol',
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: NOWHERE, OTEL_EXPORTER_OTLP_PROTOCOL: 'thrift' },
+    err: /^nsm-agent: tracing: OTEL_EXPORTER_OTLP_PROTOCOL: "thrift" is not http\/protobuf, grpc or http\/json$/m,
+  },
+  {
+    name: 'grpc endpoint with a path',
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9/v1/traces', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' },
+    err: /^nsm-agent: tracing: OTEL_EXPORTER_OTLP_ENDPOINT: .*the endpoint is a host and port, with no path$/m,
+  },
 ]
 
 for (const c of cases) {

@@ -14,7 +14,7 @@ import { kernelRequest, SEED, seedAgent } from '../lib/mesh'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { makeMeshBed, registerEndpointOn, registerService, seenEverywhere } from '../lib/mesh-bed'
 import { makeNetns, RUN } from '../lib/netns'
-import { childrenOf, descendantsOf, startOtlpReceiver, startOtlpReceiverIn, type ReceivedSpan } from '../lib/otlp'
+import { childrenOf, descendantsOf, startOtlpGrpcReceiver, startOtlpReceiver, startOtlpReceiverIn, type ReceivedSpan } from '../lib/otlp'
 import { stageNsm, resultOf } from './nsm-fixture'
 import { callEnv, execPlugin, type CniCall, type CniOutcome } from '../conformance/exec'
 
@@ -63,8 +63,10 @@ t.test('CNI ADD and DEL: the runtime trace context, the Request/Close, each elem
   const podArgs = `IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-${RUN}`
   const add = await execPlugin(join(binDir, 'nsm'), { ...call, args: `${podArgs};TRACEPARENT=${addCtx.header}`, command: 'ADD', stdin: conf(SEED) })
   t.equal(add.exitCode, 0, add.stdout + add.stderr)
-  await until(async () => otlp.spans.some((s) => s.traceId === addCtx.traceId && s.name === 'CNI ADD'))
-  await until(async () => otlp.spans.some((s) => s.traceId === addCtx.traceId && s.name === 'NetworkService/Request'))
+  // An element's span is made once the agent is idle and then queued as any ended span: it can come in an
+  // export after its call's. So every span the checks look for is waited for.
+  const arrived = (traceId: string, names: string[]) => until(async () => names.every((n) => otlp.spans.some((s) => s.traceId === traceId && s.name === n)))
+  await arrived(addCtx.traceId, ['CNI ADD', 'NetworkService/Request', ...['validate', 'path', 'select', 'ipam', 'mechanism', 'persist'].map((e) => `${e} request`), 'netlink batch'])
   const inAdd = otlp.spans.filter((s) => s.traceId === addCtx.traceId)
   const cniAdd = one(inAdd, (s) => s.name === 'CNI ADD', 'CNI ADD')
   t.equal(cniAdd.parentSpanId, addCtx.spanId, "the CNI span's parent is the runtime's span (CNI_ARGS TRACEPARENT)")
@@ -95,8 +97,7 @@ t.test('CNI ADD and DEL: the runtime trace context, the Request/Close, each elem
   const delCtx = traceparent()
   const del = await execWithEnv(join(binDir, 'nsm'), { ...call, args: podArgs, command: 'DEL', stdin: { ...conf(SEED), prevResult: resultOf(add) } }, { TRACEPARENT: delCtx.header })
   t.equal(del.exitCode, 0, del.stderr)
-  await until(async () => otlp.spans.some((s) => s.traceId === delCtx.traceId && s.name === 'NetworkService/Close'))
-  await until(async () => otlp.spans.some((s) => s.traceId === delCtx.traceId && s.name === 'CNI DEL'))
+  await arrived(delCtx.traceId, ['NetworkService/Close', 'CNI DEL', 'ipam close', 'mechanism close', 'netlink batch'])
   const inDel = otlp.spans.filter((s) => s.traceId === delCtx.traceId)
   const cniDel = one(inDel, (s) => s.name === 'CNI DEL', 'CNI DEL')
   t.equal(cniDel.parentSpanId, delCtx.spanId, "the parent from the plugin's TRACEPARENT variable")
@@ -113,7 +114,7 @@ t.test('CNI ADD and DEL: the runtime trace context, the Request/Close, each elem
   const bad = await execPlugin(join(binDir, 'nsm'), { ...call, containerId: `tr2-${RUN}`, args: `TRACEPARENT=${badCtx.header}`, command: 'ADD', stdin: conf('nobody-offers-this') })
   t.not(bad.exitCode, 0)
   const code = (JSON.parse(bad.stdout) as { code: number }).code
-  await until(async () => otlp.spans.some((s) => s.traceId === badCtx.traceId && s.name === 'CNI ADD'))
+  await arrived(badCtx.traceId, ['CNI ADD', 'NetworkService/Request'])
   const inBad = otlp.spans.filter((s) => s.traceId === badCtx.traceId)
   const badAdd = one(inBad, (s) => s.name === 'CNI ADD', 'failed CNI ADD')
   t.equal(badAdd.status.code, ERROR, 'the CNI span is ERROR')
@@ -131,6 +132,25 @@ t.test('no OTEL_EXPORTER_OTLP_ENDPOINT: nothing is exported', async (t) => {
   await seedAgent(agent.client, fw.path, ['172.16.61.0/24'])
   await agent.stop('SIGTERM')
   t.equal(otlp.requests, 0, 'no export request')
+})
+
+t.test('OTEL_EXPORTER_OTLP_PROTOCOL=grpc: a Request and its Close arrive over OTLP/gRPC, elements and kernel batches inside', async (t) => {
+  const otlp = await startOtlpGrpcReceiver(t)
+  const fw = makeNetns(t, 'fw')
+  const pod = makeNetns(t, 'pod')
+  const agent = await startAgent(t, { env: { ...OTEL_ENV(otlp.endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' } })
+  await seedAgent(agent.client, fw.path, ['172.16.63.0/24'])
+  const id = `grpc-${RUN}`
+  const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, pod.path, 'nsm0'))
+  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+  await until(async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
+  const request = one(otlp.spans, (s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id, 'the Request span')
+  await until(async () => descendantsOf(otlp.spans, request).some((s) => s.name === 'netlink batch'))
+  const inside = descendantsOf(otlp.spans, request)
+  t.ok(inside.some((s) => s.name === 'mechanism request'), 'the mechanism element inside the Request')
+  t.ok(inside.every((s) => s.traceId === request.traceId), 'one trace')
+  t.equal(request.resource['service.name'], 'nsm-agent')
+  await agent.stop('SIGTERM')
 })
 
 t.test("the spans still buffered at SIGTERM are exported (the exporter's thread drained before the agent exits)", async (t) => {
@@ -177,7 +197,10 @@ t.test('one trace across two agents: the traceparent travels in the peer call', 
   t.equal(add.exitCode, 0, add.stdout + add.stderr)
   t.teardown(() => execPlugin(join(binDir, 'nsm'), { ...call, command: 'DEL', stdin: { ...conf, prevResult: resultOf(add) } }).then(() => undefined))
   const of = (node: string) => otlp.spans.filter((s) => s.traceId === ctx.traceId && s.resource['k8s.node.name'] === node)
-  await until(async () => of('n1').some((s) => s.name === 'CNI ADD') && of('n2').some((s) => s.name === 'NetworkService/Request'), 15_000)
+  // An element's span is made once its agent is idle and then queued as any ended span: it can come in an
+  // export after its call's. So every span the checks below look for is waited for.
+  const has = (node: string, name: string) => of(node).some((s) => s.name === name)
+  await until(async () => ['CNI ADD', 'NetworkService/Request', 'forward request'].every((n) => has('n1', n)) && ['NetworkService/Request', 'validate request', 'netlink batch'].every((n) => has('n2', n)), 15_000)
   const cniAdd = one(of('n1'), (s) => s.name === 'CNI ADD', 'CNI ADD on n1')
   t.equal(cniAdd.parentSpanId, ctx.spanId)
   const forward = one(of('n1'), (s) => s.name === 'forward request', 'forward on n1')

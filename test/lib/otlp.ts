@@ -3,8 +3,11 @@
 // definitions below (the subset of opentelemetry/proto's trace.proto, common.proto and resource.proto the
 // agent's spans use, same field numbers), answered 200 with an empty ExportTraceServiceResponse.
 //
+// startOtlpGrpcReceiver serves the same request over OTLP/gRPC (TraceService/Export, a grpc-js server).
+//
 // Runnable as a script too (`node --import tsx test/lib/otlp.ts HOST`), for agents in another network
 // namespace (startOtlpReceiverIn): it prints `{"endpoint": URL}`, then one JSON line per span received.
+import { Server as GrpcServer, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js'
 import { spawn } from 'node:child_process'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -173,6 +176,35 @@ export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promis
   t.teardown(close)
   return {
     endpoint,
+    spans,
+    get requests() {
+      return state.requests
+    },
+    close,
+  }
+}
+
+/** An OTLP/gRPC receiver on `host` (TraceService/Export, answered with an empty response), closed at teardown. */
+export async function startOtlpGrpcReceiver(t: Teardown, host = '127.0.0.1'): Promise<OtlpReceiver> {
+  const spans: ReceivedSpan[] = []
+  const state = { requests: 0 }
+  const raw = (b: Buffer): Buffer => b
+  const server = new GrpcServer()
+  server.addService(
+    { Export: { path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw } },
+    {
+      Export: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
+        spans.push(...decodeTraces(call.request))
+        state.requests++
+        cb(null, Buffer.alloc(0))
+      },
+    },
+  )
+  const port = await new Promise<number>((res, rej) => server.bindAsync(`${host}:0`, ServerCredentials.createInsecure(), (err, p) => (err ? rej(err) : res(p))))
+  const close = (): Promise<void> => new Promise<void>((res) => server.tryShutdown(() => res()))
+  t.teardown(close)
+  return {
+    endpoint: `http://${host}:${port}`,
     spans,
     get requests() {
       return state.requests

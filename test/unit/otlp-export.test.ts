@@ -485,17 +485,25 @@ t.test('https with a CA and a client certificate from the variables', async (t) 
   t.same(e.stats, { exported: 1, dropped: 0, failedExports: 0 })
 })
 
-t.test('another protocol is reported once and http/protobuf used', async (t) => {
+t.test('http/json is reported once and http/protobuf used', async (t) => {
+  const { url, hits } = await rawServer(t)
   const warnings: Warning[] = []
-  exporterFor(t, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, warnings)
+  const e = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }, warnings)
   t.equal(warnings.length, 1)
-  t.match(warnings[0]![0], /OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not served/)
+  t.match(warnings[0]![0], /OTEL_EXPORTER_OTLP_PROTOCOL=http\/json is not served/)
+  e.add(span())
+  await e.forceFlush()
+  t.equal(hits.length, 1)
+  t.equal(hits[0]!.headers['content-type'], 'application/x-protobuf')
 })
 
 t.test('a bad variable is an error naming it', async (t) => {
   const THIS_FILE = fileURLToPath(import.meta.url) // readable, and no PEM
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ OTEL_BSP_SCHEDULE_DELAY: 'abc' }, /^OTEL_BSP_SCHEDULE_DELAY: "abc"/],
+    [{ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/xml' }, /^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http\/xml" is not http\/protobuf, grpc or http\/json/],
+    [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4317/v1/traces' }, /^OTEL_EXPORTER_OTLP_ENDPOINT: .*with OTEL_EXPORTER_OTLP_PROTOCOL=grpc the endpoint is a host and port, with no path/],
+    [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'x-token-bin=abc' }, /^OTEL_EXPORTER_OTLP_HEADERS: header x-token-bin cannot go in gRPC metadata/],
     [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, /^OTEL_BSP_MAX_QUEUE_SIZE: /],
     [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096' }, /^OTEL_BSP_MAX_EXPORT_BATCH_SIZE: 4096 is more than OTEL_BSP_MAX_QUEUE_SIZE/],
     [{ OTEL_BSP_EXPORT_TIMEOUT: '1.5' }, /^OTEL_BSP_EXPORT_TIMEOUT: /],
