@@ -328,7 +328,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   if (metrics !== undefined && meters !== undefined && config.metricsAddress !== undefined) {
     try {
-      metricsServer = await metrics.serveMetrics(meters.registry, config.metricsAddress, (err) => log.warn('metrics: a scrape failed', { err }))
+      metricsServer = await metrics.serveMetrics(meters.registry, config.metricsAddress, (err) => log.warn('metrics: a scrape failed', { err }), meters.flush)
     } catch (err) {
       log.error('cannot serve the metrics', { metricsAddress: config.metricsAddress, err })
       process.stderr.write(`nsm-agent: --metrics-address ${config.metricsAddress}: ${(err as Error).message}\n`)

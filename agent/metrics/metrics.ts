@@ -47,6 +47,8 @@ export interface AgentMetrics {
   readonly registry: PromRegistry
   readonly series: Series
   readonly pipeline: PipelineObserver
+  /** Records what the pipeline hook queued (./pipeline.ts): call it before reading the registry. */
+  flush(): void
   readonly cni: CniObserver
   /** The sources the scrape-time gauges read (set once the state is open). */
   setSources(s: MetricsSources): void
@@ -133,10 +135,12 @@ export function createMetrics(): AgentMetrics {
     const w = m as FileWrite
     series.storeSeconds.observe({ backend: 'file', operation: w.operation, kind: w.store, outcome: w.ok ? 'ok' : 'error' }, w.seconds)
   })
+  const pipeline = pipelineMetrics(series)
   return {
     registry,
     series,
-    pipeline: pipelineMetrics(series),
+    pipeline,
+    flush: pipeline.flush,
     cni: cniMetrics(series),
     setSources(s) {
       sources = s

@@ -10,7 +10,8 @@ export interface MetricsServer {
   close(): Promise<void>
 }
 
-export async function serveMetrics(registry: Registry, listen: string, onError: (err: unknown) => void): Promise<MetricsServer> {
+/** `beforeScrape` runs before each read of the registry (the pipeline metrics' queued frames recorded). */
+export async function serveMetrics(registry: Registry, listen: string, onError: (err: unknown) => void, beforeScrape: () => void = () => undefined): Promise<MetricsServer> {
   const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(listen)
   const host = m?.[1] ?? '127.0.0.1'
   const port = Number(m?.[2] ?? 0)
@@ -19,6 +20,11 @@ export async function serveMetrics(registry: Registry, listen: string, onError: 
     if (req.method !== 'GET' || path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics\n')
       return
+    }
+    try {
+      beforeScrape()
+    } catch (err) {
+      onError(err)
     }
     registry.metrics().then(
       (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
