@@ -9,6 +9,7 @@
 //   grpc           CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and
 //                  RESOURCE_EXHAUSTED only when the server's status details carry a google.rpc.RetryInfo
 //                  (whose retry_delay sets the wait)
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire'
 import { Client, credentials, Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js'
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
@@ -122,33 +123,22 @@ export function grpcTransport(o: TransportOptions): OtlpTransport {
   }
 }
 
-/** A protobuf message's fields, shallow: wire type 0 as numbers, type 2 as bytes; undefined when malformed. */
-function fieldsOf(b: Buffer): Array<{ field: number; varint?: number; bytes?: Buffer }> | undefined {
-  const out: Array<{ field: number; varint?: number; bytes?: Buffer }> = []
-  let p = 0
-  const varint = (): number => {
-    let v = 0
-    for (let shift = 0; p < b.length && shift < 64; shift += 7) {
-      const x = b[p++]!
-      v += (x & 0x7f) * 2 ** shift
-      if (x < 0x80) return v
+/**
+ * The fields of one protobuf message (@bufbuild/protobuf's reader, the one the generated API code uses):
+ * varints as numbers, length-delimited fields as bytes, the rest skipped; undefined when malformed.
+ */
+function fieldsOf(b: Uint8Array): Array<{ field: number; varint?: number; bytes?: Uint8Array }> | undefined {
+  const out: Array<{ field: number; varint?: number; bytes?: Uint8Array }> = []
+  try {
+    const r = new BinaryReader(b)
+    while (r.pos < r.len) {
+      const [field, type] = r.tag()
+      if (type === WireType.Varint) out.push({ field, varint: Number(r.uint64()) })
+      else if (type === WireType.LengthDelimited) out.push({ field, bytes: r.bytes() })
+      else r.skip(type, field)
     }
-    return NaN
-  }
-  while (p < b.length) {
-    const tag = varint()
-    const field = Math.floor(tag / 8)
-    const type = tag % 8
-    if (type === 0) out.push({ field, varint: varint() })
-    else if (type === 2) {
-      const n = varint()
-      if (Number.isNaN(n) || p + n > b.length) return undefined
-      out.push({ field, bytes: b.subarray(p, p + n) })
-      p += n
-    } else if (type === 1) p += 8
-    else if (type === 5) p += 4
-    else return undefined
-    if (Number.isNaN(tag) || p > b.length) return undefined
+  } catch {
+    return undefined
   }
   return out
 }
@@ -162,7 +152,8 @@ export function partialSuccess(body: Buffer): { rejectedSpans: number; message: 
   const fields = ps === undefined ? undefined : fieldsOf(ps)
   if (fields === undefined) return undefined
   const rejectedSpans = fields.find((f) => f.field === 1)?.varint ?? 0
-  const message = fields.find((f) => f.field === 2)?.bytes?.toString('utf8') ?? ''
+  const bytes = fields.find((f) => f.field === 2)?.bytes
+  const message = bytes === undefined ? '' : Buffer.from(bytes).toString('utf8')
   return rejectedSpans === 0 && message === '' ? undefined : { rejectedSpans, message }
 }
 
@@ -175,9 +166,9 @@ export function retryInfoMs(details: unknown): number | undefined {
   for (const d of fieldsOf(details) ?? []) {
     if (d.field !== 3 || d.bytes === undefined) continue // Status.details: repeated Any
     const any = fieldsOf(d.bytes) ?? []
-    const typeUrl = any.find((f) => f.field === 1)?.bytes?.toString('utf8') ?? ''
+    const typeUrl = any.find((f) => f.field === 1)?.bytes
     const value = any.find((f) => f.field === 2)?.bytes
-    if (!typeUrl.endsWith('/google.rpc.RetryInfo') || value === undefined) continue
+    if (typeUrl === undefined || !Buffer.from(typeUrl).toString('utf8').endsWith('/google.rpc.RetryInfo') || value === undefined) continue
     const duration = (fieldsOf(value) ?? []).find((f) => f.field === 1)?.bytes // RetryInfo.retry_delay
     if (duration === undefined) return 0
     const parts = fieldsOf(duration) ?? []

@@ -7,7 +7,7 @@
 //
 // Runnable as a script too (`node --import tsx test/lib/otlp.ts HOST`), for agents in another network
 // namespace (startOtlpReceiverIn): it prints `{"endpoint": URL}`, then one JSON line per span received.
-import { Server as GrpcServer, ServerCredentials, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js'
+import { Server as GrpcServer, ServerCredentials, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition } from '@grpc/grpc-js'
 import { spawn } from 'node:child_process'
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -184,22 +184,24 @@ export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promis
   }
 }
 
+const raw = (b: Buffer): Buffer => b
+/** opentelemetry.proto.collector.trace.v1.TraceService with one method, Export, its messages as bytes. */
+export const TRACE_SERVICE: ServiceDefinition = {
+  Export: { path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+}
+
 /** An OTLP/gRPC receiver on `host` (TraceService/Export, answered with an empty response), closed at teardown. */
 export async function startOtlpGrpcReceiver(t: Teardown, host = '127.0.0.1'): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = []
   const state = { requests: 0 }
-  const raw = (b: Buffer): Buffer => b
   const server = new GrpcServer()
-  server.addService(
-    { Export: { path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw } },
-    {
-      Export: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
-        spans.push(...decodeTraces(call.request))
-        state.requests++
-        cb(null, Buffer.alloc(0))
-      },
+  server.addService(TRACE_SERVICE, {
+    Export: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
+      spans.push(...decodeTraces(call.request))
+      state.requests++
+      cb(null, Buffer.alloc(0))
     },
-  )
+  })
   const port = await new Promise<number>((res, rej) => server.bindAsync(`${host}:0`, ServerCredentials.createInsecure(), (err, p) => (err ? rej(err) : res(p))))
   const close = (): Promise<void> => new Promise<void>((res) => server.tryShutdown(() => res()))
   t.teardown(close)

@@ -9,10 +9,10 @@ import { readFileSync } from 'node:fs'
 import { createServer as createH2Server, type IncomingHttpHeaders } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
-import { Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServiceDefinition } from '@grpc/grpc-js'
+import { Metadata, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js'
 import protobuf from 'protobufjs'
 import { OtlpTraceExporter, retryInfoMs, type FinishedSpan } from '../../agent/tracing/otlp.js'
-import { decodeTraces } from '../lib/otlp.js'
+import { decodeTraces, TRACE_SERVICE } from '../lib/otlp.js'
 import { Pki } from '../lib/pki.js'
 
 const RESOURCE = { 'service.name': 'nsm-agent', 'k8s.node.name': 'node-a' }
@@ -70,12 +70,8 @@ type Reply = { error: { code: number; details: string; metadata?: Metadata } } |
 /** A TraceService/Export server recording each call; `answer` replies (default OK, an empty response). */
 async function collector(t: Test, answer: (n: number) => Reply = () => ({ body: Buffer.alloc(0) }), creds = ServerCredentials.createInsecure()): Promise<{ port: number; calls: Call[] }> {
   const calls: Call[] = []
-  const raw = (b: Buffer): Buffer => b
-  const service: ServiceDefinition = {
-    Export: { path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  }
   const server = new Server()
-  server.addService(service, {
+  server.addService(TRACE_SERVICE, {
     Export: (call: ServerUnaryCall<Buffer, Buffer>, cb: sendUnaryData<Buffer>) => {
       calls.push({ metadata: call.metadata, body: call.request })
       const r = answer(calls.length)
