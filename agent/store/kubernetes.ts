@@ -1,44 +1,20 @@
 // The Kubernetes backend of the cluster store (kv.ts): every entry is a namespaced custom resource, read and
 // written through @kubernetes/client-node (CustomObjectsApi, Watch). Nothing of the library leaks out.
 //
-//   kind       resource (deploy/crds)                                   spec
-//   services   networkservices.networkservicemesh.io/v1 NetworkService   NSM's NetworkService, snake_case
-//   endpoints  networkserviceendpoints.networkservicemesh.io/v1          NSM's NetworkServiceEndpoint, snake_case,
-//              NetworkServiceEndpoint                                   timestamps {seconds, nanos}
-//   claims     nsmaddressclaims.nsm-cni.io/v1 NsmAddressClaim            the value
-//   nodes      nsmnodes.nsm-cni.io/v1 NsmNode                            the value
-//
-// Mapping (both ways; a value always comes back deep-equal to what was written):
-// - metadata.name = the Kv name; revision = metadata.resourceVersion; a list's revision = the list's.
-// - services: the value is NetworkService.toJSON(...) (camelCase) plus fields of our own; the NSM fields go
-//   to spec in NSM's JSON form so that NSM's tools read them, the others (e.g. `nsmcniPolicy`) to the
-//   annotation `nsm-cni.io/extension` as a JSON object. endpoints: the value is {endpoint, extension}:
-//   `endpoint` goes to spec, every other field ({"extension": EndpointExtension.toJSON(...)}) to that annotation.
-//   An annotation, not a spec field: a cluster running NSM's own CRDs (structural schemas without our field)
-//   would prune an unknown spec field silently, an annotation never.
-// - claims, nodes: spec = the value.
-// - A value that does not fit (not an object, an unknown NSM field, a wrong type, a timestamp that would
-//   not come back identical) is stored whole as JSON in the annotation `nsm-cni.io/value`, spec = {}.
-// - ttlMs: the annotation `nsm-cni.io/expires-at` (RFC 3339, ms). get/list never return an entry past it;
-//   a collector (one per kind, in every instance that saw such an object through a watch, list, get or its
-//   own write) deletes it with a resourceVersion precondition (a concurrent refresh wins), driven by one
-//   timer armed for the earliest expiry it knows: no polling. Watchers see the collection as a delete.
+// How a value becomes an object (which resource, spec and annotations) is kubernetes-objects.ts; expiry
+// (ttlMs, a collector in every instance) kubernetes-expiry.ts; list-then-watch kubernetes-watch.ts.
 //
 // Operations: create = POST (409 AlreadyExists: KvConflict, unless the existing object has expired: then a
 // PUT on its resourceVersion). put = PUT with the given revision (409/404: KvConflict), or without one:
 // create, else GET + PUT on what was read, retried on 409 races. delete = DELETE with
 // preconditions.resourceVersion. Every call is bounded by timeoutMs (one deadline over its requests) and
 // rejects with KvUnavailable when the server cannot be reached, times out, or answers 5xx/401/403/429.
-//
-// watch = list-then-watch as client-go's reflector: Watch with resourceVersion and allowWatchBookmarks; a
-// stream the server ends resumes from the last version seen (event or BOOKMARK); 410 Gone (an ERROR
-// event or HTTP 410) re-lists and hands the list to onReset; a failure reports onState('down') once and
-// retries with backoff; the first success after it reports onState('up').
-import { POLICY_ANNOTATIONS, policyFromMetadata } from '../../conf/endpoint-policy.js'
-import { CustomObjectsApi, Observable, Watch, type KubeConfig, type RequestContext, type ResponseContext } from '@kubernetes/client-node'
-import { isDeepStrictEqual } from 'node:util'
+import { CustomObjectsApi, Observable, type KubeConfig, type RequestContext, type ResponseContext } from '@kubernetes/client-node'
 import { loadKubeConfig, statusOf } from '../podinfo/kubernetes.js'
-import { checkKvName, checkKvTtl, KV_KINDS, KvConflict, KvUnavailable, type Kv, type KvCasOptions, type KvEntry, type KvEvent, type KvKind, type KvList, type KvWatchHandlers, type KvWriteOptions } from './kv.js'
+import { ExpiryCollector } from './kubernetes-expiry.js'
+import { decodeValue, describe, encodeValue, EXPIRES_AT, expiresAt, isObject, jsonOf, kobject, RESOURCES, unavailable, VERSION, type Json, type JsonObject, type KObject } from './kubernetes-objects.js'
+import { watchKind } from './kubernetes-watch.js'
+import { checkKvName, checkKvTtl, KV_KINDS, KvConflict, KvUnavailable, type Kv, type KvCasOptions, type KvEntry, type KvKind, type KvList, type KvWatchHandlers, type KvWriteOptions } from './kv.js'
 
 export interface KubernetesKvOptions {
   /** A kubeconfig file; else the in-cluster service account (else $KUBECONFIG or ~/.kube/config). */
@@ -57,258 +33,10 @@ export interface KubernetesKvOptions {
   readonly log?: (msg: string, fields: Record<string, unknown>) => void
 }
 
-export const EXPIRES_AT = 'nsm-cni.io/expires-at'
-export const EXTENSION = 'nsm-cni.io/extension'
-export const OPAQUE_VALUE = 'nsm-cni.io/value'
-
-const RESOURCES: Record<KvKind, { readonly group: string; readonly plural: string; readonly kind: string }> = {
-  services: { group: 'networkservicemesh.io', plural: 'networkservices', kind: 'NetworkService' },
-  endpoints: { group: 'networkservicemesh.io', plural: 'networkserviceendpoints', kind: 'NetworkServiceEndpoint' },
-  claims: { group: 'nsm-cni.io', plural: 'nsmaddressclaims', kind: 'NsmAddressClaim' },
-  nodes: { group: 'nsm-cni.io', plural: 'nsmnodes', kind: 'NsmNode' },
-}
-const VERSION = 'v1'
 const PUT_ATTEMPTS = 5
-
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
-type JsonObject = { [k: string]: Json }
-interface KObject {
-  metadata: { name: string; resourceVersion: string; annotations: Record<string, string> }
-  spec: Json | undefined
-}
-
-// ---- value <-> object -------------------------------------------------------------------------------
-
-/** The JSON shapes of NSM's registry messages: camelCase in the value, snake_case in the CRD. */
-type Shape =
-  | { readonly t: 'string'; readonly enum?: readonly string[] }
-  | { readonly t: 'bool' | 'uint32' | 'timestamp' }
-  | { readonly t: 'array' | 'map'; readonly of: Shape }
-  | { readonly t: 'object'; readonly fields: readonly Field[] }
-type Field = readonly [json: string, crd: string, shape: Shape]
-
-const str: Shape = { t: 'string' }
-const labels: Shape = { t: 'map', of: str }
-const labelsObject: Shape = { t: 'object', fields: [['labels', 'labels', labels]] }
-const SERVICE_FIELDS: readonly Field[] = [
-  ['name', 'name', str],
-  ['payload', 'payload', { t: 'string', enum: ['IP', 'ETHERNET'] }],
-  ['matches', 'matches', { t: 'array', of: { t: 'object', fields: [
-    ['sourceSelector', 'source_selector', labels],
-    ['routes', 'routes', { t: 'array', of: { t: 'object', fields: [['destinationSelector', 'destination_selector', labels], ['weight', 'weight', { t: 'uint32' }]] } }],
-    ['fallthrough', 'fallthrough', { t: 'bool' }],
-    ['metadata', 'metadata', labelsObject],
-  ] } }],
-  ['pathIds', 'path_ids', { t: 'array', of: str }],
-]
-const ENDPOINT_FIELDS: readonly Field[] = [
-  ['name', 'name', str],
-  ['networkServiceNames', 'network_service_names', { t: 'array', of: str }],
-  ['networkServiceLabels', 'network_service_labels', { t: 'map', of: labelsObject }],
-  ['url', 'url', str],
-  ['expirationTime', 'expiration_time', { t: 'timestamp' }],
-  ['initialRegistrationTime', 'initial_registration_time', { t: 'timestamp' }],
-  ['pathIds', 'path_ids', { t: 'array', of: str }],
-]
-
-class Unfit extends Error {}
-
-function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-/** The value in NSM's CRD form; throws Unfit where it does not fit the message (then it is stored whole). */
-function toCrd(shape: Shape, v: Json): Json {
-  switch (shape.t) {
-    case 'string':
-      if (typeof v !== 'string' || (shape.enum !== undefined && !shape.enum.includes(v))) throw new Unfit()
-      return v
-    case 'bool':
-      if (typeof v !== 'boolean') throw new Unfit()
-      return v
-    case 'uint32':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Unfit()
-      return v
-    case 'timestamp': {
-      const ms = typeof v === 'string' ? Date.parse(v) : NaN
-      // Only the form toJSON writes (toISOString) comes back identical.
-      if (!Number.isFinite(ms) || new Date(ms).toISOString() !== v) throw new Unfit()
-      const seconds = Math.floor(ms / 1000)
-      return { seconds, nanos: (ms - seconds * 1000) * 1e6 }
-    }
-    case 'array':
-      if (!Array.isArray(v)) throw new Unfit()
-      return v.map((e) => toCrd(shape.of, e))
-    case 'map':
-      if (!isObject(v)) throw new Unfit()
-      return Object.fromEntries(Object.entries(v).map(([k, e]) => [k, toCrd(shape.of, e)]))
-    case 'object': {
-      if (!isObject(v)) throw new Unfit()
-      const { known, rest } = fieldsToCrd(shape.fields, v)
-      if (Object.keys(rest).length > 0) throw new Unfit()
-      return known
-    }
-  }
-}
-
-function fieldsToCrd(fields: readonly Field[], v: JsonObject): { known: JsonObject; rest: JsonObject } {
-  const known: JsonObject = {}
-  const rest: JsonObject = { ...v }
-  for (const [json, crd, shape] of fields) {
-    const e = v[json]
-    if (!Object.hasOwn(v, json) || e === undefined) continue
-    known[crd] = toCrd(shape, e)
-    delete rest[json]
-  }
-  return { known, rest }
-}
-
-/** The value from NSM's CRD form (also objects NSM's tools wrote: what does not fit the shape is left out). */
-function fromCrd(shape: Shape, v: Json | undefined): Json | undefined {
-  switch (shape.t) {
-    case 'string':
-      return typeof v === 'string' ? v : undefined
-    case 'bool':
-      return typeof v === 'boolean' ? v : undefined
-    case 'uint32':
-      return typeof v === 'number' ? v : undefined
-    case 'timestamp': {
-      if (!isObject(v)) return undefined
-      const ms = Number(v['seconds'] ?? 0) * 1000 + Math.floor(Number(v['nanos'] ?? 0) / 1e6)
-      return Number.isFinite(ms) ? new Date(ms).toISOString() : undefined
-    }
-    case 'array':
-      return Array.isArray(v) ? v.map((e) => fromCrd(shape.of, e)).filter((e): e is Json => e !== undefined) : undefined
-    case 'map':
-      return isObject(v) ? Object.fromEntries(Object.entries(v).flatMap(([k, e]) => entryOf(k, fromCrd(shape.of, e)))) : undefined
-    case 'object':
-      return isObject(v) ? fieldsFromCrd(shape.fields, v) : undefined
-  }
-}
-
-function fieldsFromCrd(fields: readonly Field[], v: JsonObject): JsonObject {
-  return Object.fromEntries(fields.flatMap(([json, crd, shape]) => (Object.hasOwn(v, crd) ? entryOf(json, fromCrd(shape, v[crd])) : [])))
-}
-
-function entryOf(k: string, v: Json | undefined): Array<[string, Json]> {
-  return v === undefined ? [] : [[k, v]]
-}
-
-/** What an object holds for a value: its spec and the annotations that carry the rest. */
-function encodeValue(kind: KvKind, value: Json): { spec: Json; annotations: Record<string, string> } {
-  const opaque = { spec: {}, annotations: { [OPAQUE_VALUE]: JSON.stringify(value) } }
-  try {
-    let spec: JsonObject
-    let rest: JsonObject = {}
-    if (kind === 'claims' || kind === 'nodes') {
-      if (!isObject(value)) return opaque
-      spec = value
-    } else if (kind === 'services') {
-      if (!isObject(value)) return opaque
-      ;({ known: spec, rest } = fieldsToCrd(SERVICE_FIELDS, value))
-    } else {
-      const endpoint = isObject(value) ? value['endpoint'] : undefined
-      if (!isObject(value) || !isObject(endpoint)) return opaque
-      spec = toCrd({ t: 'object', fields: ENDPOINT_FIELDS }, endpoint) as JsonObject
-      rest = { ...value }
-      delete rest['endpoint']
-    }
-    const annotations: Record<string, string> = Object.keys(rest).length > 0 ? { [EXTENSION]: JSON.stringify(rest) } : {}
-    // The exact-round-trip promise is checked, not assumed: whatever would come back different is stored whole.
-    if (!isDeepStrictEqual(decodeValue(kind, spec, annotations), value)) return opaque
-    return { spec, annotations }
-  } catch (err) {
-    if (err instanceof Unfit) return opaque
-    throw err
-  }
-}
-
-function decodeValue(kind: KvKind, spec: Json | undefined, annotations: Record<string, string>, objectName?: string): Json {
-  const whole = parseJson(annotations[OPAQUE_VALUE])
-  if (whole !== undefined) return whole
-  if (kind === 'claims' || kind === 'nodes') return spec ?? {}
-  const restJson = parseJson(annotations[EXTENSION])
-  const rest = isObject(restJson) ? restJson : {}
-  // NSM's own objects (kubectl-applied) may leave the name to metadata.name.
-  const fields = isObject(spec) ? (spec['name'] === undefined && objectName !== undefined ? { ...spec, name: objectName } : spec) : objectName === undefined ? {} : { name: objectName }
-  if (kind === 'services') {
-    const service: JsonObject = { ...fieldsFromCrd(SERVICE_FIELDS, fields), ...rest }
-    // A NetworkService applied with kubectl declares its registration policy in nsm-cni.io/endpoint-*
-    // annotations (ARCHITECTURE §5): read as the policy the agents would have stored.
-    if (service['nsmcniPolicy'] === undefined) {
-      const policy = annotatedPolicy(annotations)
-      if (policy !== undefined) service['nsmcniPolicy'] = policy
-    }
-    return service
-  }
-  return { endpoint: fieldsFromCrd(ENDPOINT_FIELDS, fields), ...rest }
-}
-
-/** The policy of nsm-cni.io/endpoint-* annotations; undefined when there are none or they are invalid. */
-function annotatedPolicy(annotations: Record<string, string>): JsonObject | undefined {
-  if (!Object.values(POLICY_ANNOTATIONS).some((k) => annotations[k] !== undefined)) return undefined
-  try {
-    const p = policyFromMetadata({ annotations })
-    return p === undefined ? undefined : { ...p }
-  } catch {
-    return undefined
-  }
-}
-
-function parseJson(text: string | undefined): Json | undefined {
-  if (text === undefined) return undefined
-  try {
-    return JSON.parse(text) as Json
-  } catch {
-    return undefined
-  }
-}
-
-/** A JSON copy of a caller's value (what any backend stores: undefined fields dropped, no shared objects). */
-function jsonOf(kind: KvKind, name: string, value: unknown): Json {
-  const text = JSON.stringify(value) as string | undefined
-  if (text === undefined) throw new TypeError(`store ${kind} ${name}: the value is not JSON`)
-  return JSON.parse(text) as Json
-}
-
-/** The fields we use of an API object, or undefined for something that is not one. */
-function kobject(raw: unknown): KObject | undefined {
-  if (!isObject(raw as Json) || !isObject((raw as JsonObject)['metadata'] ?? null)) return undefined
-  const o = raw as JsonObject
-  const m = o['metadata'] as JsonObject
-  if (typeof m['name'] !== 'string') return undefined
-  const annotations: Record<string, string> = {}
-  if (isObject(m['annotations'] ?? null)) {
-    for (const [k, v] of Object.entries(m['annotations'] as JsonObject)) if (typeof v === 'string') annotations[k] = v
-  }
-  return { metadata: { name: m['name'], resourceVersion: typeof m['resourceVersion'] === 'string' ? m['resourceVersion'] : '', annotations }, spec: o['spec'] }
-}
-
-function expiresAt(obj: KObject): number | undefined {
-  const text = obj.metadata.annotations[EXPIRES_AT]
-  const ms = text === undefined ? NaN : Date.parse(text)
-  return Number.isFinite(ms) ? ms : undefined
-}
-
-// ---- errors ---------------------------------------------------------------------------------------------
-
-function describe(err: unknown): string {
-  const code = statusOf(err)
-  const body = (err as { body?: unknown } | null)?.body
-  const message = isObject((body ?? null) as Json) && typeof (body as JsonObject)['message'] === 'string' ? (body as JsonObject)['message'] as string : undefined
-  if (code !== undefined) return `HTTP ${code}${message === undefined ? '' : `: ${message}`}`
-  return err instanceof Error ? err.message : String(err)
-}
-
-/** Failures that mean "the engine cannot serve us now" rather than "this request is wrong". */
-function unavailable(err: unknown): boolean {
-  const code = statusOf(err)
-  return code === undefined || code >= 500 || code === 401 || code === 403 || code === 429
-}
 
 // ---- the store ------------------------------------------------------------------------------------------
 
-type WatchEnd = { kind: 'gone' } | { kind: 'ended'; events: number } | { kind: 'error'; err: unknown } | { kind: 'closed' }
 type CallOptions = Parameters<CustomObjectsApi['getNamespacedCustomObject']>[1]
 
 export class KubernetesKv implements Kv {
@@ -431,84 +159,24 @@ export class KubernetesKv implements Kv {
   watch(kind: KvKind, fromRevision: string, handlers: KvWatchHandlers): () => void {
     checkKind(kind)
     if (this.closed) throw new KvUnavailable(this.backend, 'kubernetes: the store is closed')
-    let stopped = false
-    let stopCurrent: (() => void) | undefined
-    let wake: (() => void) | undefined
-    const stop = (): void => {
-      if (stopped) return
-      stopped = true
-      this.stops.delete(stop)
-      stopCurrent?.()
-      wake?.()
-    }
-    this.stops.add(stop)
-    let down = false
-    const state = (s: 'down' | 'up', reason?: string): void => {
-      if (stopped || down === (s === 'down')) return
-      down = s === 'down'
-      if (down) this.log('watch: store unreachable, retrying', { kind, reason })
-      guard(() => (reason === undefined ? handlers.onState?.(s) : handlers.onState?.(s, reason)), this.log)
-    }
-    const sleep = (ms: number): Promise<void> =>
-      new Promise((resolve) => {
-        const timer = setTimeout(() => {
-          wake = undefined
-          resolve()
-        }, ms)
-        wake = () => {
-          clearTimeout(timer)
-          wake = undefined
-          resolve()
-        }
-      })
-    const run = async (): Promise<void> => {
-      let rv: string | undefined = fromRevision
-      let attempt = 0
-      while (!stopped && !this.closed) {
-        if (rv === undefined) {
-          try {
-            const list = await this.list(kind)
-            if (stopped) return
-            rv = list.revision
-            state('up')
-            attempt = 0
-            guard(() => handlers.onReset(list.entries, list.revision), this.log)
-          } catch (err) {
-            state('down', describe(err))
-            await sleep(this.delay(attempt++))
-            continue
-          }
-        }
-        const end: WatchEnd = await this.watchOnce(kind, rv, {
-          register: (s) => (stopCurrent = s),
-          opened: () => {
-            state('up')
-            attempt = 0
-          },
-          version: (next) => (rv = next),
-          event: (ev) => guard(() => handlers.onEvent(ev), this.log),
-        })
-        stopCurrent = undefined
-        if (end.kind === 'closed') return
-        if (end.kind === 'gone') {
-          // Our version was compacted away: only a fresh list is consistent again.
-          rv = undefined
-          continue
-        }
-        if (end.kind === 'ended' && end.events > 0) continue
-        if (end.kind === 'error') {
-          if (statusOf(end.err) === 410) {
-            rv = undefined
-            continue
-          }
-          state('down', describe(end.err))
-        }
-        await sleep(this.delay(attempt++))
-      }
-    }
-    // Supervised: run() handles its own failures; this catch is the last resort that still logs.
-    run().catch((err: unknown) => this.log('watch stopped', { kind, error: String(err) }))
-    return stop
+    return watchKind(
+      {
+        kc: this.kc,
+        namespace: this.namespace,
+        timeoutMs: this.timeoutMs,
+        watchTimeoutSeconds: this.watchTimeoutSeconds,
+        log: this.log,
+        stops: this.stops,
+        isClosed: () => this.closed,
+        list: (k) => this.list(k),
+        delay: (attempt) => this.delay(attempt),
+        collector: (k) => this.collector(k),
+        entryOf: (k, obj) => this.entryOf(k, obj),
+      },
+      kind,
+      fromRevision,
+      handlers,
+    )
   }
 
   async health(): Promise<void> {
@@ -680,192 +348,9 @@ export class KubernetesKv implements Kv {
     }
     return c
   }
-
-  private watchOnce(
-    kind: KvKind,
-    rv: string,
-    on: { register(stop: () => void): void; opened(): void; version(rv: string): void; event(ev: KvEvent): void },
-  ): Promise<WatchEnd> {
-    return new Promise<WatchEnd>((resolve) => {
-      let settled = false
-      let gone = false
-      let eventError: Error | undefined
-      let events = 0
-      let controller: AbortController | undefined
-      const settle = (end: WatchEnd): void => {
-        if (settled) return
-        settled = true
-        clearTimeout(connect)
-        clearTimeout(stall)
-        controller?.abort()
-        resolve(end)
-      }
-      on.register(() => settle({ kind: 'closed' }))
-      // The library hands out the request's AbortController only once the headers arrived: until then a
-      // silent server is given up on at timeoutMs (and the request aborted if it ever answers).
-      const connect = setTimeout(() => settle({ kind: 'error', err: new Error(`watch ${kind}: no answer within ${this.timeoutMs} ms`) }), this.timeoutMs)
-      const stall = setTimeout(() => settle({ kind: 'error', err: new Error(`watch ${kind}: still open ${this.watchTimeoutSeconds + 30} s after it asked to end`) }), (this.watchTimeoutSeconds + 30) * 1000)
-      const collector = this.collector(kind)
-      // The library types event objects as `any`; each is checked (kobject) before use.
-      const onEvent = (phase: string, raw: unknown): void => {
-        if (settled) return
-        if (phase === 'ERROR') {
-          if (statusOf(raw) === 410) gone = true
-          else eventError = new Error(`watch ${kind}: ERROR event ${JSON.stringify(raw)}`)
-          controller?.abort()
-          return
-        }
-        const obj = kobject(raw) ?? (phase === 'BOOKMARK' ? bookmarkOf(raw) : undefined)
-        if (obj === undefined) return
-        events += 1
-        if (phase === 'ADDED' || phase === 'MODIFIED') {
-          collector.observe(obj)
-          on.event({ type: 'put', entry: this.entryOf(kind, obj) })
-        } else if (phase === 'DELETED') {
-          collector.forget(obj.metadata.name)
-          on.event({ type: 'delete', kind, name: obj.metadata.name, revision: obj.metadata.resourceVersion })
-        } else if (phase !== 'BOOKMARK') {
-          return
-        }
-        if (obj.metadata.resourceVersion !== '') on.version(obj.metadata.resourceVersion)
-      }
-      const done = (err: unknown): void => {
-        if (gone || statusOf(err) === 410) settle({ kind: 'gone' })
-        else if (eventError !== undefined) settle({ kind: 'error', err: eventError })
-        else if (err !== null && err !== undefined) settle({ kind: 'error', err })
-        else settle({ kind: 'ended', events })
-      }
-      const r = RESOURCES[kind]
-      new Watch(this.kc)
-        .watch(
-          `/apis/${r.group}/${VERSION}/namespaces/${this.namespace}/${r.plural}`,
-          { resourceVersion: rv, allowWatchBookmarks: true, timeoutSeconds: this.watchTimeoutSeconds },
-          onEvent,
-          done,
-        )
-        .then(
-          (c) => {
-            controller = c
-            if (settled) return void c.abort()
-            clearTimeout(connect)
-            on.opened()
-          },
-          (err: unknown) => done(err),
-        )
-    })
-  }
 }
 
 function checkKind(kind: KvKind, name?: string): void {
   if (!KV_KINDS.includes(kind)) throw new TypeError(`store: unknown kind ${JSON.stringify(kind)}`)
   if (name !== undefined) checkKvName(kind, name)
-}
-
-/** A BOOKMARK's object carries only metadata.resourceVersion (no name). */
-function bookmarkOf(raw: unknown): KObject | undefined {
-  const rv = (raw as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion
-  return typeof rv === 'string' ? { metadata: { name: '', resourceVersion: rv, annotations: {} }, spec: undefined } : undefined
-}
-
-function guard(fn: () => void, log: (msg: string, fields: Record<string, unknown>) => void): void {
-  try {
-    fn()
-  } catch (err) {
-    log('store watch handler threw', { error: String(err) })
-  }
-}
-
-interface CollectorDeps {
-  now(): number
-  retryMs(): number
-  isClosed(): boolean
-  /** Deletes `name` if still at `revision`: 'done' (deleted, or gone already) or 'changed' (re-observed). */
-  collect(name: string, revision: string): Promise<'done' | 'changed'>
-  log(msg: string, fields: Record<string, unknown>): void
-}
-
-/**
- * Deletes the objects of one kind whose `nsm-cni.io/expires-at` has passed, for whoever wrote them (they may
- * be dead). It knows what its instance saw (watch events, lists, gets, own writes) and keeps one timer, for
- * the earliest expiry; what it saw may be stale, which the revision precondition makes harmless. The timer
- * is brought forward by an earlier expiry at once, and recomputed over everything when it fires (so a
- * forgotten or refreshed entry costs nothing until then).
- */
-class ExpiryCollector {
-  /** name -> the revision it was seen at, its expiry, and when to (re)try to delete it. */
-  private readonly due = new Map<string, { revision: string; expiresAt: number; at: number }>()
-  private timer: NodeJS.Timeout | undefined
-  private timerAt = Infinity
-  private sweeping = false
-
-  constructor(
-    private readonly kind: KvKind,
-    private readonly deps: CollectorDeps,
-  ) {}
-
-  observe(obj: KObject): void {
-    const at = expiresAt(obj)
-    if (at === undefined) return this.forget(obj.metadata.name)
-    this.due.set(obj.metadata.name, { revision: obj.metadata.resourceVersion, expiresAt: at, at })
-    if (at < this.timerAt) this.schedule(at)
-  }
-
-  /** Whether this instance knows `name` at `revision` to be past its expiry (gone, for the contract). */
-  expired(name: string, revision: string): boolean {
-    const e = this.due.get(name)
-    return e !== undefined && e.revision === revision && e.expiresAt <= this.deps.now()
-  }
-
-  forget(name: string): void {
-    this.due.delete(name)
-  }
-
-  close(): void {
-    clearTimeout(this.timer)
-    this.timer = undefined
-    this.timerAt = -Infinity // nothing is scheduled any more
-    this.due.clear()
-  }
-
-  private schedule(at: number): void {
-    if (this.deps.isClosed()) return
-    clearTimeout(this.timer)
-    this.timerAt = at
-    // setTimeout's range ends at 2^31-1 ms; a later expiry is rescheduled when that fires.
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      this.timerAt = Infinity
-      if (this.sweeping) return // the running sweep reschedules when it ends
-      this.sweep().catch((err: unknown) => this.deps.log('expiry collector failed', { kind: this.kind, error: String(err) }))
-    }, Math.min(Math.max(0, at - this.deps.now()), 0x7fffffff))
-    this.timer.unref()
-  }
-
-  private async sweep(): Promise<void> {
-    this.sweeping = true
-    try {
-      const now = this.deps.now()
-      for (const [name, { at, revision }] of [...this.due]) {
-        if (at > now || this.deps.isClosed()) continue
-        try {
-          if ((await this.deps.collect(name, revision)) === 'done' && this.due.get(name)?.revision === revision) this.due.delete(name)
-        } catch (err) {
-          if (this.deps.isClosed()) return
-          // The store is unreachable: try again later; the expiry itself stays what the object says.
-          const later = this.deps.now() + this.deps.retryMs()
-          for (const entry of this.due.values()) if (entry.at <= now) entry.at = later
-          this.deps.log('expiry collector: cannot delete now, retrying', { kind: this.kind, name, error: err instanceof Error ? err.message : String(err) })
-          break
-        }
-      }
-    } finally {
-      this.sweeping = false
-      let next = Infinity
-      for (const { at } of this.due.values()) next = Math.min(next, at)
-      clearTimeout(this.timer)
-      this.timer = undefined
-      this.timerAt = Infinity
-      if (next !== Infinity) this.schedule(next)
-    }
-  }
 }
