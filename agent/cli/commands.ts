@@ -8,7 +8,7 @@ import { Connection, ConnectionEventType, MonitorConnectionDefinition, State } f
 import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryDefinition as NSE_REG, NetworkServiceRegistryDefinition as NS_REG } from '../../proto/gen/registry/registry.js'
 import { AgentDefinition, EndpointExtension, EndpointRegistration, NodeList, ServiceRegistration, StatusResponse, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import { AgentClient } from '../client/client.js'
-import { parseDuration } from '../config/config.js'
+import { parseDuration } from '../config/value-checks.js'
 import { timestampOf } from '../registry/registry.js'
 import type { Explanation } from '../select/index.js'
 import { all, labelPairs, one, parseArgs, UsageError, type FlagSpec, type Parsed } from './args.js'

@@ -13,7 +13,9 @@
 // running on it is refused rather than overwritten. Node records are live state and are not moved.
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_CONFIG, ConfigError, checkStoreConfig, parseFlags, type AgentConfig } from '../config/config.js'
+import { DEFAULT_CONFIG, ConfigError, type AgentConfig } from '../config/config.js'
+import { checkStoreConfig } from '../config/load.js'
+import { parseFlags } from '../config/settings.js'
 import { FileStore } from '../registry/store.js'
 import { serviceCodec, storedEndpointCodec, timestampMs, type StoredEndpoint, type StoredService } from '../registry/registry.js'
 import { validateService } from '../registry/validate.js'

@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import t from 'tap'
 import { parseAllDocuments } from 'yaml'
-import { parseFlags } from '../../agent/config/config'
+import { parseFlags } from '../../agent/config/settings'
 import { parseNetConf } from '../../cni/protocol/config'
 import { parseEndpointAnnotation } from '../../conf/annotations'
 

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { ConfigError, parseConfigFile, parseFlags } from '../../agent/config/config'
+import { ConfigError } from '../../agent/config/config'
+import { parseConfigFile, parseFlags } from '../../agent/config/settings'
 
 const thrown = (f: () => unknown): Error | undefined => {
   try {

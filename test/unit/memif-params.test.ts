@@ -2,7 +2,7 @@
 // the memif root, a pod directory and a whole socket path; the agent flags that set them.
 import t from 'tap'
 import { memifDirProblem, memifRootProblem, socketPath, MAX_SOCKET_PATH } from '../../agent/mechanisms/memif/params'
-import { loadConfig } from '../../agent/config/config'
+import { loadConfig } from '../../agent/config/load'
 
 t.test('the memif root: absolute, normalized, safe in a DPDK device argument', async (t) => {
   t.equal(memifRootProblem('/run/nsm/memif'), undefined)

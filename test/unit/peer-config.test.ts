@@ -6,7 +6,9 @@ import t, { type Test } from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfigError, loadConfig, parseConfigFile, parseFlags, USAGE } from '../../agent/config/config.js'
+import { ConfigError } from '../../agent/config/config.js'
+import { loadConfig } from '../../agent/config/load.js'
+import { parseConfigFile, parseFlags, USAGE } from '../../agent/config/settings.js'
 import { peerUrlFor } from '../../agent/peer/server.js'
 
 const TLS = ['--tls-cert', '/etc/nsm/tls.crt', '--tls-key', '/etc/nsm/tls.key', '--tls-ca', '/etc/nsm/ca.crt']
