@@ -1,5 +1,5 @@
 // The etcd backend of the store contract (kv.ts), on the maintained `etcd3` client. Nothing of etcd3 leaves
-// this file: its errors become KvUnavailable / KvConflict, its key-values KvEntry.
+// this file and etcd-watch.ts: its errors become KvUnavailable / KvConflict, its key-values KvEntry.
 //
 // - Keys `<prefix>/<kind>/<name>`, values JSON text. An entry's revision is its key's mod_revision; a
 //   list's is the response header's revision (the whole store's).
@@ -10,10 +10,7 @@
 //   none) by then, so the revoke takes nothing with it and no orphan lease is left to expire. An entry
 //   written without ttl keeps no expiry. Nobody keeps leases alive: a writer that dies leaves its entries
 //   to expire, which is the point.
-// - watch = the client's watcher from revision + 1, over the kind's key range. We keep the revision of the
-//   last event delivered ourselves and, when the stream is lost, start a new watcher from it (etcd3's own
-//   resume point can run ahead of what was delivered). A watch the server cancels because its revision was
-//   compacted is answered with a fresh list (onReset) and continues from the list's revision.
+// - watch: etcd-watch.ts (EtcdWatch), over watcher() and compacted() of EtcdKv.
 // - Every call is bounded by timeoutMs: a gRPC deadline and, for what happens before the call reaches
 //   gRPC, a timer of ours. etcd3's default fault handling (three retries, a circuit breaker) is replaced:
 //   a write retried after its first attempt may have been applied would report a false conflict, and a
@@ -23,9 +20,10 @@
 import { readFile } from 'node:fs/promises'
 import type { CallOptions } from '@grpc/grpc-js'
 import { Etcd3, GRPCUnavailableError } from 'etcd3'
-import type { IKeyValue, IOptions, IWatchResponse, Watcher } from 'etcd3'
+import type { IKeyValue, IOptions, Watcher } from 'etcd3'
+import { EtcdWatch } from './etcd-watch.js'
 import { checkKvName, checkKvTtl, KV_KINDS, KvConflict, KvUnavailable } from './kv.js'
-import type { Kv, KvCasOptions, KvEntry, KvEvent, KvKind, KvList, KvWatchHandlers, KvWriteOptions } from './kv.js'
+import type { Kv, KvCasOptions, KvEntry, KvKind, KvList, KvWatchHandlers, KvWriteOptions } from './kv.js'
 
 export interface EtcdKvOptions {
   /** Client URLs: http://host:port, or https://host:port with `tls`. */
@@ -348,121 +346,4 @@ function encode(kind: KvKind, name: string, value: unknown, opts: KvWriteOptions
   const json = JSON.stringify(value) as string | undefined
   if (json === undefined) throw new TypeError(`store ${kind}/${name}: the value is not JSON`)
   return Buffer.from(json, 'utf8')
-}
-
-/** One watch of one kind: an etcd3 watcher at a time, replaced from our last revision when lost. */
-class EtcdWatch {
-  private watcher: Watcher | undefined
-  /** Bumped whenever a watcher is let go: what an old one still emits is ignored. */
-  private generation = 0
-  private down = false
-  private stopped = false
-  private retry: NodeJS.Timeout | undefined
-  private connecting: NodeJS.Timeout | undefined
-  private backoffMs = 0
-  private connectedAt: number | undefined
-
-  constructor(
-    private readonly kv: EtcdKv,
-    private readonly kind: KvKind,
-    /** The revision of the last change delivered (or listed). */
-    private last: number,
-    private readonly handlers: KvWatchHandlers,
-  ) {}
-
-  open(): void {
-    if (this.stopped) return
-    const generation = ++this.generation
-    const current = (): boolean => generation === this.generation && !this.stopped
-    const w = this.kv.watcher(this.kind, this.last + 1)
-    this.watcher = w
-    // A watch that etcd neither accepts nor refuses (a member that hangs) counts as lost.
-    this.connecting = setTimeout(() => {
-      if (current()) this.lost(`no answer within ${this.kv.timeoutMs} ms`)
-    }, this.kv.timeoutMs)
-    w.on('connected', () => {
-      if (!current()) return
-      clearTimeout(this.connecting)
-      this.connectedAt = Date.now()
-      if (this.down) {
-        this.down = false
-        this.handlers.onState?.('up')
-      }
-    })
-    w.on('data', (res: IWatchResponse) => {
-      if (current()) this.deliver(res)
-    })
-    w.on('disconnected', (err: Error) => {
-      if (current()) this.lost(err.message)
-    })
-    // Also the listener that keeps an old watcher's late error from being thrown.
-    w.on('error', (err: Error) => {
-      if (current()) this.canceled(err)
-    })
-  }
-
-  stop(): void {
-    this.stopped = true
-    clearTimeout(this.retry)
-    this.release()
-  }
-
-  private deliver(res: IWatchResponse): void {
-    for (const ev of res.events) {
-      const revision = Number(ev.kv.mod_revision)
-      if (revision <= this.last) continue
-      this.last = revision
-      const entry = ev.type === 'Put' ? this.kv.entryOf(this.kind, ev.kv) : undefined
-      const event: KvEvent =
-        entry !== undefined
-          ? { type: 'put', entry }
-          : { type: 'delete', kind: this.kind, name: ev.kv.key.toString('utf8').slice(this.kv.kindRange(this.kind).start.length), revision: ev.kv.mod_revision }
-      this.handlers.onEvent(event)
-    }
-  }
-
-  /** Lets the current watcher go (etcd3 forgets it; its late events are ignored). */
-  private release(): void {
-    this.generation++
-    clearTimeout(this.connecting)
-    const w = this.watcher
-    this.watcher = undefined
-    w?.cancel().catch(() => undefined)
-  }
-
-  private lost(reason: string): void {
-    this.release()
-    if (!this.down) {
-      this.down = true
-      this.handlers.onState?.('down', `etcd watch of ${this.kind}: ${reason}`)
-    }
-    this.later(() => this.open())
-  }
-
-  /** etcd ended the watch: when its revision was compacted, a fresh list resets the caller. */
-  private canceled(err: Error): void {
-    this.release()
-    const generation = this.generation
-    const settle = async (): Promise<void> => {
-      if (!(await this.kv.compacted(this.last + 1))) throw err
-      const { entries, revision } = await this.kv.list(this.kind)
-      if (this.stopped || generation !== this.generation) return
-      this.last = Number(revision)
-      this.handlers.onReset(entries, revision)
-      this.open()
-    }
-    settle().catch((e: unknown) => {
-      if (!this.stopped && generation === this.generation) this.lost(`canceled: ${message(e)}`)
-    })
-  }
-
-  /** Runs `fn` after a backoff: 200 ms doubling to 5 s, from 200 ms again after a connection that held. */
-  private later(fn: () => void): void {
-    clearTimeout(this.retry)
-    // A watch etcd accepts and then cancels at once (a permanent refusal) must not spin at the shortest delay.
-    if (this.connectedAt !== undefined && Date.now() - this.connectedAt > 5000) this.backoffMs = 0
-    this.connectedAt = undefined
-    this.backoffMs = Math.min(Math.max(200, this.backoffMs * 2), 5000)
-    this.retry = setTimeout(fn, this.backoffMs)
-  }
 }
