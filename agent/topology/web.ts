@@ -7,7 +7,7 @@
 // Nothing secret is served (model.ts drops path tokens) and nothing can be changed: other methods are 405.
 // Requests whose Host is not an IP address, `localhost` or the configured host are refused (421), so a web
 // page elsewhere cannot read the topology through DNS rebinding. The address must be loopback unless the
-// operator says otherwise (config.ts: --web-public).
+// operator says otherwise (agent/config/load.ts: --web-public).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { isIP, type AddressInfo } from 'node:net'
 import type { Logger } from '../server/log.js'
