@@ -35,6 +35,19 @@ export interface FinishedSpan {
   status: { code: number; message?: string } // SpanStatusCode: UNSET 0, OK 1, ERROR 2 (same numbers in OTLP)
 }
 
+/**
+ * One batch's spans, encoded as each is added, in one of OTLP's encodings: protobuf (here) or JSON
+ * (./otlp-json.ts). The exporter (./otlp.ts) fills one while another is sent.
+ */
+export interface SpanBatch {
+  /** Encodes the span after those added before; when it throws, nothing of the span stays. */
+  add(span: FinishedSpan): void
+  /** The ExportTraceServiceRequest around the spans added, ready to send; the batch is empty after. */
+  request(): Buffer
+  /** An empty batch of the same encoding, resource and scope (room sized as this one's has grown). */
+  another(): SpanBatch
+}
+
 /** Span.flags bits: the parent's is-remote is known (bit 8), and it is remote (bit 9). */
 const HAS_IS_REMOTE = 0x100
 const IS_REMOTE = 0x200
@@ -280,6 +293,9 @@ export function attributes(w: ProtoWriter, tag: number, attrs: Attributes | unde
   }
 }
 
+/** Span.flags: the W3C flags, and whether the parent is remote when there is a parent (./otlp-json.ts too). */
+export const spanFlags = (s: FinishedSpan): number => (s.flags & 0xff) | (s.parentSpanId === undefined ? 0 : HAS_IS_REMOTE | (s.parentIsRemote ? IS_REMOTE : 0))
+
 /** One span as ScopeSpans.spans (field 2, tag included): the unit the exporter queues and splices. */
 export function encodeSpan(w: ProtoWriter, s: FinishedSpan): void {
   const span = w.begin(T.scopeSpans_spans, 2)
@@ -325,7 +341,7 @@ export function encodeSpan(w: ProtoWriter, s: FinishedSpan): void {
     }
     w.end(st)
   }
-  const flags = (s.flags & 0xff) | (s.parentSpanId === undefined ? 0 : HAS_IS_REMOTE | (s.parentIsRemote ? IS_REMOTE : 0))
+  const flags = spanFlags(s)
   if (flags !== 0) {
     w.uint(T.span_flags)
     w.fixed32(flags)
@@ -369,4 +385,22 @@ export function encodeRequest(head: { resource: Buffer; scope: Buffer }, spans: 
   out.buf.set(spans, out.pos)
   out.pos += spans.length
   return out.buf
+}
+
+/** An empty batch that writes ExportTraceServiceRequests in protobuf for this resource and scope. */
+export function protobufBatch(resource: Attributes, scope: { name: string; version?: string }, head = encodeResourceAndScope(resource, scope), size = 16_384): SpanBatch {
+  const w = new ProtoWriter(size)
+  return {
+    add: (span) => {
+      const before = w.pos
+      try {
+        encodeSpan(w, span)
+      } catch (err) {
+        w.pos = before
+        throw err
+      }
+    },
+    request: () => encodeRequest(head, w.take()),
+    another: () => protobufBatch(resource, scope, head, w.buf.length),
+  }
 }

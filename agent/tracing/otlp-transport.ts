@@ -1,11 +1,12 @@
 // How the OTLP trace exporter (./otlp.ts) delivers one encoded ExportTraceServiceRequest: a POST over
-// http/protobuf, or a unary call of opentelemetry.proto.collector.trace.v1.TraceService/Export over gRPC
-// (OTEL_EXPORTER_OTLP_PROTOCOL=grpc). Both carry the same bytes and answer with the same
-// ExportTraceServiceResponse; what differs is how an answer says "retry later". Each send settles as one
+// http/protobuf or http/json (OTEL_EXPORTER_OTLP_PROTOCOL=http/json: the request in OTLP/JSON, ./otlp-json.ts),
+// or a unary call of opentelemetry.proto.collector.trace.v1.TraceService/Export over gRPC
+// (OTEL_EXPORTER_OTLP_PROTOCOL=grpc). All answer with an ExportTraceServiceResponse, in the request's encoding
+// (read here: its partial_success); what differs is how an answer says "retry later". Each send settles as one
 // `Delivery` and never rejects: the exporter decides about retries and reports.
 //
 // What is retried, as the OTLP specification says:
-//   http/protobuf  429, 502, 503, 504 and network errors; Retry-After (seconds or an HTTP-date) sets the wait
+//   http/*         429, 502, 503, 504 and network errors; Retry-After (seconds or an HTTP-date) sets the wait
 //   grpc           CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and
 //                  RESOURCE_EXHAUSTED only when the server's status details carry a google.rpc.RetryInfo
 //                  (whose retry_delay sets the wait)
@@ -14,9 +15,15 @@ import { Client, credentials, Metadata, status as GrpcStatus, type ServiceError 
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 
-/** One send's outcome: the collector's answer body, or why not and whether a later try may pass. */
+/** ExportTracePartialSuccess, when the collector set it: spans it rejected (maybe 0) and why. */
+export interface PartialSuccess {
+  rejectedSpans: number
+  message: string
+}
+
+/** One send's outcome: delivered (with the collector's partial success, if any), or why not and whether a later try may pass. */
 export type Delivery =
-  | { ok: true; body: Buffer }
+  | { ok: true; partial: PartialSuccess | undefined }
   | { ok: false; retryable: boolean; retryAfterMs: number | undefined; fields: Record<string, unknown> }
 
 export interface OtlpTransport {
@@ -34,14 +41,16 @@ export interface TransportOptions {
 
 const HTTP_RETRYABLE = new Set([429, 502, 503, 504])
 
-/** http/protobuf: one POST at a time over a keep-alive agent; the body gzipped here when asked. */
-export function httpTransport(o: TransportOptions, gzip: (b: Buffer) => Promise<Buffer>): OtlpTransport {
+/** http/protobuf or http/json: one POST at a time over a keep-alive agent; the body gzipped here when asked. */
+export function httpTransport(o: TransportOptions, gzip: (b: Buffer) => Promise<Buffer>, encoding: 'protobuf' | 'json' = 'protobuf'): OtlpTransport {
   const https = o.url.protocol === 'https:'
   const agent = https ? new HttpsAgent({ keepAlive: true, maxSockets: 1, ...o.tls }) : new HttpAgent({ keepAlive: true, maxSockets: 1 })
   const request = https ? httpsRequest : httpRequest
+  const contentType = encoding === 'json' ? 'application/json' : 'application/x-protobuf'
+  const answer = encoding === 'json' ? jsonPartialSuccess : partialSuccess
   const post = (payload: Buffer, timeoutMs: number): Promise<Delivery> =>
     new Promise<Delivery>((resolve) => {
-      const headers: Record<string, string | number> = { ...o.headers, 'content-type': 'application/x-protobuf', 'content-length': payload.length }
+      const headers: Record<string, string | number> = { ...o.headers, 'content-type': contentType, 'content-length': payload.length }
       if (o.gzip) headers['content-encoding'] = 'gzip'
       const req = request(o.url, { method: 'POST', agent, headers })
       const timer = setTimeout(() => req.destroy(new Error(`no answer within ${Math.round(timeoutMs)} ms`)), Math.max(timeoutMs, 1))
@@ -64,7 +73,7 @@ export function httpTransport(o: TransportOptions, gzip: (b: Buffer) => Promise<
         res.once('end', () => {
           const status = res.statusCode ?? 0
           const body = Buffer.concat(kept)
-          if (status >= 200 && status < 300) done({ ok: true, body })
+          if (status >= 200 && status < 300) done({ ok: true, partial: answer(body) })
           else done({ ok: false, retryable: HTTP_RETRYABLE.has(status), retryAfterMs: retryAfterMs(res.headers['retry-after']), fields: { status, body: body.subarray(0, 200).toString('utf8') } })
         })
       })
@@ -111,7 +120,7 @@ export function grpcTransport(o: TransportOptions): OtlpTransport {
       new Promise<Delivery>((resolve) => {
         client.makeUnaryRequest(EXPORT_METHOD, passThrough, passThrough, payload, metadata.clone(), { deadline: Date.now() + Math.max(timeoutMs, 1) }, (err: ServiceError | null, body?: Buffer) => {
           if (err === null) {
-            resolve({ ok: true, body: body ?? Buffer.alloc(0) })
+            resolve({ ok: true, partial: partialSuccess(body ?? Buffer.alloc(0)) })
             return
           }
           const delay = err.code === GrpcStatus.RESOURCE_EXHAUSTED || GRPC_RETRYABLE.has(err.code) ? retryInfoMs(err.metadata?.get('grpc-status-details-bin')[0]) : undefined
@@ -147,13 +156,32 @@ function fieldsOf(b: Uint8Array): Array<{ field: number; varint?: number; bytes?
  * ExportTraceServiceResponse.partial_success (1){ rejected_spans (1, int64), error_message (2) } when the
  * collector set it; undefined for an empty or unreadable body (it is advice, not the export's outcome).
  */
-export function partialSuccess(body: Buffer): { rejectedSpans: number; message: string } | undefined {
+export function partialSuccess(body: Buffer): PartialSuccess | undefined {
   const ps = fieldsOf(body)?.find((f) => f.field === 1)?.bytes
   const fields = ps === undefined ? undefined : fieldsOf(ps)
   if (fields === undefined) return undefined
   const rejectedSpans = fields.find((f) => f.field === 1)?.varint ?? 0
   const bytes = fields.find((f) => f.field === 2)?.bytes
   const message = bytes === undefined ? '' : Buffer.from(bytes).toString('utf8')
+  return rejectedSpans === 0 && message === '' ? undefined : { rejectedSpans, message }
+}
+
+/**
+ * The same in OTLP/JSON: {"partialSuccess": {"rejectedSpans": "3" (an int64: a decimal string, or a number),
+ * "errorMessage": "..."}}; undefined when absent, empty or unreadable.
+ */
+export function jsonPartialSuccess(body: Buffer): PartialSuccess | undefined {
+  let answer: unknown
+  try {
+    answer = JSON.parse(body.toString('utf8'))
+  } catch {
+    return undefined
+  }
+  const ps: unknown = typeof answer === 'object' && answer !== null ? (answer as { partialSuccess?: unknown }).partialSuccess : undefined
+  if (typeof ps !== 'object' || ps === null) return undefined
+  const { rejectedSpans: rejected, errorMessage } = ps as { rejectedSpans?: unknown; errorMessage?: unknown }
+  const rejectedSpans = typeof rejected === 'number' || (typeof rejected === 'string' && /^\d+$/.test(rejected)) ? Number(rejected) : 0
+  const message = typeof errorMessage === 'string' ? errorMessage : ''
   return rejectedSpans === 0 && message === '' ? undefined : { rejectedSpans, message }
 }
 

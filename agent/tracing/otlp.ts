@@ -1,7 +1,8 @@
-// The agent's OTLP trace exporter (http/protobuf, or grpc). The recorder's spans (./span.ts) come in after they
-// ended, several at a time, once the agent is idle (./idle-queue.ts); add() encodes each at once into the
-// pending batch's bytes (./otlp-encode.ts, a few µs, no object tree), and batches are POSTed from timers and
-// setImmediate callbacks, never from inside add(). How a batch travels is ./otlp-transport.ts.
+// The agent's OTLP trace exporter (http/protobuf, grpc, or http/json). The recorder's spans (./span.ts) come in
+// after they ended, several at a time, once the agent is idle (./idle-queue.ts); add() encodes each at once into
+// the pending batch (./otlp-encode.ts's protobuf, a few µs, no object tree; or ./otlp-json.ts's OTLP/JSON), and
+// batches are sent from timers and setImmediate callbacks, never from inside add(). How a batch travels is
+// ./otlp-transport.ts.
 //
 // Settings are OpenTelemetry's standard variables, read once at construction; a bad value is a ConfigError
 // naming the variable (agent/main.ts turns it into exit 2):
@@ -13,8 +14,8 @@
 //   OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION  gzip | none (default), gzip on libuv's threads (zlib async; grpc:
 //                                            the channel's message compression)
 //   OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE, _CLIENT_KEY, _CLIENT_CERTIFICATE: PEM files for https
-//   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     http/protobuf (default) or grpc; http/json is not served (reported
-//                                            once, http/protobuf used); any other value is an error
+//   OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL     http/protobuf (default), grpc, or http/json (OTLP/JSON, POSTed as
+//                                            application/json to the same URL); any other value is an error
 //   OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512), OTEL_BSP_MAX_QUEUE_SIZE (2048),
 //   OTEL_BSP_EXPORT_TIMEOUT (30000 ms): as the SDK's BatchSpanProcessor reads them, except that a batch
 //   size above the queue size is refused (the SDK shrinks it quietly).
@@ -32,8 +33,9 @@ import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
 import type { Attributes } from '@opentelemetry/api'
 import { ConfigError } from '../config/config.js'
-import { encodeRequest, encodeResourceAndScope, encodeSpan, ProtoWriter, type FinishedSpan } from './otlp-encode.js'
-import { grpcMetadata, grpcTransport, httpTransport, partialSuccess, type OtlpTransport } from './otlp-transport.js'
+import { protobufBatch, type FinishedSpan, type SpanBatch } from './otlp-encode.js'
+import { jsonBatch } from './otlp-json.js'
+import { grpcMetadata, grpcTransport, httpTransport, type OtlpTransport } from './otlp-transport.js'
 
 export type { FinishedSpan } from './otlp-encode.js'
 export { retryAfterMs, retryInfoMs } from './otlp-transport.js'
@@ -50,7 +52,7 @@ export interface OtlpExporterOptions {
 }
 
 interface ExporterConfig {
-  protocol: 'http/protobuf' | 'grpc'
+  protocol: Protocol
   url: URL
   headers: Record<string, string>
   /** One export's time, retries included: the smaller of the OTLP timeout and OTEL_BSP_EXPORT_TIMEOUT. */
@@ -60,9 +62,11 @@ interface ExporterConfig {
   scheduleDelayMs: number
   maxBatch: number
   maxQueue: number
-  /** OTEL_EXPORTER_OTLP_*PROTOCOL when it names http/json, which is not served (reported, then ignored). */
-  otherProtocol: string | undefined
 }
+
+const PROTOCOLS = ['http/protobuf', 'grpc', 'http/json'] as const
+type Protocol = (typeof PROTOCOLS)[number]
+const isProtocol = (v: string): v is Protocol => (PROTOCOLS as readonly string[]).includes(v)
 
 const REPORT_EVERY_MS = 10_000
 const gzipAsync = promisify(gzip)
@@ -120,10 +124,9 @@ function readPem(env: NodeJS.ProcessEnv, what: string): { name: string; pem: Buf
 
 function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
   const protocolSetting = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL')
-  if (protocolSetting !== undefined && !['http/protobuf', 'grpc', 'http/json'].includes(protocolSetting.value)) {
-    throw new ConfigError(protocolSetting.name, `${JSON.stringify(protocolSetting.value)} is not http/protobuf, grpc or http/json`)
-  }
-  const grpc = protocolSetting?.value === 'grpc'
+  const protocol = protocolSetting?.value ?? 'http/protobuf'
+  if (!isProtocol(protocol)) throw new ConfigError(protocolSetting?.name ?? 'OTEL_EXPORTER_OTLP_PROTOCOL', `${JSON.stringify(protocol)} is not http/protobuf, grpc or http/json`)
+  const grpc = protocol === 'grpc'
   const endpoint = setting(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT')
   const base = setting(env, 'OTEL_EXPORTER_OTLP_ENDPOINT')
   const where = endpoint?.name ?? base?.name ?? 'OTEL_EXPORTER_OTLP_ENDPOINT'
@@ -178,7 +181,7 @@ function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
     }
   }
   return {
-    protocol: grpc ? 'grpc' : 'http/protobuf',
+    protocol,
     url,
     headers,
     exportMs: Math.min(integer(env, ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'], 10_000, 1), integer(env, ['OTEL_BSP_EXPORT_TIMEOUT'], 30_000, 1)),
@@ -187,13 +190,12 @@ function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
     scheduleDelayMs: integer(env, ['OTEL_BSP_SCHEDULE_DELAY'], 5000, 0),
     maxBatch,
     maxQueue,
-    otherProtocol: protocolSetting?.value === 'http/json' ? `${protocolSetting.name}=http/json` : undefined,
   }
 }
 
 /** Encoded spans waiting to be sent, up to one batch's worth. */
 interface Chunk {
-  w: ProtoWriter
+  batch: SpanBatch
   spans: number
 }
 
@@ -202,12 +204,11 @@ export class OtlpTraceExporter {
   readonly stats = { exported: 0, dropped: 0, failedExports: 0 }
 
   private readonly cfg: ExporterConfig
-  private readonly head: { resource: Buffer; scope: Buffer }
   private readonly transport: OtlpTransport
   private readonly warnHook: OtlpExporterOptions['warn']
   /** The oldest first; the last one is being filled. */
   private readonly chunks: Chunk[]
-  private readonly spare: ProtoWriter[] = []
+  private readonly spare: SpanBatch[] = []
   /** Spans encoded and waiting (not yet taken by an export). */
   private queued = 0
   /** Spans queued so far, in all, and spans whose export finished (delivered or not): flush targets. */
@@ -225,11 +226,10 @@ export class OtlpTraceExporter {
   constructor(o: OtlpExporterOptions) {
     this.cfg = configOf(o.env ?? process.env)
     this.warnHook = o.warn
-    this.head = encodeResourceAndScope(o.resource, o.scope)
     const t = { url: this.cfg.url, headers: this.cfg.headers, gzip: this.cfg.gzip, tls: this.cfg.tls }
-    this.transport = this.cfg.protocol === 'grpc' ? grpcTransport(t) : httpTransport(t, gzipAsync)
-    this.chunks = [{ w: new ProtoWriter(16_384), spans: 0 }]
-    if (this.cfg.otherProtocol !== undefined) this.report('protocol', `${this.cfg.otherProtocol} is not served: exporting over http/protobuf`)
+    const json = this.cfg.protocol === 'http/json'
+    this.transport = this.cfg.protocol === 'grpc' ? grpcTransport(t) : httpTransport(t, gzipAsync, json ? 'json' : 'protobuf')
+    this.chunks = [{ batch: (json ? jsonBatch : protobufBatch)(o.resource, o.scope), spans: 0 }]
   }
 
   /** Encodes the span now into the pending batch; a full batch is sent from a setImmediate. Never throws. */
@@ -241,11 +241,9 @@ export class OtlpTraceExporter {
       return
     }
     let chunk = this.chunks[this.chunks.length - 1]!
-    const before = chunk.w.pos
     try {
-      encodeSpan(chunk.w, span)
+      chunk.batch.add(span)
     } catch (err) {
-      chunk.w.pos = before
       this.stats.dropped++
       this.report('encode', 'a span could not be encoded and was dropped', { span: span.name, err })
       return
@@ -254,7 +252,7 @@ export class OtlpTraceExporter {
     this.queued++
     this.added++
     if (chunk.spans >= this.cfg.maxBatch) {
-      chunk = { w: this.spare.pop() ?? new ProtoWriter(chunk.w.buf.length), spans: 0 }
+      chunk = { batch: this.spare.pop() ?? chunk.batch.another(), spans: 0 }
       this.chunks.push(chunk)
       this.immediate ??= setImmediate(() => {
         this.immediate = undefined
@@ -300,11 +298,11 @@ export class OtlpTraceExporter {
     if (this.inFlight !== undefined) return
     const first = this.chunks[0]!
     if (first.spans === 0 || (first.spans < this.cfg.maxBatch && this.finished >= this.flushTo)) return
-    if (this.chunks.length === 1) this.chunks.push({ w: this.spare.pop() ?? new ProtoWriter(first.w.buf.length), spans: 0 })
+    if (this.chunks.length === 1) this.chunks.push({ batch: this.spare.pop() ?? first.batch.another(), spans: 0 })
     this.chunks.shift()
     this.queued -= first.spans
-    const body = encodeRequest(this.head, first.w.take())
-    if (this.spare.length < 2) this.spare.push(first.w)
+    const body = first.batch.request()
+    if (this.spare.length < 2) this.spare.push(first.batch)
     const spans = first.spans
     this.inFlight = this.exportBatch(body, spans)
       .catch((err: unknown) => {
@@ -336,8 +334,7 @@ export class OtlpTraceExporter {
       const d = await this.transport.send(body, deadline - performance.now())
       if (d.ok) {
         this.stats.exported += spans
-        const rejected = partialSuccess(d.body)
-        if (rejected !== undefined) this.report('partial-success', 'the collector rejected spans of an export', { spans, ...rejected })
+        if (d.partial !== undefined) this.report('partial-success', 'the collector rejected spans of an export', { spans, ...d.partial })
         return
       }
       const waitMs = d.retryAfterMs ?? backoffMs

@@ -3,7 +3,8 @@
 // (CNI_ARGS TRACEPARENT, or TRACEPARENT in the plugin's environment), the Request/Close under it with the
 // service, endpoint, mechanism and pod, one span per pipeline element nested as they call each other, the
 // kernel batches under the mechanism; a failed call marked ERROR with its code; and one trace that spans two
-// agents (the traceparent in the peer call's gRPC metadata).
+// agents (the traceparent in the peer call's gRPC metadata). The other protocols, grpc and http/json, each
+// carry a Request and its Close to a receiver of theirs.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -14,7 +15,7 @@ import { kernelRequest, SEED, seedAgent } from '../lib/mesh'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { makeMeshBed, registerEndpointOn, registerService, seenEverywhere } from '../lib/mesh-bed'
 import { makeNetns, RUN } from '../lib/netns'
-import { childrenOf, descendantsOf, startOtlpGrpcReceiver, startOtlpReceiver, startOtlpReceiverIn, type ReceivedSpan } from '../lib/otlp'
+import { childrenOf, descendantsOf, startOtlpGrpcReceiver, startOtlpReceiver, startOtlpReceiverIn, type OtlpReceiver, type ReceivedSpan } from '../lib/otlp'
 import { stageNsm, resultOf } from './nsm-fixture'
 import { callEnv, execPlugin, type CniCall, type CniOutcome } from '../conformance/exec'
 
@@ -134,24 +135,34 @@ t.test('no OTEL_EXPORTER_OTLP_ENDPOINT: nothing is exported', async (t) => {
   t.equal(otlp.requests, 0, 'no export request')
 })
 
-t.test('OTEL_EXPORTER_OTLP_PROTOCOL=grpc: a Request and its Close arrive over OTLP/gRPC, elements and kernel batches inside', async (t) => {
-  const otlp = await startOtlpGrpcReceiver(t)
-  const fw = makeNetns(t, 'fw')
-  const pod = makeNetns(t, 'pod')
-  const agent = await startAgent(t, { env: { ...OTEL_ENV(otlp.endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' } })
-  await seedAgent(agent.client, fw.path, ['172.16.63.0/24'])
-  const id = `grpc-${RUN}`
-  const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, pod.path, 'nsm0'))
-  await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
-  await until(async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
-  const request = one(otlp.spans, (s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id, 'the Request span')
-  await until(async () => descendantsOf(otlp.spans, request).some((s) => s.name === 'netlink batch'))
-  const inside = descendantsOf(otlp.spans, request)
-  t.ok(inside.some((s) => s.name === 'mechanism request'), 'the mechanism element inside the Request')
-  t.ok(inside.every((s) => s.traceId === request.traceId), 'one trace')
-  t.equal(request.resource['service.name'], 'nsm-agent')
-  await agent.stop('SIGTERM')
-})
+const PROTOCOLS = [
+  { protocol: 'grpc', over: 'OTLP/gRPC', receiver: startOtlpGrpcReceiver, pool: '172.16.63.0/24' },
+  { protocol: 'http/json', over: 'OTLP/JSON (application/json)', receiver: startOtlpReceiver, pool: '172.16.64.0/24' },
+] as const
+
+for (const { protocol, over, receiver, pool } of PROTOCOLS) {
+  t.test(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocol}: a Request and its Close arrive over ${over}, elements and kernel batches inside`, async (t) => {
+    const otlp: OtlpReceiver & { contentTypes?: string[] } = await receiver(t)
+    const fw = makeNetns(t, 'fw')
+    const pod = makeNetns(t, 'pod')
+    const agent = await startAgent(t, { env: { ...OTEL_ENV(otlp.endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: protocol } })
+    await seedAgent(agent.client, fw.path, [pool])
+    const id = `${protocol.replace('/', '-')}-${RUN}`
+    const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, pod.path, 'nsm0'))
+    await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
+    await until(async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
+    const request = one(otlp.spans, (s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id, 'the Request span')
+    await until(async () => descendantsOf(otlp.spans, request).some((s) => s.name === 'netlink batch'))
+    const inside = descendantsOf(otlp.spans, request)
+    t.ok(inside.some((s) => s.name === 'mechanism request'), 'the mechanism element inside the Request')
+    t.ok(inside.every((s) => s.traceId === request.traceId), 'one trace')
+    t.ok(inside.filter((s) => s.name === 'netlink batch').every((b) => typeof b.attributes['netlink.messages'] === 'number'), 'integer attributes arrive as integers')
+    t.match(request.attributes, { 'nsm.service': SEED, 'nsm.mechanism': 'KERNEL' })
+    t.equal(request.resource['service.name'], 'nsm-agent')
+    if (otlp.contentTypes !== undefined) t.same(new Set(otlp.contentTypes), new Set(['application/json']), 'every export was OTLP/JSON')
+    await agent.stop('SIGTERM')
+  })
+}
 
 t.test("the spans still buffered at SIGTERM are exported (the exporter's thread drained before the agent exits)", async (t) => {
   const otlp = await startOtlpReceiver(t)

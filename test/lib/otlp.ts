@@ -1,7 +1,10 @@
 // An OTLP/HTTP trace receiver for tests: POST /v1/traces with an ExportTraceServiceRequest in protobuf
 // (what the agent's exporter, agent/tracing/otlp.ts, sends), decoded with protobufjs from the message
 // definitions below (the subset of opentelemetry/proto's trace.proto, common.proto and resource.proto the
-// agent's spans use, same field numbers), answered 200 with an empty ExportTraceServiceResponse.
+// agent's spans use, same field numbers), answered 200 with an empty ExportTraceServiceResponse. As the OTLP
+// specification asks of a server, the same URL takes OTLP/JSON (Content-Type: application/json, the
+// exporter's http/json), read here with JSON.parse and the specification's rules (hex ids, int64 as strings),
+// and answered in JSON.
 //
 // startOtlpGrpcReceiver serves the same request over OTLP/gRPC (TraceService/Export, a grpc-js server).
 //
@@ -78,12 +81,13 @@ interface KeyValue {
   key: string
   value?: { stringValue?: string; boolValue?: boolean; intValue?: number | { toString(): string }; doubleValue?: number }
 }
+/** A decoded Span: protobufjs's object (ids as bytes, defaults filled in) or OTLP/JSON's (ids in hex, defaults left out). */
 interface DecodedSpan {
-  traceId: Uint8Array
-  spanId: Uint8Array
-  parentSpanId: Uint8Array
-  name: string
-  kind: number
+  traceId: Uint8Array | string
+  spanId: Uint8Array | string
+  parentSpanId?: Uint8Array | string
+  name?: string
+  kind?: number
   startTimeUnixNano: { toString(): string } | number
   endTimeUnixNano: { toString(): string } | number
   attributes?: KeyValue[]
@@ -103,11 +107,20 @@ function attrs(list: readonly KeyValue[] | undefined): Record<string, AttrValue>
   return out
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+/** An id in lowercase hex: bytes from protobuf, a (case-insensitive) hex string from OTLP/JSON. */
+const hex = (id: Uint8Array | string | undefined): string => (typeof id === 'string' ? id.toLowerCase() : Buffer.from(id ?? []).toString('hex'))
 
-/** Decodes one ExportTraceServiceRequest body into spans. */
+/** Decodes one ExportTraceServiceRequest body (protobuf) into spans. */
 export function decodeTraces(body: Uint8Array): ReceivedSpan[] {
-  const msg = ExportRequest.toObject(ExportRequest.decode(body), { defaults: true, arrays: true }) as Decoded
+  return spansOf(ExportRequest.toObject(ExportRequest.decode(body), { defaults: true, arrays: true }) as Decoded)
+}
+
+/** Decodes one ExportTraceServiceRequest body in OTLP/JSON into spans. */
+export function decodeJsonTraces(body: Uint8Array): ReceivedSpan[] {
+  return spansOf(JSON.parse(Buffer.from(body).toString('utf8')) as Decoded)
+}
+
+function spansOf(msg: Decoded): ReceivedSpan[] {
   const out: ReceivedSpan[] = []
   for (const rs of msg.resourceSpans ?? []) {
     const resource = attrs(rs.resource?.attributes)
@@ -117,8 +130,8 @@ export function decodeTraces(body: Uint8Array): ReceivedSpan[] {
           traceId: hex(s.traceId),
           spanId: hex(s.spanId),
           parentSpanId: hex(s.parentSpanId),
-          name: s.name,
-          kind: s.kind,
+          name: s.name ?? '',
+          kind: s.kind ?? 0,
           attributes: attrs(s.attributes),
           resource,
           status: { code: s.status?.code ?? 0, message: s.status?.message ?? '' },
@@ -139,8 +152,13 @@ async function bodyOf(req: IncomingMessage): Promise<Buffer> {
   return req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw
 }
 
-/** An OTLP/HTTP server on host:0 handing each request's spans to `onSpans`. */
-async function serveOtlp(host: string, onSpans: (spans: ReceivedSpan[]) => void): Promise<{ server: Server; endpoint: string }> {
+const DECODERS: Record<string, { decode: (body: Buffer) => ReceivedSpan[]; answer: string }> = {
+  'application/x-protobuf': { decode: decodeTraces, answer: '' },
+  'application/json': { decode: decodeJsonTraces, answer: '{}' },
+}
+
+/** An OTLP/HTTP server on host:0 handing each request's spans, and the request's content type, to `onSpans`. */
+async function serveOtlp(host: string, onSpans: (spans: ReceivedSpan[], contentType: string) => void): Promise<{ server: Server; endpoint: string }> {
   const server = createServer((req, res) => {
     if (req.method !== 'POST' || req.url !== '/v1/traces') {
       res.writeHead(404).end()
@@ -148,9 +166,11 @@ async function serveOtlp(host: string, onSpans: (spans: ReceivedSpan[]) => void)
     }
     bodyOf(req).then(
       (body) => {
-        if (req.headers['content-type'] !== 'application/x-protobuf') throw new Error(`content-type ${req.headers['content-type']}`)
-        onSpans(decodeTraces(body))
-        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
+        const contentType = req.headers['content-type'] ?? ''
+        const decoder = DECODERS[contentType]
+        if (decoder === undefined) throw new Error(`content-type ${contentType}`)
+        onSpans(decoder.decode(body), contentType)
+        res.writeHead(200, { 'content-type': contentType }).end(decoder.answer)
       },
       (err: unknown) => res.writeHead(400, { 'content-type': 'text/plain' }).end(String(err)),
     )
@@ -160,12 +180,14 @@ async function serveOtlp(host: string, onSpans: (spans: ReceivedSpan[]) => void)
   return { server, endpoint: `http://${host}:${port}` }
 }
 
-/** Starts a receiver on `host` (loopback by default), closed at teardown. */
-export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promise<OtlpReceiver> {
+/** Starts a receiver on `host` (loopback by default), closed at teardown; `contentTypes` has each request's. */
+export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promise<OtlpReceiver & { contentTypes: string[] }> {
   const spans: ReceivedSpan[] = []
+  const contentTypes: string[] = []
   const state = { requests: 0 }
-  const { server, endpoint } = await serveOtlp(host, (got) => {
+  const { server, endpoint } = await serveOtlp(host, (got, contentType) => {
     spans.push(...got)
+    contentTypes.push(contentType)
     state.requests++
   })
   const close = (): Promise<void> =>
@@ -177,6 +199,7 @@ export async function startOtlpReceiver(t: Teardown, host = '127.0.0.1'): Promis
   return {
     endpoint,
     spans,
+    contentTypes,
     get requests() {
       return state.requests
     },

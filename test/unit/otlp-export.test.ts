@@ -7,17 +7,15 @@
 // Cost, measured by hand (scratch script, not a test: no timed assertions here): add() of a typical span
 // (8 attributes, a parent, no events) ≈ 1.2 µs warm on the dev VM (Node 20); the same span through
 // @bufbuild/protobuf's BinaryWriter ≈ 8.5 µs.
-import t, { type Test } from 'tap'
-import { once } from 'node:events'
+import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { gunzipSync } from 'node:zlib'
 import protobuf from 'protobufjs'
-import { OtlpTraceExporter, retryAfterMs, type FinishedSpan } from '../../agent/tracing/otlp.js'
+import { OtlpTraceExporter, retryAfterMs } from '../../agent/tracing/otlp.js'
 import { OTLP_TRACE_PROTO, startOtlpReceiver } from '../lib/otlp.js'
+import { EVERY_TYPE, exporterFor, fullSpan, listen, localSpan, rawServer, record, RESOURCE, rootSpan, SCOPE, span, until, type Hit, type Warning } from '../lib/otlp-export.js'
 import { Pki } from '../lib/pki.js'
 
 const root = protobuf.parse(OTLP_TRACE_PROTO).root
@@ -63,130 +61,12 @@ const plain = (v: DecodedAny | undefined): Plain =>
 const attrs = (kvs: DecodedKv[] | undefined): Record<string, Plain> => Object.fromEntries((kvs ?? []).map((kv) => [kv.key, plain(kv.value)]))
 const hex = (b: Uint8Array | undefined): string => Buffer.from(b ?? []).toString('hex')
 
-const RESOURCE = { 'service.name': 'nsm-agent', 'service.version': '0.1.0', 'k8s.node.name': 'node-a' }
-const SCOPE = { name: 'nsm-agent', version: '0.1.0' }
-/** No variable of this process leaks in; exports time out soon, so a teardown never waits long. */
-const BASE = { OTEL_EXPORTER_OTLP_TIMEOUT: '2000', OTEL_BSP_SCHEDULE_DELAY: '60000' }
-
-let seq = 0
-function span(over: Partial<FinishedSpan> = {}): FinishedSpan {
-  const n = (++seq).toString(16).padStart(16, '0')
-  return {
-    traceId: `4bf92f3577b34da6${n}`,
-    spanId: n,
-    parentSpanId: '00f067aa0ba902b7',
-    traceState: undefined,
-    flags: 1,
-    parentIsRemote: false,
-    name: `span ${seq}`,
-    kind: 0,
-    startMs: 1_700_000_000_000 + seq,
-    endMs: 1_700_000_000_001 + seq,
-    attributes: { 'nsm.connection': `conn-${seq}`, 'nsm.service': 'web' },
-    events: [],
-    links: [],
-    status: { code: 0 },
-    ...over,
-  }
-}
-
-type Warning = [string, Record<string, unknown> | undefined]
-
-function exporterFor(t: Test, env: Record<string, string>, warnings: Warning[] = []): OtlpTraceExporter {
-  const e = new OtlpTraceExporter({ resource: RESOURCE, scope: SCOPE, env: { ...BASE, ...env }, warn: (msg, fields) => warnings.push([msg, fields]) })
-  t.teardown(() => e.shutdown())
-  return e
-}
-
-interface Hit {
-  url: string
-  headers: IncomingHttpHeaders
-  /** As received (gzipped when it was sent so). */
-  body: Buffer
-}
-
-/** An HTTP server recording each request; `answer` replies (default 200, empty body). */
-async function rawServer(t: Test, answer: (hit: Hit, n: number, res: ServerResponse) => void = (_h, _n, res) => void res.writeHead(200).end()): Promise<{ url: string; hits: Hit[]; server: Server }> {
-  const hits: Hit[] = []
-  const server = createServer((req, res) => void record(req, hits).then((hit) => answer(hit, hits.length, res)))
-  return { url: await listen(t, server, 'http'), hits, server }
-}
-
-async function record(req: IncomingMessage, hits: Hit[]): Promise<Hit> {
-  const chunks: Buffer[] = []
-  for await (const c of req) chunks.push(c as Buffer)
-  const hit = { url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) }
-  hits.push(hit)
-  return hit
-}
-
-async function listen(t: Test, server: Server, scheme: string): Promise<string> {
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => {
-    server.closeAllConnections()
-    return new Promise<void>((resolve) => server.close(() => resolve()))
-  })
-  return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
 t.test('every field of a span arrives as sent, in bytes protobufjs would write', async (t) => {
   const srv = await rawServer(t)
   const e = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: srv.url })
-  const attributes = {
-    str: 'text',
-    empty: '',
-    neg: -5,
-    minSafe: Number.MIN_SAFE_INTEGER,
-    maxSafe: Number.MAX_SAFE_INTEGER,
-    zero: 0,
-    beyond32: 2 ** 40 + 3,
-    dbl: 1.5,
-    negDbl: -0.25,
-    yes: true,
-    no: false,
-    strings: ['a', 'b'],
-    numbers: [1, 2.5, -3],
-    bools: [true, false],
-    none: [],
-    unicode: 'é✓😀',
-    mid: 'y'.repeat(50), // reserved a 2-byte length, needs 1
-    long: 'x'.repeat(200), // needs a 2-byte length
-    skipped: undefined,
-  }
-  const full = span({
-    traceId: '0af7651916cd43dd8448eb211c80319c',
-    spanId: 'b7ad6b7169203331',
-    parentSpanId: '00f067aa0ba902b7',
-    traceState: 'vendor=opaque,other=x',
-    flags: 1,
-    parentIsRemote: true,
-    name: 'NetworkService/Request',
-    kind: 1,
-    // Binary fractions, so that the exact nanoseconds are known; 2^-11 ms is lost by a naive ms × 10^6.
-    startMs: 1_700_000_000_123.5 + 2 ** -11,
-    endMs: 1_700_000_000_456.25,
-    attributes,
-    events: [
-      { name: 'exception', timeMs: 1_700_000_000_200 + 2 ** -12, attributes: { 'exception.message': 'boom', 'exception.type': 'Error' } },
-      { name: 'plain', timeMs: 1_700_000_000_300 },
-    ],
-    links: [
-      { traceId: '11111111111111111111111111111111', spanId: '2222222222222222', traceState: 'a=b', flags: 1, attributes: { 'link.why': 'follows' } },
-      { traceId: '33333333333333333333333333333333', spanId: '4444444444444444', flags: 0 },
-    ],
-    status: { code: 2, message: 'it failed' },
-  })
-  const root = span({ parentSpanId: undefined, flags: 0, attributes: {}, kind: 0, status: { code: 0 } })
-  const local = span({ kind: 4, status: { code: 1 } })
+  const full = fullSpan()
+  const root = rootSpan()
+  const local = localSpan()
   const many: Record<string, string> = {}
   for (let i = 0; i < 1000; i++) many[`key.${i}`] = `value ${i}`
   const big = span({ attributes: many }) // over 16383 bytes: a 3-byte length
@@ -218,7 +98,7 @@ t.test('every field of a span arrives as sent, in bytes protobufjs would write',
   t.equal(a.kind, 2, 'SERVER: the api kind + 1')
   t.equal(a.startTimeUnixNano, '1700000000123500488', 'start to the nanosecond')
   t.equal(a.endTimeUnixNano, '1700000000456250000')
-  const { skipped: _skipped, ...sent } = attributes
+  const { skipped: _skipped, ...sent } = EVERY_TYPE
   t.same(attrs(a.attributes), sent, 'attributes of every type; undefined left out')
   t.equal(a.attributes?.length, Object.keys(sent).length)
   t.same(
@@ -483,18 +363,6 @@ t.test('https with a CA and a client certificate from the variables', async (t) 
   await e.forceFlush()
   t.equal(hits.length, 1)
   t.same(e.stats, { exported: 1, dropped: 0, failedExports: 0 })
-})
-
-t.test('http/json is reported once and http/protobuf used', async (t) => {
-  const { url, hits } = await rawServer(t)
-  const warnings: Warning[] = []
-  const e = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }, warnings)
-  t.equal(warnings.length, 1)
-  t.match(warnings[0]![0], /OTEL_EXPORTER_OTLP_PROTOCOL=http\/json is not served/)
-  e.add(span())
-  await e.forceFlush()
-  t.equal(hits.length, 1)
-  t.equal(hits[0]!.headers['content-type'], 'application/x-protobuf')
 })
 
 t.test('a bad variable is an error naming it', async (t) => {
