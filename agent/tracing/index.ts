@@ -1,7 +1,8 @@
 // agent/tracing: OpenTelemetry traces of the agent (ARCHITECTURE §13), loaded by agent/main.ts only when
 // OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is loaded otherwise). Spans go to that
-// endpoint over OTLP http/protobuf (the exporter reads the standard OTEL_EXPORTER_OTLP_* and OTEL_BSP_*
-// variables; OTEL_SERVICE_NAME names the service, default nsm-agent).
+// endpoint over OTLP, http/protobuf unless OTEL_EXPORTER_OTLP_PROTOCOL says grpc or http/json (the exporter
+// reads the standard OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables; OTEL_SERVICE_NAME names the service,
+// default nsm-agent).
 //
 //   CNI <COMMAND>                 one per call the shim forwards (kind SERVER); its parent is the caller's W3C
 //                                 trace context when the runtime passed one: CNI_ARGS TRACEPARENT=...
