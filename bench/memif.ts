@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startMesh, WEB, resultOf } from '../test/integration/nsm-fixture'
 import { startMemifPeer, type MemifPeer } from '../test/lib/memif-peer'
-import { findForwarderProcesses } from '../agent/mechanisms/memif/testpmd'
+import { findForwarderProcesses } from '../agent/mechanisms/memif/forwarder-identity'
 import { CLK_TCK, latencyTable, machine, ms, stats, writeSection } from './lib/report'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)

@@ -1,6 +1,6 @@
 // A pod-side DPDK memif client for tests (or a server: `role`): dpdk-testpmd with one `net_memif` port (plus any extra vdevs)
 // on a given socket, in a test netns (`ip netns exec`) or in this one, driven over its prompt (stdin and
-// stdout are pipes to this process; the same reply framing as the forwarder's, agent/mechanisms/memif/testpmd.ts).
+// stdout are pipes to this process; the same reply framing as the forwarder's, agent/mechanisms/memif/testpmd-console.ts).
 // Modes are testpmd forwarding modes: icmpecho answers ARP and ping for any address (a pod stand-in that
 // pings work against), rxonly counts, txonly sends, io forwards between its ports (looped back on itself
 // when it has only the memif port).
@@ -10,7 +10,8 @@
 // also when the test fails.
 import { spawn } from 'node:child_process'
 import { rmSync } from 'node:fs'
-import { parsePortStats, parsePortSummary, TestpmdConsole, type PortCounters } from '../../agent/mechanisms/memif/testpmd'
+import { TestpmdConsole } from '../../agent/mechanisms/memif/testpmd-console'
+import { parsePortStats, parsePortSummary, type PortCounters } from '../../agent/mechanisms/memif/testpmd-replies'
 import { RUN } from './netns'
 
 interface Teardown {

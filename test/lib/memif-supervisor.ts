@@ -3,7 +3,8 @@
 // attaches `ports`, prints `ready <forwarder pids>` and then only waits to be killed. SIGKILLed at teardown.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { MemifForwarders, type MemifPort } from '../../agent/mechanisms/memif/forwarder'
+import { MemifForwarders } from '../../agent/mechanisms/memif/forwarder'
+import type { MemifPort } from '../../agent/mechanisms/memif/forwarder-types'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
