@@ -10,7 +10,8 @@
 // default 20, of BENCH_OBSERVE_N, default 40, Requests then their Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
 // them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
 // cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that costs. Goal: both on
-// within 5 % of both off.
+// within 5 % of both off. Since a run's gap moves with which agents it happened to start and with the host's
+// drift, the Request p50 and p99 gaps come with a 95 % interval (bench/lib/bootstrap.ts).
 // Run: npx tsx bench/observe.ts (root; ~5 min). On a loaded machine (check `uptime`) give it more rounds:
 // BENCH_OBSERVE_ROUNDS=40.
 import { execFileSync } from 'node:child_process'
@@ -23,6 +24,7 @@ import { AgentDefinition } from '../proto/gen/nsmcni/nsmcni'
 import { startAgent, type RunningAgent } from '../test/lib/agent'
 import { endpointRegistration, kernelRequest, seedServices, serviceMessage } from '../test/lib/mesh'
 import { startOtlpReceiverIn } from '../test/lib/otlp'
+import { percentileRatioInterval, type AgentRounds } from './lib/bootstrap'
 import { CLK_TCK, machine, ms, stats, writeSection } from './lib/report'
 
 const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
@@ -165,6 +167,15 @@ async function main(): Promise<void> {
     }),
   ]
   const within = (x: number, y: number): boolean => (x - y) / y <= 0.05
+  // How far the pooled p50 and p99 gaps could be from what this run's agents and rounds gave (bench/lib/bootstrap.ts).
+  const byRound = (v: Variant): AgentRounds => Array.from({ length: ROUNDS }, (_, r) => v.req.slice(r * N, (r + 1) * N))
+  const interval = (p: number): string => {
+    const { low, high } = percentileRatioInterval(offs.map(byRound), ons.map(byRound), p, random)
+    const f = (x: number): string => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).toFixed(1)}`
+    return `${f(low)} to ${f(high)} %`
+  }
+  const i50 = interval(50)
+  const i99 = interval(99)
   const verdict = [`p50 ${within(on.req.p50, b.req.p50) ? 'met' : 'missed'}`, `p99 ${within(on.req.p99, b.req.p99) ? 'met' : 'missed'}`, `CPU ${within(on.cpu, b.cpu) ? 'met' : 'missed'}`].join(', ')
   const spread = (f: (v: Variant) => number): string => {
     const xs = offs.map(f)
@@ -187,7 +198,9 @@ elements' spans and its kernel batches).
 ${rows.join('\n')}
 
 Both on against both off (pooled): Request p50 ${pct(on.req.p50, b.req.p50)}, p99 ${pct(on.req.p99, b.req.p99)}, agent CPU per Request + Close
-${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). Between the ${POOL} agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
+${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). The 95 % intervals of the two Request gaps, from a bootstrap that draws the
+agents of each pool and the rounds anew (bench/lib/bootstrap.ts: agents differ for a whole run, the host from round to round):
+p50 ${i50}, p99 ${i99}. Between the ${POOL} agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
 and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a single agent's row carries (\`uptime\` at the start: load ${load}). The agent's CPU
 time per Request and its Close is read from /proc (all its threads), ${SETTLE_MS} ms after its round's last Close (tracing encodes spans once the agent is idle) and after the round's scrape (the pipeline's metrics are observed then). The sampled row is the knob an operator has
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
