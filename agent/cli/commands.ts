@@ -9,7 +9,7 @@ import { NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointRegistryD
 import { AgentDefinition, EndpointExtension, EndpointRegistration, NodeList, ServiceRegistration, StatusResponse, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import { AgentClient } from '../client/client.js'
 import { parseDuration } from '../config/value-checks.js'
-import { timestampOf } from '../registry/registry.js'
+import { timestampOf } from '../registry/records.js'
 import type { Explanation } from '../select/index.js'
 import { all, labelPairs, one, parseArgs, UsageError, type FlagSpec, type Parsed } from './args.js'
 import { exportStore, importStore, STORE_FLAGS } from './store.js'

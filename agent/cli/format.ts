@@ -5,7 +5,7 @@ import { State } from '../../proto/gen/networkservice/connection.js'
 import type { NetworkService } from '../../proto/gen/registry/registry.js'
 import type { EndpointRegistration, NodeRecord } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { Explanation } from '../select/index.js'
-import { timestampMs } from '../registry/registry.js'
+import { timestampMs } from '../registry/records.js'
 import { mechanismSummary } from '../topology/model.js'
 
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {

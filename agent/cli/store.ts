@@ -17,7 +17,7 @@ import { DEFAULT_CONFIG, ConfigError, type AgentConfig } from '../config/config.
 import { checkStoreConfig } from '../config/load.js'
 import { parseFlags } from '../config/settings.js'
 import { FileStore } from '../registry/store.js'
-import { serviceCodec, storedEndpointCodec, timestampMs, type StoredEndpoint, type StoredService } from '../registry/registry.js'
+import { serviceCodec, storedEndpointCodec, timestampMs, type StoredEndpoint, type StoredService } from '../registry/records.js'
 import { validateService } from '../registry/validate.js'
 import { openSharedStore } from '../store/open.js'
 import type { Kv } from '../store/kv.js'

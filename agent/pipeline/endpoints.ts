@@ -1,6 +1,6 @@
 // Registry entries as the pipeline sees them: StoredEndpoint (NSM message + our extension) -> EndpointInfo.
-import type { StoredEndpoint } from '../registry/registry.js'
-import { timestampMs } from '../registry/registry.js'
+import type { StoredEndpoint } from '../registry/records.js'
+import { timestampMs } from '../registry/records.js'
 import { netnsFromUrl } from '../registry/validate.js'
 import type { EndpointInfo } from './types.js'
 

@@ -9,7 +9,7 @@
 // Needs: nothing. Provides: nothing (it shapes `connection.path`). Undoes: nothing.
 import { randomBytes } from 'node:crypto'
 import type { Path, PathSegment } from '../../proto/gen/networkservice/connection.js'
-import { timestampMs, timestampOf } from '../registry/registry.js'
+import { timestampMs, timestampOf } from '../registry/records.js'
 import type { Element } from './chain.js'
 
 export interface PathOptions {

@@ -2,8 +2,9 @@
 // healing and `nsmctl explain`. An endpoint is local when its extension names no node or this node.
 import type { EndpointExtension } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
-import type { Registry, StoredEndpoint } from './registry.js'
-import { timestampMs } from './registry.js'
+import type { Registry } from './registry.js'
+import type { StoredEndpoint } from './records.js'
+import { timestampMs } from './records.js'
 
 export interface RegistryCandidate {
   name: string

@@ -9,27 +9,16 @@
 // - Mutations are serialized; events are emitted in mutation order after the store accepted the change.
 //   Healing subscribes here: an endpoint `delete` event (reason 'unregistered' | 'expired') means its
 //   connections must be reselected.
-import { NetworkService, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
-import { EndpointExtension, ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
-import type { Timestamp } from '../../proto/gen/google/protobuf/timestamp.js'
+// The records as stored, their codecs and load checks are records.ts; how Find compares, find-query.ts.
+import type { NetworkService, NetworkServiceEndpoint } from '../../proto/gen/registry/registry.js'
+import { EndpointExtension, type ServicePolicy } from '../../proto/gen/nsmcni/nsmcni.js'
 import type { NetworkService as ConfNetworkService } from '../../conf/networkservice.js'
 import type { Store } from './store.js'
-import { checkName, netnsFromUrl, validateEndpoint, validateExtension, validatePolicy, validateService } from './validate.js'
+import { netnsFromUrl, validateEndpoint, validateExtension, validatePolicy, validateService } from './validate.js'
+import { checkStoredEndpoint, checkStoredService, isExpired, serviceCodec, storedEndpointCodec, timestampMs, timestampOf, type StoredEndpoint, type StoredService } from './records.js'
+import { byName, endpointMatches, serviceMatches } from './find-query.js'
 import { AgentError } from '../errors.js'
 import { NetnsPolicy } from '../../pkg/netns-policy.js'
-
-export interface StoredEndpoint {
-  readonly endpoint: NetworkServiceEndpoint
-  /** Always present; empty lists when the endpoint registered through plain NSM Register. */
-  readonly extension: EndpointExtension
-}
-
-/** A network service and who may offer it as an endpoint pod (conf/endpoint-policy.ts). */
-export interface StoredService {
-  readonly service: NetworkService
-  /** Undefined: none declared. */
-  readonly policy: ServicePolicy | undefined
-}
 
 export type EndpointChangeReason = 'registered' | 'refreshed' | 'unregistered' | 'expired'
 
@@ -61,37 +50,6 @@ export interface RegistryOptions {
   nodeName?: string
   /** A shared store's watch lost the engine or got it back. */
   onStoreState?: (store: 'services' | 'endpoints', state: 'down' | 'up', reason?: string) => void
-}
-
-export const storedEndpointCodec = {
-  toJSON: (e: StoredEndpoint): unknown => ({
-    endpoint: NetworkServiceEndpoint.toJSON(e.endpoint),
-    extension: EndpointExtension.toJSON(e.extension),
-  }),
-  fromJSON: (j: unknown): StoredEndpoint => {
-    const o = j as { endpoint?: unknown; extension?: unknown }
-    return { endpoint: NetworkServiceEndpoint.fromJSON(o.endpoint), extension: EndpointExtension.fromJSON(o.extension ?? {}) }
-  },
-}
-
-/**
- * A service is stored as NSM's NetworkService JSON, with its policy (when it has one) under `nsmcniPolicy`:
- * files written before policies existed read as services without one.
- */
-export const serviceCodec = {
-  toJSON: (s: StoredService): unknown => ({ ...(NetworkService.toJSON(s.service) as object), ...(s.policy === undefined ? {} : { nsmcniPolicy: ServicePolicy.toJSON(s.policy) }) }),
-  fromJSON: (j: unknown): StoredService => {
-    const policy = (j as { nsmcniPolicy?: unknown } | null)?.nsmcniPolicy
-    return { service: NetworkService.fromJSON(j), policy: policy === undefined || policy === null ? undefined : ServicePolicy.fromJSON(policy) }
-  },
-}
-
-export function timestampMs(t: Timestamp | undefined): number | undefined {
-  return t === undefined ? undefined : t.seconds * 1000 + Math.floor(t.nanos / 1e6)
-}
-
-export function timestampOf(ms: number): Timestamp {
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 }
 }
 
 export class Registry {
@@ -413,47 +371,4 @@ export class Registry {
     }
     this.schedule()
   }
-}
-
-/** What a stored service must be to load: keyed by its name, and valid. */
-export function checkStoredService(key: string, s: StoredService): void {
-  keyedByName(key, s.service.name)
-  validateService(s.service)
-  if (s.policy !== undefined) validatePolicy(s.policy)
-}
-
-/** What a stored endpoint must be to load: keyed by its name, a valid name. */
-export function checkStoredEndpoint(key: string, e: StoredEndpoint): void {
-  keyedByName(key, e.endpoint.name)
-  checkName('network_service_endpoint.name', e.endpoint.name)
-}
-
-function keyedByName(key: string, name: string): void {
-  if (key !== name) throw new Error(`stored under ${JSON.stringify(key)} but named ${JSON.stringify(name)}`)
-}
-
-function isExpired(e: StoredEndpoint, now: number): boolean {
-  const at = timestampMs(e.endpoint.expirationTime)
-  return at !== undefined && at <= now
-}
-
-function byName(a: { name: string }, b: { name: string }): number {
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0
-}
-
-function serviceMatches(ns: NetworkService, q?: NetworkService): boolean {
-  if (q === undefined) return true
-  return (q.name === '' || q.name === ns.name) && (q.payload === '' || q.payload === ns.payload)
-}
-
-function endpointMatches(nse: NetworkServiceEndpoint, q?: NetworkServiceEndpoint): boolean {
-  if (q === undefined) return true
-  if (q.name !== '' && q.name !== nse.name) return false
-  if (q.url !== '' && q.url !== nse.url) return false
-  if (!q.networkServiceNames.every((s) => nse.networkServiceNames.includes(s))) return false
-  for (const [service, want] of Object.entries(q.networkServiceLabels)) {
-    const have = nse.networkServiceLabels[service]?.labels ?? {}
-    for (const [k, v] of Object.entries(want.labels)) if (have[k] !== v) return false
-  }
-  return true
 }

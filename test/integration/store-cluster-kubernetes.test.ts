@@ -12,7 +12,7 @@ import { startK8sFixture } from '../lib/k8s-fixture'
 import { makeNetns, uniqueName } from '../lib/netns'
 import { GrpcCallError } from '../../agent/client/client'
 import { KubernetesKv } from '../../agent/store/kubernetes'
-import { serviceCodec } from '../../agent/registry/registry'
+import { serviceCodec } from '../../agent/registry/records'
 
 const RUN = uniqueName('ck').slice(-6)
 const f = await startK8sFixture(t)
