@@ -19,7 +19,8 @@ import { KernelError } from '../errors'
 import { addAddressMessage } from './addresses'
 import { createVeth, deleteLinkIndex, getLink, setLinkMessage, type LinkChange, type LinkInfo, type LinkRef } from './links'
 import { addRouteMessage, type RouteSpec } from './routes'
-import type { NetlinkSessions, Rtnl, RtnlMessage } from './rtnl'
+import type { Rtnl, RtnlMessage } from './rtnl'
+import type { NetlinkSessions } from './sessions'
 
 /**
  * The pair was created but an address or route of one end already exists in its namespace (EEXIST from

@@ -1,5 +1,6 @@
 // The kernel layer's public surface: per-namespace rtnetlink sockets and the operations over them.
-export { NetlinkSessions, Rtnl } from './rtnl'
+export { Rtnl } from './rtnl'
+export { NetlinkSessions } from './sessions'
 export * from './links'
 export * from './addresses'
 export * from './routes'

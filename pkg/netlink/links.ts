@@ -26,7 +26,8 @@ import {
   AF_INET,
 } from './codec'
 import { formatMac, parseIp, parseMac } from './addr'
-import type { NetlinkSessions, Rtnl, RtnlMessage } from './rtnl'
+import type { Rtnl, RtnlMessage } from './rtnl'
+import type { NetlinkSessions } from './sessions'
 
 export interface LinkInfo {
   index: number

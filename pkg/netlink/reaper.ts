@@ -16,7 +16,8 @@ import { randomInt } from 'node:crypto'
 import { KernelError } from '../errors'
 import { attrU32, ifinfomsg, IFLA, RTM } from './codec'
 import { deleteLinkIndex, getLink, type LinkInfo } from './links'
-import type { NetlinkSessions, Rtnl } from './rtnl'
+import type { Rtnl } from './rtnl'
+import type { NetlinkSessions } from './sessions'
 
 /** What a deletion found: deleted, nothing of that name, or a link that is not the owner's (left alone). */
 export type ReapResult = 'deleted' | 'missing' | 'foreign'

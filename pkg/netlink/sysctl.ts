@@ -3,7 +3,7 @@
 // write follows at once.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { KernelError } from '../errors'
-import type { NetlinkSessions } from './rtnl'
+import type { NetlinkSessions } from './sessions'
 
 /** "net.ipv4.ip_forward" or "net/ipv4/conf/eth0/forwarding" -> its /proc/sys path (net.* only). */
 export function sysctlPath(key: string): string {
