@@ -15,7 +15,7 @@ import { spanFlags, type FinishedSpan, type SpanBatch } from './otlp-encode.js'
 /** A JSON string literal (quotes and escapes). */
 const str = (s: string): string => JSON.stringify(s)
 
-/** Fractional epoch milliseconds as decimal nanoseconds, exact (the protobuf writer's rounding: ./otlp-encode.ts epochNanos). */
+/** Fractional epoch milliseconds as decimal nanoseconds, exact (the protobuf writer's rounding: ./proto-writer.ts epochNanos). */
 export function epochNanosDecimal(ms: number): string {
   const whole = Math.floor(ms)
   const subNs = Math.round((ms - whole) * 1e6) // ms - whole is exact
