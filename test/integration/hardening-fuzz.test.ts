@@ -21,14 +21,20 @@
 // addresses and routes are unchanged, the agent's connections and endpoints are what they were, the
 // endpoint and pod netns hold only lo, nsm-ipam holds no reservation, and everything the test made is
 // removed (also at teardown when the test fails).
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+//
+// The steps are made in test/lib/fuzz-cases.ts (from fuzz-inputs.ts and fuzz-fields.ts), the files they point
+// at in fuzz-paths.ts, the leak checks are in fuzz-leftovers.ts; this file runs the steps and judges the answers.
+import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { stageNsmIpam } from '../conformance/exec'
 import { fuzzSeed, judge, preview, Prng, rawExec, type RawOutcome } from '../lib/fuzz'
-import { linkNames, makeNetns, removeNetns, RUN, sh, uniqueName } from '../lib/netns'
-import { startMesh, WEB } from './nsm-fixture'
+import { generateSteps, mayBlock, runQueue } from '../lib/fuzz-cases'
+import { cniInputs, IPAM_SUBNET, VALID_NET, type Env, type FuzzCase, type Step, type Target, type ValidSeq } from '../lib/fuzz-inputs'
+import { hostSnapshot, reservationRecords } from '../lib/fuzz-leftovers'
+import { makeFuzzPaths } from '../lib/fuzz-paths'
+import { linkNames, makeNetns, removeNetns, RUN } from '../lib/netns'
+import { startMesh } from './nsm-fixture'
 
 const SEED = fuzzSeed(0x5eed1)
 const ONLY = new Set((process.env.NSM_FUZZ_ONLY ?? '').split(',').map((s) => s.trim()).filter((s) => s !== ''))
@@ -44,28 +50,8 @@ const STEPS = Number(process.env.NSM_FUZZ_STEPS ?? 56)
 t.comment(`fuzz seed ${SEED} (0x${SEED.toString(16)}): NSM_FUZZ_SEED=${SEED} reproduces this run`)
 
 // ---------------------------------------------------------------------------------------------------
-// Host snapshot (root netns). Links, addresses and routes of concurrent test runs on this machine
-// (podman bridges and veths, other runs' t<hex> links) are left out so that they cannot fail this test;
-// everything this fuzz could leak on the host (CNI_IFNAME values, nsm-<hash>) is compared.
-
-const FOREIGN = new RegExp(`^(?!t${RUN})(t[0-9a-f]{4}|veth|cni-podman|podman|nsmpod)`)
-
-function hostSnapshot(): { links: string[]; addrs: string[]; routes: string[] } {
-  const j = (args: string[]): Array<Record<string, unknown>> => JSON.parse(sh('ip', ['-j', ...args])) as Array<Record<string, unknown>>
-  const links = j(['link', 'show'])
-    .filter((l) => !FOREIGN.test(String(l.ifname)))
-    .map((l) => JSON.stringify({ ifname: l.ifname, ifindex: l.ifindex, mtu: l.mtu, address: l.address, flags: l.flags, master: l.master }))
-  const addrs = j(['addr', 'show'])
-    .filter((l) => !FOREIGN.test(String(l.ifname)))
-    .flatMap((l) => ((l.addr_info as Array<Record<string, unknown>>) ?? []).map((a) => `${String(l.ifname)} ${String(a.local)}/${String(a.prefixlen)}`))
-  const routes = [...j(['route', 'show', 'table', 'all']), ...j(['-6', 'route', 'show', 'table', 'all'])]
-    .filter((r) => !FOREIGN.test(String(r.dev)))
-    .map((r) => JSON.stringify(r))
-  return { links: links.sort(), addrs: addrs.sort(), routes: routes.sort() }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// The world: agent, endpoint, pod netns, nsm-ipam's dirs, and the odd files CNI_NETNS may point at.
+// The world: agent, endpoint, pod netns, nsm-ipam's dirs, and the odd files CNI_NETNS may point at
+// (test/lib/fuzz-paths.ts).
 
 const mesh = await startMesh(t)
 const ep = makeNetns(t, 'fe')
@@ -74,460 +60,30 @@ const pod = makeNetns(t, 'fp')
 mesh.pod('fuzz', 'fz', { labels: { app: 'fuzz' } })
 const ipamBinDir = await stageNsmIpam(t)
 const ipamBinary = join(ipamBinDir, 'nsm-ipam')
+const paths = makeFuzzPaths(t)
+const { ipamRoot, dataDir, runFile, runDir, runFifo, made, removeMade } = paths
 
-const work = mkdtempSync(join(tmpdir(), 'nsm-fuzz-'))
-const ipamRoot = join(work, 'ipam')
-const dataDir = join(ipamRoot, 'data')
-mkdirSync(dataDir, { recursive: true })
-const plainFile = join(work, 'not-a-netns')
-writeFileSync(plainFile, 'x\n')
-const plainDir = join(work, 'a-dir')
-mkdirSync(plainDir)
-const fifo = join(work, 'a-fifo')
-sh('mkfifo', [fifo])
-// The same three under /var/run/netns, which the agent's netns policy allows by pattern.
-mkdirSync('/var/run/netns', { recursive: true })
-const runFile = `/var/run/netns/${uniqueName('ff')}`
-const runDir = `/var/run/netns/${uniqueName('fd')}`
-const runFifo = `/var/run/netns/${uniqueName('fo')}`
-writeFileSync(runFile, '')
-mkdirSync(runDir)
-sh('mkfifo', [runFifo])
-// Symlinks a path check could miss: into /proc, to /dev/zero, and one that leads nowhere.
-const toProc = join(work, 'to-proc')
-sh('ln', ['-s', '/proc', toProc])
-const toZero = join(work, 'to-zero')
-sh('ln', ['-s', '/dev/zero', toZero])
-const dangling = join(work, 'dangling')
-sh('ln', ['-s', join(work, 'nowhere'), dangling])
-const made = [work, runFile, runDir, runFifo]
-/** Paths a read, an open(2) or a recursive mkdir may block or spin on: calls naming them run first. */
-const BLOCKING = [fifo, runFifo, '/dev/zero', '/proc/fuzz-nsm', '/proc/sys/net', '/proc/self/', toProc, toZero, dangling]
-const removeMade = (): void => {
-  for (const p of made) rmSync(p, { recursive: true, force: true })
-}
-t.teardown(removeMade)
-
+// The host snapshot leaves out other runs' links, addresses and routes (test/lib/fuzz-leftovers.ts).
 const hostBefore = hostSnapshot()
 const connsBefore = await mesh.connectionIds()
 const endpointsBefore = await mesh.endpointNames()
 
 // ---------------------------------------------------------------------------------------------------
-// Cases.
+// Cases (test/lib/fuzz-cases.ts), from the seed.
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0]
-type Target = 'nsm' | 'ipam'
-type Env = Record<string, string>
 
-interface FuzzCase {
-  id: string
-  target: Target
-  label: string
-  env: Env
-  stdin: Buffer
-  /** The input is certainly invalid: exit 0 is a finding. */
-  mustFail: boolean
-}
+const world = { mesh, podNetns: pod.path, endpointNetns: ep.path, ipamBinDir, paths }
+const inputs = cniInputs(world)
+const { nsmConf, ipamConf, baseEnv, baseStdin } = inputs
+const steps = generateSteps(world, inputs, new Prng(SEED))
 
-interface ValidSeq {
-  id: string
-  target: Target
-  valid: true
-  n: number
-}
-
-type Step = FuzzCase | ValidSeq
-
-const rng = new Prng(SEED)
-const VARS = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'] as const
-const COMMANDS = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS'] as const
-const SPEC_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
-const ifnameBad = (s: string): boolean => s === '' || s.length > 15 || s === '.' || s === '..' || /[/:\s]/.test(s)
-const REQUIRED: Record<string, readonly string[]> = {
-  ADD: ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME'],
-  DEL: ['CNI_CONTAINERID', 'CNI_IFNAME'],
-  CHECK: ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_PATH'],
-  STATUS: [],
-  GC: ['CNI_PATH'],
-}
-
-const nsmConf = (extra: Record<string, unknown> = {}): Record<string, unknown> => mesh.conf({ networkService: WEB, ...extra })
-const IPAM_NET = 'fuzz-ipam'
-/** The valid sequences' networks (+ their number): a fuzzed GC of the fuzz networks cannot touch them, nor they one another. */
-const VALID_NET = { nsm: 'nsm-valid', ipam: 'fuzz-ipam-valid' } as const
-const IPAM_SUBNET = '10.213.0.0/24'
-const ipamConf = (ipam: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Record<string, unknown> => ({
-  cniVersion: '1.1.0',
-  name: IPAM_NET,
-  type: 'ptp',
-  ipam: { type: 'nsm-ipam', subnet: IPAM_SUBNET, dataDir, ...ipam },
-  ...top,
-})
-
-const counter = { nsm: 0, ipam: 0 }
-const nextId = (target: Target): string => `${target}-${String(++counter[target]).padStart(3, '0')}`
-
-function baseEnv(target: Target, command: string, id: string): Env {
-  const cid = `fz${id.replace(/-/g, '')}`
-  return {
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: cid,
-    CNI_NETNS: pod.path,
-    // An interface name of its own per case: accepted ADDs running at the same time never collide.
-    CNI_IFNAME: `f${id.replace(/\D/g, '')}`,
-    CNI_PATH: target === 'nsm' ? mesh.binDir : ipamBinDir,
-  }
-}
-
-const baseStdin = (target: Target, command: string): Record<string, unknown> => {
-  const conf = target === 'nsm' ? nsmConf() : ipamConf()
-  if (command === 'GC') conf['cni.dev/valid-attachments'] = []
-  return conf
-}
-
-/** Does this environment certainly fail parseEnv (spec rules only)? */
-function envInvalid(env: Env): boolean {
-  const cmd = env.CNI_COMMAND ?? ''
-  if (!(cmd in REQUIRED)) return true
-  for (const v of REQUIRED[cmd] ?? []) if ((env[v] ?? '') === '') return true
-  const cid = env.CNI_CONTAINERID ?? ''
-  if (cid !== '' && !SPEC_ID.test(cid)) return true
-  const ifn = env.CNI_IFNAME ?? ''
-  if (ifn !== '' && ifnameBad(ifn)) return true
-  const ns = env.CNI_NETNS ?? ''
-  if (ns !== '' && !ns.startsWith('/')) return true
-  if ((cmd === 'ADD' || cmd === 'CHECK') && ns !== '' && !ns.startsWith('/var/run/netns/t') && !ns.startsWith('/proc/')) return true
-  return false
-}
-
-function add(target: Target, label: string, env: Env, stdin: unknown, mustFail = false): void {
-  const id = nextId(target)
-  const bytes = Buffer.isBuffer(stdin) ? stdin : Buffer.from(typeof stdin === 'string' ? stdin : JSON.stringify(stdin))
-  steps[target].push({ id, target, label, env, stdin: bytes, mustFail })
-}
-
-const steps: Record<Target, Step[]> = { nsm: [], ipam: [] }
-
-/** A fresh base call for `target`: env + conf, ids derived from the case id about to be made. */
-function base(target: Target, command: string): { env: Env; conf: Record<string, unknown> } {
-  const id = `${target}-${String(counter[target] + 1).padStart(3, '0')}`
-  return { env: baseEnv(target, command, id), conf: baseStdin(target, command) }
-}
-
-// 1. Every CNI_* variable, every way of being wrong, each with one command (ADD half the time).
-const junkLen = (): number => rng.pick([4, 12, 40, 300])
-function envMode(v: string, mode: string, value: string): string | undefined {
-  switch (mode) {
-    case 'missing':
-      return undefined
-    case 'empty':
-      return ''
-    case 'overlong':
-      return (value === '' ? 'x' : value).padEnd(rng.pick([16, 256, 4096, 70_000]), v === 'CNI_COMMAND' ? 'D' : 'a')
-    case 'slash':
-      return v === 'CNI_NETNS' ? `${value}/../../../etc` : `${value}/x/../y`
-    case 'percent':
-      return `${value}%2F%00%n%s%`
-    case 'spaces':
-      return ` ${value} x `
-    case 'junk':
-      return rng.junk(junkLen())
-    default:
-      throw new Error(mode)
-  }
-}
-for (const target of ['nsm', 'ipam'] as const) {
-  for (const v of VARS) {
-    for (const mode of ['missing', 'empty', 'overlong', 'slash', 'percent', 'spaces', 'junk']) {
-      for (const command of [rng.next() < 0.5 ? 'ADD' : rng.pick(COMMANDS.filter((c) => c !== 'ADD'))]) {
-        const b = base(target, command)
-        const env = { ...b.env }
-        if (v === 'CNI_ARGS') env.CNI_ARGS = 'IgnoreUnknown=1;K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=fz'
-        const value = envMode(v, mode, env[v] ?? '')
-        if (value === undefined) delete env[v]
-        else env[v] = value
-        add(target, `${v} ${mode} (${command})`, env, b.conf, envInvalid(env))
-      }
-    }
-  }
-}
-
-// 2. Unknown commands.
-for (const target of ['nsm', 'ipam'] as const) {
-  const others = ['ADD ', 'DELETE', 'VERSION\n', 'ADD;DEL', '../ADD', rng.junk(8)]
-  for (const cmd of ['add', 'FOO', rng.pick(others), rng.pick(others)]) {
-    const b = base(target, 'ADD')
-    add(target, `CNI_COMMAND ${JSON.stringify(cmd)}`, { ...b.env, CNI_COMMAND: cmd }, b.conf, true)
-  }
-}
-
-// 3. CNI_ARGS.
-const HUGE = 'v'.repeat(70_000)
-const argCases: Array<[string, boolean]> = [
-  ['K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=a;K8S_POD_NAME=fz', false],
-  ['IgnoreUnknown=1;IgnoreUnknown=0;FOO=bar', true],
-  ['FOO', true],
-  ['IgnoreUnknown=1;FOO', true],
-  ['FOO=bar', true],
-  ['IgnoreUnknown=1;FOO=bar', false],
-  ['=', true],
-  ['=x', true],
-  [';;;', false],
-  ['IgnoreUnknown=maybe', true],
-  [`K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=${HUGE}`, false],
-  [`IgnoreUnknown=1;${'A=b;'.repeat(5000)}`, false],
-  ['K8S_POD_NAMESPACE=x;K8S_POD_NAME=/../../../../../../etc/passwd', false],
-  ['K8S_POD_NAMESPACE=..;K8S_POD_NAME=..', false],
-  ['K8S_POD_NAMESPACE=fuzz;K8S_POD_NAME=fz%2F..%2F', false],
-  ['IgnoreUnknown=1;K8S_POD_NAME=fz;K8S_POD_NAME=fz;K8S_POD_NAME=fz', false],
-]
-const nsmArgCases: Array<[string, boolean]> = [
-  ['K8S_POD_NAMESPACE=fuzz', true], // a namespace without a name: 4 (agent/cni/config.ts); nsm-ipam ignores K8S_*
-  ['NSM_NETWORK_SERVICES=memif://x', false],
-  ['NSM_NETWORK_SERVICES=,,,', false],
-  [`NSM_NETWORK_SERVICES=${rng.junk(30).replace(/[;=]/g, '')}`, false],
-  [`NSM_NETWORK_SERVICES=${WEB}/${'n'.repeat(40)}`, false],
-]
-const ipamArgCases: Array<[string, boolean]> = [
-  ['IP=not-an-ip', true],
-  ['IP=10.213.0.9,10.213.0.9', false],
-  ['IP=10.99.0.1', true],
-  ['IP=', false],
-  ['IP=::1', true],
-  ['IP=10.213.0.0', false],
-  ['IP=10.213.0.255', false],
-]
-for (const target of ['nsm', 'ipam'] as const) {
-  for (const [args, mustFail] of [...argCases, ...(target === 'nsm' ? nsmArgCases : ipamArgCases)]) {
-    const command = rng.next() < 0.75 ? 'ADD' : rng.pick(COMMANDS)
-    const b = base(target, command)
-    add(target, `CNI_ARGS ${preview(args, 60)} (${command})`, { ...b.env, CNI_ARGS: args }, b.conf, mustFail && command === 'ADD')
-  }
-}
-
-// 4. CNI_NETNS at things that are not network namespaces (and at namespaces it must not use).
-const netnsCases: Array<[string, string, boolean]> = [
-  ['a regular file', plainFile, true],
-  ['a directory', plainDir, true],
-  ['a FIFO', fifo, true],
-  ['a regular file under /var/run/netns', runFile, true],
-  ['a directory under /var/run/netns', runDir, true],
-  ['a FIFO under /var/run/netns', runFifo, true],
-  ['/dev/zero', '/dev/zero', true],
-  ['/proc/1/ns/net (the host)', '/proc/1/ns/net', true],
-  ['/proc/self/ns/net', '/proc/self/ns/net', true],
-  ['relative', 'var/run/netns/x', true],
-  ['absent under /var/run/netns', `/var/run/netns/t${RUN}gone`, true],
-  ['the endpoint netns', ep.path, false],
-]
-for (const target of ['nsm', 'ipam'] as const) {
-  for (const [what, path, invalid] of netnsCases) {
-    if (target === 'ipam' && what === 'the endpoint netns') continue
-    // ADD (the interesting one) for each; CHECK or DEL as well for the files that could block an open(2).
-    const blocking = path === fifo || path === runFifo || path === '/dev/zero'
-    for (const command of blocking ? ['ADD', 'CHECK', 'DEL'] : [rng.pick(['ADD', 'ADD', 'CHECK', 'DEL'])]) {
-      const b = base(target, command)
-      // The agent's own netns is refused by its policy; nsm-ipam has no policy and only checks nsfs.
-      const fails = command !== 'DEL' && invalid && !(target === 'ipam' && path.startsWith('/proc/') && command === 'ADD')
-      add(target, `CNI_NETNS ${what} (${command})`, { ...b.env, CNI_NETNS: path }, command === 'CHECK' ? { ...b.conf, prevResult: { cniVersion: '1.1.0', interfaces: [], ips: [] } } : b.conf, fails)
-    }
-  }
-}
-
-// 5. stdin: bytes that are not a configuration.
-/** A JSON fragment placed verbatim into a configuration (deep nesting: JSON.stringify would overflow). */
-class Raw {
-  constructor(readonly json: string) {}
-}
-function serialize(conf: Record<string, unknown>): Buffer {
-  const raws: string[] = []
-  const text = JSON.stringify(conf, (_k, v: unknown) => {
-    if (v instanceof Raw) {
-      raws.push(v.json)
-      return `\u0001RAW${raws.length - 1}\u0001`
-    }
-    return v
-  })
-  return Buffer.from(text.replace(/"\\u0001RAW(\d+)\\u0001"/g, (_m, i: string) => raws[Number(i)] ?? ''))
-}
-function deep(depth: number, open = '[', close = ']', inner = '1'): string {
-  return open.repeat(depth) + inner + close.repeat(depth)
-}
-for (const target of ['nsm', 'ipam'] as const) {
-  const whole = JSON.stringify(baseStdin(target, 'ADD'))
-  const raw: Array<[string, string | Buffer]> = [
-    ['empty', ''],
-    ['whitespace', ' \n\t '],
-    ['null', 'null'],
-    ['array', '[]'],
-    ['string', '"x"'],
-    ['number', '1'],
-    ['true', 'true'],
-    ['{', '{'],
-    ['{}', '{}'],
-    ['BOM + conf', `\ufeff${whole}`],
-    ['invalid UTF-8', Buffer.concat([Buffer.from(whole.slice(0, 20)), Buffer.from([0xff, 0xfe, 0xc0, 0x80]), Buffer.from(whole.slice(20))])],
-    ['NUL in cniVersion', whole.replace('"1.1.0"', '"1.1.0\\u0000"')],
-    ['trailing garbage', `${whole}}}`],
-    ['two documents', `${whole}\n${whole}`],
-    ['top-level nesting 100000', deep(100_000)],
-    ['object nesting 50000', deep(50_000, '{"a":', '}')],
-    ['2 MiB of padding', JSON.stringify({ ...baseStdin(target, 'ADD'), pad: 'x'.repeat(2 << 20) })],
-    ['2 MiB of whitespace after the conf', whole + ' '.repeat(2 << 20)],
-  ]
-  for (let i = 0; i < 3; i++) {
-    const cut = rng.int(1, whole.length - 1)
-    raw.push([`truncated at ${cut}/${whole.length}`, whole.slice(0, cut)])
-  }
-  for (const [what, bytes] of raw) {
-    const command = rng.next() < 0.7 ? 'ADD' : rng.pick(COMMANDS)
-    const b = base(target, command)
-    const fine = what === 'BOM + conf' // a BOM may be accepted
-    add(target, `stdin ${what} (${command})`, b.env, bytes, !fine && what !== 'trailing garbage' ? true : false)
-  }
-}
-
-// 6. stdin: every field of the wrong type or value.
-const GENERIC: unknown[] = [null, 0, -1, 1.5, 1e300, true, '', 'x', [], [1], {}, { a: {} }]
-const commonFields: Record<string, Array<[unknown, boolean]>> = {
-  cniVersion: [[1, true], [1.1, true], ['', true], ['1.1', true], ['9.9.9', true], ['0.1.0', true], ['x.y.z', true], ['1.1.0 ', true], [{}, true]],
-  name: [['', true], [5, true], ['a/b', true], ['../x', true], [' ', true], ['x'.repeat(5000), false], ['ü', true], [null, true]],
-  type: [[5, true], ['', true], [null, true]],
-  args: [['x', true], [5, true], [[], true], [{ cni: 'x' }, true], [{ cni: { ips: 5, networkServices: 5 } }, true]],
-  runtimeConfig: [['x', true], [[], true], [{ deviceID: 5, ips: 5 }, true]],
-  prevResult: [[{ ips: [{ address: 'bad' }] }, false], [new Raw(deep(20_000, '{"interfaces":[', ']}', '{}')), false], ['x', true], [5, true], [[], true], [{ cniVersion: 5 }, false], [{ interfaces: 'x' }, false], [{ interfaces: [{ name: 5 }] }, false], [{ ips: [{ address: '10.0.0.1/24', interface: 99 }] }, false], [{ routes: [{ dst: 'x' }] }, false], [{ dns: 'x' }, false]],
-  'cni.dev/valid-attachments': [['x', false], [5, false], [[1], false], [[{ containerID: 5, ifname: 'a' }], false], [[{}], false], [{}, false]],
-  cniVersions: [['x', false], [[1], false]],
-  capabilities: [['x', false]],
-}
-const nsmFields: Record<string, Array<[unknown, boolean]>> = {
-  networkService: [[{}, true], [{ name: WEB }, true], [5, true], [[], true], [[WEB], true], ['', false], [' ', true], [`memif://${WEB}`, true], ['a,b', true], [`${WEB}/ifname-way-too-long`, true], [`${WEB}?bad key=v`, true], [`${WEB}?a=b&a=c`, false], ['kernel://', true], ['://x', true], ['x'.repeat(10_000), true], ['unknown-svc', true], [new Raw(deep(50_000)), true]],
-  networkServices: [[5, true], [[1], true], [['', WEB], true], [`${WEB},,${WEB}`, false], [{}, true], [[WEB, WEB], false]],
-  labels: [[{ 'bad key!': 'v' }, true], [[], true], ['x', true], [{ '': 'v' }, true], [{ k: 1 }, true], [{ k: null }, true], [{ k: 'v'.repeat(64) }, true], [{ 'a/b/c': 'x' }, true], [{ '-a': 'b' }, true], [{ k: 'bad value!' }, true], [{ ['x'.repeat(300)]: 'v' }, true], [JSON.parse('{"__proto__":{"polluted":"1"}}') as unknown, false], [{ constructor: 'x' }, false], [new Raw(deep(10_000, '{"a":', '}', '"v"')), true]],
-  socket: [['agent.sock', true], [`${mesh.socket}\u0000`, true], ['', false], [5, true], [[], true], ['/nonexistent/agent.sock', true], ['/dev/zero', true], [plainDir, true], [fifo, true], [plainFile, true], [`/${'a'.repeat(300)}`, true], [`${mesh.socket}/..`, true]],
-  agentSocket: [['/other/agent.sock', true], [5, true]],
-  timeoutMs: [[-1, true], [0, true], [1.5, true], ['100', true], [1e12, true], [{}, true], [600_001, true], [-1e308, true]],
-  deviceID: [[5, true], ['0000:00:01.0', true], ['', false]],
-}
-const ipamFields: Record<string, Array<[unknown, boolean]>> = {
-  'ipam': [[null, true], ['x', true], [[], true], [5, true], [{}, true], [new Raw(deep(50_000)), true]],
-  'ipam.type': [[5, false], ['', false], ['host-local', false]],
-  'ipam.subnet': [['x', true], ['10.0.0.0/33', true], ['10.213.0.1/24', false], ['::/129', true], [5, true], ['', true], ['10.213.0.0/32', true], ['10.213.0.0/31', false], ['fe80::/64', false], [[IPAM_SUBNET], true]],
-  'ipam.rangeStart': [['10.9.9.9', true], ['x', true], [5, true], ['10.213.0.250', false]],
-  'ipam.rangeEnd': [['10.213.0.1', false], ['x', true], ['10.213.1.1', true]],
-  'ipam.gateway': [['x', true], ['10.9.9.9', false], ['10.213.0.0', false], [5, true]],
-  'ipam.ranges': [[[[]], true], [[[{ subnet: 5 }]], true], [[], false], ['x', true], [[[{ subnet: IPAM_SUBNET }, { subnet: '10.213.0.0/25' }]], true], [[[{ subnet: IPAM_SUBNET }], [{ subnet: IPAM_SUBNET }]], true], [new Raw(deep(40_000)), true]],
-  'ipam.routes': [['x', true], [[{ dst: 'x' }], true], [[{ dst: '10.0.0.0/8', gw: '::1' }], true], [[{ dst: '10.0.0.0/8', mtu: -1 }], true], [[5], true], [[{}], true]],
-  'ipam.dataDir': [['/proc/fuzz-nsm', true], ['relative/dir', true], ['', true], [5, true], ['/sys/fuzz-nsm', true], ['/dev/null', true], [plainFile, true], [join(dataDir, '..', 'escape'), false]],
-  'ipam.resolvConf': [['/dev/zero', false], [fifo, false], ['/nonexistent', true], [plainDir, true], [5, true], ['/dev/null', false]],
-  'ipam.unknownField': [['x', true]],
-  'args.cni.ips': [['x', true], [['x'], true], [[5], true], [['10.99.0.1'], true], [['10.213.0.7', '10.213.0.7'], false]],
-  'runtimeConfig.ips': [['x', true], [['x'], true], [['10.213.0.0/24'], false]],
-  'runtimeConfig.ipRanges': [['x', true], [[[{ subnet: 'x' }]], true], [[5], true]],
-}
-function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
-  if (path === 'cni.dev/valid-attachments') {
-    obj[path] = value
-    return
-  }
-  const parts = path.split('.')
-  let cur = obj
-  for (const p of parts.slice(0, -1)) {
-    if (typeof cur[p] !== 'object' || cur[p] === null) cur[p] = {}
-    cur = cur[p] as Record<string, unknown>
-  }
-  const last = parts[parts.length - 1] as string
-  if (path === 'ipam.ranges') delete cur.subnet
-  cur[last] = value
-}
-for (const target of ['nsm', 'ipam'] as const) {
-  const fields = { ...commonFields, ...(target === 'nsm' ? nsmFields : ipamFields) }
-  for (const [field, values] of Object.entries(fields)) {
-    // The first two values of each list (the ones the brief names first) always, one more from the rest
-    // and, a quarter of the time, one generic wrong value, picked by the PRNG.
-    const rest = values.slice(2)
-    const chosen: Array<[unknown, boolean]> = [...values.slice(0, 2)]
-    if (rest.length > 0) chosen.push(rng.pick(rest))
-    if (rng.next() < 0.25) chosen.push([rng.pick(GENERIC), false])
-    for (const [i, [value, mustFail]] of chosen.entries()) {
-      // The named values (first two) go through ADD, the command that uses every field.
-      let command: string = i < 2 || rng.next() < 0.7 ? 'ADD' : rng.pick(COMMANDS)
-      if (field === 'prevResult') command = rng.pick(['ADD', 'CHECK'])
-      if (field === 'cni.dev/valid-attachments') command = 'GC'
-      if (field.startsWith('ipam.resolvConf')) command = 'ADD' // read for ADD only
-      const b = base(target, command)
-      const conf = JSON.parse(JSON.stringify(b.conf)) as Record<string, unknown>
-      setPath(conf, field, value)
-      // STATUS reads no configuration beyond the common fields; DEL/GC/STATUS may accept what ADD refuses.
-      const fails = mustFail && (command === 'ADD' || ['cniVersion', 'name', 'type'].includes(field))
-      add(target, `${field}=${value instanceof Raw ? `<nesting of ${value.json.length} bytes>` : preview(JSON.stringify(value) ?? 'undefined', 60)} (${command})`, b.env, serialize(conf), fails)
-    }
-  }
-}
-
-// 6b. nsm-ipam's store and resolv.conf at places a path check may not see for what they are (Node 20's
-// recursive mkdir spins forever on /proc's ENOENT; /dev/zero never ends; a FIFO blocks open(2)). ADD each.
-for (const [field, value] of [
-  ['ipam.dataDir', '//proc/fuzz-nsm'],
-  ['ipam.dataDir', `${work}/../../proc/fuzz-nsm`],
-  ['ipam.dataDir', `${toProc}/fuzz-nsm`],
-  ['ipam.dataDir', `${dangling}/data`],
-  ['ipam.dataDir', '/proc/sys/net'],
-  ['ipam.resolvConf', toZero],
-  ['ipam.resolvConf', '/proc/self/fd/0'],
-  ['ipam.resolvConf', '/proc/self/mem'],
-] as const) {
-  const b = base('ipam', 'ADD')
-  const conf = JSON.parse(JSON.stringify(b.conf)) as Record<string, unknown>
-  setPath(conf, field, value)
-  add('ipam', `${field}=${preview(value, 80)} (ADD)`, b.env, conf, field === 'ipam.dataDir')
-}
-
-// 7. A few random pairs of mutations (env + stdin), for what the lists above do not combine.
-for (const target of ['nsm', 'ipam'] as const) {
-  const pool = steps[target].filter((s): s is FuzzCase => !('valid' in s))
-  for (let i = 0; i < 6; i++) {
-    const a = rng.pick(pool)
-    // Not a stdin that blocks (resolvConf, dataDir): those hang already once each, above.
-    const b = rng.pick(pool.filter((x) => ![...BLOCKING, '/proc/'].some((p) => x.stdin.includes(p))))
-    const id = nextId(target)
-    const cid = `fz${id.replace(/-/g, '')}`
-    const env = { ...a.env }
-    if (env.CNI_CONTAINERID !== undefined && SPEC_ID.test(env.CNI_CONTAINERID)) env.CNI_CONTAINERID = cid
-    steps[target].push({ id, target, label: `combined: env of ${a.id} [${a.label}] + stdin of ${b.id} [${b.label}]`, env, stdin: b.stdin, mustFail: a.mustFail && envInvalid(env) })
-  }
-}
-
-// 8. Valid sequences (ADD, CHECK with its result, DEL), mixed in at PRNG positions.
-for (const target of ['nsm', 'ipam'] as const) {
-  const list = steps[target]
-  for (let n = 1; n <= 3; n++) {
-    const at = n === 1 ? 0 : n === 3 ? list.length : rng.int(1, list.length - 1)
-    list.splice(at, 0, { id: `${target}-valid${n}`, target, valid: true, n })
-  }
-}
-
-// 9. One queue, both targets interleaved, run by CONCURRENCY workers. The calls are independent of one
+// One queue, both targets interleaved, run by CONCURRENCY workers. The calls are independent of one
 // another, so the order they happen to run in does not change what each one sees: every case has its own
 // container id and interface name; the valid sequences use networks of their own (a fuzzed GC closes only
 // its network's connections); a hang (a FIFO, /dev/zero) holds one worker only.
-// Calls at things a read or open(2) may block on go first, so that a hang overlaps the rest of the work.
 const CONCURRENCY = 4
-const interleaved: Step[] = []
-for (let i = 0; i < Math.max(steps.nsm.length, steps.ipam.length); i++) {
-  const a = steps.nsm[i]
-  const b = steps.ipam[i]
-  if (a !== undefined) interleaved.push(a)
-  if (b !== undefined) interleaved.push(b)
-}
-const mayBlock = (s: Step): boolean => !('valid' in s) && (Object.values(s.env).some((v) => BLOCKING.includes(v)) || BLOCKING.some((p) => s.stdin.includes(JSON.stringify(p).slice(1, -1))))
-const inStdin = (s: Step): boolean => !('valid' in s) && BLOCKING.some((p) => s.stdin.includes(JSON.stringify(p).slice(1, -1)))
-// Then the mutations that found bugs before (hardening reports), so that a run cut short by the budget on
-// a busy machine still makes them.
-const FOUND = /2 MiB|prevResult=.*bad|overlong/
-const found = (s: Step): boolean => !('valid' in s) && !mayBlock(s) && FOUND.test(s.label)
-const always: Step[] = [...interleaved.filter(inStdin), ...interleaved.filter((s) => mayBlock(s) && !inStdin(s)), ...interleaved.filter(found), ...interleaved.filter((s) => 'valid' in s)]
-const queue: Step[] = [...always, ...interleaved.filter((s) => !always.includes(s)).slice(0, Math.max(0, STEPS - always.length))]
+const queue: Step[] = runQueue(steps, paths.blocking, STEPS)
 // NSM_FUZZ_LIST=1: print every step (id and mutation) and run none.
 if (process.env.NSM_FUZZ_LIST !== undefined) {
   for (const s of queue) t.comment(`${s.id} ${'valid' in s ? 'valid ADD, CHECK, DEL' : s.label}`)
@@ -646,7 +202,7 @@ async function validSeq(s: ValidSeq, tt: TapTest): Promise<void> {
   } else {
     const addr = result.ips?.[0]?.address ?? ''
     if (!addr.startsWith('10.213.0.')) bad('ADD', a, `address ${addr} not from ${IPAM_SUBNET}`)
-    if (reservationRecords(net).length !== 1) bad('ADD', a, `expected one reservation, found ${reservationRecords(net).length}`)
+    if (reservations(net).length !== 1) bad('ADD', a, `expected one reservation, found ${reservations(net).length}`)
   }
   const ch = await run({ ...c, env: { ...env, CNI_COMMAND: 'CHECK' }, stdin: Buffer.from(JSON.stringify({ ...conf, prevResult: result })) })
   const chv = judge('CHECK', ch)
@@ -655,34 +211,13 @@ async function validSeq(s: ValidSeq, tt: TapTest): Promise<void> {
   const dv = judge('DEL', d)
   if (!dv.ok || d.exitCode !== 0) bad('DEL', d, dv.ok ? `exit ${String(d.exitCode)}` : dv.why)
   if (s.target === 'nsm' && linkNames(pod.name).includes(ifname)) bad('DEL', d, `${ifname} still in the pod netns`)
-  if (s.target === 'ipam' && reservationRecords(net).length !== 0) bad('DEL', d, 'a reservation remains')
+  if (s.target === 'ipam' && reservations(net).length !== 0) bad('DEL', d, 'a reservation remains')
   codes[`${s.target} valid sequences`] = (codes[`${s.target} valid sequences`] ?? 0) + 1
 }
 
 /** Every reservation record under the nsm-ipam root (dataDir and anywhere a mutated dataDir led). */
-function reservationRecords(network?: string): string[] {
-  const out: string[] = []
-  const walk = (dir: string): void => {
-    let names: string[]
-    try {
-      names = readdirSync(dir)
-    } catch {
-      return
-    }
-    for (const n of names) {
-      const p = join(dir, n)
-      let st
-      try {
-        st = statSync(p)
-      } catch {
-        continue
-      }
-      if (st.isDirectory()) walk(p)
-      else if (n.startsWith('o.') && dir.includes('/reservations/')) out.push(p)
-    }
-  }
-  walk(network === undefined ? ipamRoot : join(dataDir, network))
-  return out
+function reservations(network?: string): string[] {
+  return reservationRecords(network === undefined ? ipamRoot : join(dataDir, network))
 }
 
 const total = steps.nsm.length + steps.ipam.length
@@ -708,7 +243,7 @@ t.test('fuzz: every answer exits, has the CNI shape and a known code, and no sta
   // (`ip link show`), and would wait on the FIFO for ever if a kill left it behind.
   const runEntries = [runFile, runDir, runFifo]
   const usesRunEntries = (s: Step): boolean => !('valid' in s) && (Object.values(s.env).some((v) => runEntries.includes(v)) || runEntries.some((p) => s.stdin.includes(p)))
-  const first = new Set(queue.filter((s) => mayBlock(s) || usesRunEntries(s)))
+  const first = new Set(queue.filter((s) => mayBlock(s, paths.blocking) || usesRunEntries(s)))
   await runAll([...first])
   for (const p of runEntries) rmSync(p, { recursive: true, force: true })
   await runAll(queue.filter((s) => !first.has(s)))
@@ -732,7 +267,7 @@ t.test('afterwards: nothing leaked on the host, in the agent, in the namespaces 
   tt.same(await mesh.endpointNames(), endpointsBefore, 'the agent\'s endpoints are what they were')
   tt.same(linkNames(ep.name), ['lo'], 'the endpoint netns holds only lo')
   tt.same(linkNames(pod.name), ['lo'], 'the pod netns holds only lo')
-  tt.same(reservationRecords(), [], 'nsm-ipam holds no reservation')
+  tt.same(reservations(), [], 'nsm-ipam holds no reservation')
   let alive = true
   try {
     process.kill(mesh.agent.pid, 0)
