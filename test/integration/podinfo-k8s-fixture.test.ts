@@ -3,7 +3,8 @@
 // watch with replay and selector transitions), selector errors, auth, and 410 Gone.
 import { request } from 'node:https'
 import t from 'tap'
-import { FIXTURE_CA, startK8sFixture, type K8sFixture } from '../lib/k8s-fixture'
+import { startK8sFixture, type K8sFixture } from '../lib/k8s-fixture'
+import { FIXTURE_CA } from '../lib/k8s-fixture-cert'
 
 interface Reply { status: number; body: any } // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON of many shapes, checked by the assertions
 

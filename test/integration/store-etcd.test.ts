@@ -7,7 +7,10 @@ import { connect, createServer, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { EtcdKv, type EtcdKvOptions } from '../../agent/store/etcd.js'
 import { KvUnavailable, type KvEntry } from '../../agent/store/kv.js'
-import { kvConformance, rejectsUnavailable, retryUnavailable, sampleValue, WatchRecorder } from '../lib/kv-conformance.js'
+import { kvConformance } from '../lib/kv-conformance.js'
+import { sampleValue } from '../lib/kv-sample-values.js'
+import { rejectsUnavailable, retryUnavailable } from '../lib/kv-unavailable.js'
+import { WatchRecorder } from '../lib/kv-watch-recorder.js'
 import { makeEtcdCerts, startEtcd } from '../lib/etcd.js'
 
 // The store's default: a loaded test machine can keep etcd from answering within less.

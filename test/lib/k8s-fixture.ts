@@ -24,6 +24,9 @@
 // `start()` listens again on the same port with the same state; `stall()` leaves every new request
 // unanswered (a black-holed server: clients must time out) until `unstall()`, which destroys them.
 // Everything it makes (server, streams, kubeconfig dir) is removed in t.teardown.
+// Its state (objects, history, open watches) is K8sObjectStore (k8s-fixture-store.ts), which it extends; the
+// API's rules it follows (resources, selectors, watch events, merge patch, Status) are k8s-fixture-api.ts;
+// its certificate is k8s-fixture-cert.ts.
 import { EventEmitter } from 'node:events'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
@@ -32,44 +35,9 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
-
-/** Test-only self-signed certificate for 127.0.0.1 / localhost (EC P-256, valid to 2126). Not a secret. */
-export const FIXTURE_CA = `-----BEGIN CERTIFICATE-----
-MIIBrzCCAVWgAwIBAgIUczxUOAMlUK54CHregqXDjMAbfIwwCgYIKoZIzj0EAwIw
-HjEcMBoGA1UEAwwTbnNtLWNuaS1rOHMtZml4dHVyZTAgFw0yNjExMjgwODQxMzBa
-GA8yMTI2MTEwNDA4NDEzMFowHjEcMBoGA1UEAwwTbnNtLWNuaS1rOHMtZml4dHVy
-ZTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABINDEoCygDbCO+K7Ob1o5pYxiyrO
-pA3xrN/BWjT5b4vt7Zyo+Hp5a38hZTTuha1b0JmgjuWyvAdje9i3eNXxB5KjbzBt
-MB0GA1UdDgQWBBR1luTFtzJgLpr/M+qA3yd7SkZySDAfBgNVHSMEGDAWgBR1luTF
-tzJgLpr/M+qA3yd7SkZySDAPBgNVHRMBAf8EBTADAQH/MBoGA1UdEQQTMBGHBH8A
-AAGCCWxvY2FsaG9zdDAKBggqhkjOPQQDAgNIADBFAiBnZruwbgR6j//H5Z1+M4K/
-MMPtFJcifTLAEKL3Pt0KRQIhAJpV1q/fSwYi9wuGhcqWyg3OWZo2H9J95whZ3qoF
-9N5W
------END CERTIFICATE-----
-`
-const FIXTURE_KEY = `-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg3VgML1OrY9CvsmJV
-ruQ+8/UM+QRDRKjmWBuQyBUXfAyhRANCAASDQxKAsoA2wjviuzm9aOaWMYsqzqQN
-8azfwVo0+W+L7e2cqPh6eWt/IWU07oWtW9CZoI7lsrwHY3vYt3jV8QeS
------END PRIVATE KEY-----
-`
-
-export type Resource = 'pods' | 'networkservices' | 'networkserviceendpoints' | 'nsmaddressclaims' | 'nsmnodes'
-const RESOURCES: Record<Resource, { prefix: string; apiVersion: string; kind: string; fields: string[] }> = {
-  pods: { prefix: 'api/v1', apiVersion: 'v1', kind: 'Pod', fields: ['spec.nodeName', 'status.phase'] },
-  networkservices: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkService', fields: [] },
-  networkserviceendpoints: { prefix: 'apis/networkservicemesh.io/v1', apiVersion: 'networkservicemesh.io/v1', kind: 'NetworkServiceEndpoint', fields: [] },
-  nsmaddressclaims: { prefix: 'apis/nsm-cni.io/v1', apiVersion: 'nsm-cni.io/v1', kind: 'NsmAddressClaim', fields: [] },
-  nsmnodes: { prefix: 'apis/nsm-cni.io/v1', apiVersion: 'nsm-cni.io/v1', kind: 'NsmNode', fields: [] },
-}
-const PREFIXES = new Set(Object.values(RESOURCES).map((r) => r.prefix))
-
-/** A Kubernetes object as JSON; `metadata` is always present once stored. */
-export type KObject = { metadata: { namespace: string; name: string; [k: string]: unknown }; [k: string]: unknown }
-type EventType = 'ADDED' | 'MODIFIED' | 'DELETED'
-interface Change { rv: number; resource: Resource; type: EventType; old: KObject | undefined; obj: KObject }
-interface Filter { match(o: KObject): boolean }
-interface OpenWatch { resource: Resource; namespace: string | undefined; filter: Filter; res: ServerResponse; bookmarks: boolean; end(): void }
+import { eventFor, makeFilter, mergePatch, notFound, PREFIXES, readBody, RESOURCES, status, statusBody, json, writeBookmark, type Filter, type KObject, type Resource } from './k8s-fixture-api'
+import { FIXTURE_CA, FIXTURE_KEY } from './k8s-fixture-cert'
+import { K8sObjectStore, type OpenWatch } from './k8s-fixture-store'
 
 export interface FixtureOptions {
   /** HTTPS with FIXTURE_CA (default, as real clusters); false serves plain HTTP, and the kubeconfig then
@@ -83,18 +51,13 @@ export interface FixtureOptions {
 export interface RequestRecord { method: string; path: string; query: URLSearchParams }
 interface Teardown { teardown(fn: () => void | Promise<void>): void }
 
-export class K8sFixture {
+export class K8sFixture extends K8sObjectStore {
   readonly token = `fixture-${randomUUID()}`
   /** Emits 'watch' (RequestRecord) when a watch stream opens, 'request' (RequestRecord) for every request. */
   readonly events = new EventEmitter()
   readonly requests: RequestRecord[] = []
   readonly dir = mkdtempSync(join(tmpdir(), 'nsm-k8s-fixture-'))
   url = ''
-  private rv = 1
-  private compacted = 0
-  private readonly objects = new Map<string, KObject>()
-  private readonly history: Change[] = []
-  private readonly watches = new Set<OpenWatch>()
   private failures: number[] = []
   private holding = false
   private readonly held: Array<() => void> = []
@@ -105,6 +68,7 @@ export class K8sFixture {
   private readonly opts: FixtureOptions
 
   constructor(opts: FixtureOptions = {}) {
+    super()
     this.opts = opts
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => status(res, 500, 'InternalError', String(err)))
@@ -157,11 +121,6 @@ export class K8sFixture {
     this.stalled.clear()
   }
 
-  /** Sends a BOOKMARK with the current version to every open watch that allows bookmarks. */
-  sendBookmarks(): void {
-    for (const w of this.watches) if (w.bookmarks) writeBookmark(w.res, w.resource, this.rv)
-  }
-
   /** Writes a kubeconfig (token user, CA data when TLS) and returns its path. */
   writeKubeconfig(name = 'kubeconfig'): string {
     const cluster: Record<string, unknown> = { server: this.url }
@@ -189,64 +148,6 @@ export class K8sFixture {
     return root
   }
 
-  resourceVersion(): string {
-    return String(this.rv)
-  }
-
-  get(resource: Resource, namespace: string, name: string): KObject | undefined {
-    return this.objects.get(key(resource, namespace, name))
-  }
-
-  /** Creates or replaces an object (ADDED or MODIFIED); returns it as stored. */
-  put(resource: Resource, obj: { metadata: { namespace: string; name: string; [k: string]: unknown }; [k: string]: unknown }): KObject {
-    const k = key(resource, obj.metadata.namespace, obj.metadata.name)
-    const old = this.objects.get(k)
-    this.rv += 1
-    const meta: Record<string, unknown> = old?.metadata ?? {}
-    const stored = structuredClone(obj) as KObject
-    stored['apiVersion'] = RESOURCES[resource].apiVersion
-    stored['kind'] = RESOURCES[resource].kind
-    stored.metadata = {
-      uid: meta['uid'] ?? randomUUID(), creationTimestamp: meta['creationTimestamp'] ?? new Date().toISOString(),
-      ...stored.metadata, resourceVersion: String(this.rv),
-    }
-    this.objects.set(k, stored)
-    this.record({ rv: this.rv, resource, type: old === undefined ? 'ADDED' : 'MODIFIED', old, obj: stored })
-    return stored
-  }
-
-  /** Deletes an object (DELETED); false when it did not exist. */
-  remove(resource: Resource, namespace: string, name: string): boolean {
-    const k = key(resource, namespace, name)
-    const old = this.objects.get(k)
-    if (old === undefined) return false
-    this.objects.delete(k)
-    this.rv += 1
-    const obj = { ...old, metadata: { ...old.metadata, resourceVersion: String(this.rv) } }
-    this.record({ rv: this.rv, resource, type: 'DELETED', old, obj })
-    return true
-  }
-
-  /** Adds or replaces a pod built from the few fields the tests care about. */
-  putPod(p: { namespace: string; name: string; nodeName?: string; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string> }): KObject {
-    const metadata: KObject['metadata'] = { namespace: p.namespace, name: p.name, labels: p.labels ?? {}, annotations: p.annotations ?? {} }
-    if (p.uid !== undefined) metadata['uid'] = p.uid
-    const spec: Record<string, unknown> = { containers: [{ name: 'main', image: 'busybox' }] }
-    if (p.nodeName !== undefined) spec['nodeName'] = p.nodeName
-    return this.put('pods', { metadata, spec, status: { phase: p.nodeName === undefined ? 'Pending' : 'Running' } })
-  }
-
-  /** Forgets the history so far: a watch from an older resourceVersion now gets 410 Gone. */
-  compact(): void {
-    this.compacted = this.rv
-    this.history.length = 0
-  }
-
-  /** Ends every open watch stream, as an API server restart or a load balancer timeout does. */
-  dropWatches(): void {
-    for (const w of [...this.watches]) w.end()
-  }
-
   /** While on, new watch requests are accepted but not answered until `releaseWatches()` (a slow server). */
   holdWatches(): void {
     this.holding = true
@@ -255,10 +156,6 @@ export class K8sFixture {
   releaseWatches(): void {
     this.holding = false
     for (const run of this.held.splice(0)) run()
-  }
-
-  openWatches(): number {
-    return this.watches.size
   }
 
   /** The next requests (any kind) answer with these HTTP statuses instead of being served. */
@@ -274,15 +171,6 @@ export class K8sFixture {
     this.server.closeAllConnections()
     await closed
     rmSync(this.dir, { recursive: true, force: true })
-  }
-
-  private record(c: Change): void {
-    this.history.push(c)
-    for (const w of this.watches) {
-      if (w.resource !== c.resource) continue
-      const ev = eventFor(c, w.namespace, w.filter)
-      if (ev !== undefined) w.res.write(`${JSON.stringify(ev)}\n`)
-    }
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -453,89 +341,4 @@ export async function startK8sFixture(t: Teardown, opts: FixtureOptions = {}): P
   t.teardown(() => f.close())
   await f.listen()
   return f
-}
-
-function key(resource: Resource, namespace: string, name: string): string {
-  return `${resource}/${namespace}/${name}`
-}
-
-/** The event a watcher with this filter sees for a change, or none (selector transitions as the real API). */
-function eventFor(c: Change, namespace: string | undefined, filter: Filter): { type: EventType; object: KObject } | undefined {
-  const inScope = (o: KObject | undefined): boolean =>
-    o !== undefined && (namespace === undefined || o.metadata.namespace === namespace) && filter.match(o)
-  const was = c.type !== 'ADDED' && inScope(c.old)
-  const is = c.type === 'DELETED' ? was : inScope(c.obj)
-  if (c.type === 'DELETED') return was ? { type: 'DELETED', object: c.obj } : undefined
-  if (was && is) return { type: 'MODIFIED', object: c.obj }
-  if (is) return { type: 'ADDED', object: c.obj }
-  if (was) return { type: 'DELETED', object: c.obj }
-  return undefined
-}
-
-function writeBookmark(res: ServerResponse, resource: Resource, rv: number): void {
-  const object = { apiVersion: RESOURCES[resource].apiVersion, kind: RESOURCES[resource].kind, metadata: { resourceVersion: String(rv) } }
-  res.write(`${JSON.stringify({ type: 'BOOKMARK', object })}\n`)
-}
-
-function fieldValue(o: KObject, path: string): string {
-  let cur: unknown = o
-  for (const part of path.split('.')) cur = typeof cur === 'object' && cur !== null ? (cur as Record<string, unknown>)[part] : undefined
-  return typeof cur === 'string' ? cur : ''
-}
-
-/** fieldSelector and equality-based labelSelector; throws the real API's message on an unsupported field. */
-function makeFilter(resource: Resource, q: URLSearchParams): Filter {
-  const tests: Array<(o: KObject) => boolean> = []
-  for (const term of (q.get('fieldSelector') ?? '').split(',').filter((s) => s !== '')) {
-    const m = /^([^!=]+)(==|=|!=)(.*)$/.exec(term)
-    if (m === null) throw new Error(`invalid field selector: ${term}`)
-    const [, field = '', op, value = ''] = m
-    if (!['metadata.name', 'metadata.namespace', ...RESOURCES[resource].fields].includes(field)) {
-      throw new Error(`field label not supported: ${field}`)
-    }
-    tests.push((o) => (fieldValue(o, field) === value) === (op !== '!='))
-  }
-  for (const term of (q.get('labelSelector') ?? '').split(',').filter((s) => s !== '')) {
-    const m = /^(!?)([A-Za-z0-9._/-]+)(?:(==|=|!=)([A-Za-z0-9._-]*))?$/.exec(term)
-    if (m === null) throw new Error(`unable to parse requirement: ${term} (the fixture supports equality-based selectors only)`)
-    const [, not, k = '', op, v] = m
-    const labels = (o: KObject): Record<string, unknown> => (o.metadata['labels'] ?? {}) as Record<string, unknown>
-    if (op === undefined) tests.push((o) => (k in labels(o)) === (not !== '!'))
-    else tests.push((o) => (labels(o)[k] === v) === (op !== '!='))
-  }
-  return { match: (o) => tests.every((f) => f(o)) }
-}
-
-function mergePatch(target: unknown, patch: unknown): unknown {
-  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch
-  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {}
-  for (const [k, v] of Object.entries(patch)) {
-    if (v === null) delete out[k]
-    else out[k] = mergePatch(out[k], v)
-  }
-  return out
-}
-
-function statusBody(code: number, reason: string, message: string): Record<string, unknown> {
-  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }
-}
-
-function status(res: ServerResponse, code: number, reason: string, message: string): void {
-  if (res.headersSent) return void res.end()
-  json(res, code, statusBody(code, reason, message))
-}
-
-function notFound(res: ServerResponse, resource: Resource, name: string): void {
-  status(res, 404, 'NotFound', `${resource} "${name}" not found`)
-}
-
-function json(res: ServerResponse, code: number, body: unknown): void {
-  res.writeHead(code, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
-}
-
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = []
-  for await (const c of req) chunks.push(c as Buffer)
-  return Buffer.concat(chunks).toString('utf8')
 }

@@ -10,11 +10,15 @@
 // only to tell a call that hangs from one that is slow, never as a speed target.
 //
 // What each subtest checks is in its name; together they are kv.ts's contract. Values are realistic JSON
-// for each kind and must come back deep-equal.
+// for each kind (kv-sample-values.ts) and must come back deep-equal. Watches are observed through
+// kv-watch-recorder.ts, an unreachable engine through kv-unavailable.ts.
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
-import { KV_KINDS, KvConflict, KvUnavailable } from '../../agent/store/kv.js'
-import type { Kv, KvEntry, KvEvent, KvKind, KvWatchHandlers } from '../../agent/store/kv.js'
+import { KV_KINDS, KvConflict } from '../../agent/store/kv.js'
+import type { Kv, KvEntry, KvEvent, KvKind } from '../../agent/store/kv.js'
+import { sampleValue } from './kv-sample-values.js'
+import { rejectsUnavailable, retryUnavailable } from './kv-unavailable.js'
+import { WatchRecorder } from './kv-watch-recorder.js'
 
 export interface KvUnderTest {
   readonly kv: Kv
@@ -26,151 +30,12 @@ export interface KvUnderTest {
   readonly timeoutMs?: number
 }
 
-/** How long a watcher may take to see something before the test reports it as never seen. */
-const SEEN_WITHIN_MS = 30_000
-
-// Realistic values of each kind, as the registry and IPAM will store them; `n` varies a field.
-export function sampleValue(kind: KvKind, name: string, n = 1): Record<string, unknown> {
-  switch (kind) {
-    case 'services':
-      return {
-        name,
-        payload: 'ETHERNET',
-        matches: n === 1 ? [] : [{ sourceSelector: { app: 'firewall' }, routes: [{ destinationSelector: { app: `vpn-gateway-${n}` } }] }],
-      }
-    case 'endpoints':
-      return {
-        endpoint: { name, networkServiceNames: ['svc-a'], url: 'file:///var/run/netns/x', expirationTime: `${2026 + n}-01-01T00:00:00Z` },
-        extension: { endpointName: name, netnsPath: '/var/run/netns/x', pools: ['10.0.0.0/24'] },
-      }
-    case 'claims':
-      return { pool: '10.0.0.0/24', address: '10.0.0.2', connectionId: `c${n}`, node: 'n1' }
-    case 'nodes':
-      return { name, underlayAddress: '192.0.2.1', peerUrl: 'tcp://192.0.2.1:5002', lastSeen: new Date(Date.UTC(2026, 0, 1, 0, 0, n)).toISOString() }
-  }
-}
-
-type Logged =
-  | { readonly type: 'event'; readonly event: KvEvent }
-  | { readonly type: 'reset'; readonly entries: readonly KvEntry[]; readonly revision: string }
-  | { readonly type: 'state'; readonly state: 'down' | 'up'; readonly reason: string | undefined }
-
-/** Records what a watch delivers and keeps the view a caller would build from it. */
-export class WatchRecorder {
-  readonly log: Logged[] = []
-  /** name → entry, as list + events (+ resets) make it. */
-  readonly view = new Map<string, KvEntry>()
-  private readonly waiters = new Set<() => void>()
-  readonly handlers: KvWatchHandlers = {
-    onEvent: (event) => {
-      this.log.push({ type: 'event', event })
-      if (event.type === 'put') this.view.set(event.entry.name, event.entry)
-      else this.view.delete(event.name)
-      this.wake()
-    },
-    onReset: (entries, revision) => {
-      this.log.push({ type: 'reset', entries, revision })
-      this.view.clear()
-      for (const e of entries) this.view.set(e.name, e)
-      this.wake()
-    },
-    onState: (state, reason) => {
-      this.log.push({ type: 'state', state, reason })
-      this.wake()
-    },
-  }
-
-  /** Starts from a list (as a caller does): the view begins with its entries. */
-  seed(entries: readonly KvEntry[]): this {
-    for (const e of entries) this.view.set(e.name, e)
-    return this
-  }
-
-  events(names?: (name: string) => boolean): KvEvent[] {
-    const out: KvEvent[] = []
-    for (const l of this.log) if (l.type === 'event' && (names === undefined || names(eventName(l.event)))) out.push(l.event)
-    return out
-  }
-
-  resets(): number {
-    return this.log.filter((l) => l.type === 'reset').length
-  }
-
-  states(): Array<'down' | 'up'> {
-    return this.log.flatMap((l) => (l.type === 'state' ? [l.state] : []))
-  }
-
-  /** Resolves once `seen()` holds; rejects with the log when it does not within SEEN_WITHIN_MS. */
-  until(what: string, seen: () => boolean, withinMs = SEEN_WITHIN_MS): Promise<void> {
-    if (seen()) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!seen()) return
-        clearTimeout(guard)
-        this.waiters.delete(check)
-        resolve()
-      }
-      const guard = setTimeout(() => {
-        this.waiters.delete(check)
-        reject(new Error(`watch: ${what}: not seen within ${withinMs} ms; delivered: ${JSON.stringify(this.log)}`))
-      }, withinMs)
-      this.waiters.add(check)
-    })
-  }
-
-  private wake(): void {
-    for (const w of [...this.waiters]) w()
-  }
-}
-
-export function eventName(e: KvEvent): string {
-  return e.type === 'put' ? e.entry.name : e.name
-}
-
 /** What an event says, revision aside: for comparing sequences. */
 function describe(e: KvEvent): { type: string; kind: KvKind; name: string; value?: unknown } {
   return e.type === 'put' ? { type: 'put', kind: e.entry.kind, name: e.entry.name, value: e.entry.value } : { type: 'delete', kind: e.kind, name: e.name }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** Calls `fn` until it stops rejecting with KvUnavailable (the engine coming back); other errors throw. */
-export async function retryUnavailable<T>(fn: () => Promise<T>, attempts = 200): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await fn()
-    } catch (err) {
-      if (!(err instanceof KvUnavailable) || i >= attempts) throw err
-      await sleep(100)
-    }
-  }
-}
-
-/** Asserts that `p` rejects with KvUnavailable of `backend`, and does not hang (3× the timeout + 5 s). */
-export async function rejectsUnavailable(t: Test, p: Promise<unknown>, backend: string, timeoutMs: number, what: string): Promise<void> {
-  let guard: NodeJS.Timeout | undefined
-  const hung = new Promise<'hung'>((resolve) => {
-    guard = setTimeout(() => resolve('hung'), timeoutMs * 3 + 5_000)
-  })
-  const outcome = await Promise.race([
-    p.then(
-      () => ({ ok: true as const }),
-      (err: unknown) => ({ ok: false as const, err }),
-    ),
-    hung,
-  ])
-  clearTimeout(guard)
-  if (outcome === 'hung') {
-    t.fail(`${what}: still pending ${timeoutMs * 3 + 5_000} ms after the engine went away (the backend's timeout is ${timeoutMs} ms)`)
-    return
-  }
-  if (outcome.ok) {
-    t.fail(`${what}: resolved while the engine is unreachable`)
-    return
-  }
-  t.ok(outcome.err instanceof KvUnavailable, `${what}: rejects with KvUnavailable`, { found: String(outcome.err) })
-  if (outcome.err instanceof KvUnavailable) t.equal(outcome.err.backend, backend, `${what}: names the backend`)
-}
 
 export function kvConformance(t: Test, name: string, open: () => Promise<KvUnderTest>) {
   const run = randomBytes(3).toString('hex')

@@ -4,7 +4,9 @@
 import t from 'tap'
 import { MemoryKv } from '../../agent/store/memory.js'
 import { KvUnavailable } from '../../agent/store/kv.js'
-import { kvConformance, sampleValue, WatchRecorder } from '../lib/kv-conformance.js'
+import { kvConformance } from '../lib/kv-conformance.js'
+import { sampleValue } from '../lib/kv-sample-values.js'
+import { WatchRecorder } from '../lib/kv-watch-recorder.js'
 
 const store = new MemoryKv()
 t.teardown(() => store.close())
