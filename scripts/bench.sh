@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 for b in bench/*.ts; do
+  # bench/agent.ts runs the table section after its own (BENCH_ONLY=agent|table selects one).
+  [ "$b" = bench/agent-table.ts ] && continue
   echo "== $b" >&2
   npx tsx "$b"
 done
