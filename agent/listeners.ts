@@ -30,13 +30,10 @@ export class ListenerStartError extends Error {
 /** Metrics served on --metrics-address; undefined when it is not set. */
 export async function startMetricsEndpoint(config: AgentConfig, metrics: MetricsModule | undefined, meters: AgentMetrics | undefined, log: Logger): Promise<MetricsServer | undefined> {
   if (metrics === undefined || meters === undefined || config.metricsAddress === undefined) return undefined
-  let metricsServer: MetricsServer
-  try {
-    metricsServer = await metrics.serveMetrics(meters.registry, config.metricsAddress, (err) => log.warn('metrics: a scrape failed', { err }), meters.flush)
-  } catch (err) {
-    log.error('cannot serve the metrics', { metricsAddress: config.metricsAddress, err })
-    throw new ListenerStartError(`--metrics-address ${config.metricsAddress}: ${(err as Error).message}`, 'metrics listener failed', { cause: err })
-  }
+  const address = config.metricsAddress
+  const metricsServer = await listening(log, 'the metrics', { metricsAddress: address }, `--metrics-address ${address}`, 'metrics listener failed', () =>
+    metrics.serveMetrics(meters.registry, address, (err) => log.warn('metrics: a scrape failed', { err }), meters.flush),
+  )
   log.info('metrics served', { address: metricsServer.address, path: '/metrics' })
   return metricsServer
 }
@@ -44,19 +41,16 @@ export async function startMetricsEndpoint(config: AgentConfig, metrics: Metrics
 /** Other agents call this one's NSM API here (--listen); the node record says where (ARCHITECTURE §12). */
 export async function startPeerApi(config: AgentConfig, server: AgentServer, peerTls: PeerTls | undefined, nodes: NodeRecords | undefined, log: Logger): Promise<PeerListener | undefined> {
   if (config.listen === undefined) return undefined
-  let peer: PeerListener
-  try {
-    peer = await startPeerListener({
-      listen: config.listen,
+  const listen = config.listen
+  const peer = await listening(log, 'the peer listener', { listen }, `--listen ${listen}`, 'peer listener failed', () =>
+    startPeerListener({
+      listen,
       ...(peerTls === undefined ? { insecure: true as const } : { tls: peerTls }),
       services: server.nsmServices(),
       nodes: nodes === undefined ? undefined : { list: () => nodes.list() },
       log,
-    })
-  } catch (err) {
-    log.error('cannot serve the peer listener', { listen: config.listen, err })
-    throw new ListenerStartError(`--listen ${config.listen}: ${(err as Error).message}`, 'peer listener failed', { cause: err })
-  }
+    }),
+  )
   const peerUrl = config.peerUrl !== '' ? config.peerUrl : peerUrlFor(peer.address, config.underlayAddress)
   await nodes?.setPeerUrl(peerUrl).catch((err: unknown) => log.warn('node record: the peer URL is not written yet, the next rewrite writes it', { peerUrl, err }))
   log.info('peer listener ready', { address: peer.address, peerUrl, tls: peer.secure, ...(peerTls === undefined ? {} : { serialNumber: peerTls.current.serialNumber, fingerprint256: peerTls.current.fingerprint256 }) })
@@ -68,10 +62,16 @@ export async function startTopologyWeb(config: AgentConfig, state: AgentState, l
   if (config.webAddress === undefined) return undefined
   const { table, registry, nodes, shared } = state
   const source = agentTopologySource({ nodeName: config.nodeName, table, registry, nodes: nodes === undefined || shared === undefined ? undefined : { store: shared.backend, list: () => nodes.list() } })
+  const address = config.webAddress
+  return listening(log, 'the topology page', { webAddress: address }, `--web-address ${address}`, 'topology page failed', () => startTopologyPage({ address, source, log }))
+}
+
+/** `start()`; when it fails, logged as `cannot serve <what>` with `fields` and thrown as a ListenerStartError naming `flag`. */
+async function listening<T>(log: Logger, what: string, fields: Record<string, unknown>, flag: string, stopReason: string, start: () => Promise<T>): Promise<T> {
   try {
-    return await startTopologyPage({ address: config.webAddress, source, log })
+    return await start()
   } catch (err) {
-    log.error('cannot serve the topology page', { webAddress: config.webAddress, err })
-    throw new ListenerStartError(`--web-address ${config.webAddress}: ${(err as Error).message}`, 'topology page failed', { cause: err })
+    log.error(`cannot serve ${what}`, { ...fields, err })
+    throw new ListenerStartError(`${flag}: ${(err as Error).message}`, stopReason, { cause: err })
   }
 }
