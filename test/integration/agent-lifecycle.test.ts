@@ -1,8 +1,9 @@
 // The agent as a real process: ready line, root-only socket, graceful SIGTERM (exit 0, socket removed),
 // restart over a stale socket after SIGKILL, refusal to share a live socket, and config errors that name
-// the flag or key at fault (exit 2, nothing served).
+// the flag or key at fault (exit 2, nothing served), and a listener that cannot listen (exit 1, the flag named).
 import t from 'tap'
 import { existsSync, statSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni.js'
 import { runAgentToExit, startAgent, tempDir } from '../lib/agent.js'
@@ -84,4 +85,24 @@ t.test('config file values apply and flags override them', async (t) => {
   const status = await agent.client.unary(AgentDefinition, AgentDefinition.methods.status, {})
   t.equal(status.nodeName, 'node-b', 'flag wins over the file')
   t.same(await agent.stop(), { code: 0, signal: null })
+})
+
+t.test('a listener that cannot listen (port taken): the flag named on stderr, what started stopped, exit 1', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((res) => taken.listen(0, '127.0.0.1', res))
+  t.teardown(() => new Promise<void>((res) => taken.close(() => res())))
+  const port = (taken.address() as AddressInfo).port
+  const dir = tempDir(t)
+  for (const [flag, extra, logged] of [
+    ['--metrics-address', [], 'cannot serve the metrics'],
+    ['--listen', ['--insecure'], 'cannot serve the peer listener'],
+    ['--web-address', [], 'cannot serve the topology page'],
+  ] as const) {
+    const socket = join(dir, `${flag.slice(2)}.sock`)
+    const res = await runAgentToExit(t, ['--socket', socket, '--state-dir', join(dir, `state-${flag.slice(2)}`), flag, `127.0.0.1:${port}`, ...extra])
+    t.equal(res.code, 1, `${flag}: exit 1`)
+    t.match(res.stderr, new RegExp(`nsm-agent: ${flag} 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`), `${flag}: stderr names the flag and the cause`)
+    t.match(res.stdout, new RegExp(`"msg":"${logged}"[^\\n]*\\n(.*\\n)*.*"msg":"stopped"`), `${flag}: logged, then stopped`)
+    t.notOk(existsSync(socket), `${flag}: the socket it served is removed`)
+  }
 })
