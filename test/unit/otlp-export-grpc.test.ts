@@ -162,26 +162,26 @@ t.test('RESOURCE_EXHAUSTED: retried after the RetryInfo delay; without one, drop
   t.ok(Date.now() - t0 >= 290, `waited the 300 ms RetryInfo asked for (${Date.now() - t0} ms)`)
   t.same(e.stats, { exported: 1, dropped: 0, failedExports: 0 })
 
-  const warnings: Warning[] = []
-  const bare = await collector(t, () => ({ error: { code: status.RESOURCE_EXHAUSTED, details: 'quota' } }))
-  const e2 = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${bare.port}` }, warnings)
-  e2.add(span())
-  await e2.forceFlush()
-  t.equal(bare.calls.length, 1)
-  t.same(e2.stats, { exported: 0, dropped: 1, failedExports: 1 })
+  const warnings = await droppedAtOnce(t, status.RESOURCE_EXHAUSTED, 'quota')
   t.match(warnings, [[/trace export to http:\/\/127\.0\.0\.1:\d+\/ failed/, { spans: 1, attempts: 1, grpcStatus: 'RESOURCE_EXHAUSTED', message: 'quota' }]])
 })
 
 t.test('INVALID_ARGUMENT drops the batch at once, with the status and the message', async (t) => {
+  const warnings = await droppedAtOnce(t, status.INVALID_ARGUMENT, 'bad span')
+  t.match(warnings, [[/failed/, { grpcStatus: 'INVALID_ARGUMENT', message: 'bad span' }]])
+})
+
+/** A collector answering every call with `code`: one call, the span dropped; what the exporter warned. */
+async function droppedAtOnce(t: Test, code: status, details: string): Promise<Warning[]> {
   const warnings: Warning[] = []
-  const rx = await collector(t, () => ({ error: { code: status.INVALID_ARGUMENT, details: 'bad span' } }))
+  const rx = await collector(t, () => ({ error: { code, details } }))
   const e = exporterFor(t, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${rx.port}` }, warnings)
   e.add(span())
   await e.forceFlush()
   t.equal(rx.calls.length, 1)
   t.same(e.stats, { exported: 0, dropped: 1, failedExports: 1 })
-  t.match(warnings, [[/failed/, { grpcStatus: 'INVALID_ARGUMENT', message: 'bad span' }]])
-})
+  return warnings
+}
 
 t.test('a partial success is delivered, and its rejection reported', async (t) => {
   const warnings: Warning[] = []
