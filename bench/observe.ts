@@ -4,13 +4,17 @@
 // both on, against both off, in one run. Two agents doing the same work differ by several per cent over a run,
 // so each of the two is BENCH_OBSERVE_POOL agents (default 4), pooled; one agent each runs metrics alone, tracing
 // alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same client
-// namespaces, each with an endpoint namespace of its own (an agent's orphan sweep, every 30 s, deletes the links
-// in its endpoints' namespaces that none of its connections owns: sharing one, the idle agents deleted the links of
-// the agent whose turn it was, midway through its Requests), and take turns by rounds (BENCH_OBSERVE_ROUNDS,
-// default 20, of BENCH_OBSERVE_N, default 40, Requests then their Closes each), in a new (seeded) order every round, so drift and noise spread over all of them alike. Before
-// them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the agents' CPU: code is
-// cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that costs. Goal: both on
-// within 5 % of both off. Since a run's gap moves with which agents it happened to start and with the host's
+// namespaces, each with client and endpoint namespaces of its own (an agent's orphan sweep, every 30 s, deletes the
+// links in its connections' and endpoints' namespaces that none of its connections owns: sharing one, an agent
+// deleted the links of another midway through its Requests), and take turns in rounds (BENCH_OBSERVE_ROUNDS, default
+// 20). A round is two phases: every agent's BENCH_OBSERVE_N (default 40) Requests, one agent after the other, then
+// every agent's Closes of them, each phase in a new (seeded) order, and each agent's turn followed by a pause in
+// which it does its idle work (tracing encodes and exports its spans then) before the next agent's turn. The
+// Requests of all agents in a round thus run within a few seconds of each other (before, each agent's Requests and
+// Closes were one turn and a round's Requests were spread over ~20 s: the host's drift over that span went into
+// the comparison). Before them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the
+// agents' CPU: code is cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that
+// costs. Goal: both on within 5 % of both off. Since a run's gap moves with which agents it happened to start and with the host's
 // drift, the Request p50 and p99 gaps come with a 95 % interval (bench/lib/bootstrap.ts).
 // Run: npx tsx bench/observe.ts (root; ~5 min). On a loaded machine (check `uptime`) give it more rounds:
 // BENCH_OBSERVE_ROUNDS=40.
@@ -31,7 +35,7 @@ const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
 const WARMUP = Number(process.env.BENCH_OBSERVE_WARMUP ?? 5)
 const N = Number(process.env.BENCH_OBSERVE_N ?? 40)
 const POOL = Number(process.env.BENCH_OBSERVE_POOL ?? 4)
-/** After an agent's round, before its CPU time is read (see round()). */
+/** After an agent's turn, before its CPU time is read and the next agent's turn (see round()). */
 const SETTLE_MS = 100
 const P = `bo${process.pid % 1000}`
 const cleanups: Array<() => void | Promise<void>> = []
@@ -61,6 +65,8 @@ interface Variant {
   sampled?: number
   agent?: RunningAgent
   metricsAddress?: string
+  /** Its own client namespaces: all agents hold their connections at once between the two phases. */
+  clients: string[]
   req: number[]
   close: number[]
   /** The agent's CPU time (user + system, ms) over its measured rounds. */
@@ -82,8 +88,7 @@ async function main(): Promise<void> {
     .join(' ')
   // The receiver in a process of its own: decoding every span costs the benchmark's event loop nothing.
   const otlp = await startOtlpReceiverIn(td, undefined, '127.0.0.1', true)
-  const clients = Array.from({ length: 10 }, (_, i) => netns(`c${i}`))
-  const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), req: [], close: [], cpuMs: 0 })
+  const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), clients: [], req: [], close: [], cpuMs: 0 })
   // POOL agents of each of the two compared settings: two agents doing the same work differ by several per cent
   // over a run (the kernel work each is charged, its memory layout, the CPU it is scheduled on), so each setting
   // is the pool of POOL.
@@ -103,33 +108,45 @@ async function main(): Promise<void> {
     if (v.metrics) v.metricsAddress = String(ready?.metrics)
     for (const s of seedServices()) await v.agent.client.unary(NetworkServiceRegistryDefinition, NetworkServiceRegistryDefinition.methods.register, serviceMessage(s))
     await v.agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'fw-1', netns: nsPath(netns(`ep${i}`)), labels: { app: 'firewall' }, pools: ['10.201.0.0/16'] }))
+    v.clients = Array.from({ length: 10 }, (_, c) => netns(`c${i}x${c}`))
   }
-  const round = async (v: Variant, r: number, keep: boolean): Promise<void> => {
+  /** One agent's turn of a phase: its Requests (keeping the connections) or the Closes of them, then its pause. */
+  const held = new Map<Variant, Connection[]>()
+  const turn = async (v: Variant, phase: 'request' | 'close', r: number, keep: boolean): Promise<void> => {
     const agent = v.agent as RunningAgent
     const client = agent.client
     const cpu0 = cpuMs(agent.pid)
-    const conns: Connection[] = []
-    for (let i = 0; i < N; i++) {
-      const req = kernelRequest(`ob-${v.label.length}-${v.metrics}-${v.tracing}-${r}-${i}`, nsPath(clients[i % clients.length] as string), `nsm${Math.floor(i / clients.length)}`)
-      const a = performance.now()
-      conns.push(await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, req))
-      if (keep) v.req.push(performance.now() - a)
-    }
-    for (const c of conns) {
-      const a = performance.now()
-      await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, c)
-      if (keep) v.close.push(performance.now() - a)
+    if (phase === 'request') {
+      const conns: Connection[] = []
+      for (let i = 0; i < N; i++) {
+        const req = kernelRequest(`ob-${v.label.length}-${v.metrics}-${v.tracing}-${r}-${i}`, nsPath(v.clients[i % v.clients.length] as string), `nsm${Math.floor(i / v.clients.length)}`)
+        const a = performance.now()
+        conns.push(await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, req))
+        if (keep) v.req.push(performance.now() - a)
+      }
+      held.set(v, conns)
+    } else {
+      for (const c of held.get(v) ?? []) {
+        const a = performance.now()
+        await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, c)
+        if (keep) v.close.push(performance.now() - a)
+      }
+      held.delete(v)
     }
     // Tracing encodes its spans once the agent is idle (agent/tracing/idle-queue.ts: 10 ms without a call):
-    // the pause lets that work land in the round it belongs to, and every agent pauses alike.
+    // the pause lets that work land in the turn it belongs to, not in the next agent's, and every agent pauses alike.
     await new Promise((res) => setTimeout(res, SETTLE_MS))
-    // The scrape before the CPU is read: what a scrape costs the agent (the pipeline hook's frames are
-    // observed then, agent/metrics/pipeline.ts) is part of what metrics cost.
-    if (v.metricsAddress !== undefined) await (await fetch(`http://${v.metricsAddress}/metrics`)).text()
+    // The scrape, once a round, before the CPU is read: what a scrape costs the agent (the pipeline hook's
+    // frames are observed then, agent/metrics/pipeline.ts) is part of what metrics cost.
+    if (phase === 'close' && v.metricsAddress !== undefined) await (await fetch(`http://${v.metricsAddress}/metrics`)).text()
     if (keep) v.cpuMs += cpuMs(agent.pid) - cpu0
     else v.warmCpuMs = (v.warmCpuMs ?? 0) + cpuMs(agent.pid) - cpu0
   }
-  // Each round in a new order (a fixed-seed shuffle): the kernel's deferred work after one agent's Closes
+  const round = async (r: number, keep: boolean): Promise<void> => {
+    for (const v of order()) await turn(v, 'request', r, keep)
+    for (const v of order()) await turn(v, 'close', r, keep)
+  }
+  // Each phase in a new order (a fixed-seed shuffle): the kernel's deferred work after one agent's Closes
   // (veth teardown) is charged to whoever runs next, so no agent may always follow the same one.
   let seed = 0x2545f491
   const random = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
@@ -141,8 +158,8 @@ async function main(): Promise<void> {
     }
     return o
   }
-  for (let r = 0; r < WARMUP; r++) for (const v of order()) await round(v, -1 - r, false)
-  for (let r = 0; r < ROUNDS; r++) for (const v of order()) await round(v, r, true)
+  for (let r = 0; r < WARMUP; r++) await round(-1 - r, false)
+  for (let r = 0; r < ROUNDS; r++) await round(r, true)
   await new Promise((res) => setTimeout(res, 6000)) // the last batch of spans (the exporter's default 5 s delay)
   const spans = otlp.requests
 
@@ -186,8 +203,8 @@ async function main(): Promise<void> {
   const md = `## Observability overhead (bench/observe.ts)
 
 ${machine()}. NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
-${variants.length} agents side by side taking turns by rounds (${WARMUP} warm-up rounds, then ${ROUNDS} rounds × ${N} Requests then their Closes
-each, in a new order every round; each agent with an endpoint namespace of its own): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
+${variants.length} agents side by side taking turns (${WARMUP} warm-up rounds, then ${ROUNDS} rounds; a round is every agent's ${N} Requests, one agent after the other,
+then every agent's Closes of them, each phase in a new order and each turn followed by a ${SETTLE_MS} ms pause; each agent with client and endpoint namespaces of its own): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
 alone, tracing alone and both on sampling 10 % of traces. Metrics on = \`--metrics-address\` (scraped once a round); tracing on =
 \`OTEL_EXPORTER_OTLP_ENDPOINT\` to an OTLP/HTTP receiver (test/lib/otlp.ts, a process of its own) that decodes every span
 (${spans.toLocaleString('en-US')} spans received, ≈ ${(spans / tracedPairs).toFixed(1)} per Request + Close: the Request, one span per element that works in it, its kernel batches; the Close, the ipam and mechanism
@@ -202,7 +219,7 @@ ${pct(on.cpu, b.cpu)} (goal ≤ 5 %: ${verdict}). The 95 % intervals of the two 
 agents of each pool and the rounds anew (bench/lib/bootstrap.ts: agents differ for a whole run, the host from round to round):
 p50 ${i50}, p99 ${i99}. Between the ${POOL} agents with both off, the largest difference is ${spread((v) => stats(v.req).p50)} at p50
 and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a single agent's row carries (\`uptime\` at the start: load ${load}). The agent's CPU
-time per Request and its Close is read from /proc (all its threads), ${SETTLE_MS} ms after its round's last Close (tracing encodes spans once the agent is idle) and after the round's scrape (the pipeline's metrics are observed then). The sampled row is the knob an operator has
+time per Request and its Close is read from /proc (all its threads), over its turns, each read ${SETTLE_MS} ms after the turn's last call (tracing encodes spans once the agent is idle), the Close turn's after the round's scrape (the pipeline's metrics are observed then). The sampled row is the knob an operator has
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
 own sampling decision.
 
@@ -227,7 +244,10 @@ observation a bucket search and two additions). An element whose call only hands
 (\`Element.observed\`); one that does its work and then hands on the next element's watched promise unchanged (validate, path)
 gets no promise reaction of its own: its frame ends with that one's (agent/pipeline/chain.ts, \`endsWith\`). The metrics hook only
 queues each ended frame; its histogram observations are made at the next scrape (agent/metrics/pipeline.ts), whose cost this
-benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).`
+benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).
+From the eleventh run on, a round is two phases (every agent's Requests, then every agent's Closes, each turn followed by its pause) and
+each agent has client namespaces of its own: before, an agent's Requests and Closes were one turn, so the Requests of one round were
+spread over ~20 s of the host's drift instead of a few seconds.`
   process.stdout.write(`${md}\n`)
   writeSection('observe', md)
 }
