@@ -1,164 +1,22 @@
-// The VXLAN mechanism (agent/mechanisms/vxlan/) against a real kernel, on a two-node test bed
-// (test/lib/nodes.ts): each node is a netns on a bridge underlay, each pod an ordinary test netns.
-//
-// Netns handling: both halves are built in this process. Each node gets its own mechanism instance over
-// its own NetlinkSessions, given the node's netns path as its node netns (`nodeNetns`): the VXLAN device is
-// created there (its UDP socket stays there: the underlay) and moved into the pod. That is exactly what
-// an agent running inside the node netns does with `nodeNetns` unset, without a process per node.
+// The VXLAN mechanism (agent/mechanisms/vxlan/) against a real kernel: both halves of remote connections
+// built on a two-node test bed (test/lib/vxlan-bed.ts, over test/lib/nodes.ts), each node's mechanism in
+// this process with the node's netns as its node netns.
 //
 // Covers: traffic across (IPv4 and IPv6 addresses, over an IPv4 and an IPv6 underlay), the MTU lowered by
 // the overhead, CHECK clean and broken (route, down, gone, foreign, settings), close, rollback at every
-// build step and on conflicts, foreign links never deleted, the orphan sweep (node netns and pods),
-// 32 concurrent halves with VNIs from the allocator, the request parameters, the record, and the bed's
-// agent-in-a-node helper.
+// build step and on conflicts, foreign links never deleted, the orphan sweep (node netns and pods), and
+// 32 halves built concurrently, one VNI each. The request parameters, plan, parseRequest and the record:
+// vxlan-mechanism-request.test.ts; the test bed itself: testbed-nodes.test.ts.
 import t from 'tap'
-import { readlinkSync, statSync } from 'node:fs'
-import { LinkReaper, NetlinkSessions } from '../../pkg/netlink/index'
-import { NetnsPolicy } from '../../pkg/netns-policy'
-import { AgentError } from '../../agent/errors'
-import { decodeDatapathRecord, sameDatapath } from '../../agent/mechanisms/record'
-import type { DatapathRecord, Mechanism } from '../../agent/mechanisms/types'
 import { linkTag } from '../../agent/mechanisms/kernel/names'
-import {
-  completeVxlanParameters,
-  parseVxlanParameters,
-  VniInUseError,
-  vxlanMechanism,
-  vxlanMtu,
-  vxlanRequestedMechanism,
-  type BuildStep,
-  type VxlanRecord,
-} from '../../agent/mechanisms/vxlan/index'
-import type { Connection } from '../../proto/gen/networkservice/connection'
+import { VniInUseError, vxlanRequestedMechanism } from '../../agent/mechanisms/vxlan/index'
 import { ip, linkAddresses, linkNames, makeNetns, showLink, type TestNetns } from '../lib/netns'
-import { execInNode, makeNodes, runInNode, startAgentInNode, type TestBed, type TestNode } from '../lib/nodes'
-
-interface Teardown {
-  teardown(fn: () => void | Promise<void>): void
-}
-
-const ALLOW = ['/var/run/netns/*']
-
-interface Side {
-  node: TestNode
-  mechanism: Mechanism
-  sessions: NetlinkSessions
-}
-
-interface Bed {
-  bed: TestBed
-  a: Side
-  b: Side
-}
-
-function side(t: Teardown, node: TestNode, extra: { afterStep?: (s: BuildStep) => void | Promise<void>; reaper?: boolean } = {}): Side {
-  const sessions = new NetlinkSessions(new NetnsPolicy(ALLOW))
-  t.teardown(() => sessions.closeAll())
-  const { reaper, ...rest } = extra
-  const mechanism = vxlanMechanism({ sessions, nodeNetns: node.path, underlay: [node.underlay, node.underlay6], ...rest, ...(reaper === true ? { reaper: new LinkReaper(sessions) } : {}) })
-  return { node, mechanism, sessions }
-}
-
-function twoNodes(t: Teardown): Bed {
-  const bed = makeNodes(t, 2)
-  const [na, nb] = bed.nodes as [TestNode, TestNode]
-  return { bed, a: side(t, na), b: side(t, nb) }
-}
-
-/** The addresses of pair `n` (172.16.n.0/31-ish host addresses, fd00:n::/127-ish), as the IPAM element makes them. */
-function ipContext(n: number): DatapathRecord['ipContext'] {
-  return {
-    src: [`172.16.${n}.1/32`, `fd00:${n.toString(16)}::1/128`],
-    dst: [`172.16.${n}.0/32`, `fd00:${n.toString(16)}::/128`],
-    srcRoutes: [
-      { prefix: `172.16.${n}.0/32`, nextHop: '' },
-      { prefix: `fd00:${n.toString(16)}::/128`, nextHop: '' },
-    ],
-    dstRoutes: [
-      { prefix: `172.16.${n}.1/32`, nextHop: '' },
-      { prefix: `fd00:${n.toString(16)}::1/128`, nextHop: '' },
-    ],
-  }
-}
-
-function connection(id: string, params: { srcIp: string; dstIp: string; vni: number; name: string }, mtu = 0): Connection {
-  return {
-    id,
-    networkService: 'svc',
-    mechanism: vxlanRequestedMechanism(params),
-    context: mtu === 0 ? undefined : { ipContext: undefined, dnsContext: undefined, ethernetContext: undefined, extraContext: {}, MTU: mtu },
-    labels: {},
-    path: undefined,
-    networkServiceEndpointName: 'fw-1',
-    payload: 'IP',
-    state: 0,
-  }
-}
-
-interface Pair {
-  id: string
-  /** The pair's addresses are 172.16.<n>.0/1 and fd00:<n hex>::/::1. */
-  n: number
-  client: DatapathRecord
-  endpoint: DatapathRecord
-  clientPod: TestNetns
-  endpointPod: TestNetns
-}
-
-interface PairOptions {
-  id?: string
-  n?: number
-  vni?: number
-  ifname?: string
-  v6underlay?: boolean
-  mtu?: number
-  clientPod?: TestNetns
-  endpointPod?: TestNetns
-}
-
-let pairs = 0
-/** The two records of one remote connection, planned by each node's mechanism (nothing built yet). */
-function pair(t: Teardown, f: Bed, o: PairOptions = {}): Pair {
-  pairs += 1
-  const id = o.id ?? `vx-${pairs}`
-  const n = o.n ?? pairs
-  const clientPod = o.clientPod ?? makeNetns(t, 'c')
-  const endpointPod = o.endpointPod ?? makeNetns(t, 'e')
-  const ifname = o.ifname ?? 'nsm0'
-  const [srcIp, dstIp] = o.v6underlay === true ? [f.a.node.underlay6, f.b.node.underlay6] : [f.a.node.underlay, f.b.node.underlay]
-  const c = connection(id, { srcIp, dstIp, vni: o.vni ?? 1000 + n, name: ifname }, o.mtu ?? 0)
-  const base = {
-    version: 2 as const,
-    connectionId: id,
-    service: 'svc',
-    endpointName: 'fw-1',
-    clientIfname: ifname,
-    mtu: o.mtu ?? 1500,
-    ipContext: ipContext(n),
-    p2p: { connectionId: id, clientId: clientPod.path, endpointId: endpointPod.path, pairs: [] },
-    clientLabels: {},
-  }
-  const client: DatapathRecord = {
-    ...base,
-    clientNetns: clientPod.path,
-    mechanism: f.a.mechanism.plan({ connection: c, client: { netns: clientPod.path, ifname }, endpoint: { name: 'fw-1', netns: '', local: false } }),
-  }
-  const endpoint: DatapathRecord = {
-    ...base,
-    clientNetns: '',
-    mechanism: f.b.mechanism.plan({ connection: c, client: { netns: '', ifname }, endpoint: { name: 'fw-1', netns: endpointPod.path, local: true } }),
-  }
-  return { id, n, client, endpoint, clientPod, endpointPod }
-}
+import { execInNode, makeNodes, type TestNode } from '../lib/nodes'
+import { pair, side, twoNodes, vx, type Bed, type Pair } from '../lib/vxlan-bed'
 
 async function build(f: Bed, p: Pair): Promise<void> {
   await f.a.mechanism.build(p.client)
   await f.b.mechanism.build(p.endpoint)
-}
-
-const vx = (rec: DatapathRecord): VxlanRecord => {
-  if (rec.mechanism.type !== 'VXLAN') throw new Error('not a VXLAN record')
-  return rec.mechanism
 }
 
 const ping = (from: TestNetns, to: string): string => execInNode(from, 'ping', ['-c', '1', '-W', '5', to])
@@ -367,77 +225,4 @@ t.test('32 halves built concurrently, one VNI each: every pair carries traffic',
     await f.b.mechanism.close(p.endpoint)
   }))
   for (const ns of [clientPod, endpointPod, f.a.node, f.b.node]) t.same(extraLinks(ns), [], `nothing left in ${ns.name}`)
-})
-
-t.test('request parameters: NSM keys built and parsed, each bad one named', async (t) => {
-  const m = vxlanRequestedMechanism({ srcIp: '10.1.0.1', dstIp: '10.1.0.2', vni: 4242, name: 'nsm0' })
-  t.same(m, { cls: 'REMOTE', type: 'VXLAN', parameters: { src_ip: '10.1.0.1', dst_ip: '10.1.0.2', vni: '4242', name: 'nsm0' } })
-  t.same(completeVxlanParameters(m.parameters, 'mp[0]'), { name: 'nsm0', srcIp: '10.1.0.1', dstIp: '10.1.0.2', vni: 4242 })
-  t.same(parseVxlanParameters({ name: 'nsm0', src_ip: 'FD00::0001' }, 'mp[0]'), { name: 'nsm0', srcIp: 'fd00::1' }, 'partial (the client proposes), canonical addresses')
-  const bad: Array<[Record<string, string>, string, RegExp]> = [
-    [{ ...m.parameters, src_ip: '10.1.0' }, 'mp[0].parameters.src_ip', /is not an IP address/],
-    [{ ...m.parameters, dst_ip: 'fd00::2' }, 'mp[0].parameters.dst_ip', /both ends of a VXLAN tunnel use one family/],
-    [{ ...m.parameters, dst_ip: '239.1.1.1' }, 'mp[0].parameters.dst_ip', /not a unicast address/],
-    [{ ...m.parameters, src_ip: '0.0.0.0' }, 'mp[0].parameters.src_ip', /not a unicast address/],
-    [{ ...m.parameters, vni: '0' }, 'mp[0].parameters.vni', /out of the VNI range 1\.\.16777215/],
-    [{ ...m.parameters, vni: '16777216' }, 'mp[0].parameters.vni', /out of the VNI range/],
-    [{ ...m.parameters, vni: '-1' }, 'mp[0].parameters.vni', /is not a VNI/],
-    [{ ...m.parameters, vni: '0x10' }, 'mp[0].parameters.vni', /is not a VNI/],
-    [{ ...m.parameters, name: 'a-name-far-too-long' }, 'mp[0].parameters.name', /longer than 15 bytes/],
-  ]
-  for (const [params, field, message] of bad) {
-    t.throws(() => completeVxlanParameters(params, 'mp[0]'), { name: 'AgentError', code: 'INVALID_ARGUMENT', field, message }, field)
-  }
-  t.throws(() => completeVxlanParameters({ name: 'nsm0', src_ip: '10.1.0.1' }, 'mp[0]'), { field: 'mp[0].parameters.dst_ip', message: /is required/ })
-  t.equal(vxlanMtu(1500, 4), 1450)
-  t.equal(vxlanMtu(1500, 6), 1430)
-  t.throws(() => vxlanMtu(100, 4), AgentError)
-})
-
-t.test('plan and parseRequest: the half from the negotiated mechanism; a foreign local address refused', async (t) => {
-  const f = twoNodes(t)
-  const c = connection('p1', { srcIp: f.a.node.underlay, dstIp: f.b.node.underlay, vni: 9, name: 'nsm0' })
-  t.throws(() => f.b.mechanism.plan({ connection: c, client: { netns: '/var/run/netns/x', ifname: 'nsm0' }, endpoint: { name: 'fw', netns: '', local: false } }), { code: 'INVALID_ARGUMENT', field: 'connection.mechanism.parameters.src_ip', message: /is not this node's underlay address/ })
-  t.throws(() => f.a.mechanism.plan({ connection: { ...c, mechanism: undefined }, client: { netns: '/var/run/netns/x', ifname: 'nsm0' }, endpoint: { name: 'fw', netns: '', local: false } }), { code: 'INVALID_ARGUMENT' })
-  t.same(f.b.mechanism.parseRequest(c.mechanism as NonNullable<Connection['mechanism']>, 'mechanism_preferences[0]'), { netns: '', ifname: 'nsm0' })
-  t.throws(() => f.b.mechanism.parseRequest({ cls: 'REMOTE', type: 'VXLAN', parameters: { name: 'nsm0' } }, 'mechanism_preferences[0]'), { field: 'mechanism_preferences[0].parameters.src_ip', message: /is required/ })
-  const upper = vxlanMechanism({ sessions: f.a.sessions, underlay: [f.a.node.underlay6.toUpperCase()] })
-  const c6 = connection('p2', { srcIp: f.a.node.underlay6, dstIp: f.b.node.underlay6, vni: 9, name: 'nsm0' })
-  t.match(upper.plan({ connection: c6, client: { netns: '/var/run/netns/x', ifname: 'nsm0' }, endpoint: { name: 'fw', netns: '', local: false } }), { local: f.a.node.underlay6, mtu: 1430 }, 'underlay addresses compared in canonical form')
-})
-
-t.test('record: a VXLAN part round-trips through the journal form; a malformed one is refused; KERNEL as before', async (t) => {
-  const f = twoNodes(t)
-  const p = pair(t, f, { id: 'rec-1' })
-  const back = decodeDatapathRecord(JSON.parse(JSON.stringify(p.client)))
-  t.same(back, p.client)
-  t.ok(back !== undefined && sameDatapath(back, p.client))
-  t.notOk(sameDatapath(p.client, { ...p.client, mechanism: { ...vx(p.client), vni: vx(p.client).vni + 1 } }), 'another VNI is another datapath')
-  for (const bad of [{ vni: 0 }, { vni: 1 << 24 }, { side: 'middle' }, { local: 'x' }, { netns: '' }, { mtu: '1450' }]) {
-    t.equal(decodeDatapathRecord({ ...p.client, mechanism: { ...vx(p.client), ...bad } }), undefined, JSON.stringify(bad))
-  }
-  const kernel = { ...p.client, mechanism: { type: 'KERNEL', endpointNetns: '/var/run/netns/fw', endpointIfname: 'nsm-0123456789' } }
-  t.equal(decodeDatapathRecord(kernel), kernel, 'a KERNEL record is read as is')
-})
-
-t.test('test bed: the underlay connects the nodes; an agent and other processes started in a node run in its netns', async (t) => {
-  const bed = makeNodes(t, 2)
-  const node = bed.nodes[1] as TestNode
-  t.match(execInNode(node, 'ip', ['-br', 'addr', 'show', 'ul0']), node.underlay)
-  t.match(execInNode(bed.nodes[0] as TestNode, 'ping', ['-c', '1', '-W', '5', node.underlay]), / 0% packet loss/, 'the underlay connects the nodes')
-  t.match(execInNode(bed.nodes[0] as TestNode, 'ping', ['-c', '1', '-W', '5', node.underlay6]), / 0% packet loss/)
-  const inode = `net:[${statSync(node.path).ino}]`
-  const agent = await startAgentInNode(t, node, { args: ['--node-name', 'node-2'] })
-  t.equal(readlinkSync(`/proc/${agent.pid}/ns/net`), inode)
-  await agent.stop()
-  // A long-running process: it says where it runs, then waits (killed at teardown).
-  const child = runInNode(t, node, 'sh', ['-c', 'readlink /proc/self/ns/net; exec sleep 600'])
-  const first = await new Promise<string>((res) => {
-    let out = ''
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      if (out.includes('\n')) res(out.trim())
-    })
-  })
-  t.equal(first, inode)
 })
