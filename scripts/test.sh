@@ -20,4 +20,4 @@ npx tap
 # These run alone after the others, one file at a time (.taprc excludes them from the parallel run): the
 # fuzz test's bound, <= 60 s, holds for the file by itself, not beside another file on a 2-core machine;
 # the memif tests run DPDK testpmd processes that each busy-poll a CPU while they forward.
-npx tap --jobs 1 test/integration/hardening-fuzz.test.ts test/integration/memif-forwarder.test.ts test/integration/memif.test.ts
+npx tap --jobs 1 test/integration/hardening-fuzz.test.ts test/integration/memif-forwarder-pairs.test.ts test/integration/memif-forwarder-recovery.test.ts test/integration/memif.test.ts
