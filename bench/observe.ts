@@ -3,8 +3,8 @@
 // round) and tracing (OTEL_EXPORTER_OTLP_ENDPOINT, every span exported to an OTLP receiver in a process of its own)
 // both on, against both off, in one run. Two agents doing the same work differ by several per cent over a run,
 // so each of the two is BENCH_OBSERVE_POOL agents (default 4), pooled; one agent each runs metrics alone, tracing
-// alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side on the same client
-// namespaces, each with client and endpoint namespaces of its own (an agent's orphan sweep, every 30 s, deletes the
+// alone and both on sampling 10 % of traces (OTEL_TRACES_SAMPLER). The agents run side by side, each with client
+// and endpoint namespaces of its own (an agent's orphan sweep, every 30 s, deletes the
 // links in its connections' and endpoints' namespaces that none of its connections owns: sharing one, an agent
 // deleted the links of another midway through its Requests), and take turns in rounds (BENCH_OBSERVE_ROUNDS, default
 // 20). A round is two phases: every agent's BENCH_OBSERVE_N (default 40) Requests, one agent after the other, then
@@ -35,7 +35,7 @@ const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
 const WARMUP = Number(process.env.BENCH_OBSERVE_WARMUP ?? 5)
 const N = Number(process.env.BENCH_OBSERVE_N ?? 40)
 const POOL = Number(process.env.BENCH_OBSERVE_POOL ?? 4)
-/** After an agent's turn, before its CPU time is read and the next agent's turn (see round()). */
+/** After an agent's turn, before its CPU time is read and the next agent's turn (see turn()). */
 const SETTLE_MS = 100
 const P = `bo${process.pid % 1000}`
 const cleanups: Array<() => void | Promise<void>> = []
@@ -110,8 +110,9 @@ async function main(): Promise<void> {
     await v.agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'fw-1', netns: nsPath(netns(`ep${i}`)), labels: { app: 'firewall' }, pools: ['10.201.0.0/16'] }))
     v.clients = Array.from({ length: 10 }, (_, c) => netns(`c${i}x${c}`))
   }
-  /** One agent's turn of a phase: its Requests (keeping the connections) or the Closes of them, then its pause. */
+  /** Each agent's connections between its Request turn and its Close turn. */
   const held = new Map<Variant, Connection[]>()
+  /** One agent's turn of a phase: its Requests (keeping the connections) or the Closes of them, then its pause. */
   const turn = async (v: Variant, phase: 'request' | 'close', r: number, keep: boolean): Promise<void> => {
     const agent = v.agent as RunningAgent
     const client = agent.client

@@ -4,6 +4,7 @@
 import { KubernetesKv, type KubernetesKvOptions } from '../../agent/store/kubernetes'
 import type { K8sFixture } from './k8s-fixture'
 import type { KObject, Resource } from './k8s-fixture-api'
+import { pollUntil } from './wait'
 
 /** The namespace the store's objects live in (KubernetesKv's default). */
 export const NS = 'nsm-system'
@@ -28,9 +29,4 @@ export function annotations(o: KObject): Record<string, string> {
 }
 
 /** Resolves once `cond()` holds (checked every 20 ms); fails the wait after 30 s with `what`. */
-export async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let waited = 0; !cond(); waited += 20) {
-    if (waited > 30_000) throw new Error(`${what}: not within 30 s`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+export const until = (what: string, cond: () => boolean): Promise<number> => pollUntil(what, cond, 30_000, 20)

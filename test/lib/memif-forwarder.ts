@@ -15,6 +15,7 @@ import { MemifForwarders } from '../../agent/mechanisms/memif/forwarder'
 import { findForwarderProcesses, runDirTag } from '../../agent/mechanisms/memif/forwarder-identity'
 import type { ForwarderLog } from '../../agent/mechanisms/memif/forwarder-types'
 import { ip, makeNetns, RUN, sh, uniqueName } from './netns'
+import { pollUntil } from './wait'
 
 interface Teardown {
   teardown(fn: () => void | Promise<void>): void
@@ -25,15 +26,8 @@ const run = promisify(execFile)
 /** The supervisors' link poll interval. */
 export const POLL_MS = 100
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
-}
+/** Polls `cond` every 25 ms until it holds; throws naming `what` after `ms`. */
+export const waitFor = (what: string, cond: () => boolean | Promise<boolean>, ms = 8000): Promise<number> => pollUntil(what, cond, ms, 25)
 
 /** A run directory (with a `sock` directory for the sockets); its forwarders are SIGKILLed and it is removed at teardown. */
 export function makeRunDir(t: Teardown): string {

@@ -13,6 +13,7 @@ import type { TestEtcd } from './etcd'
 import { makeMeshBed, type MeshBed, type MeshNode as BedNode } from './mesh-bed'
 import { RUN, sh } from './netns'
 import { runConflist } from './conflist'
+import { pollUntil, sleep } from './wait'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const NSMCTL = join(ROOT, 'dist/nsmctl')
@@ -20,7 +21,6 @@ const NSMCTL = join(ROOT, 'dist/nsmctl')
 export const RUN_PREFIX = `t${RUN}`
 /** The Kubernetes namespace of every pod (its pod-info file, K8S_POD_NAMESPACE). */
 export const POD_NAMESPACE = 'demo'
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 // ------------------------------------------------------------------------------------ teardown
 
@@ -49,14 +49,7 @@ export class Teardowns {
 }
 
 /** Polls `check` every 20 ms until it holds; the time it took, or throws naming `what` after `ms`. */
-export async function until(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<number> {
-  const start = performance.now()
-  for (;;) {
-    if (await check()) return performance.now() - start
-    if (performance.now() - start > ms) throw new Error(`${what}: not after ${ms} ms`)
-    await sleep(20)
-  }
-}
+export const until = (what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<number> => pollUntil(what, check, ms, 20)
 
 // ------------------------------------------------------------------------------------ the mesh
 

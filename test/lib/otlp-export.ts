@@ -6,6 +6,7 @@ import { once } from 'node:events'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { OtlpTraceExporter, type FinishedSpan } from '../../agent/tracing/otlp.js'
+import { pollUntil } from './wait.js'
 
 export const RESOURCE = { 'service.name': 'nsm-agent', 'service.version': '0.1.0', 'k8s.node.name': 'node-a' }
 export const SCOPE = { name: 'nsm-agent', version: '0.1.0' }
@@ -133,10 +134,5 @@ export async function listen(t: Test, server: Server, scheme: string): Promise<s
   return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
-export async function until(what: string, cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+/** Polls `cond` every 10 ms until it holds; throws naming `what` after `ms`. */
+export const until = (what: string, cond: () => boolean, ms = 3000): Promise<number> => pollUntil(what, cond, ms, 10)
