@@ -12,7 +12,7 @@ export function countError(series: Series, operation: string, err: unknown): voi
   series.errors.inc({ operation, code: String(e.cniCode), name: e.code })
 }
 
-/** Frames waiting to be recorded: past this many they are recorded at once, scrape or not. */
+/** Observations waiting: past this many they are made at once, scrape or not. */
 const MAX_PENDING = 1024
 
 export interface PipelineMetrics extends PipelineObserver {
@@ -21,9 +21,10 @@ export interface PipelineMetrics extends PipelineObserver {
 }
 
 /**
- * The hook as metrics. A frame that ended is only queued, in the call's path; its observations are made when
- * the metrics are read (`flush`, before each scrape) or once MAX_PENDING wait: a scrape sees every call that
- * ended before it, and the Request's path runs no histogram code (BENCHMARKS.md "Observability overhead").
+ * The hook as metrics. A frame that ended is resolved to its series and seconds and queued, in the call's path;
+ * the observations are made when the metrics are read (`flush`, before each scrape) or once MAX_PENDING wait: a
+ * scrape sees every call that ended before it, and the Request's path runs no histogram code (BENCHMARKS.md
+ * "Observability overhead").
  */
 export function pipelineMetrics(series: Series): PipelineMetrics {
   /** Each element's and operation's two series (ok, error), resolved once. */
@@ -38,19 +39,35 @@ export function pipelineMetrics(series: Series): PipelineMetrics {
     }
     return c[op]
   }
-  const record = (frame: CallFrame): void => {
+  /**
+   * What an ended frame is recorded as, resolved at once: its series and its seconds. Nothing of the frame is
+   * kept (its call's context, result or error), so a Request's objects do not outlive it waiting for a scrape.
+   */
+  const pendingSeries: HistogramChild[] = []
+  const pendingSeconds: number[] = []
+  const later = (child: HistogramChild, seconds: number): void => {
+    pendingSeries.push(child)
+    if (pendingSeconds.push(seconds) >= MAX_PENDING) flush()
+  }
+  const flush = (): void => {
+    const n = pendingSeries.length
+    for (let i = 0; i < n; i++) (pendingSeries[i] as HistogramChild).observe(pendingSeconds[i] as number)
+    pendingSeries.length = 0
+    pendingSeconds.length = 0
+  }
+  const elementEnd = (frame: CallFrame): void => {
+    // An element's own share: its time less that of the elements it called (the frames inside it). Outside
+    // any scope (a remote half's refresh) frames do not nest: an element's time is its own and the rest of
+    // the chain's.
+    if (frame.element === undefined || frame.op === undefined) return
+    const c = childrenOf(frame.element, frame.op)
+    later(frame.failed ? c.failed : c.ok, Math.max(0, frame.endMs - frame.startMs - frame.innerMs) / 1000)
+  }
+  const callEnd = (frame: CallFrame): void => {
     const call = frame.call
-    if (call === undefined) {
-      // An element's own share: its time less that of the elements it called (the frames inside it). Outside
-      // any scope (a remote half's refresh) frames do not nest: an element's time is its own and the rest of
-      // the chain's.
-      if (frame.element === undefined || frame.op === undefined) return
-      const c = childrenOf(frame.element, frame.op)
-      ;(frame.failed ? c.failed : c.ok).observe(Math.max(0, frame.endMs - frame.startMs - frame.innerMs) / 1000)
-      return
-    }
+    if (call === undefined) return
     // A Request's or Close's duration by service and outcome, a failure also counted by its CNI code; a heal's
-    // by why and outcome.
+    // by why and outcome (both counted at once: heals and failures are rare).
     const seconds = (frame.endMs - frame.startMs) / 1000
     if (call.op === 'heal') {
       const outcome = frame.failed ? 'error' : frame.result === true ? 'healed' : 'down'
@@ -59,17 +76,8 @@ export function pipelineMetrics(series: Series): PipelineMetrics {
       return
     }
     const h = call.op === 'request' ? series.requestSeconds : series.closeSeconds
-    h.child(call.subject.service, frame.failed ? 'error' : 'ok').observe(seconds)
+    later(h.child(call.subject.service, frame.failed ? 'error' : 'ok'), seconds)
     if (frame.failed) countError(series, call.op, frame.error)
   }
-  let pending: CallFrame[] = []
-  const flush = (): void => {
-    const frames = pending
-    pending = []
-    for (const f of frames) record(f)
-  }
-  const later = (frame: CallFrame): void => {
-    if (pending.push(frame) >= MAX_PENDING) flush()
-  }
-  return { elementStart: () => true, elementEnd: later, callEnd: later, flush }
+  return { elementStart: () => true, elementEnd, callEnd, flush }
 }

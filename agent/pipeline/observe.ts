@@ -38,7 +38,10 @@ export class CallFrame {
   endMs = 0
   /** Milliseconds spent in the element calls this one made (their whole time each, added as they end). */
   innerMs = 0
-  /** Set as the call settled: whether it failed, and with what; else what it resolved with. */
+  /**
+   * Set as the call settled: whether it failed, and with what; else what it resolved with. A call's frame
+   * (`watchCall`) holds its result and error for `callEnd` only; an element's keeps its error.
+   */
   failed = false
   error: unknown = undefined
   result: unknown = undefined
@@ -150,6 +153,10 @@ export function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run:
     frame.error = error
     popFrame(stack, frame)
     observe.callEnd?.(frame)
+    // Read by callEnd only: the frame itself may wait longer (the spans of the elements inside it, until the
+    // agent is idle), the call's result and error need not.
+    frame.result = undefined
+    frame.error = undefined
   })
 }
 

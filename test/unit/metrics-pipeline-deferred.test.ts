@@ -1,10 +1,12 @@
-// agent/metrics/pipeline.ts: the pipeline hook as metrics records nothing in the call's path. A frame that
-// ended waits until the metrics are read (flush, which the metrics server runs before each scrape), or until
-// 1,024 wait; then each element's own share, each Request's and Close's duration and a failure's CNI code
-// are observed as before.
+// agent/metrics/pipeline.ts: the pipeline hook as metrics observes no duration in the call's path. What a frame
+// that ended records (its series and seconds, nothing of the frame) waits until the metrics are read (flush,
+// which the metrics server runs before each scrape), or until 1,024 wait; then each element's own share and each
+// Request's and Close's duration are observed as before. A failure's CNI code is counted at once.
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import { createMetrics } from '../../agent/metrics/metrics.js'
-import { CallFrame, type PipelineCall } from '../../agent/pipeline/observe.js'
+import { CallFrame, watchCall, type PipelineCall } from '../../agent/pipeline/observe.js'
 import { AgentError } from '../../agent/errors.js'
 import type { CallContext } from '../../agent/server/handler.js'
 
@@ -42,14 +44,31 @@ t.test('nothing is observed until flush; then every frame that ended, once', asy
   t.equal(await sample(m, /^nsm_request_duration_seconds_count\{service="web",outcome="ok"\}/), 1, 'a second flush observes nothing twice')
 })
 
-t.test('a failed Request is counted by its CNI code at flush', async (t) => {
+t.test('a failed Request is counted by its CNI code at once, its duration at flush', async (t) => {
   const m = createMetrics()
   const call = new CallFrame(undefined, undefined, undefined, 0, request('db'))
   m.pipeline.callEnd?.(ended(call, 2, true, AgentError.invalid('connection', 'is required')))
-  t.equal(await sample(m, /^nsm_errors_total\{operation="request"/), undefined)
+  t.ok((await sample(m, /^nsm_errors_total\{operation="request",code="\d+",name="[^"]+"\}/)) === 1, 'the error counted with its code and name')
+  t.equal(await sample(m, /^nsm_request_duration_seconds_count\{service="db",outcome="error"\}/), undefined)
   m.flush()
   t.equal(await sample(m, /^nsm_request_duration_seconds_count\{service="db",outcome="error"\}/), 1)
-  t.ok((await sample(m, /^nsm_errors_total\{operation="request",code="\d+",name="[^"]+"\}/)) === 1, 'the error counted with its code and name')
+})
+
+t.test("what waits for a scrape holds nothing of the call: its result is collectable before flush", async (t) => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const m = createMetrics()
+  let result: WeakRef<object> | undefined
+  await watchCall(m.pipeline, request('web'), async () => {
+    const connection = { id: 'c1', big: new Array(1000).fill('x') }
+    result = new WeakRef(connection)
+    return connection
+  })
+  await new Promise((r) => setImmediate(r))
+  gc()
+  t.equal(result?.deref(), undefined, "the Request's result was collected while its duration waits")
+  m.flush()
+  t.equal(await sample(m, /^nsm_request_duration_seconds_count\{service="web",outcome="ok"\}/), 1, 'and its duration is observed at flush')
 })
 
 t.test('1,024 waiting frames are observed without a scrape', async (t) => {
