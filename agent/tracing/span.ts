@@ -98,16 +98,20 @@ export const randomIds = {
   },
 }
 
-/** Where a span's id comes from: made when first read (most are first read by the exporter, after the call). */
+/**
+ * Where a span's ids come from: made when first read (most are first read by the exporter, after the call; a
+ * root's trace id too, which its children read from it).
+ */
 export interface SpanIds {
+  generateTraceId(): string
   generateSpanId(): string
 }
 
 /**
  * A recording span: what the exporter reads (FinishedSpan) plus the api's Span methods. Starting one is kept to
- * a few field writes, since spans start inside the calls they time: its span id is made when first read (by
- * a child's export, the exporter, or `spanContext()` for a call to another process), its events, links and
- * status are shared empty values until set.
+ * a few field writes, since spans start inside the calls they time: its span id, and a root's trace id, are
+ * made when first read (by a child's export, the exporter, or `spanContext()` for a call to another process), a
+ * child's trace id is read from its parent, its events, links and status are shared empty values until set.
  */
 export class RecordedSpan implements Span, FinishedSpan {
   endMs = 0
@@ -121,7 +125,8 @@ export class RecordedSpan implements Span, FinishedSpan {
   constructor(
     private readonly sink: SpanSink,
     private readonly ids: SpanIds,
-    readonly traceId: string,
+    /** Undefined: its local parent's, or for a root one made when first read. */
+    private tid: string | undefined,
     readonly flags: number,
     /** The W3C tracestate this span carries (its parent's, or the sampler's). */
     private readonly state: SpanContext['traceState'],
@@ -138,6 +143,12 @@ export class RecordedSpan implements Span, FinishedSpan {
 
   get spanId(): string {
     return (this.id ??= this.ids.generateSpanId())
+  }
+
+  get traceId(): string {
+    if (this.tid !== undefined) return this.tid
+    const p = this.parent
+    return (this.tid = p instanceof RecordedSpan ? p.traceId : this.ids.generateTraceId())
   }
 
   get parentSpanId(): string | undefined {
@@ -258,9 +269,10 @@ export class SpanRecorder implements Tracer {
       // A local parent's decision holds for its children; a non-recording parent's children are the parent.
       const p = parent.local
       if (!(p instanceof RecordedSpan)) return p
-      return new RecordedSpan(this.sink, this.ids, p.traceId, p.flags, p.traceStateObject, p, false, name, kind, startMs, attributes, owned)
+      return new RecordedSpan(this.sink, this.ids, undefined, p.flags, p.traceStateObject, p, false, name, kind, startMs, attributes, owned)
     }
-    if (parent === undefined && this.everyRoot) return new RecordedSpan(this.sink, this.ids, this.ids.generateTraceId(), TraceFlags.SAMPLED, undefined, undefined, false, name, kind, startMs, attributes, owned)
+    // A root the sampler need not see: its trace id is made when first read (by the exporter, once the agent is idle).
+    if (parent === undefined && this.everyRoot) return new RecordedSpan(this.sink, this.ids, undefined, TraceFlags.SAMPLED, undefined, undefined, false, name, kind, startMs, attributes, owned)
     const remote = parent?.remote
     const valid = remote !== undefined && trace.isSpanContextValid(remote)
     const traceId = valid ? remote.traceId : this.ids.generateTraceId()

@@ -148,6 +148,19 @@ t.test('SpanRecorder.start: a local child shares the trace, its parent is the lo
   t.equal(grandchild.parentSpanId, child.spanId, 'nested one more level')
 })
 
+t.test("SpanRecorder.start: a root's trace id is made when first read, by it or by a child, and then kept", async (t) => {
+  const { recorder } = recorderWith({})
+  const root = recorded(t, recorder.start('NetworkService/Request', SpanKind.SERVER, {}, undefined))
+  const child = recorded(t, recorder.start('ipam request', SpanKind.INTERNAL, {}, { local: root }))
+  const grandchild = recorded(t, recorder.start('kernel request', SpanKind.INTERNAL, {}, { local: child }))
+  const first = grandchild.traceId
+  t.match(first, HEX32, 'read first through a grandchild')
+  t.equal(root.traceId, first, 'the root has that id')
+  t.equal(child.traceId, first, 'and the child between them')
+  t.equal(root.spanContext().traceId, first, 'spanContext() too')
+  t.equal(root.traceId, first, 'read again: the same')
+})
+
 t.test('SpanRecorder.start: a remote parent gives its trace id, span id and trace state', async (t) => {
   const { recorder } = recorderWith()
   const remote = remoteContext(true, 'vendor=abc,other=1')
