@@ -232,7 +232,7 @@ through the running agent's turn, a fault of the benchmark that charged every ag
 an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %; then, with call
 frames and the idle queue, three runs: p50 +5.1, +5.4 and +5.9 %, p99 −7.3, +1.2 and −2.1 %, CPU +12.3, +12.2 and +12.0 %): the SDK's span objects, span
 processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
-the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id made
+the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id, and a root's trace id, made
 when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
 straight into protobuf, ~1–2 µs each); no worker thread; spans, and the element calls and kernel batches they are made of, wait in
 agent/tracing/idle-queue.ts until the agent is idle (10 ms without a traced call; 1024 waiting or 1 s while busy), then go 16 per
@@ -244,7 +244,8 @@ as the batch settles, no promise; metrics histograms are agent/metrics/histogram
 observation a bucket search and two additions). An element whose call only hands it on still gets no span and no timing
 (\`Element.observed\`); one that does its work and then hands on the next element's watched promise unchanged (validate, path)
 gets no promise reaction of its own: its frame ends with that one's (agent/pipeline/chain.ts, \`endsWith\`). The metrics hook only
-queues each ended frame; its histogram observations are made at the next scrape (agent/metrics/pipeline.ts), whose cost this
+queues each ended frame's series and seconds (from the fourteenth run on; before, the frame itself, which kept its call's context,
+result and error alive until the scrape); its histogram observations are made at the next scrape (agent/metrics/pipeline.ts), whose cost this
 benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).
 From the eleventh run on, a round is two phases (every agent's Requests, then every agent's Closes, each turn followed by its pause) and
 each agent has client namespaces of its own: before, an agent's Requests and Closes were one turn, so the Requests of one round were
