@@ -17,10 +17,13 @@
 // costs. Goal: both on within 5 % of both off. Since a run's gap moves with which agents it happened to start and with the host's
 // drift, the Request p50 and p99 gaps come with a 95 % interval (bench/lib/bootstrap.ts).
 // Run: npx tsx bench/observe.ts (root; ~5 min). On a loaded machine (check `uptime`) give it more rounds:
-// BENCH_OBSERVE_ROUNDS=40.
+// BENCH_OBSERVE_ROUNDS=40. BENCH_OBSERVE_PIN=1 pins every agent (its threads included) to the last CPU and this
+// process and the receiver to the others (taskset), and writes its own section (observe-pinned): where the
+// scheduler puts each agent is then the same for all of them, a difference between agents that unpinned runs
+// carry for their whole length.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { loadavg } from 'node:os'
+import { availableParallelism, loadavg } from 'node:os'
 import { NetworkServiceDefinition } from '../proto/gen/networkservice/networkservice'
 import type { Connection } from '../proto/gen/networkservice/connection'
 import { NetworkServiceRegistryDefinition } from '../proto/gen/registry/registry'
@@ -35,6 +38,7 @@ const ROUNDS = Number(process.env.BENCH_OBSERVE_ROUNDS ?? 20)
 const WARMUP = Number(process.env.BENCH_OBSERVE_WARMUP ?? 5)
 const N = Number(process.env.BENCH_OBSERVE_N ?? 40)
 const POOL = Number(process.env.BENCH_OBSERVE_POOL ?? 4)
+const PIN = process.env.BENCH_OBSERVE_PIN === '1'
 /** After an agent's turn, before its CPU time is read and the next agent's turn (see turn()). */
 const SETTLE_MS = 100
 const P = `bo${process.pid % 1000}`
@@ -82,10 +86,50 @@ function cpuMs(pid: number): number {
   return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK
 }
 
+/** How the agent's observability and this benchmark changed over the runs: the unpinned section's last paragraph. */
+const HISTORY = `What changed since the first runs (those with one agent per setting; first: both on p50 +10.8 %, p99 +23.4 %, CPU +16.5 %, ~21 spans per Request + Close;
+then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %; then, with three
+agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %; then, four per setting: p50 +6.3 %,
+p99 +5.2 %, CPU +11.8 %, with all agents' endpoint in one namespace, whose links every idle agent's orphan sweep deleted midway
+through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work; then, with
+an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %; then, with call
+frames and the idle queue, three runs: p50 +5.1, +5.4 and +5.9 %, p99 −7.3, +1.2 and −2.1 %, CPU +12.3, +12.2 and +12.0 %): the SDK's span objects, span
+processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
+the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id, and a root's trace id, made
+when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
+straight into protobuf, ~1–2 µs each); no worker thread; spans, and the element calls and kernel batches they are made of, wait in
+agent/tracing/idle-queue.ts until the agent is idle (10 ms without a traced call; 1024 waiting or 1 s while busy), then go 16 per
+turn of the event loop, out of the way of calls that follow each other; a Request, Close or heal and each element call are one frame
+made, timed and stacked once for every observer (agent/pipeline/observe.ts CallFrame, watchCall; the hooks told synchronously, no
+promise of an observer's own: a call's frame was an async wrapper per observer before); an element's span is made from its frame
+once the agent is idle (earlier only when a call it makes carries its context); kernel batches are watched by a plain function told
+as the batch settles, no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an
+observation a bucket search and two additions). An element whose call only hands it on still gets no span and no timing
+(\`Element.observed\`); one that does its work and then hands on the next element's watched promise unchanged (validate, path)
+gets no promise reaction of its own: its frame ends with that one's (agent/pipeline/chain.ts, \`endsWith\`). The metrics hook only
+queues each ended frame's series and seconds (from the fourteenth run on; before, the frame itself, which kept its call's context,
+result and error alive until the scrape); its histogram observations are made at the next scrape (agent/metrics/pipeline.ts), whose cost this
+benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).
+From the eleventh run on, a round is two phases (every agent's Requests, then every agent's Closes, each turn followed by its pause) and
+each agent has client namespaces of its own: before, an agent's Requests and Closes were one turn, so the Requests of one round were
+spread over ~20 s of the host's drift instead of a few seconds.`
+
+/** The pinned section's last paragraph. */
+const PINNED = `Pinned, the agents share one CPU with their own GC and compiler threads and the kernel work of their calls, and the
+benchmark and the receiver have the rest. What pinning takes away is the difference in which CPU the scheduler puts
+each agent on; the both-off agents' spread above says how much of the agent-to-agent difference is left without it. The
+unpinned section above is the measure the goal is read against; this one is the same comparison with one source of its
+noise removed.`
+
 async function main(): Promise<void> {
   const load = loadavg()
     .map((x) => x.toFixed(2))
     .join(' ')
+  // Pinned: the agents on the last CPU, this process (every thread) and what it starts next (the receiver) on the rest.
+  const cpus = availableParallelism()
+  if (PIN && cpus < 2) throw new Error('BENCH_OBSERVE_PIN=1 needs two CPUs')
+  const agentCpu = String(cpus - 1)
+  if (PIN) execFileSync('taskset', ['-a', '-c', '-p', `0-${cpus - 2}`, String(process.pid)], { stdio: 'ignore' })
   // The receiver in a process of its own: decoding every span costs the benchmark's event loop nothing.
   const otlp = await startOtlpReceiverIn(td, undefined, '127.0.0.1', true)
   const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), clients: [], req: [], close: [], cpuMs: 0 })
@@ -101,6 +145,7 @@ async function main(): Promise<void> {
   ]
   for (const [i, v] of variants.entries()) {
     v.agent = await startAgent(td, {
+      ...(PIN ? { wrap: ['taskset', '-c', agentCpu] } : {}),
       args: v.metrics ? ['--metrics-address', '127.0.0.1:0'] : [],
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: v.tracing ? otlp.endpoint : '', ...(v.sampled === undefined ? {} : { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: String(v.sampled) }) },
     })
@@ -201,9 +246,9 @@ async function main(): Promise<void> {
   }
   // Spans per Request + Close of an agent tracing every call (two such agents, and the sampled one's ~10 %).
   const tracedPairs = (WARMUP + ROUNDS) * N * (variants.filter((v) => v.tracing && v.sampled === undefined).length + 0.1)
-  const md = `## Observability overhead (bench/observe.ts)
+  const md = `## Observability overhead${PIN ? ', agents pinned' : ''} (bench/observe.ts${PIN ? ', BENCH_OBSERVE_PIN=1' : ''})
 
-${machine()}. NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
+${machine()}.${PIN ? ` Every agent pinned to CPU ${agentCpu} (\`taskset\`, its threads included), the benchmark and the receiver to the others.` : ''} NSM Request→UP and Close through the agent's socket (local endpoint, KERNEL veth, concurrency 1),
 ${variants.length} agents side by side taking turns (${WARMUP} warm-up rounds, then ${ROUNDS} rounds; a round is every agent's ${N} Requests, one agent after the other,
 then every agent's Closes of them, each phase in a new order and each turn followed by a ${SETTLE_MS} ms pause; each agent with client and endpoint namespaces of its own): ${POOL} with both off and ${POOL} with both on, each ${POOL} pooled, and one each with metrics
 alone, tracing alone and both on sampling 10 % of traces. Metrics on = \`--metrics-address\` (scraped once a round); tracing on =
@@ -224,34 +269,9 @@ time per Request and its Close is read from /proc (all its threads), over its tu
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
 own sampling decision.
 
-What changed since the first runs (those with one agent per setting; first: both on p50 +10.8 %, p99 +23.4 %, CPU +16.5 %, ~21 spans per Request + Close;
-then, with the OpenTelemetry SDK's spans exported from a worker thread, 15 spans: p50 +19.0 %, p99 +6.4 %, CPU +27.4 %; then, with three
-agents per setting and the agent's own recorder and exporter: p50 +8.8 %, p99 +4.5 %, CPU +12.5 %; then, four per setting: p50 +6.3 %,
-p99 +5.2 %, CPU +11.8 %, with all agents' endpoint in one namespace, whose links every idle agent's orphan sweep deleted midway
-through the running agent's turn, a fault of the benchmark that charged every agent, unevenly, with another's kernel work; then, with
-an endpoint namespace per agent, two runs: p50 +4.6 % and +7.6 %, p99 −6.9 % and +2.8 %, CPU +7.9 % and +11.0 %; then, with call
-frames and the idle queue, three runs: p50 +5.1, +5.4 and +5.9 %, p99 −7.3, +1.2 and −2.1 %, CPU +12.3, +12.2 and +12.0 %): the SDK's span objects, span
-processor and OTLP exporter package are replaced by the agent's own recorder behind @opentelemetry/api (agent/tracing/span.ts,
-the SDK's samplers, not asked for a root when they sample every root; ids from Math.random through a byte table; a span's id, and a root's trace id, made
-when first read, its events, links and status shared empty values until set) and exporter (agent/tracing/otlp.ts: spans encoded
-straight into protobuf, ~1–2 µs each); no worker thread; spans, and the element calls and kernel batches they are made of, wait in
-agent/tracing/idle-queue.ts until the agent is idle (10 ms without a traced call; 1024 waiting or 1 s while busy), then go 16 per
-turn of the event loop, out of the way of calls that follow each other; a Request, Close or heal and each element call are one frame
-made, timed and stacked once for every observer (agent/pipeline/observe.ts CallFrame, watchCall; the hooks told synchronously, no
-promise of an observer's own: a call's frame was an async wrapper per observer before); an element's span is made from its frame
-once the agent is idle (earlier only when a call it makes carries its context); kernel batches are watched by a plain function told
-as the batch settles, no promise; metrics histograms are agent/metrics/histogram.ts's FastHistogram (a label set resolved once, an
-observation a bucket search and two additions). An element whose call only hands it on still gets no span and no timing
-(\`Element.observed\`); one that does its work and then hands on the next element's watched promise unchanged (validate, path)
-gets no promise reaction of its own: its frame ends with that one's (agent/pipeline/chain.ts, \`endsWith\`). The metrics hook only
-queues each ended frame's series and seconds (from the fourteenth run on; before, the frame itself, which kept its call's context,
-result and error alive until the scrape); its histogram observations are made at the next scrape (agent/metrics/pipeline.ts), whose cost this
-benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).
-From the eleventh run on, a round is two phases (every agent's Requests, then every agent's Closes, each turn followed by its pause) and
-each agent has client namespaces of its own: before, an agent's Requests and Closes were one turn, so the Requests of one round were
-spread over ~20 s of the host's drift instead of a few seconds.`
+${PIN ? PINNED : HISTORY}`
   process.stdout.write(`${md}\n`)
-  writeSection('observe', md)
+  writeSection(PIN ? 'observe-pinned' : 'observe', md)
 }
 
 main()
