@@ -16,7 +16,7 @@ export function countError(series: Series, operation: string, err: unknown): voi
 const MAX_PENDING = 1024
 
 export interface PipelineMetrics extends PipelineObserver {
-  /** Records every frame that ended since the last flush (the metrics server calls it before each scrape). */
+  /** Observes what every frame that ended since the last flush queued (the metrics server calls it before each scrape). */
   flush(): void
 }
 
