@@ -75,11 +75,18 @@ interface Variant {
   close: number[]
   /** The agent's CPU time (user + system, ms) over its measured rounds. */
   cpuMs: number
+  /** Its main thread's CPU time over its measured Request turns alone, up to the last Request's answer (no pause, no idle work). */
+  reqMainMs: number
   /** The same over the warm-up rounds. */
   warmCpuMs?: number
 }
 
 /** CPU time (user + system, ms) of process `pid` so far. */
+/** CPU time of the agent's main thread, where its calls run (ms; /proc schedstat, nanoseconds). */
+function mainThreadMs(pid: number): number {
+  return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
+}
+
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
@@ -132,7 +139,7 @@ async function main(): Promise<void> {
   if (PIN) execFileSync('taskset', ['-a', '-c', '-p', `0-${cpus - 2}`, String(process.pid)], { stdio: 'ignore' })
   // The receiver in a process of its own: decoding every span costs the benchmark's event loop nothing.
   const otlp = await startOtlpReceiverIn(td, undefined, '127.0.0.1', true)
-  const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), clients: [], req: [], close: [], cpuMs: 0 })
+  const agent = (label: string, metrics: boolean, tracing: boolean, sampled?: number): Variant => ({ label, metrics, tracing, ...(sampled === undefined ? {} : { sampled }), clients: [], req: [], close: [], cpuMs: 0, reqMainMs: 0 })
   // POOL agents of each of the two compared settings: two agents doing the same work differ by several per cent
   // over a run (the kernel work each is charged, its memory layout, the CPU it is scheduled on), so each setting
   // is the pool of POOL.
@@ -164,12 +171,14 @@ async function main(): Promise<void> {
     const cpu0 = cpuMs(agent.pid)
     if (phase === 'request') {
       const conns: Connection[] = []
+      const main0 = mainThreadMs(agent.pid)
       for (let i = 0; i < N; i++) {
         const req = kernelRequest(`ob-${v.label.length}-${v.metrics}-${v.tracing}-${r}-${i}`, nsPath(v.clients[i % v.clients.length] as string), `nsm${Math.floor(i / v.clients.length)}`)
         const a = performance.now()
         conns.push(await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, req))
         if (keep) v.req.push(performance.now() - a)
       }
+      if (keep) v.reqMainMs += mainThreadMs(agent.pid) - main0
       held.set(v, conns)
     } else {
       for (const c of held.get(v) ?? []) {
@@ -240,10 +249,13 @@ async function main(): Promise<void> {
   const i50 = interval(50)
   const i99 = interval(99)
   const verdict = [`p50 ${within(on.req.p50, b.req.p50) ? 'met' : 'missed'}`, `p99 ${within(on.req.p99, b.req.p99) ? 'met' : 'missed'}`, `CPU ${within(on.cpu, b.cpu) ? 'met' : 'missed'}`].join(', ')
-  const spread = (f: (v: Variant) => number): string => {
-    const xs = offs.map(f)
+  /** The largest difference in `f` between the agents of a group (default: both off), in per cent of the smallest. */
+  const spread = (f: (v: Variant) => number, vs: Variant[] = offs): string => {
+    const xs = vs.map(f)
     return `${(((Math.max(...xs) - Math.min(...xs)) / Math.min(...xs)) * 100).toFixed(1)} %`
   }
+  /** Main-thread CPU per Request over a group's Request turns (ms). */
+  const reqMain = (vs: Variant[]): number => vs.reduce((n, v) => n + v.reqMainMs, 0) / vs.reduce((n, v) => n + v.req.length, 0)
   // Spans per Request + Close of an agent tracing every call (two such agents, and the sampled one's ~10 %).
   const tracedPairs = (WARMUP + ROUNDS) * N * (variants.filter((v) => v.tracing && v.sampled === undefined).length + 0.1)
   const md = `## Observability overhead${PIN ? ', agents pinned' : ''} (bench/observe.ts${PIN ? ', BENCH_OBSERVE_PIN=1' : ''})
@@ -268,6 +280,11 @@ and ${spread((v) => v.cpuMs / v.req.length)} in CPU in this run: the noise a sin
 time per Request and its Close is read from /proc (all its threads), over its turns, each read ${SETTLE_MS} ms after the turn's last call (tracing encodes spans once the agent is idle), the Close turn's after the round's scrape (the pipeline's metrics are observed then). The sampled row is the knob an operator has
 (\`OTEL_TRACES_SAMPLER=parentbased_traceidratio\`, \`OTEL_TRACES_SAMPLER_ARG=0.1\`): a trace a runtime or a peer started keeps its
 own sampling decision.
+
+The agent's main thread (where its calls run) over its Request turns alone, from the first Request to the last answer, no pause
+or idle work in it: both off ${ms(reqMain(offs))} ms of CPU per Request, both on ${ms(reqMain(ons))} ms (${pct(reqMain(ons), reqMain(offs))}); the
+${POOL} agents with both off differ by up to ${spread((v) => v.reqMainMs / v.req.length)} in it, those with both on by up to ${spread((v) => v.reqMainMs / v.req.length, ons)}. This is the work a Request costs the agent itself,
+read per thread from /proc (schedstat, nanoseconds); the Request's latency adds the caller's side and the kernel's deferred work.
 
 ${PIN ? PINNED : HISTORY}`
   process.stdout.write(`${md}\n`)
