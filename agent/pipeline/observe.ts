@@ -40,7 +40,7 @@ export class CallFrame {
   innerMs = 0
   /**
    * Set as the call settled: whether it failed, and with what; else what it resolved with. A call's frame
-   * (`watchCall`) holds its result and error for `callEnd` only; an element's keeps its error.
+   * (`watchCall`) holds its result and error, as its `call`, for `callEnd` only; an element's keeps its error.
    */
   failed = false
   error: unknown = undefined
@@ -69,8 +69,11 @@ export class CallFrame {
     readonly outer: CallFrame | undefined,
     /** performance.now() at the start. */
     readonly startMs: number,
-    /** The Request, Close or heal this frame is (`watchCall`). */
-    readonly call?: PipelineCall,
+    /**
+     * The Request, Close or heal this frame is (`watchCall`), until its `callEnd` was told: the frame may wait
+     * longer (the spans of the elements inside it, until the agent is idle), the call's context need not.
+     */
+    public call?: PipelineCall,
   ) {}
 }
 
@@ -154,7 +157,8 @@ export function watchCall<T>(observe: PipelineObserver, call: PipelineCall, run:
     popFrame(stack, frame)
     observe.callEnd?.(frame)
     // Read by callEnd only: the frame itself may wait longer (the spans of the elements inside it, until the
-    // agent is idle), the call's result and error need not.
+    // agent is idle), the call (its context: metadata, abort signal, a Close's record), result and error need not.
+    frame.call = undefined
     frame.result = undefined
     frame.error = undefined
   })

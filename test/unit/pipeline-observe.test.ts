@@ -336,9 +336,11 @@ t.test('without element hooks the chain is linked directly: no frame while an el
 t.test('watchCall: one frame, told as it starts (not yet stacked) and once it settled, with the result or the error', async (t) => {
   const seen: string[] = []
   const frames: CallFrame[] = []
+  const calls: unknown[] = []
   const o: PipelineObserver = {
     callStart(f) {
       frames.push(f)
+      calls.push(f.call)
       seen.push(`start ${f.call?.op} stacked=${frameStack()?.includes(f) === true}`)
     },
     callEnd(f) {
@@ -379,7 +381,9 @@ t.test('watchCall: one frame, told as it starts (not yet stacked) and once it se
     'end close failed=true result=undefined error=thrown before a promise stacked=false',
   ])
   const [heal] = frames as [CallFrame]
-  t.equal(heal.call, call, 'the frame carries the call')
+  t.equal(calls[0], call, 'the frame carries the call while it runs')
+  t.equal(heal.call, undefined, 'and drops it once callEnd was told (an element span may keep the frame until the agent is idle)')
+  t.equal(heal.result, undefined, 'the result too')
   t.equal(heal.element, undefined, 'not an element')
   t.ok(heal.endMs >= heal.startMs, 'timed')
 })
