@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js'
 import { runConflist } from '../test/lib/conflist'
 
 // `--nodes N` (N ≥ 3): the same scenario across N nodes (scripts/demo-nodes.ts) instead of this one-node run.
@@ -134,7 +135,7 @@ try {
     `endpointPolicy:\n  - services: [${SERVICE}]\n    namespaces: [demo]\n    podSelector: { role: endpoint }\n    routes: [10.60.0.0/16]\n`,
   )
   const web = `127.0.0.1:${await freePort()}`
-  agent = spawn(process.execPath, [join(ROOT, 'dist/nsm-agent'), '--config', config, '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn', '--web-address', web], {
+  agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, join(ROOT, 'dist/nsm-agent'), '--config', config, '--socket', socket, '--state-dir', join(dir, 'state'), '--pod-info-dir', podInfo, '--log-level', 'warn', '--web-address', web], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   await new Promise<void>((res, rej) => {

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags.js'
 import { AgentClient } from '../../agent/client/client.js'
 import { MonitorConnectionDefinition, type Connection, type ConnectionEvent } from '../../proto/gen/networkservice/connection.js'
 
@@ -55,7 +56,7 @@ export function agentCommand(): { cmd: string; args: string[] } {
   }
   const dist = join(ROOT, 'dist/nsm-agent')
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run npm run build (or set NSM_AGENT_BIN="tsx agent/main.ts")`)
-  return { cmd: process.execPath, args: [dist] }
+  return { cmd: process.execPath, args: [...AGENT_NODE_FLAGS, dist] }
 }
 
 /** Makes a temp dir removed at teardown. */
@@ -83,7 +84,7 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
   const dir = opts.dir ?? tempDir(t)
   const socket = join(dir, 'run', 'agent.sock')
   const stateDir = join(dir, 'state')
-  const base = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [opts.bundle] }
+  const base = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [...AGENT_NODE_FLAGS, opts.bundle] }
   const [cmd, ...args] = [...(opts.wrap ?? []), base.cmd, ...base.args] as [string, ...string[]]
   const child: ChildProcess = spawn(cmd, [...args, '--socket', socket, '--state-dir', stateDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],

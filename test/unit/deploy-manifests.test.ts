@@ -7,6 +7,7 @@ import { dirname, join, relative } from 'node:path'
 import t from 'tap'
 import { parseAllDocuments } from 'yaml'
 import { parseFlags } from '../../agent/config/settings'
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags'
 import { parseNetConf } from '../../cni/protocol/config'
 import { parseEndpointAnnotation } from '../../conf/annotations'
 
@@ -136,6 +137,10 @@ t.test('DaemonSet: host access, mounts, installer and agent flags', async (t) =>
   t.equal(env['NSM_CHAIN_PRIMARY'], 'false', 'chaining is opt-in')
 
   const agent = (pod.containers as Obj[]).find((c) => c['name'] === 'nsm-agent')!
+  // V8 heap sizes only work on node's command line (agent/node-flags.ts): the DaemonSet and the image both pass them.
+  t.same(agent['command'], ['node', ...AGENT_NODE_FLAGS, '/opt/nsm-cni/dist/nsm-agent'], 'node runs the agent with its heap options')
+  const entrypoint = /^ENTRYPOINT (.*)$/m.exec(readFileSync(join(DEPLOY, 'Dockerfile'), 'utf8'))?.[1]
+  t.same(JSON.parse(entrypoint ?? 'null'), agent['command'], "the image's entrypoint is the DaemonSet's command")
   t.equal((agent['env'] as Obj[]).find((e) => e['name'] === 'NODE_NAME')?.['valueFrom'].fieldRef.fieldPath, 'spec.nodeName', 'NODE_NAME from the downward API')
   // The kubelet expands $(VAR) from the container env before the agent sees its arguments.
   const declared = new Set((agent['env'] as Obj[]).map((e) => e['name'] as string))
