@@ -15,7 +15,8 @@
 // the comparison). Before them BENCH_OBSERVE_WARMUP rounds (default 5) run the same way, unmeasured but for the
 // agents' CPU: code is cold in a fresh agent (interpreted, then compiled); the warm-up column shows what that
 // costs. Goal: both on within 5 % of both off. Since a run's gap moves with which agents it happened to start and with the host's
-// drift, the Request p50 and p99 gaps come with a 95 % interval (bench/lib/bootstrap.ts).
+// drift, the Request p50 and p99 gaps come with a 95 % interval (bench/lib/bootstrap.ts). Every agent runs under the node
+// options it is deployed with (agent/node-flags.ts, through test/lib/agent.ts): its heap as in production.
 // Run: npx tsx bench/observe.ts (root; ~5 min). On a loaded machine (check `uptime`) give it more rounds:
 // BENCH_OBSERVE_ROUNDS=40. BENCH_OBSERVE_PIN=1 pins every agent (its threads included) to the last CPU and this
 // process and the receiver to the others (taskset), and writes its own section (observe-pinned): where the
@@ -119,7 +120,11 @@ result and error alive until the scrape); its histogram observations are made at
 benchmark counts in the agent's CPU since that change (read after the round's scrape; before, the scrape came after the read).
 From the eleventh run on, a round is two phases (every agent's Requests, then every agent's Closes, each turn followed by its pause) and
 each agent has client namespaces of its own: before, an agent's Requests and Closes were one turn, so the Requests of one round were
-spread over ~20 s of the host's drift instead of a few seconds.`
+spread over ~20 s of the host's drift instead of a few seconds. From the sixteenth run on, every agent runs as it is deployed,
+under \`node --min-semi-space-size=16\` (agent/node-flags.ts): before, V8 shrank the young generation of an agent waiting for its
+turn to 1 MiB halves, and its turn then ran a scavenge every two or three Request + Close pairs, each copying, with tracing on,
+the spans and frames that wait for the agent to be idle (the fifteenth run, just before: both off 4.58 ms, p50 +5.7 %, main
+thread over the Request turns +7.5 %).`
 
 /** The pinned section's last paragraph. */
 const PINNED = `Pinned, the agents share one CPU with their own GC and compiler threads and the kernel work of their calls, and the
