@@ -8,5 +8,6 @@
 // round of Requests), and V8 shrinks an idle process's young generation to its smallest (1 MiB halves): the
 // burst then ran a scavenge every 2–3 Request + Close pairs (~300 KB of garbage each), each with a cost of its
 // own whatever survived. With 16 MiB halves a burst of 40 pairs runs about one. BENCHMARKS.md ("Observability
-// overhead") has what it changed; the price is up to 32 MiB more resident memory once the agent has been busy.
+// overhead") has what it changed, and its price: resident memory once the agent has been busy (+22 MiB after 200
+// Request + Close pairs on the test machine).
 export const AGENT_NODE_FLAGS: readonly string[] = ['--min-semi-space-size=16']
