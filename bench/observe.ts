@@ -82,12 +82,12 @@ interface Variant {
   warmCpuMs?: number
 }
 
-/** CPU time (user + system, ms) of process `pid` so far. */
 /** CPU time of the agent's main thread, where its calls run (ms; /proc schedstat, nanoseconds). */
 function mainThreadMs(pid: number): number {
   return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
 }
 
+/** CPU time (user + system, ms) of process `pid` so far. */
 function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')

@@ -48,6 +48,11 @@ export interface AgentOptions {
   env?: Record<string, string>
 }
 
+/** node running agent bundle `file` with the options the agent is deployed with (agent/node-flags.ts). */
+function nodeRunning(file: string): { cmd: string; args: string[] } {
+  return { cmd: process.execPath, args: [...AGENT_NODE_FLAGS, file] }
+}
+
 export function agentCommand(): { cmd: string; args: string[] } {
   const bin = process.env.NSM_AGENT_BIN
   if (bin !== undefined && bin !== '') {
@@ -56,7 +61,7 @@ export function agentCommand(): { cmd: string; args: string[] } {
   }
   const dist = join(ROOT, 'dist/nsm-agent')
   if (!existsSync(dist)) throw new Error(`${dist} is missing: run npm run build (or set NSM_AGENT_BIN="tsx agent/main.ts")`)
-  return { cmd: process.execPath, args: [...AGENT_NODE_FLAGS, dist] }
+  return nodeRunning(dist)
 }
 
 /** Makes a temp dir removed at teardown. */
@@ -84,7 +89,7 @@ export async function startAgent(t: Teardown, opts: AgentOptions = {}): Promise<
   const dir = opts.dir ?? tempDir(t)
   const socket = join(dir, 'run', 'agent.sock')
   const stateDir = join(dir, 'state')
-  const base = opts.bundle === undefined ? agentCommand() : { cmd: process.execPath, args: [...AGENT_NODE_FLAGS, opts.bundle] }
+  const base = opts.bundle === undefined ? agentCommand() : nodeRunning(opts.bundle)
   const [cmd, ...args] = [...(opts.wrap ?? []), base.cmd, ...base.args] as [string, ...string[]]
   const child: ChildProcess = spawn(cmd, [...args, '--socket', socket, '--state-dir', stateDir, ...(opts.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
