@@ -78,6 +78,14 @@ async function main(argv: readonly string[]): Promise<number> {
     }
   }
   const tracing = startedTracing
+  // NSM_AGENT_NETLINK_ASIDE=off: link deletions go out from the main thread, holding the event loop while the
+  // kernel deletes (a diagnostic, and bench/churn.ts's reference); on, the default, from a pool thread
+  // (pkg/netlink/aside.ts).
+  const aside = process.env.NSM_AGENT_NETLINK_ASIDE ?? ''
+  if (aside !== '' && aside !== 'on' && aside !== 'off') {
+    process.stderr.write(`nsm-agent: NSM_AGENT_NETLINK_ASIDE: ${JSON.stringify(aside)} is not on or off\n`)
+    return 2
+  }
   // The peer listener's certificates, read before anything starts: files that cannot be used are a bad
   // config (exit 2), and from here on they are watched for rotation (agent/peer/tls.ts).
   let peerTls: PeerTls | undefined
@@ -147,7 +155,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const observe = combineObservers([tracing?.pipeline, meters?.pipeline])
   const sriov = sriovOptions(config)
   const memif = memifOptions(config, log)
-  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, log, sriov, ...(memif === undefined ? {} : { memif }), ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
+  const dataplane = createDataplane({ registry, table, nodeName: config.nodeName, netnsAllow: netns, netlinkAside: aside !== 'off', log, sriov, ...(memif === undefined ? {} : { memif }), ...(claims === undefined ? {} : { claims }), ...(mesh === undefined ? {} : { mesh }), ...(observe === undefined ? {} : { observe }) })
   server.setHandler(dataplane.handler)
   // CNI calls from the shim run in-process against the same pipeline, table and registry.
   const cniObserver = combineCniObservers([tracing?.cni, meters?.cni])

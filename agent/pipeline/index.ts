@@ -64,6 +64,8 @@ export interface DataplaneOptions {
   nodeName: string
   /** The netns policy (or the agent config's patterns to build it from: pkg/netns-policy.ts). */
   netnsAllow: NetnsPolicy | readonly string[]
+  /** Link deletions from a pool thread (pkg/netlink/aside.ts; default true). */
+  netlinkAside?: boolean
   log: Logger
   /** A shared store's address claims (agent/store/claims.ts): pairs are claimed cluster-wide. */
   claims?: IpamClaims
@@ -139,7 +141,7 @@ export interface Dataplane {
 
 export function createDataplane(o: DataplaneOptions): Dataplane {
   const netnsPolicy = NetnsPolicy.from(o.netnsAllow)
-  const sessions = new NetlinkSessions(netnsPolicy)
+  const sessions = new NetlinkSessions(netnsPolicy, { aside: o.netlinkAside ?? true })
   const reaper = new LinkReaper(sessions)
   const vxlan = o.mesh === undefined ? undefined : vxlanMechanism({ sessions, underlay: o.mesh.underlay, defaultMtu: o.defaultMtu ?? 1500, reaper, log: o.log })
   const kernel = kernelMechanism({ sessions, reaper, log: o.log })

@@ -10,14 +10,22 @@
 // 'message' events (their sequence numbers are not in its own request table) and are matched here. A dump's
 // replies are read from the socket's datagrams directly (dumpOnce), since the package's own grouping of a
 // dump breaks when a batch's ACK arrives in the middle of it.
+//
+// A batch with a link deletion goes out on the namespace's second socket, from a pool thread (./aside.ts):
+// the kernel deletes a link inside the sendmsg, ~15–20 ms, and would hold the agent's event loop that long.
+// What is sent on the namespace after it (batches, dumps) waits until it is answered, so the kernel still
+// sees one namespace's requests in the order they were made.
 import { parseMessages, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
-import { NLM_F, NLMSG_DONE, NLMSG_ERROR } from './codec'
+import type { AsideSocket } from './aside'
+import { NLM_F, NLMSG_DONE, NLMSG_ERROR, RTM } from './codec'
 
 const REQUEST_TIMEOUT_MS = 5000
 const DUMP_RETRIES = 10
 const NLMSG_HDRLEN = 16
 const align4 = (n: number): number => (n + 3) & ~3
+/** Requests sent aside (./aside.ts): the kernel's work for them goes on long after it released RTNL. */
+const goesAside = (m: RtnlMessage): boolean => m.type === RTM.DELLINK
 
 /** One request of a batch: an rtnetlink message that the kernel acknowledges. */
 export interface RtnlMessage {
@@ -72,11 +80,17 @@ export class Rtnl {
   private readonly inflight = new Map<number, Inflight>()
   /** The dump in flight (one at a time: dumpTail), read from the raw datagrams (see dumpOnce). */
   private dumping: { seq: number; onMessage(m: NetlinkMessage): void; fail(err: Error): void } | undefined
+  /** Settles once the batch sent aside last, and what queued behind it, went out; undefined when none waits. */
+  private asideTail: Promise<void> | undefined
+  /** Sends aside or queued behind one, not yet gone out. */
+  private asideQueued = 0
 
   constructor(
     /** The namespace path this socket is bound to; undefined for the agent's own namespace. */
     readonly netns: string | undefined,
     private readonly sock: NetlinkSocket,
+    /** The second socket of this namespace for deletions; without it every batch goes out on `sock`. */
+    private readonly aside?: AsideSocket,
   ) {
     this.port = sock.address().port
     sock.on('message', (msgs) => this.onMessages(msgs))
@@ -181,14 +195,38 @@ export class Rtnl {
         })
       })
       const sendFailed = (err: Error): void => fail(new KernelError('KERNEL', `${this.describe(msgs[0]?.what ?? 'request')}: sendmsg failed (${err.message})`, { cause: err }))
-      try {
-        this.sock.socket.send(parts, { port: 0 }, (err) => {
-          if (err !== undefined && err !== null) sendFailed(err)
-        })
-      } catch (err) {
-        sendFailed(err instanceof Error ? err : new Error(String(err)))
+      const transmit = (): void => {
+        if (settled) return // timed out (or the socket closed) while it waited for a send aside
+        try {
+          this.sock.socket.send(parts, { port: 0 }, (err) => {
+            if (err !== undefined && err !== null) sendFailed(err)
+          })
+        } catch (err) {
+          sendFailed(err instanceof Error ? err : new Error(String(err)))
+        }
       }
+      const aside = this.aside
+      if (aside !== undefined && msgs.some(goesAside)) {
+        this.afterAside(async () => {
+          if (settled) return
+          await aside.send(Buffer.concat(parts), (replies) => this.onMessages(replies)).catch((err: unknown) => sendFailed(err instanceof Error ? err : new Error(String(err))))
+        })
+      } else if (this.asideTail !== undefined) this.afterAside(transmit)
+      else transmit()
     })
+  }
+
+  /** Runs `go` once every send aside before it went out (and was answered); in the order asked. */
+  private afterAside(go: () => void | Promise<void>): void {
+    this.asideQueued += 1
+    const tail = (this.asideTail ?? Promise.resolve())
+      .then(go)
+      .catch(() => undefined) // each `go` settles its own batch; the queue goes on
+      .finally(() => {
+        this.asideQueued -= 1
+        if (this.asideQueued === 0) this.asideTail = undefined
+      })
+    this.asideTail = tail
   }
 
   /**
@@ -197,10 +235,10 @@ export class Rtnl {
    * concurrently.
    */
   dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
-    const run = this.dumpTail.then(
-      () => this.dumpNow(type, body, what),
-      () => this.dumpNow(type, body, what),
-    )
+    // A dump sees the namespace after the deletions sent aside before it was asked for (not those after).
+    const after = this.asideTail ?? Promise.resolve()
+    const go = (): Promise<NetlinkMessage[]> => after.then(() => this.dumpNow(type, body, what))
+    const run = this.dumpTail.then(go, go)
     this.dumpTail = run.catch(() => undefined)
     return run
   }
@@ -303,6 +341,7 @@ export class Rtnl {
     for (const f of pending) f.fail(new KernelError('BAD_NETNS', this.describe("the namespace's netlink socket was closed while a request was in flight")))
     this.dumping?.fail(new KernelError('BAD_NETNS', this.describe("the namespace's netlink socket was closed while a dump was in flight")))
     this.sock.close()
+    this.aside?.close()
   }
 
   get isClosed(): boolean {

@@ -9,6 +9,7 @@ import { closeSync } from 'node:fs'
 import { KernelError } from '../errors'
 import { netnsKey, withNetns } from '../netns'
 import { NetnsPolicy, type JudgedNetns } from '../netns-policy'
+import { AsideSocket } from './aside'
 import { Rtnl } from './rtnl'
 
 const SOCKET_BUFFER = 4 * 1024 * 1024
@@ -22,6 +23,19 @@ function openSocket(onError: (err: Error) => void): NetlinkSocket {
   const sock = createNetlink(Protocol.ROUTE, { recvBufferSize: SOCKET_BUFFER, sendBufferSize: SOCKET_BUFFER })
   sock.on('error', onError)
   return sock
+}
+
+/**
+ * The namespace's second socket, for deletions (./aside.ts), opened in the calling thread's current namespace.
+ * Without it (reported) the namespace's deletions go out on its main socket, holding the event loop as they did.
+ */
+function openAside(): AsideSocket | undefined {
+  try {
+    return AsideSocket.open()
+  } catch (err) {
+    reportSocketError(err instanceof Error ? err : new Error(String(err)))
+    return undefined
+  }
 }
 
 /** Socket errors are reported here (the agent replaces it with its logger). */
@@ -45,11 +59,19 @@ export class NetlinkSessions {
   private readonly byPath = new Map<string, Cached>()
   private hostRtnl: Rtnl | undefined
 
-  constructor(readonly policy: NetnsPolicy = new NetnsPolicy()) {}
+  /** Whether deletions go out on a second socket from a pool thread (./aside.ts); off, on the main socket. */
+  private readonly aside: boolean
+
+  constructor(
+    readonly policy: NetnsPolicy = new NetnsPolicy(),
+    opts: { aside?: boolean } = {},
+  ) {
+    this.aside = opts.aside ?? true
+  }
 
   /** The agent's own namespace. */
   host(): Rtnl {
-    if (this.hostRtnl === undefined || this.hostRtnl.isClosed) this.hostRtnl = new Rtnl(undefined, openSocket((e) => reportSocketError(e)))
+    if (this.hostRtnl === undefined || this.hostRtnl.isClosed) this.hostRtnl = new Rtnl(undefined, openSocket((e) => reportSocketError(e)), this.aside ? openAside() : undefined)
     return this.hostRtnl
   }
 
@@ -67,8 +89,8 @@ export class NetlinkSessions {
       this.drop(checked)
     }
     // Keyed by what was actually opened and judged (the path may have changed since the stat).
-    const { sock, opened } = this.enter(checked, (ns) => ({ sock: openSocket((e) => reportSocketError(e)), opened: ns.key }))
-    const rtnl = new Rtnl(checked, sock)
+    const { sock, aside, opened } = this.enter(checked, (ns) => ({ sock: openSocket((e) => reportSocketError(e)), aside: this.aside ? openAside() : undefined, opened: ns.key }))
+    const rtnl = new Rtnl(checked, sock, aside)
     this.byPath.set(checked, { key: opened, rtnl })
     return rtnl
   }

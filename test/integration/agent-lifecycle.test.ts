@@ -77,6 +77,16 @@ t.test('bad flags and config files exit 2 naming the field', async (t) => {
   }
 })
 
+t.test('NSM_AGENT_NETLINK_ASIDE other than on or off exits 2 naming it', async (t) => {
+  const dir = tempDir(t)
+  const socket = join(dir, 'agent.sock')
+  const res = await runAgentToExit(t, ['--socket', socket, '--state-dir', join(dir, 'state')], { NSM_AGENT_NETLINK_ASIDE: 'sometimes' })
+  t.equal(res.code, 2)
+  t.match(res.stderr, /NSM_AGENT_NETLINK_ASIDE: "sometimes" is not on or off/)
+  t.notOk(existsSync(socket), 'nothing served')
+  t.notOk(existsSync(join(dir, 'state')), 'no state dir made')
+})
+
 t.test('config file values apply and flags override them', async (t) => {
   const dir = tempDir(t)
   const path = join(dir, 'agent.yaml')

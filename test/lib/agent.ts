@@ -72,9 +72,9 @@ export function tempDir(t: Teardown, prefix = 'nsm-agent-test-'): string {
 }
 
 /** Spawns the agent with arbitrary argv; resolves when it exits (for bad-config tests). */
-export function runAgentToExit(t: Teardown, args: string[]): Promise<AgentExit & { stdout: string; stderr: string }> {
+export function runAgentToExit(t: Teardown, args: string[], env: Record<string, string> = {}): Promise<AgentExit & { stdout: string; stderr: string }> {
   const { cmd, args: base } = agentCommand()
-  const child = spawn(cmd, [...base, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(cmd, [...base, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })

@@ -1,0 +1,155 @@
+// A second rtnetlink socket per namespace, for the requests whose kernel work goes on after the kernel let
+// go of its lock: a link's deletion.
+//
+// The kernel runs a netlink request inside the sendmsg(2) that carries it, and the `netlink` package calls
+// sendmsg on the agent's main thread. Deleting a link takes the kernel ~15–20 ms here, nearly all of it
+// after RTNL is released (netdev_run_todo's RCU barrier): other link changes run meanwhile, but a sendmsg
+// from the main thread held every other call of the agent for that long. Such a request goes out on this
+// socket instead, its sendmsg on one of libuv's pool threads (koffi's async call); its ACKs are read back
+// on the main thread once that send returned (by then the kernel has queued them). The socket is opened
+// with the namespace's main one, in the same switch (./sessions.ts), so it talks to the same namespace.
+//
+// Rtnl (./rtnl.ts) keeps a namespace's requests in order around it: what is sent after a request that went
+// aside waits for it. At most ASIDE_THREADS sends run at once in the process, so file and DNS work keeps
+// pool threads of its own.
+import koffi from 'koffi'
+import { parseMessages, type NetlinkMessage } from 'netlink'
+
+const AF_NETLINK = 16
+const SOCK_RAW = 3
+const SOCK_CLOEXEC = 0o2000000
+const NETLINK_ROUTE = 0
+const MSG_DONTWAIT = 0x40
+const EAGAIN = 11
+const EINTR = 4
+/** Pool threads that may be in a send at once (libuv has four unless UV_THREADPOOL_SIZE says otherwise). */
+const ASIDE_THREADS = 2
+/** What one recv(2) reads; an ACK is 36 bytes, an error's also carries the request it refuses. */
+const RECV_BYTES = 64 * 1024
+
+interface Libc {
+  socket(domain: number, type: number, protocol: number): number
+  send: ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
+    async(fd: number, buf: Buffer, len: number, flags: number, cb: (err: unknown, res: number) => void): void
+  }
+  recv(fd: number, buf: Buffer, len: number, flags: number): number
+  close(fd: number): number
+}
+
+let libc: Libc | undefined
+
+function lib(): Libc {
+  if (libc === undefined) {
+    const c = koffi.load('libc.so.6')
+    libc = {
+      socket: c.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
+      send: c.func('long send(int fd, const void *buf, size_t len, int flags)') as Libc['send'],
+      recv: c.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)') as Libc['recv'],
+      close: c.func('int close(int fd)') as Libc['close'],
+    }
+  }
+  return libc
+}
+
+/** Sends waiting for a pool thread (ASIDE_THREADS). */
+const waiting: Array<() => void> = []
+let running = 0
+
+function release(): void {
+  running -= 1
+  waiting.shift()?.()
+}
+
+
+export class AsideSocket {
+  private fd: number
+  /** Sends on a pool thread now; close() leaves the fd open until they returned (the fd is the thread's). */
+  private busy = 0
+  private closing = false
+  private readonly buf = Buffer.alloc(RECV_BYTES)
+
+  private constructor(fd: number) {
+    this.fd = fd
+  }
+
+  /** Opens a socket in the calling thread's current namespace (call it inside withNetns). */
+  static open(): AsideSocket {
+    const fd = lib().socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
+    if (fd < 0) throw Object.assign(new Error(`socket(AF_NETLINK) failed (errno ${koffi.errno()})`), { errno: koffi.errno() })
+    return new AsideSocket(fd)
+  }
+
+  /**
+   * Sends `packet` (whole netlink messages) from a pool thread; once the send returned, reads what the kernel
+   * answered (whole datagrams, its ACKs) and hands every message to `onMessages`. Rejects when the send fails.
+   */
+  async send(packet: Buffer, onMessages: (msgs: NetlinkMessage[]) => void): Promise<void> {
+    if (running >= ASIDE_THREADS) await new Promise<void>((r) => waiting.push(r))
+    running += 1
+    let sent: boolean
+    try {
+      if (this.closing) throw new Error('the socket is closed')
+      this.busy += 1
+      try {
+        sent = await this.sendOnPool(packet)
+      } finally {
+        this.busy -= 1
+      }
+    } finally {
+      release()
+    }
+    if (!sent) {
+      this.closeIfIdle()
+      // errno is the pool thread's, not readable here. A netlink send fails before the kernel ran anything
+      // (a full send buffer, no memory): nothing was changed.
+      throw new Error('sendmsg from a pool thread failed')
+    }
+    this.drain(onMessages)
+    this.closeIfIdle()
+  }
+
+  /** Whether the send succeeded. */
+  private sendOnPool(packet: Buffer): Promise<boolean> {
+    const { send } = lib()
+    return new Promise<boolean>((resolve, reject) => {
+      send.async(this.fd, packet, packet.length, 0, (err, res) => {
+        if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)))
+        else resolve(res >= 0)
+      })
+    })
+  }
+
+  /** Reads every datagram waiting on the socket (without blocking) and hands their messages on. */
+  private drain(onMessages: (msgs: NetlinkMessage[]) => void): void {
+    const { recv } = lib()
+    for (;;) {
+      if (this.fd < 0) return
+      const n = recv(this.fd, this.buf, this.buf.length, MSG_DONTWAIT)
+      if (n < 0) {
+        const errno = koffi.errno()
+        if (errno === EINTR) continue
+        if (errno === EAGAIN) return
+        return // ENOBUFS (ACKs dropped: the batch's own timer reports it), anything else the same way
+      }
+      let msgs: NetlinkMessage[]
+      try {
+        msgs = parseMessages(Buffer.from(this.buf.subarray(0, n)))
+      } catch {
+        continue
+      }
+      onMessages(msgs)
+    }
+  }
+
+  /** Closes the socket, at once or when the send in flight returns. */
+  close(): void {
+    this.closing = true
+    this.closeIfIdle()
+  }
+
+  private closeIfIdle(): void {
+    if (!this.closing || this.busy > 0 || this.fd < 0) return
+    lib().close(this.fd)
+    this.fd = -1
+  }
+}
