@@ -13,8 +13,10 @@
 //
 // A batch with a link deletion goes out on the namespace's second socket, from a pool thread (./aside.ts):
 // the kernel deletes a link inside the sendmsg, ~15–20 ms, and would hold the agent's event loop that long.
-// What is sent on the namespace after it (batches, dumps) waits until it is answered, so the kernel still
-// sees one namespace's requests in the order they were made.
+// A deletion is done when its promise resolves. Batches sent meanwhile go out at once, also on the same
+// namespace (many connections share an endpoint's), and the kernel may run them before it: a caller that
+// needs the link gone awaits the deletion, as every caller here does. A dump waits for the deletions asked for
+// before it, so it never lists a link whose deletion was already under way.
 import { parseMessages, type NetlinkMessage, type NetlinkSocket } from 'netlink'
 import { Errno, fromErrno, KernelError, type KernelErrorCode } from '../errors'
 import type { AsideSocket } from './aside'
@@ -80,10 +82,8 @@ export class Rtnl {
   private readonly inflight = new Map<number, Inflight>()
   /** The dump in flight (one at a time: dumpTail), read from the raw datagrams (see dumpOnce). */
   private dumping: { seq: number; onMessage(m: NetlinkMessage): void; fail(err: Error): void } | undefined
-  /** Settles once the batch sent aside last, and what queued behind it, went out; undefined when none waits. */
-  private asideTail: Promise<void> | undefined
-  /** Sends aside or queued behind one, not yet gone out. */
-  private asideQueued = 0
+  /** Batches sent aside and not yet answered (dumps wait for those before them). */
+  private readonly asideInflight = new Set<Promise<void>>()
 
   constructor(
     /** The namespace path this socket is bound to; undefined for the agent's own namespace. */
@@ -196,7 +196,6 @@ export class Rtnl {
       })
       const sendFailed = (err: Error): void => fail(new KernelError('KERNEL', `${this.describe(msgs[0]?.what ?? 'request')}: sendmsg failed (${err.message})`, { cause: err }))
       const transmit = (): void => {
-        if (settled) return // timed out (or the socket closed) while it waited for a send aside
         try {
           this.sock.socket.send(parts, { port: 0 }, (err) => {
             if (err !== undefined && err !== null) sendFailed(err)
@@ -207,26 +206,13 @@ export class Rtnl {
       }
       const aside = this.aside
       if (aside !== undefined && msgs.some(goesAside)) {
-        this.afterAside(async () => {
-          if (settled) return
-          await aside.send(Buffer.concat(parts), (replies) => this.onMessages(replies)).catch((err: unknown) => sendFailed(err instanceof Error ? err : new Error(String(err))))
-        })
-      } else if (this.asideTail !== undefined) this.afterAside(transmit)
-      else transmit()
+        const sent = aside
+          .send(Buffer.concat(parts), (replies) => this.onMessages(replies))
+          .catch((err: unknown) => sendFailed(err instanceof Error ? err : new Error(String(err))))
+          .finally(() => this.asideInflight.delete(sent))
+        this.asideInflight.add(sent)
+      } else transmit()
     })
-  }
-
-  /** Runs `go` once every send aside before it went out (and was answered); in the order asked. */
-  private afterAside(go: () => void | Promise<void>): void {
-    this.asideQueued += 1
-    const tail = (this.asideTail ?? Promise.resolve())
-      .then(go)
-      .catch(() => undefined) // each `go` settles its own batch; the queue goes on
-      .finally(() => {
-        this.asideQueued -= 1
-        if (this.asideQueued === 0) this.asideTail = undefined
-      })
-    this.asideTail = tail
   }
 
   /**
@@ -236,7 +222,7 @@ export class Rtnl {
    */
   dump(type: number, body: Buffer[], what: string): Promise<NetlinkMessage[]> {
     // A dump sees the namespace after the deletions sent aside before it was asked for (not those after).
-    const after = this.asideTail ?? Promise.resolve()
+    const after = this.asideInflight.size === 0 ? Promise.resolve() : Promise.all(this.asideInflight).then(() => undefined)
     const go = (): Promise<NetlinkMessage[]> => after.then(() => this.dumpNow(type, body, what))
     const run = this.dumpTail.then(go, go)
     this.dumpTail = run.catch(() => undefined)
