@@ -1,9 +1,9 @@
-// Batched link deletion. Deleting a veth holds the kernel's rtnl lock through an RCU grace period
-// (~15 ms here), and the `netlink` package sends synchronously, so every deletion also blocks the
-// agent's event loop for that long: 16 Closes in a row cost 16 grace periods. The kernel deletes a whole
-// device group in one RTM_DELLINK (IFLA_GROUP, unregister_netdevice_many: one grace period for all), so
-// deletions that arrive while one batch runs are collected, tagged with a batch group (a cheap
-// RTM_SETLINK), and deleted together, per namespace.
+// Batched link deletion. Deleting a veth costs the kernel ~15 ms inside the sendmsg (RCU grace periods and
+// a barrier, mostly after it released RTNL; ./aside.ts sends it from a pool thread so the event loop runs
+// meanwhile): 16 Closes in a row cost 16 of them. The kernel deletes a whole device group in one
+// RTM_DELLINK (IFLA_GROUP, unregister_netdevice_many: one grace period for all), so deletions that arrive
+// while one batch runs are collected, tagged with a batch group (a cheap RTM_SETLINK), and deleted
+// together, per namespace.
 //
 // Ownership: a deletion that names a tag (`reap`) deletes the link only when its alias (IFLA_IFALIAS) is
 // that tag, and only such a verified link is put in a batch group; a link of that name with another tag
