@@ -87,12 +87,14 @@ function integer(env: NodeJS.ProcessEnv, names: string[], fallback: number, min:
   return Number(s.value)
 }
 
-/** Both lists of k=v pairs, the TRACES_ one last so that it wins per (case-insensitive) key. */
-function headersOf(env: NodeJS.ProcessEnv): Record<string, string> {
-  const out: Record<string, string> = {}
+/** Each list of k=v pairs that is set, by its variable, the TRACES_ one last (it wins per case-insensitive key). */
+function headersOf(env: NodeJS.ProcessEnv): Array<{ name: string; headers: Record<string, string> }> {
+  const lists: Array<{ name: string; headers: Record<string, string> }> = []
   for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']) {
     const raw = setting(env, name)?.value
     if (raw === undefined) continue
+    const out: Record<string, string> = {}
+    lists.push({ name, headers: out })
     for (const item of raw.split(',')) {
       if (item.trim() === '') continue
       const eq = item.indexOf('=')
@@ -109,7 +111,7 @@ function headersOf(env: NodeJS.ProcessEnv): Record<string, string> {
       out[key] = value
     }
   }
-  return out
+  return lists
 }
 
 function readPem(env: NodeJS.ProcessEnv, what: string): { name: string; pem: Buffer } | undefined {
@@ -169,17 +171,18 @@ function configOf(env: NodeJS.ProcessEnv): ExporterConfig {
   const maxQueue = integer(env, ['OTEL_BSP_MAX_QUEUE_SIZE'], 2048, 1)
   const maxBatch = integer(env, ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], 512, 1)
   if (maxBatch > maxQueue) throw new ConfigError('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', `${maxBatch} is more than OTEL_BSP_MAX_QUEUE_SIZE (${maxQueue})`)
-  const headers = headersOf(env)
+  const lists = headersOf(env)
   // What gRPC metadata cannot carry (a -bin key with a text value), named by the variable it came from.
   if (grpc) {
-    for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']) {
+    for (const { name, headers } of lists) {
       try {
-        grpcMetadata(headersOf({ [name]: env[name] }))
+        grpcMetadata(headers)
       } catch (err) {
         throw new ConfigError(name, (err as Error).message)
       }
     }
   }
+  const headers: Record<string, string> = Object.assign({}, ...lists.map((l) => l.headers))
   return {
     protocol,
     url,
