@@ -9,6 +9,7 @@
 import { mkdirSync } from 'node:fs'
 import pkg from '../package.json'
 import { ConfigError, type AgentConfig } from './config/config.js'
+import { startIdleGc } from './idle-gc.js'
 import { loadConfig } from './config/load.js'
 import { USAGE } from './config/settings.js'
 import { lockStateDir, StateDirLockedError } from './connections/state-lock.js'
@@ -181,11 +182,14 @@ async function main(argv: readonly string[]): Promise<number> {
   dataplane.healer.start()
   dataplane.remote?.start()
   const upkeep = startSharedUpkeep(state, config, log)
+  // Garbage collected once the agent is idle after a burst, so its memory goes back (agent/idle-gc.ts).
+  const idleGc = startIdleGc({ collected: (before, after, ms) => log.debug('collected garbage while idle', { heapBefore: before, heapAfter: after, ms: Math.round(ms) }) })
 
   let stopping: Promise<void> | undefined
   const stop = (signal: string): Promise<void> => {
     stopping ??= (async () => {
       log.info('stopping', { signal })
+      idleGc.stop()
       upkeep.stop()
       claims?.stop()
       vnis?.stop()
