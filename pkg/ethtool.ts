@@ -9,6 +9,7 @@
 // name means something only in the socket's namespace) within NetlinkSessions.enter: synchronous, as
 // pkg/netns.ts requires.
 import koffi from 'koffi'
+import { libcFunction } from './libc'
 import { KernelError } from './errors'
 import type { NetlinkSessions } from './netlink/index.js'
 
@@ -21,24 +22,11 @@ const IFNAMSIZ = 16
 /** struct ifreq: the name, then a union whose first member we use is a pointer (ifr_data). */
 const IFREQ_SIZE = 40
 
-interface Libc {
-  socket(domain: number, type: number, protocol: number): number
-  ioctl(fd: number, request: number, arg: Buffer): number
-  close(fd: number): number
-}
-
-let libc: Libc | undefined
-function calls(): Libc {
-  if (libc === undefined) {
-    const lib = koffi.load('libc.so.6')
-    libc = {
-      socket: lib.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
-      ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)') as Libc['ioctl'],
-      close: lib.func('int close(int fd)') as Libc['close'],
-    }
-  }
-  return libc
-}
+const calls = (): { socket(domain: number, type: number, protocol: number): number; ioctl(fd: number, request: number, arg: Buffer): number; close(fd: number): number } => ({
+  socket: libcFunction('int socket(int domain, int type, int protocol)'),
+  ioctl: libcFunction('int ioctl(int fd, unsigned long request, void *arg)'),
+  close: libcFunction('int close(int fd)'),
+})
 
 /** One ethtool_value command on `ifname` through `fd`; returns the value the kernel left in it. */
 function ethtoolValue(fd: number, ifname: string, cmd: number, data: number): number {

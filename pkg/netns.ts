@@ -15,19 +15,15 @@
 // by the netns policy (./netns-policy.ts, ARCHITECTURE §9), the one place where such paths become fds.
 import koffi from 'koffi'
 import { openSync, statSync } from 'node:fs'
+import { libcFunction } from './libc'
 import { KernelError } from './errors'
 
 const CLONE_NEWNET = 0x40000000
 
-let setnsCall: ((fd: number, nstype: number) => number) | undefined
 let hostFd: number | undefined
 
 function setns(fd: number): number {
-  if (setnsCall === undefined) {
-    const libc = koffi.load('libc.so.6')
-    setnsCall = libc.func('int setns(int fd, int nstype)') as (fd: number, nstype: number) => number
-  }
-  return setnsCall(fd, CLONE_NEWNET)
+  return libcFunction<(fd: number, nstype: number) => number>('int setns(int fd, int nstype)')(fd, CLONE_NEWNET)
 }
 
 /** The fd of the namespace the agent started in (its "host" namespace), opened once. */

@@ -9,20 +9,15 @@
 import koffi from 'koffi'
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
+import { libcFunction } from '../../pkg/libc.js'
 
 const LOCK_EX = 2
 const LOCK_NB = 4
 const EWOULDBLOCK = 11
 const EINTR = 4
 
-let flockCall: ((fd: number, op: number) => number) | undefined
-
 function flock(fd: number, op: number): number {
-  if (flockCall === undefined) {
-    const libc = koffi.load('libc.so.6')
-    flockCall = libc.func('int flock(int fd, int operation)') as (fd: number, op: number) => number
-  }
-  return flockCall(fd, op)
+  return libcFunction<(fd: number, op: number) => number>('int flock(int fd, int operation)')(fd, op)
 }
 
 /** The state dir is held by another live process. */

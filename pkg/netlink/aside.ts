@@ -12,8 +12,8 @@
 // Rtnl (./rtnl.ts) keeps a namespace's requests in order around it: what is sent after a request that went
 // aside waits for it. At most ASIDE_THREADS sends run at once in the process, so file and DNS work keeps
 // pool threads of its own.
-import koffi from 'koffi'
 import { parseMessages, type NetlinkMessage } from 'netlink'
+import { errno, libcFunction } from '../libc'
 
 const AF_NETLINK = 16
 const SOCK_RAW = 3
@@ -27,29 +27,13 @@ const ASIDE_THREADS = 2
 /** What one recv(2) reads; an ACK is 36 bytes, an error's also carries the request it refuses. */
 const RECV_BYTES = 64 * 1024
 
-interface Libc {
-  socket(domain: number, type: number, protocol: number): number
-  send: ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
-    async(fd: number, buf: Buffer, len: number, flags: number, cb: (err: unknown, res: number) => void): void
-  }
-  recv(fd: number, buf: Buffer, len: number, flags: number): number
-  close(fd: number): number
+const socket = (): ((domain: number, type: number, protocol: number) => number) => libcFunction('int socket(int domain, int type, int protocol)')
+type Send = ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
+  async(fd: number, buf: Buffer, len: number, flags: number, cb: (err: unknown, res: number) => void): void
 }
-
-let libc: Libc | undefined
-
-function lib(): Libc {
-  if (libc === undefined) {
-    const c = koffi.load('libc.so.6')
-    libc = {
-      socket: c.func('int socket(int domain, int type, int protocol)') as Libc['socket'],
-      send: c.func('long send(int fd, const void *buf, size_t len, int flags)') as Libc['send'],
-      recv: c.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)') as Libc['recv'],
-      close: c.func('int close(int fd)') as Libc['close'],
-    }
-  }
-  return libc
-}
+const send = (): Send => libcFunction('long send(int fd, const void *buf, size_t len, int flags)')
+const recv = (): ((fd: number, buf: Buffer, len: number, flags: number) => number) => libcFunction('long recv(int fd, _Out_ void *buf, size_t len, int flags)')
+const close = (): ((fd: number) => number) => libcFunction('int close(int fd)')
 
 /** Sends waiting for a pool thread (ASIDE_THREADS). */
 const waiting: Array<() => void> = []
@@ -60,13 +44,14 @@ function release(): void {
   waiting.shift()?.()
 }
 
+/** One receive buffer for every socket: the ACKs are read on the main thread, one socket after another. */
+let received: Buffer | undefined
 
 export class AsideSocket {
   private fd: number
   /** Sends on a pool thread now; close() leaves the fd open until they returned (the fd is the thread's). */
   private busy = 0
   private closing = false
-  private readonly buf = Buffer.alloc(RECV_BYTES)
 
   private constructor(fd: number) {
     this.fd = fd
@@ -74,8 +59,11 @@ export class AsideSocket {
 
   /** Opens a socket in the calling thread's current namespace (call it inside withNetns). */
   static open(): AsideSocket {
-    const fd = lib().socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
-    if (fd < 0) throw Object.assign(new Error(`socket(AF_NETLINK) failed (errno ${koffi.errno()})`), { errno: koffi.errno() })
+    const fd = socket()(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
+    if (fd < 0) {
+      const e = errno()
+      throw Object.assign(new Error(`socket(AF_NETLINK) failed (errno ${e})`), { errno: e })
+    }
     return new AsideSocket(fd)
   }
 
@@ -110,9 +98,8 @@ export class AsideSocket {
 
   /** Whether the send succeeded. */
   private sendOnPool(packet: Buffer): Promise<boolean> {
-    const { send } = lib()
     return new Promise<boolean>((resolve, reject) => {
-      send.async(this.fd, packet, packet.length, 0, (err, res) => {
+      send().async(this.fd, packet, packet.length, 0, (err, res) => {
         if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)))
         else resolve(res >= 0)
       })
@@ -121,19 +108,19 @@ export class AsideSocket {
 
   /** Reads every datagram waiting on the socket (without blocking) and hands their messages on. */
   private drain(onMessages: (msgs: NetlinkMessage[]) => void): void {
-    const { recv } = lib()
+    const buf = (received ??= Buffer.alloc(RECV_BYTES))
     for (;;) {
       if (this.fd < 0) return
-      const n = recv(this.fd, this.buf, this.buf.length, MSG_DONTWAIT)
+      const n = recv()(this.fd, buf, buf.length, MSG_DONTWAIT)
       if (n < 0) {
-        const errno = koffi.errno()
-        if (errno === EINTR) continue
-        if (errno === EAGAIN) return
+        const e = errno()
+        if (e === EINTR) continue
+        if (e === EAGAIN) return
         return // ENOBUFS (ACKs dropped: the batch's own timer reports it), anything else the same way
       }
       let msgs: NetlinkMessage[]
       try {
-        msgs = parseMessages(Buffer.from(this.buf.subarray(0, n)))
+        msgs = parseMessages(Buffer.from(buf.subarray(0, n)))
       } catch {
         continue
       }
@@ -149,7 +136,7 @@ export class AsideSocket {
 
   private closeIfIdle(): void {
     if (!this.closing || this.busy > 0 || this.fd < 0) return
-    lib().close(this.fd)
+    close()(this.fd)
     this.fd = -1
   }
 }
