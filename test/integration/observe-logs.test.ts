@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { agentCommand, startAgent, tempDir } from '../lib/agent'
-import { until } from '../lib/cluster'
+import { reach } from '../lib/cluster'
 import { kernelRequest, SEED, seedAgent } from '../lib/mesh'
 import { makeNetns, RUN } from '../lib/netns'
 import { stageNsm, resultOf } from './nsm-fixture'
@@ -44,7 +44,7 @@ t.test('JSON lines: call fields on every line of a CNI call, a Request, a Close 
   const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(`lg-${RUN}`, cl.path, 'nsm0', { podName: 'api', namespace: 'shop' }))
   t.match(agent.logs.find((l) => l.msg === 'connection requested' && l.connection === conn.id), { pod: 'shop/api', service: SEED })
   await agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'firewall-1' })
-  await until(async () => agent.logs.some((l) => l.msg === 'heal: no replacement yet; the connection stays DOWN'))
+  await reach('the heal\'s log line', async () => agent.logs.some((l) => l.msg === 'heal: no replacement yet; the connection stays DOWN'))
   t.match(agent.logs.find((l) => l.msg === 'heal: no replacement yet; the connection stays DOWN'), { level: 'warn', connection: conn.id, service: SEED, pod: 'shop/api', err: { name: String, message: /firewall|endpoint/ } }, 'the heal line names the connection, service, pod and the error')
   await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
   t.notOk(agent.logs.some((l) => 'raw' in l), 'every stdout line is JSON')
@@ -70,7 +70,7 @@ t.test('--log-format pretty: readable lines, no JSON', async (t) => {
   })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  await until(async () => /\n/.test(out) && / INFO +ready /.test(out), 20_000)
+  await reach('the pretty ready line', async () => /\n/.test(out) && / INFO +ready /.test(out), 20_000)
   child.kill('SIGTERM')
   await new Promise((res) => child.on('exit', res))
   const lines = out.trim().split('\n')

@@ -7,7 +7,7 @@ import { NetworkServiceDefinition } from '../../proto/gen/networkservice/network
 import { AgentDefinition } from '../../proto/gen/nsmcni/nsmcni'
 import { ERRORS } from '../../pkg/codes'
 import { runAgentToExit, startAgent, type RunningAgent } from '../lib/agent'
-import { until } from '../lib/cluster'
+import { reach } from '../lib/cluster'
 import { endpointRegistration, kernelRequest, SEED, seedAgent } from '../lib/mesh'
 import { makeNetns, RUN } from '../lib/netns'
 import { scrape, valueOf, type Sample } from '../lib/prometheus'
@@ -63,13 +63,13 @@ t.test('Requests, Closes, heals, errors and CNI calls move their series', async 
 
   // The endpoint goes: both connections heal, find nothing (DOWN); a second endpoint comes: they heal to it.
   await agent.client.unary(AgentDefinition, AgentDefinition.methods.unregisterEndpoint, { endpointName: 'firewall-1' })
-  await until(async () => valueOf(await scrape(address), 'nsm_heals_total', { reason: 'endpoint-gone', outcome: 'down' }) === 2)
+  await reach('two heals counted down', async () => valueOf(await scrape(address), 'nsm_heals_total', { reason: 'endpoint-gone', outcome: 'down' }) === 2)
   m = await scrape(address)
   t.equal(valueOf(m, 'nsm_connections', { service: SEED, state: 'DOWN' }), 2, 'both DOWN')
   t.equal(valueOf(m, 'nsm_heal_duration_seconds_count', { reason: 'endpoint-gone', outcome: 'down' }), 2, 'heal durations')
   await agent.client.unary(AgentDefinition, AgentDefinition.methods.registerEndpoint, endpointRegistration({ name: 'firewall-2', netns: fw2.path, labels: { app: 'firewall' }, pools: ['172.16.51.0/24'] }))
   // A connection is UP in the table a moment before its heal has returned and been counted.
-  await until(async () => {
+  await reach('two connections UP and two heals counted healed', async () => {
     const now = await scrape(address)
     return valueOf(now, 'nsm_connections', { service: SEED, state: 'UP' }) === 2 && valueOf(now, 'nsm_heals_total', { outcome: 'healed' }) === 2
   })

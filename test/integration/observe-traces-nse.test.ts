@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { NetworkServiceEndpointRegistryDefinition, NetworkServiceRegistryDefinition } from '../../proto/gen/registry/registry'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { startAgent, tempDir } from '../lib/agent'
-import { until } from '../lib/cluster'
+import { reach } from '../lib/cluster'
 import { kernelRequest } from '../lib/mesh'
 import { makeNetns, RUN } from '../lib/netns'
 import { startOtlpReceiver, type ReceivedSpan } from '../lib/otlp'
@@ -57,7 +57,7 @@ t.test("a Request and a Close to an NSM endpoint carry the agent's trace context
   const sent = parseTraceparent(atNse?.entries.traceparent)
   t.ok(sent, `the NSE received a W3C traceparent: ${JSON.stringify(atNse?.entries.traceparent)}`)
   const requestSpan = (): ReceivedSpan | undefined => otlp.spans.find((s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id)
-  await until(async () => requestSpan() !== undefined && otlp.spans.some((s) => s.spanId === sent?.spanId))
+  await reach('the Request span and the sent span', async () => requestSpan() !== undefined && otlp.spans.some((s) => s.spanId === sent?.spanId))
   const request = requestSpan()
   t.equal(sent?.traceId, request?.traceId, "the traceparent's trace id is the agent's Request span's")
   const parent = otlp.spans.find((s) => s.spanId === sent?.spanId)
@@ -68,7 +68,7 @@ t.test("a Request and a Close to an NSM endpoint carry the agent's trace context
   const closeAtNse = nse.metadata.find((m) => m.method === 'close' && m.id === id)
   const closeSent = parseTraceparent(closeAtNse?.entries.traceparent)
   t.ok(closeSent, 'the Close at the NSE carries a traceparent too')
-  await until(async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
+  await reach('the Close span', async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
   const close = otlp.spans.find((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id)
   t.equal(closeSent?.traceId, close?.traceId, "in the agent's Close trace")
   t.not(closeSent?.traceId, request?.traceId, 'a trace of its own, not the Request’s')

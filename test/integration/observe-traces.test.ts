@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { startAgent } from '../lib/agent'
-import { until } from '../lib/cluster'
+import { reach } from '../lib/cluster'
 import { kernelRequest, SEED, seedAgent } from '../lib/mesh'
 import { NetworkServiceDefinition } from '../../proto/gen/networkservice/networkservice'
 import { makeMeshBed, registerEndpointOn, registerService, seenEverywhere } from '../lib/mesh-bed'
@@ -66,7 +66,7 @@ t.test('CNI ADD and DEL: the runtime trace context, the Request/Close, each elem
   t.equal(add.exitCode, 0, add.stdout + add.stderr)
   // An element's span is made once the agent is idle and then queued as any ended span: it can come in an
   // export after its call's. So every span the checks look for is waited for.
-  const arrived = (traceId: string, names: string[]) => until(async () => names.every((n) => otlp.spans.some((s) => s.traceId === traceId && s.name === n)))
+  const arrived = (traceId: string, names: string[]) => reach(`spans ${names.join(', ')}`, async () => names.every((n) => otlp.spans.some((s) => s.traceId === traceId && s.name === n)))
   await arrived(addCtx.traceId, ['CNI ADD', 'NetworkService/Request', ...['validate', 'path', 'select', 'ipam', 'mechanism', 'persist'].map((e) => `${e} request`), 'netlink batch'])
   const inAdd = otlp.spans.filter((s) => s.traceId === addCtx.traceId)
   const cniAdd = one(inAdd, (s) => s.name === 'CNI ADD', 'CNI ADD')
@@ -150,9 +150,9 @@ for (const { protocol, over, receiver, pool } of PROTOCOLS) {
     const id = `${protocol.replace('/', '-')}-${RUN}`
     const conn = await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, kernelRequest(id, pod.path, 'nsm0'))
     await agent.client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conn)
-    await until(async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
+    await reach('the Close span', async () => otlp.spans.some((s) => s.name === 'NetworkService/Close' && s.attributes['nsm.connection'] === id))
     const request = one(otlp.spans, (s) => s.name === 'NetworkService/Request' && s.attributes['nsm.connection'] === id, 'the Request span')
-    await until(async () => descendantsOf(otlp.spans, request).some((s) => s.name === 'netlink batch'))
+    await reach('a netlink batch span inside the Request', async () => descendantsOf(otlp.spans, request).some((s) => s.name === 'netlink batch'))
     const inside = descendantsOf(otlp.spans, request)
     t.ok(inside.some((s) => s.name === 'mechanism request'), 'the mechanism element inside the Request')
     t.ok(inside.every((s) => s.traceId === request.traceId), 'one trace')
@@ -211,7 +211,7 @@ t.test('one trace across two agents: the traceparent travels in the peer call', 
   // An element's span is made once its agent is idle and then queued as any ended span: it can come in an
   // export after its call's. So every span the checks below look for is waited for.
   const has = (node: string, name: string) => of(node).some((s) => s.name === name)
-  await until(async () => ['CNI ADD', 'NetworkService/Request', 'forward request'].every((n) => has('n1', n)) && ['NetworkService/Request', 'validate request', 'netlink batch'].every((n) => has('n2', n)), 15_000)
+  await reach('the spans of both nodes', async () => ['CNI ADD', 'NetworkService/Request', 'forward request'].every((n) => has('n1', n)) && ['NetworkService/Request', 'validate request', 'netlink batch'].every((n) => has('n2', n)), 15_000)
   const cniAdd = one(of('n1'), (s) => s.name === 'CNI ADD', 'CNI ADD on n1')
   t.equal(cniAdd.parentSpanId, ctx.spanId)
   const forward = one(of('n1'), (s) => s.name === 'forward request', 'forward on n1')

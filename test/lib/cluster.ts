@@ -14,6 +14,14 @@ export async function until(check: () => Promise<boolean>, ms = 10_000): Promise
   return -1
 }
 
+/**
+ * Polls until `check` holds (at most `ms`); throws, naming `what`, when it does not: for waits whose result is
+ * not asserted, so that a timeout fails as itself rather than as a later check.
+ */
+export async function reach(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  if ((await until(check, ms)) < 0) throw new Error(`gave up after ${ms} ms waiting for ${what}`)
+}
+
 /** The endpoint names an agent lists, sorted. */
 export async function endpointNames(a: RunningAgent): Promise<string[]> {
   return (await a.client.unary(AgentDefinition, AgentDefinition.methods.listEndpoints, { endpointName: '' })).endpoints.map((e) => e.endpoint?.name ?? '').sort()
