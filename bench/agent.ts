@@ -14,7 +14,7 @@ import type { AgentClient } from '../agent/client/client'
 import { startAgent } from '../test/lib/agent'
 import { kernelRequest, seedServices, serviceMessage } from '../test/lib/mesh'
 import { tableSection } from './agent-table'
-import { inProcessReference, netns as benchNetns, nsPath, registerEndpoint, rssMiB, sh, teardownList } from './lib/agent'
+import { inProcessReference, netns as benchNetns, nsPath, pool, registerEndpoint, rssMiB, sh, teardownList } from './lib/agent'
 import { machine, ms, stats, writeSection } from './lib/report'
 
 const N = Number(process.env.BENCH_N ?? 300)
@@ -30,23 +30,15 @@ async function latency(client: AgentClient, clients: string[], concurrency: numb
   const req: number[] = []
   const close: number[] = []
   const conns: Connection[] = []
-  const pool = async (n: number, work: (i: number) => Promise<void>): Promise<void> => {
-    let next = 0
-    await Promise.all(
-      Array.from({ length: concurrency }, async () => {
-        while (next < n) await work(next++)
-      }),
-    )
-  }
   const t0 = performance.now()
-  await pool(total, async (i) => {
+  await pool(concurrency, total, async (i) => {
     const r = kernelRequest(`lat-${concurrency}-${i}`, nsPath(clients[i % clients.length] as string), `nsm${Math.floor(i / clients.length)}`)
     const a = performance.now()
     conns.push(await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.request, r))
     req.push(performance.now() - a)
   })
   const reqWall = performance.now() - t0
-  await pool(conns.length, async (i) => {
+  await pool(concurrency, conns.length, async (i) => {
     const a = performance.now()
     await client.unary(NetworkServiceDefinition, NetworkServiceDefinition.methods.close, conns[i] as Connection)
     close.push(performance.now() - a)

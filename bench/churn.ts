@@ -10,7 +10,7 @@ import { NetworkServiceRegistryDefinition } from '../proto/gen/registry/registry
 import type { AgentClient } from '../agent/client/client'
 import { startAgent } from '../test/lib/agent'
 import { kernelRequest, seedServices, serviceMessage } from '../test/lib/mesh'
-import { netns as benchNetns, nsPath, registerEndpoint, teardownList } from './lib/agent'
+import { netns as benchNetns, nsPath, pool, registerEndpoint, teardownList } from './lib/agent'
 import { machine, median, ms, stats, writeSection } from './lib/report'
 
 const ROUNDS = Number(process.env.BENCH_CHURN_ROUNDS ?? 8)
@@ -64,15 +64,9 @@ async function round(s: Subject, record: boolean): Promise<void> {
   let closing = true
   const t0 = performance.now()
   const closes = (async () => {
-    let next = 0
-    await Promise.all(
-      Array.from({ length: CLOSE_CONCURRENCY }, async () => {
-        while (next < doomed.length) {
-          const c = doomed[next++] as Connection
-          await timed(record ? s.close : undefined, () => close(s, c))
-        }
-      }),
-    )
+    await pool(CLOSE_CONCURRENCY, doomed.length, async (i) => {
+      await timed(record ? s.close : undefined, () => close(s, doomed[i] as Connection))
+    })
     if (record) s.closeWall.push(performance.now() - t0)
     closing = false
   })()

@@ -63,6 +63,16 @@ export async function registerEndpoint(client: AgentClient, name: string, ns: st
   })
 }
 
+/** Calls `work(0)` … `work(n - 1)`, `concurrency` at a time (each worker takes the next index as it finishes one). */
+export async function pool(concurrency: number, n: number, work: (i: number) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) await work(next++)
+    }),
+  )
+}
+
 export const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 
 /** A process's CPU time (user + sys, ms) so far: /proc/<pid>/stat utime + stime. */

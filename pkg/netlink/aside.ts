@@ -20,7 +20,6 @@ const SOCK_RAW = 3
 const SOCK_CLOEXEC = 0o2000000
 const NETLINK_ROUTE = 0
 const MSG_DONTWAIT = 0x40
-const EAGAIN = 11
 const EINTR = 4
 /** Pool threads that may be in a send at once (libuv has four unless UV_THREADPOOL_SIZE says otherwise). */
 const ASIDE_THREADS = 2
@@ -86,14 +85,11 @@ export class AsideSocket {
     } finally {
       release()
     }
-    if (!sent) {
-      this.closeIfIdle()
-      // errno is the pool thread's, not readable here. A netlink send fails before the kernel ran anything
-      // (a full send buffer, no memory): nothing was changed.
-      throw new Error('sendmsg from a pool thread failed')
-    }
-    this.drain(onMessages)
+    if (sent) this.drain(onMessages)
     this.closeIfIdle()
+    // errno is the pool thread's, not readable here. A netlink send fails before the kernel ran anything
+    // (a full send buffer, no memory): nothing was changed.
+    if (!sent) throw new Error('sendmsg from a pool thread failed')
   }
 
   /** Whether the send succeeded. */
@@ -113,10 +109,8 @@ export class AsideSocket {
       if (this.fd < 0) return
       const n = recv()(this.fd, buf, buf.length, MSG_DONTWAIT)
       if (n < 0) {
-        const e = errno()
-        if (e === EINTR) continue
-        if (e === EAGAIN) return
-        return // ENOBUFS (ACKs dropped: the batch's own timer reports it), anything else the same way
+        if (errno() === EINTR) continue
+        return // EAGAIN: all read. ENOBUFS (ACKs dropped) or another error: the batch's own timer reports it.
       }
       let msgs: NetlinkMessage[]
       try {

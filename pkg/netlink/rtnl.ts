@@ -195,15 +195,6 @@ export class Rtnl {
         })
       })
       const sendFailed = (err: Error): void => fail(new KernelError('KERNEL', `${this.describe(msgs[0]?.what ?? 'request')}: sendmsg failed (${err.message})`, { cause: err }))
-      const transmit = (): void => {
-        try {
-          this.sock.socket.send(parts, { port: 0 }, (err) => {
-            if (err !== undefined && err !== null) sendFailed(err)
-          })
-        } catch (err) {
-          sendFailed(err instanceof Error ? err : new Error(String(err)))
-        }
-      }
       const aside = this.aside
       if (aside !== undefined && msgs.some(goesAside)) {
         const sent = aside
@@ -211,7 +202,15 @@ export class Rtnl {
           .catch((err: unknown) => sendFailed(err instanceof Error ? err : new Error(String(err))))
           .finally(() => this.asideInflight.delete(sent))
         this.asideInflight.add(sent)
-      } else transmit()
+        return
+      }
+      try {
+        this.sock.socket.send(parts, { port: 0 }, (err) => {
+          if (err !== undefined && err !== null) sendFailed(err)
+        })
+      } catch (err) {
+        sendFailed(err instanceof Error ? err : new Error(String(err)))
+      }
     })
   }
 
