@@ -15,9 +15,21 @@ npx eslint .
 # The plugin set in .taprc (tsx instead of ts-node) takes effect only after a build; on a fresh
 # clone the first run would otherwise start with the default set.
 npx tap build >/dev/null
-if [ "$#" -gt 0 ]; then exec npx tap "$@"; fi
-npx tap
+# On a failure, the failed assertions again at the end of the output (CI shows only the output's tail), read
+# from the per-file results node-tap keeps under .tap/test-results (only those this run wrote).
+stamp=$(mktemp)
+trap 'rm -f "$stamp"' EXIT
+failed() {
+  echo "=== failed: the 'not ok' lines of each file that had one, with what followed them ==="
+  find .tap/test-results -type f -newer "$stamp" -exec grep -lE '^[[:space:]]*not ok' {} + | while read -r f; do
+    echo "--- ${f#.tap/test-results/}"
+    grep -nE -A 30 '^[[:space:]]*not ok' "$f" | head -150
+  done
+  return 1
+}
+if [ "$#" -gt 0 ]; then npx tap "$@" || failed; exit; fi
+npx tap || failed
 # These run alone after the others, one file at a time (.taprc excludes them from the parallel run): the
 # fuzz test's bound, <= 60 s, holds for the file by itself, not beside another file on a 2-core machine;
 # the memif tests run DPDK testpmd processes that each busy-poll a CPU while they forward.
-npx tap --jobs 1 test/integration/hardening-fuzz.test.ts test/integration/memif-forwarder-pairs.test.ts test/integration/memif-forwarder-recovery.test.ts test/integration/memif.test.ts
+npx tap --jobs 1 test/integration/hardening-fuzz.test.ts test/integration/memif-forwarder-pairs.test.ts test/integration/memif-forwarder-recovery.test.ts test/integration/memif.test.ts || failed
