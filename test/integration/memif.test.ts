@@ -181,7 +181,9 @@ t.test('a client that started before its socket was served connects once it reop
   // The pod's directory is there before its containers start (kubelet makes a hostPath DirectoryOrCreate
   // volume); a DPDK memif client refuses a socket whose directory is missing.
   mkdirSync(join(memifRoot, uid))
-  const peer = await startMemifPeer(t, { socket, netns: netns.name, mode: 'icmpecho', cpu: 0, waitUp: false })
+  // Not forwarding until its link is up: testpmd's "stop" of a forwarding lcore polling a port that never came
+  // up once went unanswered for 10 s under the full suite's load.
+  const peer = await startMemifPeer(t, { socket, netns: netns.name, mode: 'icmpecho', cpu: 0, waitUp: false, start: false })
   t.notOk(await peer.linkUp(), 'no server yet: its port is down')
   const conf = mesh.conf({ networkService: `memif://${WEB}` })
   const args = `IgnoreUnknown=1;K8S_POD_UID=${uid}`
@@ -193,6 +195,7 @@ t.test('a client that started before its socket was served connects once it reop
     t.comment(peer.output())
     throw err
   })
+  await peer.startForwarding()
   t.ok(ping(String(res.ips?.[0]?.address ?? '').split('/')[0] ?? ''), 'traffic flows after the reopen')
   await peer.stop()
 })

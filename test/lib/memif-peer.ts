@@ -151,7 +151,8 @@ export async function startMemifPeer(t: Teardown, opts: MemifPeerOptions): Promi
       forwarding = true
     },
     async stopForwarding() {
-      await prompt.run('stop')
+      // Waits for the forwarding lcore, which shares its CPU with the console's (--lcores (0,1)@cpu): slow under load.
+      await prompt.run('stop', 30_000)
       forwarding = false
     },
     async setMode(m) {
